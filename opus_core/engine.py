@@ -1,0 +1,151 @@
+"""`Tasks`: the engine that holds processors and tasks and runs them for a command and context."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+from opus_core.errors import ManifestError, OpusError
+from opus_core.events import LoggingObserver, Notifier, RunObserver, display_name
+from opus_core.graph import Plan, build_plan
+from opus_core.logger import LoggerWrapper
+from opus_core.persistence import StatePersistence
+from opus_core.processor import TaskProcessor
+from opus_core.report import RunReport
+from opus_core.runners import Runner, RunnerSpec, resolve_runner
+from opus_core.scheduler import Scheduler
+from opus_core.store import KeyValueStore
+from opus_core.task import Task
+
+
+class Tasks:
+    """The engine: register processors, add tasks, then `process_context`.
+
+    ::
+
+        tasks = Tasks(key_value_store=values, logger=logger)
+        tasks.register_task_processor(processor=HelloWorld())
+        tasks.add_task(task=Task(kind="HelloWorld", version="v1", spec={...}))
+        report = tasks.process_context(command="apply", context="default")
+
+    `runner` is a runner name, `Runner` instance or class (default: `sequential`).
+    After a run, `key_value_store` also holds every value the run published.
+    """
+
+    def __init__(
+        self,
+        logger: LoggerWrapper | None = None,
+        key_value_store: KeyValueStore | None = None,
+        state_persistence: StatePersistence | None = None,
+        runner: RunnerSpec | None = None,
+        plugins: Sequence[object] | None = None,
+        fail_fast: bool = False,
+        observers: Iterable[RunObserver] = (),
+    ) -> None:
+        self.logger = logger if logger is not None else LoggerWrapper()
+        self.key_value_store = key_value_store if key_value_store is not None else KeyValueStore()
+        self.state_persistence = (
+            state_persistence if state_persistence is not None else StatePersistence()
+        )
+        self.runner: RunnerSpec = runner if runner is not None else "sequential"
+        self.plugins = list(plugins or ())
+        self.fail_fast = fail_fast
+        self.observers: list[RunObserver] = [LoggingObserver(self.logger), *observers]
+        self.processors: dict[tuple[str, str], TaskProcessor] = {}
+        self.tasks: list[Task] = []
+        self._task_ids: set[str] = set()
+        self._scheduler: Scheduler | None = None
+        self._lock = threading.Lock()
+
+    # -- building --------------------------------------------------------------
+
+    def register_task_processor(self, processor: TaskProcessor | type[TaskProcessor]) -> None:
+        """Handle tasks of `processor.kind` (every version it lists) with `processor`."""
+        if isinstance(processor, type) and issubclass(processor, TaskProcessor):
+            processor = processor(logger=self.logger)
+        if not isinstance(processor, TaskProcessor):
+            raise OpusError(f"register_task_processor needs a TaskProcessor, got {processor!r}")
+        for version in processor.versions:
+            self.processors[processor.kind, version] = processor
+
+    def add_task(self, task: Task) -> None:
+        """Add `task`; its kind and version must have a processor and its id must be new."""
+        if not isinstance(task, Task):
+            raise ManifestError(f"add_task needs a Task, got {task!r}")
+        if (task.kind, task.version) not in self.processors:
+            versions = sorted(v for k, v in self.processors if k == task.kind)
+            hint = (
+                f"its processor handles versions {', '.join(versions)}"
+                if versions
+                else f"register a TaskProcessor with kind = {task.kind!r}"
+            )
+            raise ManifestError(
+                f"task {display_name(task)!r}: no processor for kind {task.kind!r} "
+                f"version {task.version!r}; {hint}"
+            )
+        if task.task_id in self._task_ids:
+            what = "name" if task.meta.name else "manifest (an identical unnamed task)"
+            raise ManifestError(
+                f"task {display_name(task)!r}: another task has the same {what}; "
+                "give each task a unique metadata.name"
+            )
+        self._task_ids.add(task.task_id)
+        self.tasks.append(task)
+
+    # -- running ---------------------------------------------------------------
+
+    def plan(self, command: str = "apply", context: str = "default") -> Plan:
+        """The tasks that would run for `command` in `context`, in order, and those left out."""
+        return build_plan(self.tasks, self.processors, command, context)
+
+    def process_context(
+        self, command: str = "apply", context: str = "default", resume: bool = False
+    ) -> RunReport:
+        """Run every task in scope for `command` in `context` and report how each ended.
+
+        Raises `DependencyError`/`CycleError` before anything runs when the graph
+        is invalid. Task failures do not raise: they are in the report
+        (`report.raise_on_failure()` turns them into an exception).
+        """
+        if resume:
+            raise OpusError("resume=True is not available in this version of opus")
+        plan = self.plan(command, context)
+        runner, owned = self._runner()
+        scheduler = Scheduler(
+            plan,
+            self.processors,
+            runner,
+            self.key_value_store.store,
+            self.state_persistence,
+            Notifier(self.observers, self.logger),
+            fail_fast=self.fail_fast,
+        )
+        with self._lock:
+            if self._scheduler is not None:
+                raise OpusError("this Tasks is already running; wait for the run to end")
+            self._scheduler = scheduler
+        try:
+            report = scheduler.run()
+        finally:
+            with self._lock:
+                self._scheduler = None
+            if owned:
+                runner.shutdown(wait=not scheduler.interrupted)
+        self.key_value_store.store.update(scheduler.final_values())
+        self.state_persistence.persist_all_state()
+        return report
+
+    def stop(self) -> None:
+        """Stop the current run from another thread: running tasks stop, the rest are cancelled."""
+        with self._lock:
+            if self._scheduler is not None:
+                self._scheduler.stop()
+
+    def _runner(self) -> tuple[Runner, bool]:
+        """The runner for a run, and whether this engine made it (and so shuts it down)."""
+        if isinstance(self.runner, Runner):
+            return self.runner, False
+        return resolve_runner(self.runner), True
+
+    def __repr__(self) -> str:
+        return f"<Tasks {len(self.tasks)} task(s), {len(self.processors)} processor(s)>"

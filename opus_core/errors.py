@@ -1,0 +1,70 @@
+"""The exception hierarchy: everything opus raises on purpose derives from `OpusError`.
+
+Every message names the thing at fault (file, key, task, plugin) and, where it can,
+what would fix it.
+"""
+
+from __future__ import annotations
+
+
+class OpusError(Exception):
+    """Root of every error opus raises on purpose."""
+
+
+class ConfigError(OpusError):
+    """`opus.toml` (or a value passed in its place) is malformed or names something unknown."""
+
+
+class PluginError(OpusError):
+    """A plugin failed to load, conflicts with another, or returned something unusable."""
+
+
+class ManifestError(OpusError):
+    """A task manifest is malformed: missing kind or version, bad metadata, a duplicate name."""
+
+
+class DependencyError(OpusError):
+    """A dependency names a task that does not exist or is not in scope."""
+
+
+class CycleError(DependencyError):
+    """The dependencies form a cycle; `tasks` lists the task ids along it, in order."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.tasks = tasks
+        loop = " -> ".join([*tasks, tasks[0]])
+        super().__init__(f"dependency cycle: {loop}; remove one of these dependencies")
+
+
+class MissingValueError(OpusError):
+    """A spec refers to `${KEY}` but no task it depends on published `KEY`."""
+
+
+class TaskTimeoutError(OpusError, TimeoutError):
+    """A task ran longer than its `timeout`."""
+
+
+class TaskCancelledError(OpusError):
+    """A task was stopped before it finished."""
+
+
+class ProcessDiedError(OpusError):
+    """A task's process ended without sending back a result (killed, `os._exit`, a crash)."""
+
+
+class RemoteTaskError(OpusError):
+    """A task raised an exception that could not be sent back as itself.
+
+    `remote_type` is the qualified name of the original exception's type.
+    """
+
+    def __init__(self, remote_type: str, message: str) -> None:
+        self.remote_type = remote_type
+        super().__init__(f"{remote_type}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.remote_type, str(self).partition(": ")[2]))
+
+
+class RunFailedError(OpusError):
+    """Raised by `RunReport.raise_on_failure()` when any task did not succeed."""

@@ -1,0 +1,91 @@
+"""`LoggerWrapper`: the logger the engine and processors write to."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import ClassVar, TextIO
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at the time of the record (so redirection works)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_level(level: str | int) -> int:
+    """A `logging` level from a name such as "INFO" (any case) or a number."""
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    if isinstance(level, str) and level.upper() in LEVELS:
+        return int(getattr(logging, level.upper()))
+    raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+
+
+def _plain_logger() -> logging.Logger:
+    logger = logging.getLogger("opus")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)  # each LoggerWrapper filters by its own level
+        logger.propagate = False
+    return logger
+
+
+class LoggerWrapper:
+    """The default logger: plain lines on standard output through the stdlib logger `"opus"`.
+
+    Subclass it (and give the subclass a `name`) to log elsewhere; every method takes
+    the message as its one argument, as `message=` in the seed's style too.
+    """
+
+    name: ClassVar[str] = "plain"
+
+    def __init__(self, level: str | int = "INFO") -> None:
+        self.level = parse_level(level)
+        self.logger = _plain_logger()
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether a message at `level` (a `logging` level) would be written."""
+        return level >= self.level
+
+    def log(self, level: int, message: str) -> None:
+        """Log `message` at `level` (a `logging` level), if this wrapper's level lets it through."""
+        if level >= self.level:
+            self.logger.log(level, message)
+
+    def debug(self, message: str) -> None:
+        """Log at DEBUG."""
+        self.log(logging.DEBUG, message)
+
+    def info(self, message: str) -> None:
+        """Log at INFO."""
+        self.log(logging.INFO, message)
+
+    def warning(self, message: str) -> None:
+        """Log at WARNING."""
+        self.log(logging.WARNING, message)
+
+    def warn(self, message: str) -> None:
+        """Log at WARNING (the seed's spelling)."""
+        self.log(logging.WARNING, message)
+
+    def error(self, message: str) -> None:
+        """Log at ERROR."""
+        self.log(logging.ERROR, message)
+
+    def critical(self, message: str) -> None:
+        """Log at CRITICAL."""
+        self.log(logging.CRITICAL, message)

@@ -1,0 +1,67 @@
+"""`StatePersistence`: where task state is kept. The base class keeps it in memory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from opus_core.errors import OpusError
+
+
+def check_state(object_identifier: object, data: object) -> None:
+    """Reject identifiers that are not strings and data that is not a dict."""
+    if not isinstance(object_identifier, str) or not object_identifier:
+        raise OpusError(f"state identifier must be a non-empty string, got {object_identifier!r}")
+    if not isinstance(data, dict):
+        raise OpusError(
+            f"state for {object_identifier!r} must be a dict, got {type(data).__name__}"
+        )
+
+
+def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `data` through JSON, which is what every persistence can store."""
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(data, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise OpusError(f"state for {object_identifier!r} is not JSON data: {exc}") from None
+    return copied
+
+
+class StatePersistence:
+    """State kept by object identifier (usually a task id), as JSON-compatible dicts.
+
+    This base class keeps everything in memory for the life of the process (the
+    `memory` persistence). Subclasses store it elsewhere: override
+    `retrieve_all_state_from_persistence`, `get_object_state`, `save_object_state`,
+    `delete_object_state` and `persist_all_state`, and set a `name`.
+    """
+
+    name: ClassVar[str] = "memory"
+
+    def __init__(self, logger: object = None, **_options: Any) -> None:
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
+        """Every identifier and its state."""
+        return {key: json_copy(key, value) for key, value in self.state.items()}
+
+    def get_object_state(self, object_identifier: str) -> dict[str, Any]:
+        """The state saved for `object_identifier`, or an empty dict."""
+        data = self.state.get(object_identifier)
+        return {} if data is None else json_copy(object_identifier, data)
+
+    def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
+        """Replace the state of `object_identifier` with `data`."""
+        check_state(object_identifier, data)
+        self.state[object_identifier] = json_copy(object_identifier, data)
+
+    def delete_object_state(self, object_identifier: str) -> bool:
+        """Forget `object_identifier`; True if there was anything to forget."""
+        return self.state.pop(object_identifier, None) is not None
+
+    def persist_all_state(self) -> None:
+        """Make everything saved so far durable (nothing to do in memory)."""
+
+
+StatePersistance = StatePersistence
+"""The seed's spelling of `StatePersistence`."""

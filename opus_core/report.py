@@ -1,0 +1,90 @@
+"""What a run produced: `TaskStatus`, `TaskResult` per task, and the `RunReport`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from opus_core.errors import RunFailedError
+
+
+class TaskStatus(StrEnum):
+    """How a task ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome in a run."""
+
+    task_id: str
+    kind: str
+    status: TaskStatus
+    attempts: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    resumed: bool = False
+
+
+@dataclass
+class RunReport:
+    """The outcome of `Tasks.process_context`: a `TaskResult` per task in scope.
+
+    Results are in the order the tasks were planned (a topological order).
+    `interrupted` is True when the run was stopped (`Tasks.stop()` or Ctrl-C).
+    """
+
+    command: str
+    context: str
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    duration: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every task in scope succeeded."""
+        return not self.interrupted and all(
+            r.status is TaskStatus.SUCCEEDED for r in self.results.values()
+        )
+
+    def __getitem__(self, task_id: str) -> TaskResult:
+        return self.results[task_id]
+
+    def __iter__(self) -> Iterator[TaskResult]:
+        return iter(self.results.values())
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def with_status(self, status: TaskStatus) -> list[str]:
+        """The ids of the tasks that ended with `status`."""
+        return [r.task_id for r in self.results.values() if r.status is status]
+
+    def counts(self) -> dict[str, int]:
+        """How many tasks ended in each status (every status listed, zeros included)."""
+        counter = Counter(r.status for r in self.results.values())
+        return {status.value: counter.get(status, 0) for status in TaskStatus}
+
+    def summary(self) -> str:
+        """One line: the counts that are not zero and the duration."""
+        parts = [f"{n} {status}" for status, n in self.counts().items() if n]
+        return f"{', '.join(parts) or 'no tasks'} in {self.duration:.2f}s"
+
+    def raise_on_failure(self) -> None:
+        """Raise `RunFailedError` naming every task that did not succeed."""
+        if self.ok:
+            return
+        bad = [r for r in self.results.values() if r.status is not TaskStatus.SUCCEEDED]
+        first = next((r for r in bad if r.error), None)
+        detail = f"; first error ({first.task_id}): {first.error}" if first else ""
+        names = ", ".join(f"{r.task_id} ({r.status})" for r in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        stopped = "run was interrupted; " if self.interrupted else ""
+        raise RunFailedError(f"{stopped}{len(bad)} task(s) did not succeed: {names}{more}{detail}")

@@ -1,0 +1,79 @@
+"""Runners: where tasks run. See `Runner` to write your own.
+
+Built in: `SequentialRunner` (`"sequential"`) and `ProcessRunner` (`"process"`).
+Plugins add more (`threadpool`, `dask`, ...) through `opus_register_runners`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opus_core.errors import ConfigError
+from opus_core.runners.base import BaseTaskRun, Runner
+from opus_core.runners.process import MultiprocessTaskRun, ProcessRunner
+from opus_core.runners.sequential import SequentialRunner, SequentialTaskRun
+
+__all__ = [
+    "BUILTIN_RUNNERS",
+    "BaseTaskRun",
+    "MultiprocessTaskRun",
+    "ProcessRunner",
+    "Runner",
+    "RunnerSpec",
+    "SequentialRunner",
+    "SequentialTaskRun",
+    "resolve_runner",
+    "shared_runner",
+]
+
+BUILTIN_RUNNERS: dict[str, type[Runner]] = {
+    SequentialRunner.name: SequentialRunner,
+    ProcessRunner.name: ProcessRunner,
+}
+
+RunnerSpec = str | Runner | type[Runner] | type[BaseTaskRun]
+"""What `runner=` accepts: a name, a runner, a runner class, or a seed run class."""
+
+
+def resolve_runner(
+    spec: RunnerSpec, available: dict[str, type[Runner]] | None = None, **options: Any
+) -> Runner:
+    """Turn a `runner=` value into a runner instance.
+
+    Names are looked up in `available` (default: the built-in runners); a class
+    is instantiated with `options`; an instance is returned as it is.
+    """
+    if isinstance(spec, Runner):
+        return spec
+    if isinstance(spec, type):
+        if issubclass(spec, SequentialTaskRun):
+            return SequentialRunner()
+        if issubclass(spec, MultiprocessTaskRun):
+            return ProcessRunner()
+        if issubclass(spec, Runner):
+            return spec(**options)
+    if isinstance(spec, str):
+        runners = BUILTIN_RUNNERS if available is None else available
+        try:
+            cls = runners[spec]
+        except KeyError:
+            known = ", ".join(sorted(runners)) or "none"
+            raise ConfigError(f"unknown runner {spec!r}; installed runners: {known}") from None
+        return cls(**options)
+    raise ConfigError(
+        "runner must be a runner name, a Runner instance or class, "
+        f"SequentialTaskRun or MultiprocessTaskRun; got {spec!r}"
+    )
+
+
+_shared: dict[object, Runner] = {}
+
+
+def shared_runner(spec: RunnerSpec) -> Runner:
+    """One runner instance per name or class for the whole process (used by `@task`)."""
+    if isinstance(spec, Runner):
+        return spec
+    runner = _shared.get(spec)
+    if runner is None:
+        runner = _shared[spec] = resolve_runner(spec)
+    return runner

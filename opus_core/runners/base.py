@@ -1,0 +1,216 @@
+"""The runner interface: a `Runner` starts callables, a `BaseTaskRun` is the handle to one."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, ClassVar
+
+from opus_core.errors import TaskCancelledError, TaskTimeoutError
+from opus_core.report import TaskStatus
+
+
+class Attempted:
+    """A value wrapped with the number of attempts it took (see `opus_core.decorator`)."""
+
+    __slots__ = ("attempts", "value")
+
+    def __init__(self, value: Any, attempts: int) -> None:
+        self.value = value
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Attempted, (self.value, self.attempts))
+
+
+def run_name(fn: Callable[..., Any]) -> str:
+    """The name a run of `fn` is known by: its `opus_name`, else its `__name__`."""
+    name = getattr(fn, "opus_name", None) or getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
+
+
+class BaseTaskRun:
+    """A handle to one started task.
+
+    Runner authors subclass it, call `_finish(value=...)` or `_finish(exception=...)`
+    exactly when the work ends, and override `_halt()` to stop the work for real.
+    The first call to `_finish` wins, so a stop racing a result is harmless.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.attempts = 1
+        self.started_at = time.monotonic()
+        self.finished_at: float | None = None
+        self._instance_name: str | None = None
+        self._status: TaskStatus | None = None
+        self._value: Any = None
+        self._exception: BaseException | None = None
+        self._event: threading.Event | None = None  # made only when someone waits
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[BaseTaskRun], None]] = []
+
+    @property
+    def instance_name(self) -> str:
+        """The task's name plus a suffix unique to this run."""
+        if self._instance_name is None:
+            self._instance_name = f"{self.name}-{uuid.uuid4().hex[:8]}"
+        return self._instance_name
+
+    def _wait_event(self) -> threading.Event:
+        with self._lock:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._status is not None:
+                    self._event.set()
+            return self._event
+
+    # -- for runner authors ------------------------------------------------
+
+    def _finish(
+        self,
+        value: Any = None,
+        exception: BaseException | None = None,
+        status: TaskStatus | None = None,
+    ) -> bool:
+        """Record the outcome; False (and nothing changes) if the run already ended."""
+        with self._lock:
+            if self._status is not None:
+                return False
+            if isinstance(value, Attempted):
+                self.attempts, value = value.attempts, value.value
+            if exception is not None:
+                self.attempts = getattr(exception, "_opus_attempts", self.attempts)
+                if status is None:
+                    status = (
+                        TaskStatus.TIMED_OUT
+                        if isinstance(exception, TaskTimeoutError)
+                        else TaskStatus.CANCELLED
+                        if isinstance(exception, TaskCancelledError)
+                        else TaskStatus.FAILED
+                    )
+            self._value, self._exception = value, exception
+            self._status = status or TaskStatus.SUCCEEDED
+            self.finished_at = time.monotonic()
+            callbacks, self._callbacks = self._callbacks, []
+            if self._event is not None:
+                self._event.set()
+        for callback in callbacks:
+            callback(self)
+        return True
+
+    def _halt(self) -> None:
+        """Stop the work itself. The base class cannot, so the work runs on unobserved."""
+
+    # -- the public handle -------------------------------------------------
+
+    @property
+    def status(self) -> TaskStatus | None:
+        """How the run ended, or None while it runs."""
+        return self._status
+
+    def done(self) -> bool:
+        """True once the run has ended, whatever the outcome."""
+        return self._status is not None
+
+    def is_running(self) -> bool:
+        """True until the run has ended."""
+        return self._status is None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ends or `timeout` seconds pass; True if it ended."""
+        return self._status is not None or self._wait_event().wait(timeout)
+
+    def get_result(self, timeout: float | None = None, raise_exceptions: bool = True) -> Any:
+        """The task's return value.
+
+        Raises the task's exception (or returns it, with `raise_exceptions=False`),
+        and `TimeoutError` if the run does not end within `timeout` seconds.
+        """
+        if not self.wait(timeout):
+            raise TimeoutError(f"task run {self.instance_name} did not finish within {timeout}s")
+        if self._exception is not None:
+            if raise_exceptions:
+                raise self._exception
+            return self._exception
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        """The exception the run ended with, or None (also None while running)."""
+        return self._exception
+
+    def stop(self) -> None:
+        """Stop the run: it ends as `cancelled` unless it had already ended."""
+        if self.done():
+            return
+        self._halt()
+        self._finish(exception=TaskCancelledError(f"task run {self.instance_name} was stopped"))
+
+    def time_out(self, timeout: float) -> None:
+        """End the run as `timed_out` after `timeout` seconds (called by a deadline watcher)."""
+        if self.done():
+            return
+        self._halt()
+        self._finish(exception=TaskTimeoutError(f"task {self.name!r} timed out after {timeout:g}s"))
+
+    def add_done_callback(self, callback: Callable[[BaseTaskRun], None]) -> None:
+        """Call `callback(run)` when the run ends (at once if it has)."""
+        with self._lock:
+            if self._status is None:
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    def __repr__(self) -> str:
+        state = self._status.value if self._status else "running"
+        return f"<{type(self).__name__} {self.instance_name} {state}>"
+
+
+class Runner:
+    """Where tasks run. Subclass it (or a built-in runner) to make your own.
+
+    A runner has a class attribute `name` (what `opus.toml` and `runner=` call
+    it), takes its options as keyword arguments (from `[runners.<name>]`), and
+    implements `submit` and, if it holds resources, `shutdown`.
+
+    Two class attributes tell the engine how to drive it:
+
+    * `blocking`: `submit` returns only when the work is done (the engine then
+      enforces timeouts inside the call, with an alarm signal).
+    * `shares_memory`: the work sees the caller's objects rather than copies
+      (otherwise what a processor saves to `state_persistence` is recorded and
+      shipped back to the caller's persistence).
+    """
+
+    name: ClassVar[str] = ""
+    blocking: ClassVar[bool] = False
+    shares_memory: ClassVar[bool] = True
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """How many tasks of a graph the engine keeps in flight at once (None: no limit)."""
+        return None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
+        """Start `fn(*args, **kwargs)` and return its run handle without waiting."""
+        raise NotImplementedError(f"{type(self).__name__}.submit is not implemented")
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Release the runner's resources; with `wait`, after the work it started ends."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown(wait=exc is None)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,167 @@
+"""The `process` runner: one OS process per task, killed on stop or timeout."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, ClassVar
+
+from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
+from opus_core.runners.base import BaseTaskRun, Runner, run_name
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """`exc` if it survives pickling, else a `RemoteTaskError` with its type and message."""
+    detail = "".join(traceback.format_exception(exc)).rstrip()
+    try:
+        exc.add_note(f"(raised in the task's process)\n{detail}")
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        kind = type(exc)
+        portable = RemoteTaskError(f"{kind.__module__}.{kind.__qualname__}", str(exc))
+        portable.add_note(f"(raised in the task's process)\n{detail}")
+        return portable
+    return exc
+
+
+def _child_main(conn: Connection, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    try:
+        os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
+    except OSError:
+        pass
+    try:
+        message: tuple[bool, Any] = (True, fn(*args, **kwargs))
+    except BaseException as exc:
+        message = (False, _portable(exc))
+    try:
+        conn.send(message)
+    except Exception as exc:
+        what = "result" if message[0] else "exception"
+        conn.send(
+            (
+                False,
+                OpusError(
+                    f"the {what} of task {run_name(fn)!r} could not be sent "
+                    f"back from its process: {type(exc).__name__}: {exc}"
+                ),
+            )
+        )
+    conn.close()
+
+
+class MultiprocessTaskRun(BaseTaskRun):
+    """A run in a child process of its own; `stop()` kills the process and its children."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: Any = None,
+    ) -> None:
+        super().__init__(run_name(fn))
+        ctx = context or multiprocessing.get_context("fork")
+        receiver, sender = ctx.Pipe(duplex=False)
+        self._conn: Connection = receiver
+        self._process = ctx.Process(
+            target=_child_main, args=(sender, fn, args, kwargs), name=self.instance_name
+        )
+        self._process.start()
+        sender.close()
+        pid = self._process.pid
+        assert pid is not None
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child did it first, or has already ended
+        threading.Thread(target=self._watch, name=f"opus-{self.instance_name}", daemon=True).start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._process.pid
+
+    def _watch(self) -> None:
+        process = self._process
+        multiprocessing.connection.wait([self._conn, process.sentinel])
+        message = None
+        try:
+            if self._conn.poll():
+                message = self._conn.recv()
+        except (EOFError, OSError):
+            pass
+        finally:
+            self._conn.close()
+        process.join()
+        if message is not None:
+            ok, payload = message
+            if ok:
+                self._finish(value=payload)
+            else:
+                self._finish(exception=payload)
+            return
+        code = process.exitcode
+        how = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code is not None and code < 0
+            else f"exited with code {code}"
+        )
+        self._finish(
+            exception=ProcessDiedError(
+                f"the process of task {self.name!r} (pid {process.pid}) {how} "
+                "without sending back a result"
+            )
+        )
+
+    def _halt(self) -> None:
+        pid = self._process.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+class ProcessRunner(Runner):
+    """Runs each task in a new OS process (`"process"`).
+
+    Processes are forked, so functions defined anywhere, closures included,
+    run without being pickled; the result or exception comes back pickled.
+    `max_workers` caps how many tasks of a graph run at once (default: the
+    number of CPUs plus four, at most 32); `@task` calls are not capped.
+    """
+
+    name: ClassVar[str] = "process"
+    shares_memory: ClassVar[bool] = False
+    run_class: ClassVar[type[MultiprocessTaskRun]] = MultiprocessTaskRun
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
+            raise ValueError(
+                f"max_workers must be a whole number of at least 1, got {max_workers!r}"
+            )
+        self.max_workers = max_workers
+        self._context = multiprocessing.get_context("fork")
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """`max_workers`, or the number of CPUs plus four (at most 32)."""
+        return self.max_workers or min(32, (os.cpu_count() or 1) + 4)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
+        """Fork a process that runs `fn(*args, **kwargs)`."""
+        return self.run_class(fn, args, kwargs, self._context)

@@ -1,0 +1,463 @@
+"""Running a `Plan` on a runner: start each task once its dependencies succeeded.
+
+The scheduler never assumes tasks end in the order they started: runners
+report back through done callbacks onto one queue, and the scheduler is the
+only code that changes a run's bookkeeping.
+
+Values: a task sees the store as it stood at the start of the run plus every
+value published by the tasks it depends on, directly or not. When two of those
+publish one key, the one later in the plan's topological order wins, so what
+a task sees never depends on scheduling.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from opus_core.errors import (
+    MissingValueError,
+    OpusError,
+    TaskCancelledError,
+    TaskTimeoutError,
+)
+from opus_core.events import Notifier, display_name
+from opus_core.graph import Plan
+from opus_core.persistence import StatePersistence
+from opus_core.processor import TaskProcessor
+from opus_core.report import RunReport, TaskResult, TaskStatus
+from opus_core.runners.base import BaseTaskRun, Runner
+from opus_core.store import KeyValueStore
+from opus_core.substitution import substitute
+from opus_core.task import Task
+from opus_core.timeouts import call_with_alarm, deadlines
+
+_STOP = object()
+
+
+class _View:
+    """Values visible to a task: key -> (plan position of the publisher, value)."""
+
+    __slots__ = ("_plain", "entries")
+
+    def __init__(self, entries: dict[str, tuple[int, Any]]) -> None:
+        self.entries = entries
+        self._plain: dict[str, Any] | None = None
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        if self._plain is None:
+            self._plain = {k: v for k, (_, v) in self.entries.items()}
+        return self._plain
+
+
+class RecordingPersistence(StatePersistence):
+    """Persistence for work that runs on copies: reads go to the copy, writes are recorded.
+
+    The engine replays `writes` into the real persistence when the attempt ends.
+    """
+
+    name = "recording"
+
+    def __init__(self, inner: StatePersistence) -> None:
+        super().__init__()
+        self.inner = inner
+        self.writes: dict[str, dict[str, Any] | None] = {}
+
+    def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
+        state = self.inner.retrieve_all_state_from_persistence()
+        for key, value in self.writes.items():
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        return state
+
+    def get_object_state(self, object_identifier: str) -> dict[str, Any]:
+        if object_identifier in self.writes:
+            return dict(self.writes[object_identifier] or {})
+        return self.inner.get_object_state(object_identifier)
+
+    def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
+        super().save_object_state(object_identifier, data)  # validates and copies
+        self.writes[object_identifier] = self.state.pop(object_identifier)
+
+    def delete_object_state(self, object_identifier: str) -> bool:
+        existed = bool(self.get_object_state(object_identifier))
+        self.writes[object_identifier] = None
+        return existed
+
+
+class AttemptOutcome:
+    """What one successful attempt sends back: published values and recorded state writes."""
+
+    __slots__ = ("published", "writes")
+
+    def __init__(self, published: dict[str, Any], writes: dict[str, dict[str, Any] | None] | None):
+        self.published = published
+        self.writes = writes
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (AttemptOutcome, (self.published, self.writes))
+
+
+def published_values(returned: object, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `returned` that are new or changed compared to `given`."""
+    if isinstance(returned, KeyValueStore):
+        returned = returned.store
+    if not isinstance(returned, Mapping):
+        raise OpusError(
+            "process_task must return a dict, a KeyValueStore or None, "
+            f"got {type(returned).__name__}"
+        )
+    published: dict[str, Any] = {}
+    for key, value in returned.items():
+        if key in given:
+            old = given[key]
+            try:
+                if old is value or old == value:
+                    continue
+            except Exception:  # a value whose == raises or is ambiguous counts as changed
+                pass
+        published[key] = value
+    return published
+
+
+class Attempt:
+    """One attempt of one task, as handed to a runner: call it to process the task."""
+
+    __slots__ = (
+        "alarm",
+        "command",
+        "context",
+        "opus_name",
+        "persistence",
+        "processor",
+        "record",
+        "task",
+        "values",
+    )
+
+    def __init__(
+        self,
+        processor: TaskProcessor,
+        task: Task,
+        command: str,
+        context: str,
+        values: dict[str, Any],
+        persistence: StatePersistence,
+        record: bool,
+        alarm: float | None,
+    ) -> None:
+        self.processor = processor
+        self.task = task
+        self.command = command
+        self.context = context
+        self.values = values
+        self.persistence = persistence
+        self.record = record
+        self.alarm = alarm
+        self.opus_name = display_name(task)
+
+    def __call__(self) -> AttemptOutcome:
+        store = KeyValueStore(dict(self.values))
+        persistence = RecordingPersistence(self.persistence) if self.record else self.persistence
+
+        def process() -> Any:
+            return self.processor.process_task(
+                task=self.task,
+                command=self.command,
+                context=self.context,
+                key_value_store=store,
+                state_persistence=persistence,
+            )
+
+        try:
+            returned = call_with_alarm(process, self.alarm, self.opus_name)
+        except SystemExit as exc:
+            raise OpusError(
+                f"processor of task {self.opus_name!r} raised SystemExit({exc.code!r})"
+            ) from None
+        published = published_values(store if returned is None else returned, self.values)
+        writes = persistence.writes if isinstance(persistence, RecordingPersistence) else None
+        return AttemptOutcome(published, writes)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a report: the exception's type and message."""
+    if isinstance(exc, OpusError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Scheduler:
+    """Executes one plan; create one per run."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        processors: Mapping[tuple[str, str], TaskProcessor],
+        runner: Runner,
+        values: Mapping[str, Any],
+        persistence: StatePersistence,
+        notifier: Notifier,
+        fail_fast: bool = False,
+    ) -> None:
+        self.plan = plan
+        self.processors = processors
+        self.runner = runner
+        self.persistence = persistence
+        self.notify = notifier
+        self.fail_fast = fail_fast
+        n = len(plan.tasks)
+        self.completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.start_view = _View({k: (-1, v) for k, v in values.items()})
+        self.exported: list[_View | None] = [None] * n
+        self.published: list[dict[str, Any] | None] = [None] * n
+        self.waiting = [len(ds) for ds in plan.deps]
+        self.results: list[TaskResult | None] = [None] * n
+        self.attempts = [0] * n
+        self.first_start = [0.0] * n
+        self.running: dict[int, BaseTaskRun] = {}
+        self.ready: deque[int] = deque(i for i, w in enumerate(self.waiting) if w == 0)
+        self.retries: list[tuple[float, int]] = []
+        self.halted: str | None = None
+        self.interrupted = False
+        self.finished = 0
+        self.limit = runner.max_concurrency
+
+    # -- the loop ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the run to stop (thread-safe): nothing new starts, running tasks are stopped."""
+        self.completions.put(_STOP)
+
+    def run(self) -> RunReport:
+        started = time.monotonic()
+        self.notify.run_started(self.plan)
+        try:
+            while self.finished < len(self.results):
+                while self._can_start():
+                    self._start(self.ready.popleft())
+                if self.finished == len(self.results) or (self.halted and not self.running):
+                    break
+                item = self._next_event()
+                if item is _STOP:
+                    self._halt("stopped")
+                elif item is not None:
+                    index, run = item
+                    current = self.running.get(index)
+                    if current is not None and current is run:
+                        del self.running[index]
+                        self._completed(index, current)
+        except KeyboardInterrupt:
+            self._halt("interrupted")
+        report = self._report(time.monotonic() - started)
+        self.notify.run_finished(report)
+        return report
+
+    def _can_start(self) -> bool:
+        return (
+            bool(self.ready)
+            and not self.halted
+            and (self.limit is None or len(self.running) < self.limit)
+        )
+
+    def _next_event(self) -> Any:
+        """The next completion or stop request, or None when a retry falls due first."""
+        while self.retries and self.retries[0][0] <= time.monotonic():
+            self.ready.append(heapq.heappop(self.retries)[1])
+        if self._can_start():
+            try:
+                return self.completions.get_nowait()
+            except queue.Empty:
+                return None
+        timeout = max(0.0, self.retries[0][0] - time.monotonic()) if self.retries else None
+        if timeout is None and not self.running:
+            raise AssertionError("scheduler has nothing to wait for")  # pragma: no cover
+        try:
+            return self.completions.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _halt(self, why: str) -> None:
+        """Stop everything: running tasks are stopped, the rest cancelled."""
+        self.halted = why
+        self.interrupted = True
+        for index, run in list(self.running.items()):
+            run.stop()
+            del self.running[index]
+            self._finish(index, TaskStatus.CANCELLED, f"{why} while running")
+        for index, result in enumerate(self.results):
+            if result is None:
+                self._finish(index, TaskStatus.CANCELLED, f"run {why} before it started")
+        self.ready.clear()
+        self.retries.clear()
+
+    # -- one task ------------------------------------------------------------
+
+    def _view(self, index: int) -> _View:
+        deps = self.plan.deps[index]
+        if not deps:
+            return self.start_view
+        if len(deps) == 1:
+            view = self.exported[deps[0]]
+            assert view is not None
+            return view
+        views = list({id(v): v for v in (self.exported[d] for d in deps) if v is not None}.values())
+        if len(views) == 1:
+            return views[0]
+        views.sort(key=lambda v: len(v.entries), reverse=True)
+        entries = dict(views[0].entries)
+        for view in views[1:]:
+            for key, entry in view.entries.items():
+                current = entries.get(key)
+                if current is None or current[0] < entry[0]:
+                    entries[key] = entry
+        return _View(entries)
+
+    def _start(self, index: int) -> None:
+        task = self.plan.tasks[index]
+        view = self._view(index)
+        values = view.plain
+        if task.has_placeholders:
+            try:
+                task = task.with_spec(substitute(task.spec, values, display_name(task)))
+            except MissingValueError as exc:
+                self._finish(index, TaskStatus.FAILED, str(exc))
+                self._skip_dependents(index)
+                return
+        self.attempts[index] += 1
+        if self.attempts[index] == 1:
+            self.first_start[index] = time.monotonic()
+        runner = self.runner
+        timeout = task.meta.timeout
+        attempt = Attempt(
+            self.processors[task.kind, task.version],
+            task,
+            self.plan.command,
+            self.plan.context,
+            values,
+            self.persistence,
+            record=not runner.shares_memory,
+            alarm=timeout if runner.blocking else None,
+        )
+        self.notify.task_started(task, self.attempts[index])
+        try:
+            run = runner.submit(attempt)
+        except KeyboardInterrupt:
+            self._finish(index, TaskStatus.CANCELLED, "interrupted while running")
+            raise
+        except Exception as exc:
+            self._failed_attempt(index, exc)
+            return
+        if runner.blocking and run.done():
+            self._completed(index, run)
+            return
+        self.running[index] = run
+        if timeout is not None and not runner.blocking:
+            deadlines.watch(run, timeout)
+        completions = self.completions
+        run.add_done_callback(lambda r: completions.put((index, r)))
+
+    def _completed(self, index: int, run: BaseTaskRun) -> None:
+        exc = run.exception()
+        if exc is None:
+            outcome = run.get_result()
+            self._succeeded(index, outcome)
+        else:
+            self._failed_attempt(index, exc)
+
+    def _succeeded(self, index: int, outcome: AttemptOutcome) -> None:
+        if outcome.writes:
+            for key, data in outcome.writes.items():
+                if data is None:
+                    self.persistence.delete_object_state(key)
+                else:
+                    self.persistence.save_object_state(key, data)
+        view = self._view(index)
+        if outcome.published:
+            entries = dict(view.entries)
+            for key, value in outcome.published.items():
+                entries[key] = (index, value)
+            self.published[index] = outcome.published
+            view = _View(entries)
+        self.exported[index] = view
+        self._finish(index, TaskStatus.SUCCEEDED, None)
+        for dependent in self.plan.dependents[index]:
+            self.waiting[dependent] -= 1
+            if self.waiting[dependent] == 0 and self.results[dependent] is None:
+                self.ready.append(dependent)
+
+    def _failed_attempt(self, index: int, exc: BaseException) -> None:
+        error = describe_error(exc)
+        task = self.plan.tasks[index]
+        if isinstance(exc, TaskTimeoutError):
+            status = TaskStatus.TIMED_OUT
+        elif isinstance(exc, TaskCancelledError):
+            status = TaskStatus.CANCELLED
+        else:
+            status = TaskStatus.FAILED
+            if self.attempts[index] <= task.meta.retries and not self.halted:
+                delay = task.meta.retry_sleep_time
+                self.notify.task_retrying(task, self.attempts[index], error, delay)
+                heapq.heappush(self.retries, (time.monotonic() + delay, index))
+                return
+        self._finish(index, status, error)
+        self._skip_dependents(index)
+        if self.fail_fast and status is not TaskStatus.CANCELLED and not self.halted:
+            self.halted = "fail_fast"
+            for i, result in enumerate(self.results):
+                if result is None and i not in self.running:
+                    self._finish(
+                        i,
+                        TaskStatus.SKIPPED,
+                        f"not started: fail_fast after {display_name(task)!r} {status}",
+                    )
+            self.ready.clear()
+
+    def _skip_dependents(self, index: int) -> None:
+        failed = display_name(self.plan.tasks[index])
+        pending = list(self.plan.dependents[index])
+        while pending:
+            i = pending.pop()
+            if self.results[i] is None:
+                self._finish(i, TaskStatus.SKIPPED, f"dependency {failed!r} did not succeed")
+                pending.extend(self.plan.dependents[i])
+
+    def _finish(self, index: int, status: TaskStatus, error: str | None) -> None:
+        task = self.plan.tasks[index]
+        start = self.first_start[index]
+        result = TaskResult(
+            task_id=task.task_id,
+            kind=task.kind,
+            status=status,
+            attempts=self.attempts[index],
+            duration=time.monotonic() - start if start else 0.0,
+            error=error,
+        )
+        self.results[index] = result
+        self.finished += 1
+        self.notify.task_finished(task, result)
+
+    def _report(self, duration: float) -> RunReport:
+        report = RunReport(
+            self.plan.command, self.plan.context, duration=duration, interrupted=self.interrupted
+        )
+        for result in self.results:
+            assert result is not None
+            report.results[result.task_id] = result
+        return report
+
+    def final_values(self) -> dict[str, Any]:
+        """Everything published in the run, applied in plan order over the starting values."""
+        values = dict(self.start_view.plain)
+        for published in self.published:
+            if published:
+                values.update(published)
+        return values

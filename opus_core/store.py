@@ -1,0 +1,23 @@
+"""`KeyValueStore`: the values tasks publish for the tasks that depend on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KeyValueStore:
+    """A dict of values (`.store`) with the seed's `.save(key, value)`."""
+
+    def __init__(self, store: dict[str, Any] | None = None) -> None:
+        self.store: dict[str, Any] = {} if store is None else store
+
+    def save(self, key: str, value: Any) -> None:
+        """Set `key` to `value`."""
+        self.store[key] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of `key`, or `default`."""
+        return self.store.get(key, default)
+
+    def __repr__(self) -> str:
+        return f"KeyValueStore({self.store!r})"

@@ -1,0 +1,238 @@
+"""The task manifest: `Task` and its parsed, validated `TaskMetadata`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opus_core.errors import ManifestError
+from opus_core.substitution import needs_substitution
+
+_METADATA_KEYS = frozenset(
+    {
+        "name",
+        "labels",
+        "dependencies",
+        "contexts",
+        "exclude_contexts",
+        "commands",
+        "exclude_commands",
+        "retries",
+        "retry_sleep_time",
+        "timeout",
+    }
+)
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A dependency on every in-scope task carrying all of `labels`."""
+
+    labels: tuple[tuple[str, str], ...]
+
+    def __str__(self) -> str:
+        return "{labels = {" + ", ".join(f'{k} = "{v}"' for k, v in self.labels) + "}}"
+
+
+@dataclass(slots=True)
+class TaskMetadata:
+    """The validated form of a manifest's `metadata` table."""
+
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    dependency_names: tuple[str, ...] = ()
+    dependency_selectors: tuple[LabelSelector, ...] = ()
+    contexts: frozenset[str] | None = None
+    exclude_contexts: frozenset[str] = frozenset()
+    commands: frozenset[str] | None = None
+    exclude_commands: frozenset[str] = frozenset()
+    retries: int = 0
+    retry_sleep_time: float = 0.0
+    timeout: float | None = None
+
+
+_EMPTY_METADATA = TaskMetadata()
+
+
+def _string_list(where: str, key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: metadata.{key} must be a list of strings, got {value!r}")
+    if not value and key in ("contexts", "commands"):
+        raise ManifestError(
+            f"{where}: metadata.{key} is empty, so the task would never run; "
+            f"remove the key to allow every {key[:-1]}"
+        )
+    return tuple(value)
+
+
+def _labels(where: str, key: str, value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ManifestError(
+            f"{where}: {key} must be a table of string keys to string values, got {value!r}"
+        )
+    return dict(value)
+
+
+def _number(where: str, key: str, value: object, *, minimum: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ManifestError(f"{where}: metadata.{key} must be a number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        relation = "greater than" if strict else "at least"
+        raise ManifestError(f"{where}: metadata.{key} must be {relation} {minimum}, got {value!r}")
+    return float(value)
+
+
+def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
+    """Validate a manifest's metadata; `where` names the task in error messages."""
+    if not isinstance(metadata, Mapping):
+        raise ManifestError(f"{where}: metadata must be a table, got {metadata!r}")
+    if not metadata:
+        return _EMPTY_METADATA
+    unknown = metadata.keys() - _METADATA_KEYS
+    if unknown:
+        raise ManifestError(
+            f"{where}: unknown metadata key {sorted(unknown)[0]!r}; "
+            f"expected one of {', '.join(sorted(_METADATA_KEYS))}"
+        )
+    fields: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if value is None:
+            continue
+        if key == "name":
+            if not isinstance(value, str) or not value:
+                raise ManifestError(
+                    f"{where}: metadata.name must be a non-empty string, got {value!r}"
+                )
+            fields["name"] = value
+        elif key == "labels":
+            fields["labels"] = _labels(where, "metadata.labels", value)
+        elif key == "dependencies":
+            fields["dependency_names"], fields["dependency_selectors"] = _dependencies(where, value)
+        elif key in ("contexts", "commands"):
+            fields[key] = frozenset(_string_list(where, key, value))
+        elif key in ("exclude_contexts", "exclude_commands"):
+            fields[key] = frozenset(_string_list(where, key, value))
+        elif key == "retries":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ManifestError(
+                    f"{where}: metadata.retries must be a whole number of at least 0, got {value!r}"
+                )
+            fields["retries"] = value
+        elif key == "retry_sleep_time":
+            fields[key] = _number(where, key, value, minimum=0, strict=False)
+        else:  # timeout
+            fields[key] = _number(where, key, value, minimum=0, strict=True)
+    return TaskMetadata(**fields)
+
+
+def _dependencies(where: str, value: object) -> tuple[tuple[str, ...], tuple[LabelSelector, ...]]:
+    if not isinstance(value, (list, tuple)):
+        raise ManifestError(f"{where}: metadata.dependencies must be a list, got {value!r}")
+    names: list[str] = []
+    selectors: list[LabelSelector] = []
+    for dep in value:
+        if isinstance(dep, str) and dep:
+            names.append(dep)
+        elif isinstance(dep, Mapping) and set(dep) == {"labels"} and dep["labels"]:
+            labels = _labels(where, "a label dependency's labels", dep["labels"])
+            selectors.append(LabelSelector(tuple(sorted(labels.items()))))
+        else:
+            raise ManifestError(
+                f"{where}: each dependency must be a task name or "
+                f'{{labels = {{key = "value"}}}} with at least one label, got {dep!r}'
+            )
+    return tuple(names), tuple(selectors)
+
+
+class Task:
+    """A manifest: `kind` and `version` select the processor, `spec` is its input.
+
+    `metadata` holds the task's `name`, `labels`, `dependencies`, scope
+    (`contexts`, `commands` and their `exclude_` forms), `retries`,
+    `retry_sleep_time` and `timeout`; see the README for each.
+
+    `task_id` is the name when one is given, else the manifest's checksum.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        version: str,
+        spec: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        logger: object = None,  # accepted for compatibility with the seed; unused
+    ) -> None:
+        if not isinstance(kind, str) or not kind:
+            raise ManifestError(f"a task needs a non-empty string kind, got {kind!r}")
+        where = f"task of kind {kind!r}"
+        if not isinstance(version, str) or not version:
+            raise ManifestError(f"{where}: version must be a non-empty string, got {version!r}")
+        if spec is not None and not isinstance(spec, Mapping):
+            raise ManifestError(f"{where}: spec must be a table, got {spec!r}")
+        self.kind = kind
+        self.version = version
+        self.spec: dict[str, Any] = dict(spec or {})
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        name = self.metadata.get("name")
+        if isinstance(name, str) and name:
+            where = f"task {name!r}"
+        self.meta = parse_metadata(self.metadata, where)
+        self._checksum: str | None = None
+        self._placeholders: bool | None = None
+
+    @property
+    def checksum(self) -> str:
+        """The sha256 of the manifest (kind, version, metadata, spec) as canonical JSON."""
+        if self._checksum is None:
+            manifest = {
+                "kind": self.kind,
+                "version": self.version,
+                "metadata": self.metadata,
+                "spec": self.spec,
+            }
+            text = json.dumps(manifest, sort_keys=True, default=repr, separators=(",", ":"))
+            self._checksum = hashlib.sha256(text.encode()).hexdigest()
+        return self._checksum
+
+    @property
+    def has_placeholders(self) -> bool:
+        """Whether the spec has strings that `${KEY}` substitution may rewrite."""
+        if self._placeholders is None:
+            self._placeholders = needs_substitution(self.spec)
+        return self._placeholders
+
+    @property
+    def task_id(self) -> str:
+        """The task's name, or its checksum when it has none."""
+        return self.meta.name or self.checksum
+
+    @property
+    def name(self) -> str | None:
+        """The task's name from `metadata.name`, if any."""
+        return self.meta.name
+
+    def with_spec(self, spec: dict[str, Any]) -> Task:
+        """A copy of this task with another spec, keeping the original checksum."""
+        clone = object.__new__(Task)
+        clone.__dict__.update(self.__dict__)
+        clone.spec = spec
+        clone._checksum = self.checksum
+        return clone
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as plain data, as it would appear in `[[tasks]]`."""
+        data: dict[str, Any] = {"kind": self.kind, "version": self.version}
+        if self.metadata:
+            data["metadata"] = self.metadata
+        if self.spec:
+            data["spec"] = self.spec
+        return data
+
+    def __repr__(self) -> str:
+        return f"Task(kind={self.kind!r}, version={self.version!r}, task_id={self.task_id!r})"
