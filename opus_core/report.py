@@ -63,9 +63,10 @@ class RunReport:
     def __len__(self) -> int:
         return len(self.results)
 
-    def with_status(self, status: TaskStatus) -> list[str]:
-        """The ids of the tasks that ended with `status`."""
-        return [r.task_id for r in self.results.values() if r.status is status]
+    def with_status(self, status: TaskStatus | str) -> list[str]:
+        """The ids of the tasks that ended with `status` (a `TaskStatus` or its value)."""
+        wanted = TaskStatus(status)
+        return [r.task_id for r in self.results.values() if r.status is wanted]
 
     def counts(self) -> dict[str, int]:
         """How many tasks ended in each status (every status listed, zeros included)."""

@@ -1,0 +1,94 @@
+"""Test helpers: a scripted processor whose behaviour each task's spec describes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks
+
+RUNNERS = ["sequential", "process"]
+
+
+class Scripted(TaskProcessor):
+    """Does what the task's spec says, and logs every attempt to a JSON-lines file.
+
+    spec keys: `publish` (dict to return), `sleep` (seconds), `fail` (message to
+    raise), `fail_attempts` (fail the first N attempts), `save_state` (dict saved
+    under the task id).
+    """
+
+    kind = "Scripted"
+
+    def __init__(self, log: Path) -> None:
+        super().__init__(logger=LoggerWrapper("WARNING"))
+        self.log = log
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+        spec = task.spec
+        attempt = 1 + sum(
+            1 for e in self.events() if e["task"] == task.task_id and e["event"] == "start"
+        )
+        self._write(
+            task,
+            "start",
+            attempt=attempt,
+            seen=dict(key_value_store.store),
+            spec=spec,
+            command=command,
+            context=context,
+        )
+        time.sleep(spec.get("sleep", 0))
+        if attempt <= spec.get("fail_attempts", 0):
+            raise RuntimeError(f"{task.task_id} failed attempt {attempt}")
+        if "fail" in spec:
+            raise RuntimeError(spec["fail"])
+        if "save_state" in spec:
+            state_persistence.save_object_state(task.task_id, spec["save_state"])
+        self._write(task, "end")
+        return dict(spec.get("publish", {}))
+
+    def _write(self, task: Task, event: str, **fields: Any) -> None:
+        line = json.dumps({"task": task.task_id, "event": event, "t": time.time(), **fields})
+        with self.log.open("a") as f:
+            f.write(line + "\n")
+
+
+class Harness:
+    """A `Tasks` with the scripted processor and helpers to add tasks and read the log."""
+
+    def __init__(self, tmp_path: Path, runner: str = "sequential", **options: Any) -> None:
+        self.processor = Scripted(tmp_path / "events.jsonl")
+        self.tasks = Tasks(logger=LoggerWrapper("CRITICAL"), runner=runner, **options)
+        self.tasks.register_task_processor(self.processor)
+
+    def add(self, name: str | None = None, spec: dict[str, Any] | None = None, **metadata: Any) -> Task:
+        if name is not None:
+            metadata["name"] = name
+        task = Task(kind="Scripted", version="v1", spec=spec or {}, metadata=metadata)
+        self.tasks.add_task(task)
+        return task
+
+    def run(self, command: str = "apply", context: str = "default"):  # type: ignore[no-untyped-def]
+        return self.tasks.process_context(command=command, context=context)
+
+    def started(self) -> list[str]:
+        """Task ids in the order their attempts started."""
+        return [e["task"] for e in self.processor.events() if e["event"] == "start"]
+
+    def seen(self, name: str) -> dict[str, Any]:
+        """What `name` saw in its key-value store on its last attempt."""
+        return [e for e in self.processor.events() if e["task"] == name and e["event"] == "start"][-1]["seen"]
+
+    def event(self, name: str, kind: str) -> dict[str, Any]:
+        return [e for e in self.processor.events() if e["task"] == name and e["event"] == kind][-1]
+
+

@@ -1,0 +1,41 @@
+"""Every example runs, as a user would run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
+                          cwd=EXAMPLES.parent)
+
+
+def test_hello_world_writes_its_file(tmp_path: Path) -> None:
+    target = tmp_path / "hello.txt"
+    result = run_example(str(EXAMPLES / "hello_world.py"), str(target))
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == "Hello World!"
+    assert f'File written to "{target}"' in result.stdout
+
+
+@pytest.mark.parametrize("runner", ["sequential", "process"])
+def test_pipeline_runs_every_task_in_dev(runner: str) -> None:
+    result = run_example(str(EXAMPLES / "pipeline.py"), "--context", "dev", "--runner", runner)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "web using db.internal:5432 and cache.internal:6379 (dev)" in result.stdout
+    assert "smoke-test   succeeded  attempts=2" in result.stdout
+    assert "debug-tools  succeeded" in result.stdout
+    assert "smoke test: http://web.internal answered" in result.stdout
+
+
+def test_pipeline_leaves_dev_only_tasks_out_of_prod() -> None:
+    result = run_example(str(EXAMPLES / "pipeline.py"), "--context", "prod")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "debug-tools" not in result.stdout
+    assert "(prod)" in result.stdout
