@@ -24,12 +24,12 @@ from opus_core.errors import (
     TaskTimeoutError,
 )
 from opus_core.logger import LoggerWrapper
+from opus_core.manifest import Task
 from opus_core.persistence import StatePersistance, StatePersistence
 from opus_core.processor import TaskProcessor
 from opus_core.report import RunReport, TaskResult, TaskStatus
 from opus_core.runners import BaseTaskRun, MultiprocessTaskRun, SequentialTaskRun
 from opus_core.store import KeyValueStore
-from opus_core.task import Task
 from opus_core.version import __version__
 
 __all__ = [

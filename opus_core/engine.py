@@ -9,13 +9,13 @@ from opus_core.errors import ManifestError, OpusError
 from opus_core.events import LoggingObserver, Notifier, RunObserver, display_name
 from opus_core.graph import Plan, build_plan
 from opus_core.logger import LoggerWrapper
+from opus_core.manifest import Task
 from opus_core.persistence import StatePersistence
 from opus_core.processor import TaskProcessor
 from opus_core.report import RunReport
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
 from opus_core.scheduler import Scheduler
 from opus_core.store import KeyValueStore
-from opus_core.task import Task
 
 
 class Tasks:

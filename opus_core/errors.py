@@ -63,7 +63,7 @@ class RemoteTaskError(OpusError):
         super().__init__(f"{remote_type}: {message}")
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.remote_type, str(self).partition(": ")[2]))
+        return (type(self), (self.remote_type, str(self).partition(": ")[2]), self.__dict__)
 
 
 class RunFailedError(OpusError):

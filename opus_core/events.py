@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opus_core.graph import Plan
     from opus_core.logger import LoggerWrapper
+    from opus_core.manifest import Task
     from opus_core.report import RunReport, TaskResult
-    from opus_core.task import Task
 
 
 def display_name(task: Task) -> str:

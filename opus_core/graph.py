@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from opus_core.errors import CycleError, DependencyError
+from opus_core.manifest import Task
 from opus_core.processor import TaskProcessor
-from opus_core.task import Task
 
 
 @dataclass

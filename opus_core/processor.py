@@ -9,9 +9,9 @@ from opus_core.errors import OpusError
 from opus_core.logger import LoggerWrapper
 
 if TYPE_CHECKING:
+    from opus_core.manifest import Task
     from opus_core.persistence import StatePersistence
     from opus_core.store import KeyValueStore
-    from opus_core.task import Task
 
 DEFAULT_COMMANDS = ("apply", "get", "delete", "describe")
 

@@ -27,13 +27,13 @@ from opus_core.errors import (
 )
 from opus_core.events import Notifier, display_name
 from opus_core.graph import Plan
+from opus_core.manifest import Task
 from opus_core.persistence import StatePersistence
 from opus_core.processor import TaskProcessor
 from opus_core.report import RunReport, TaskResult, TaskStatus
 from opus_core.runners.base import BaseTaskRun, Runner
 from opus_core.store import KeyValueStore
 from opus_core.substitution import substitute
-from opus_core.task import Task
 from opus_core.timeouts import call_with_alarm, deadlines
 
 _STOP = object()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,9 @@ class Harness:
         self.tasks = Tasks(logger=LoggerWrapper("CRITICAL"), runner=runner, **options)
         self.tasks.register_task_processor(self.processor)
 
-    def add(self, name: str | None = None, spec: dict[str, Any] | None = None, **metadata: Any) -> Task:
+    def add(
+        self, name: str | None = None, spec: dict[str, Any] | None = None, **metadata: Any
+    ) -> Task:
         if name is not None:
             metadata["name"] = name
         task = Task(kind="Scripted", version="v1", spec=spec or {}, metadata=metadata)
@@ -86,9 +87,9 @@ class Harness:
 
     def seen(self, name: str) -> dict[str, Any]:
         """What `name` saw in its key-value store on its last attempt."""
-        return [e for e in self.processor.events() if e["task"] == name and e["event"] == "start"][-1]["seen"]
+        return [e for e in self.processor.events() if e["task"] == name and e["event"] == "start"][
+            -1
+        ]["seen"]
 
     def event(self, name: str, kind: str) -> dict[str, Any]:
         return [e for e in self.processor.events() if e["task"] == name and e["event"] == kind][-1]
-
-

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from harness import RUNNERS
+
 from opus_core import (
     CycleError,
     DependencyError,
@@ -23,17 +23,27 @@ from opus_core import (
     Tasks,
 )
 
-
 # -- the seed's style ----------------------------------------------------------
 
 
 class HelloWorld(TaskProcessor):
-    def __init__(self, kind="HelloWorld", kind_versions=["v1"], supported_commands=["apply"],  # noqa: B006
-                 logger=LoggerWrapper()):  # noqa: B008
+    def __init__(
+        self,
+        kind="HelloWorld",
+        kind_versions=["v1"],
+        supported_commands=["apply"],
+        logger=LoggerWrapper(),
+    ):
         super().__init__(kind, kind_versions, supported_commands, logger)
 
-    def process_task(self, task, command, context="default", key_value_store=KeyValueStore(),  # noqa: B008
-                     state_persistence=StatePersistence()):  # noqa: B008
+    def process_task(
+        self,
+        task,
+        command,
+        context="default",
+        key_value_store=KeyValueStore(),
+        state_persistence=StatePersistence(),
+    ):
         updated = KeyValueStore()
         updated.store = copy.deepcopy(key_value_store.store)
         Path(task.spec["file"]).write_text("Hello World!")
@@ -106,7 +116,9 @@ def test_missing_dependency_fails_before_anything_runs(make_harness) -> None:
     h = make_harness()
     h.add("a")
     h.add("b", dependencies=["nope"])
-    with pytest.raises(DependencyError, match="task 'b' depends on 'nope', but no task is named 'nope'"):
+    with pytest.raises(
+        DependencyError, match="task 'b' depends on 'nope', but no task is named 'nope'"
+    ):
         h.run()
     assert h.started() == []
 
@@ -115,7 +127,9 @@ def test_out_of_scope_dependency_fails_before_anything_runs(make_harness) -> Non
     h = make_harness()
     h.add("a", contexts=["prod"])
     h.add("b", dependencies=["a"])
-    with pytest.raises(DependencyError, match="'b' depends on 'a', which is not in scope .*context 'dev'"):
+    with pytest.raises(
+        DependencyError, match="'b' depends on 'a', which is not in scope .*context 'dev'"
+    ):
         h.run(context="dev")
     assert h.started() == []
 
@@ -158,7 +172,13 @@ def test_contexts_and_commands_select_the_tasks_in_scope(make_harness) -> None:
     h.add("not-prod", exclude_contexts=["prod"])
     h.add("apply-only", commands=["apply"])
     h.add("never-delete", exclude_commands=["delete"])
-    assert set(h.run(context="dev").results) == {"everywhere", "dev-only", "not-prod", "apply-only", "never-delete"}
+    assert set(h.run(context="dev").results) == {
+        "everywhere",
+        "dev-only",
+        "not-prod",
+        "apply-only",
+        "never-delete",
+    }
     assert set(h.run(context="prod").results) == {"everywhere", "apply-only", "never-delete"}
     assert set(h.run(command="delete", context="prod").results) == {"everywhere"}
 
@@ -247,7 +267,13 @@ def test_task_sees_start_values_and_what_its_ancestors_published(make_harness, r
     assert h.seen("root") == {"region": "eu"}
     assert h.seen("leaf") == {"region": "eu", "root": 1, "mid": 2}
     assert "sibling" not in h.seen("leaf")
-    assert h.tasks.key_value_store.store == {"region": "eu", "root": 1, "mid": 2, "leaf": 3, "sibling": 4}
+    assert h.tasks.key_value_store.store == {
+        "region": "eu",
+        "root": 1,
+        "mid": 2,
+        "leaf": 3,
+        "sibling": 4,
+    }
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -284,12 +310,22 @@ def test_unchanged_values_in_a_returned_store_are_not_republished(make_harness) 
 def test_placeholders_are_filled_from_published_values(make_harness, runner: str) -> None:
     h = make_harness(runner)
     h.add("db", spec={"publish": {"host": "db.local", "port": 5432, "tags": ["a"]}})
-    h.add("web", dependencies=["db"],
-          spec={"url": "postgres://${host}:${port}", "port": "${port}", "nested": ["${tags}"],
-                "literal": "$${host}"})
+    h.add(
+        "web",
+        dependencies=["db"],
+        spec={
+            "url": "postgres://${host}:${port}",
+            "port": "${port}",
+            "nested": ["${tags}"],
+            "literal": "$${host}",
+        },
+    )
     assert h.run().ok
     assert h.event("web", "start")["spec"] == {
-        "url": "postgres://db.local:5432", "port": 5432, "nested": [["a"]], "literal": "${host}",
+        "url": "postgres://db.local:5432",
+        "port": 5432,
+        "nested": [["a"]],
+        "literal": "${host}",
     }
 
 
@@ -344,11 +380,15 @@ def test_fail_fast_starts_nothing_new_after_a_failure(make_harness) -> None:
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_retries_rerun_a_failed_task_after_the_sleep(make_harness, runner: str) -> None:
     h = make_harness(runner)
-    h.add("flaky", spec={"fail_attempts": 2, "publish": {"ok": True}}, retries=2, retry_sleep_time=0.2)
+    h.add(
+        "flaky", spec={"fail_attempts": 2, "publish": {"ok": True}}, retries=2, retry_sleep_time=0.2
+    )
     h.add("after", dependencies=["flaky"])
     report = h.run()
     assert report["flaky"].status == "succeeded" and report["flaky"].attempts == 3
-    starts = [e["t"] for e in h.processor.events() if e["task"] == "flaky" and e["event"] == "start"]
+    starts = [
+        e["t"] for e in h.processor.events() if e["task"] == "flaky" and e["event"] == "start"
+    ]
     assert len(starts) == 3
     assert starts[1] - starts[0] >= 0.2 and starts[2] - starts[1] >= 0.2
     assert h.seen("after") == {"ok": True}
@@ -391,7 +431,13 @@ def test_report_counts_and_summary(make_harness) -> None:
     h.add("b", spec={"fail": "x"})
     h.add("c", dependencies=["b"])
     report = h.run()
-    assert report.counts() == {"succeeded": 1, "failed": 1, "skipped": 1, "timed_out": 0, "cancelled": 0}
+    assert report.counts() == {
+        "succeeded": 1,
+        "failed": 1,
+        "skipped": 1,
+        "timed_out": 0,
+        "cancelled": 0,
+    }
     assert report.summary().startswith("1 succeeded, 1 failed, 1 skipped")
     assert report.with_status("skipped") == ["c"]
 
@@ -414,8 +460,16 @@ def test_a_100000_task_graph_runs_to_completion() -> None:
         tasks.add_task(Task("Noop", "v1", metadata={"name": f"c{i}", "dependencies": deps}))
     for i in range(half - 1):  # a wide layer
         tasks.add_task(Task("Noop", "v1", metadata={"name": f"w{i}", "labels": {"layer": "wide"}}))
-    tasks.add_task(Task("Noop", "v1", metadata={"name": "fan-in",
-                                                "dependencies": [{"labels": {"layer": "wide"}}, f"c{half - 1}"]}))
+    tasks.add_task(
+        Task(
+            "Noop",
+            "v1",
+            metadata={
+                "name": "fan-in",
+                "dependencies": [{"labels": {"layer": "wide"}}, f"c{half - 1}"],
+            },
+        )
+    )
     report = tasks.process_context()
     assert len(report) == 100_000 and report.ok
     assert list(report.results)[-1] == "fan-in"

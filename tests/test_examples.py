@@ -12,8 +12,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
-                          cwd=EXAMPLES.parent)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, cwd=EXAMPLES.parent
+    )
 
 
 def test_hello_world_writes_its_file(tmp_path: Path) -> None:

@@ -36,18 +36,48 @@ def test_checksum_ignores_key_order_but_not_content() -> None:
         ({"kind": "K", "version": "v1", "spec": ["x"]}, "spec must be a table"),
         ({"kind": "K", "version": "v1", "metadata": {"name": 3}}, "metadata.name must be"),
         ({"kind": "K", "version": "v1", "metadata": {"nmae": "x"}}, "unknown metadata key 'nmae'"),
-        ({"kind": "K", "version": "v1", "metadata": {"name": "t", "retries": -1}}, "task 't': metadata.retries"),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"name": "t", "retries": -1}},
+            "task 't': metadata.retries",
+        ),
         ({"kind": "K", "version": "v1", "metadata": {"retries": "2"}}, "metadata.retries"),
         ({"kind": "K", "version": "v1", "metadata": {"retries": True}}, "metadata.retries"),
-        ({"kind": "K", "version": "v1", "metadata": {"timeout": 0}}, "metadata.timeout must be greater than 0"),
-        ({"kind": "K", "version": "v1", "metadata": {"timeout": "soon"}}, "metadata.timeout must be a number"),
-        ({"kind": "K", "version": "v1", "metadata": {"retry_sleep_time": -1}}, "retry_sleep_time must be at least 0"),
-        ({"kind": "K", "version": "v1", "metadata": {"labels": {"a": 1}}}, "metadata.labels must be a table"),
-        ({"kind": "K", "version": "v1", "metadata": {"dependencies": "db"}}, "dependencies must be a list"),
-        ({"kind": "K", "version": "v1", "metadata": {"dependencies": [3]}}, "each dependency must be"),
-        ({"kind": "K", "version": "v1", "metadata": {"dependencies": [{"label": {"a": "b"}}]}}, "each dependency must be"),
-        ({"kind": "K", "version": "v1", "metadata": {"dependencies": [{"labels": {}}]}}, "at least one label"),
-        ({"kind": "K", "version": "v1", "metadata": {"contexts": "dev"}}, "metadata.contexts must be a list of strings"),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"timeout": 0}},
+            "metadata.timeout must be greater than 0",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"timeout": "soon"}},
+            "metadata.timeout must be a number",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"retry_sleep_time": -1}},
+            "retry_sleep_time must be at least 0",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"labels": {"a": 1}}},
+            "metadata.labels must be a table",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"dependencies": "db"}},
+            "dependencies must be a list",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"dependencies": [3]}},
+            "each dependency must be",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"dependencies": [{"label": {"a": "b"}}]}},
+            "each dependency must be",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"dependencies": [{"labels": {}}]}},
+            "at least one label",
+        ),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"contexts": "dev"}},
+            "metadata.contexts must be a list of strings",
+        ),
         ({"kind": "K", "version": "v1", "metadata": {"contexts": []}}, "would never run"),
     ],
 )
@@ -65,4 +95,9 @@ def test_error_names_the_task_by_name_or_kind() -> None:
 
 def test_seed_style_positional_and_keyword_construction() -> None:
     task = Task(kind="HelloWorld", version="v1", spec={"file": "x"})
-    assert (task.kind, task.version, task.spec, task.metadata) == ("HelloWorld", "v1", {"file": "x"}, {})
+    assert (task.kind, task.version, task.spec, task.metadata) == (
+        "HelloWorld",
+        "v1",
+        {"file": "x"},
+        {},
+    )

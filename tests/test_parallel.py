@@ -1,0 +1,230 @@
+"""The engine on runners: parallelism, child-process state, stop and Ctrl-C, notifications."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from harness import Harness
+
+from opus_core import StatePersistence, Task, TaskProcessor
+from opus_core.events import RunObserver
+
+
+def test_independent_tasks_run_at_the_same_time(make_harness) -> None:
+    h: Harness = make_harness("process")
+    for name in "abcd":
+        h.add(name, spec={"sleep": 0.6})
+    start = time.monotonic()
+    assert h.run().ok
+    assert time.monotonic() - start < 1.8
+    events = h.processor.events()
+    starts = [e["t"] for e in events if e["event"] == "start"]
+    ends = [e["t"] for e in events if e["event"] == "end"]
+    assert max(starts) < min(ends)  # all four were running at once
+
+
+def test_a_task_starts_as_soon_as_its_own_dependencies_succeed(make_harness) -> None:
+    h: Harness = make_harness("process")
+    h.add("quick", spec={"sleep": 0.05})
+    h.add("slow", spec={"sleep": 1.0})
+    h.add("after-quick", dependencies=["quick"])
+    assert h.run().ok
+    assert h.event("after-quick", "start")["t"] < h.event("slow", "end")["t"]
+
+
+def test_max_workers_caps_a_graph_on_the_process_runner(tmp_path: Path) -> None:
+    from opus_core.runners import ProcessRunner
+
+    h = Harness(tmp_path, ProcessRunner(max_workers=2))  # type: ignore[arg-type]
+    for name in "abcd":
+        h.add(name, spec={"sleep": 0.3})
+    assert h.run().ok
+    events = h.processor.events()
+    starts = sorted(e["t"] for e in events if e["event"] == "start")
+    ends = sorted(e["t"] for e in events if e["event"] == "end")
+    assert starts[2] >= ends[0]  # the third waited for a slot
+
+
+def test_state_saved_in_a_child_process_reaches_the_parent(make_harness) -> None:
+    persistence = StatePersistence()
+    persistence.save_object_state("existing", {"kept": True})
+    h: Harness = make_harness("process", state_persistence=persistence)
+    h.add("a", spec={"save_state": {"deployed": "v2", "replicas": 3}})
+    h.add("b", spec={"save_state": {"ok": True}}, dependencies=["a"])
+    assert h.run().ok
+    assert persistence.get_object_state("a") == {"deployed": "v2", "replicas": 3}
+    assert persistence.get_object_state("b") == {"ok": True}
+    assert persistence.get_object_state("existing") == {"kept": True}
+
+
+def test_a_child_reads_state_saved_before_the_run(make_harness) -> None:
+    class Reader(TaskProcessor):
+        kind = "Reader"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            return {"read": state_persistence.get_object_state("config")}
+
+    persistence = StatePersistence()
+    persistence.save_object_state("config", {"size": 3})
+    h: Harness = make_harness("process", state_persistence=persistence)
+    h.tasks.register_task_processor(Reader())
+    h.tasks.add_task(Task("Reader", "v1", metadata={"name": "r"}))
+    h.run()
+    assert h.tasks.key_value_store.store["read"] == {"size": 3}
+
+
+def test_stop_cancels_what_runs_and_what_has_not_started(make_harness) -> None:
+    h: Harness = make_harness("process")
+    h.add("long-1", spec={"sleep": 30})
+    h.add("long-2", spec={"sleep": 30})
+    h.add("after", dependencies=["long-1"])
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(h.run()))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while len(h.started()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    h.tasks.stop()
+    worker.join(5)
+    assert not worker.is_alive()
+    [report] = reports
+    assert report.interrupted and not report.ok
+    assert {r.status for r in report} == {"cancelled"}
+
+
+def test_systemexit_in_a_processor_fails_only_that_task(make_harness) -> None:
+    class Exiter(TaskProcessor):
+        kind = "Exiter"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            sys.exit(3)
+
+    for runner in ("sequential", "process"):
+        h: Harness = make_harness(runner)
+        h.tasks.register_task_processor(Exiter())
+        h.tasks.add_task(Task("Exiter", "v1", metadata={"name": "quitter"}))
+        h.add("other")
+        report = h.run()
+        assert report["quitter"].status == "failed"
+        assert "raised SystemExit(3)" in report["quitter"].error
+        assert report["other"].status == "succeeded"
+
+
+def test_a_killed_task_process_fails_that_task(make_harness) -> None:
+    class Killer(TaskProcessor):
+        kind = "Killer"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    h: Harness = make_harness("process")
+    h.tasks.register_task_processor(Killer())
+    h.tasks.add_task(Task("Killer", "v1", metadata={"name": "victim"}))
+    h.add("after", dependencies=["victim"])
+    report = h.run()
+    assert report["victim"].status == "failed" and "killed by SIGKILL" in report["victim"].error
+    assert report["after"].status == "skipped"
+
+
+class Recorder(RunObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def run_started(self, plan):
+        self.events.append(("run_started", len(plan.tasks)))
+
+    def task_started(self, task, attempt):
+        self.events.append(("task_started", task.task_id, attempt))
+
+    def task_retrying(self, task, attempt, error, delay):
+        self.events.append(("task_retrying", task.task_id, attempt, delay))
+
+    def task_finished(self, task, result):
+        self.events.append(("task_finished", task.task_id, str(result.status)))
+
+    def run_finished(self, report):
+        self.events.append(("run_finished", report.ok))
+
+
+def test_observers_see_the_lifecycle_in_order(make_harness) -> None:
+    recorder = Recorder()
+    h: Harness = make_harness("process", observers=[recorder])
+    h.add("flaky", spec={"fail_attempts": 1}, retries=1, retry_sleep_time=0.01)
+    h.add("next", dependencies=["flaky"])
+    h.run()
+    assert recorder.events == [
+        ("run_started", 2),
+        ("task_started", "flaky", 1),
+        ("task_retrying", "flaky", 1, 0.01),
+        ("task_started", "flaky", 2),
+        ("task_finished", "flaky", "succeeded"),
+        ("task_started", "next", 1),
+        ("task_finished", "next", "succeeded"),
+        ("run_finished", True),
+    ]
+
+
+def test_an_observer_that_raises_does_not_break_the_run(make_harness, capsys) -> None:
+    class Broken(RunObserver):
+        def task_finished(self, task, result):
+            raise RuntimeError("observer bug")
+
+    h: Harness = make_harness(observers=[Broken()])
+    h.tasks.logger.level = 0
+    h.add("a")
+    assert h.run().ok
+    assert (
+        "observer Broken failed in task_finished: RuntimeError: observer bug"
+        in capsys.readouterr().out
+    )
+
+
+INTERRUPTIBLE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks
+
+    class Sleep(TaskProcessor):
+        kind = "Sleep"
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            Path(sys.argv[2], task.task_id).write_text("started")
+            time.sleep(30)
+
+    tasks = Tasks(runner=sys.argv[1], logger=LoggerWrapper("CRITICAL"))
+    tasks.register_task_processor(Sleep())
+    tasks.add_task(Task("Sleep", "v1", metadata={"name": "one"}))
+    tasks.add_task(Task("Sleep", "v1", metadata={"name": "two", "dependencies": ["one"]}))
+    report = tasks.process_context()
+    print("interrupted" if report.interrupted else "finished", report.summary())
+    """
+)
+
+
+def test_ctrl_c_stops_the_run_with_a_report(tmp_path: Path) -> None:
+    script = tmp_path / "interruptible.py"
+    script.write_text(INTERRUPTIBLE)
+    for runner in ("sequential", "process"):
+        marks = tmp_path / runner
+        marks.mkdir()
+        proc = subprocess.Popen(
+            [sys.executable, str(script), runner, str(marks)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        while not (marks / "one").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert out.startswith("interrupted 2 cancelled"), (runner, out, err)
+        assert not (marks / "two").exists()
