@@ -40,3 +40,12 @@ def test_pipeline_leaves_dev_only_tasks_out_of_prod() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "debug-tools" not in result.stdout
     assert "(prod)" in result.stdout
+
+
+def test_ten_sleepy_workers_example_takes_about_one_second() -> None:
+    result = run_example(str(EXAMPLES / "sleepy_workers.py"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len([line for line in lines if line.startswith("worker ")]) == 10
+    seconds = float(lines[-1].split(" in ")[1].rstrip("s"))
+    assert seconds < 1.9
