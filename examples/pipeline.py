@@ -110,7 +110,7 @@ def build(workdir: str, runner: str | None = None) -> Tasks:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--context", default="dev")
-    parser.add_argument("--runner", default=None)
+    parser.add_argument("--runner", default="process", help="runner to use (default: process)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
