@@ -57,7 +57,7 @@ def install(extras: str) -> None:
 
 def demo() -> None:
     install("")
-    run(PYTHON, "examples/hello_world.py")
+    run(BIN / "opus", "run", "--config", "examples/hello_world/opus.toml")
 
 
 def test() -> None:

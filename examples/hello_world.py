@@ -1,6 +1,8 @@
-"""Hello world: one task whose processor writes "Hello World!" to a file.
+"""Hello world in Python: one task whose processor writes "Hello World!" to a file.
 
-python examples/hello_world.py [FILE]
+    python examples/hello_world.py [FILE]
+
+The same job declared in TOML is examples/hello_world/opus.toml.
 """
 
 from __future__ import annotations
@@ -9,30 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from opus_core import KeyValueStore, LoggerWrapper, StatePersistence, Task, TaskProcessor, Tasks
+sys.path.insert(0, str(Path(__file__).resolve().parent / "hello_world"))
 
+from hello_processor import HelloWorldTaskProcessor  # noqa: E402
 
-class HelloWorldTaskProcessor(TaskProcessor):
-    """Writes "Hello World!" to `spec.file` and publishes the path as `hello_world_file`."""
-
-    def __init__(self, logger: LoggerWrapper | None = None) -> None:
-        super().__init__(
-            kind="HelloWorld", kind_versions=["v1"], supported_commands=["apply"], logger=logger
-        )
-
-    def process_task(
-        self,
-        task: Task,
-        command: str,
-        context: str = "default",
-        key_value_store: KeyValueStore | None = None,
-        state_persistence: StatePersistence | None = None,
-    ) -> KeyValueStore:
-        output_file = Path(task.spec["file"])
-        output_file.write_text("Hello World!")
-        store = key_value_store if key_value_store is not None else KeyValueStore()
-        store.save(key="hello_world_file", value=str(output_file))
-        return store
+from opus_core import KeyValueStore, LoggerWrapper, Task, Tasks  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

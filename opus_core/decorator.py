@@ -9,20 +9,12 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from opus_core.errors import TaskTimeoutError
-from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, shared_runner
+from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import Attempted
 from opus_core.timeouts import call_with_alarm, deadlines
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-DEFAULT_TASK_RUNNER = "process"
-
-
-def _default_runner_name() -> str:
-    """The runner `@task` uses when none is given."""
-    return DEFAULT_TASK_RUNNER
-
 
 class _Call:
     """What a runner executes for one `@task` call: retries and alarm included."""
@@ -111,10 +103,18 @@ class TaskFunction(Generic[P, R]):
         self.retry_sleep_time = float(retry_sleep_time)
         self.timeout = None if timeout is None else float(timeout)
         self.runner = runner
+        self._resolved: Runner | None = None
 
     def _runner(self) -> Runner:
-        spec = self.runner if self.runner is not None else _default_runner_name()
-        return spec if isinstance(spec, Runner) else shared_runner(spec)
+        if isinstance(self.runner, Runner):
+            return self.runner
+        if isinstance(self.runner, type):
+            if self._resolved is None:
+                self._resolved = resolve_runner(self.runner)
+            return self._resolved
+        from opus_core.assembly import configured_runner
+
+        return configured_runner(self.runner)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> BaseTaskRun:
         runner = self._runner()

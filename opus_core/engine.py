@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from opus_core.errors import ManifestError, OpusError
+from opus_core.errors import ConfigError, ManifestError, OpusError
 from opus_core.events import LoggingObserver, Notifier, RunObserver, display_name
 from opus_core.graph import Plan, build_plan
 from opus_core.logger import LoggerWrapper
 from opus_core.manifest import Task
 from opus_core.persistence import StatePersistence
+from opus_core.plugin_manager import PluginManager, default_manager
 from opus_core.processor import TaskProcessor
 from opus_core.report import RunReport
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
 from opus_core.scheduler import Scheduler
 from opus_core.store import KeyValueStore
+
+if TYPE_CHECKING:
+    from opus_core.config import Config
 
 
 class Tasks:
@@ -41,6 +47,8 @@ class Tasks:
         plugins: Sequence[object] | None = None,
         fail_fast: bool = False,
         observers: Iterable[RunObserver] = (),
+        runner_options: Mapping[str, Any] | None = None,
+        plugin_manager: PluginManager | None = None,
     ) -> None:
         self.logger = logger if logger is not None else LoggerWrapper()
         self.key_value_store = key_value_store if key_value_store is not None else KeyValueStore()
@@ -48,15 +56,68 @@ class Tasks:
             state_persistence if state_persistence is not None else StatePersistence()
         )
         self.runner: RunnerSpec = runner if runner is not None else "sequential"
-        self.plugins = list(plugins or ())
+        self.runner_options = dict(runner_options or {})
         self.fail_fast = fail_fast
+        self.plugin_manager = plugin_manager
+        self.config: Config | None = None
         self.observers: list[RunObserver] = [LoggingObserver(self.logger), *observers]
         self.processors: dict[tuple[str, str], TaskProcessor] = {}
         self.tasks: list[Task] = []
         self._task_ids: set[str] = set()
         self._scheduler: Scheduler | None = None
         self._lock = threading.Lock()
+        if plugins:
+            manager = self.plugin_manager = plugin_manager or PluginManager()
+            for plugin in plugins:
+                manager.register(plugin)
+            for processor in manager.processors(self.logger):
+                self.register_task_processor(processor)
 
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        runner: str | None = None,
+        plugins: Sequence[object] = (),
+    ) -> Tasks:
+        """An engine built from `opus.toml`: plugins, runner, persistence, logger, processors, tasks.
+
+        `path` defaults to `$OPUS_CONFIG`, else the nearest `opus.toml` in the
+        current directory or its parents; `runner` overrides `[opus] runner`.
+        Raises `ConfigError` naming the file and key of anything wrong.
+        """
+        from opus_core.assembly import Assembly
+        from opus_core.config import load_config
+
+        assembly = Assembly(load_config(path), plugins)
+        assembly.check()
+        logger = assembly.logger()
+        runner_class, options = assembly.runner_class(runner)
+        tasks = cls(
+            logger=logger,
+            state_persistence=assembly.persistence(),
+            runner=runner_class,
+            runner_options=options,
+            fail_fast=bool(assembly.config.opus("fail_fast", False)),
+            plugin_manager=assembly.manager,
+        )
+        tasks.config = assembly.config
+        for processor in assembly.processors(logger):
+            tasks.register_task_processor(processor)
+        for index, task in enumerate(assembly.tasks()):
+            try:
+                tasks.add_task(task)
+            except ManifestError as exc:
+                where = assembly.config.where("tasks")
+                raise ConfigError(f"{where}: tasks[{index}]: {exc}") from None
+        return tasks
+
+    def manager(self) -> PluginManager:
+        """The plugin manager of this engine (the process-wide one unless given)."""
+        if self.plugin_manager is None:
+            self.plugin_manager = default_manager()
+        return self.plugin_manager
     # -- building --------------------------------------------------------------
 
     def register_task_processor(self, processor: TaskProcessor | type[TaskProcessor]) -> None:
@@ -117,7 +178,7 @@ class Tasks:
             runner,
             self.key_value_store.store,
             self.state_persistence,
-            Notifier(self.observers, self.logger),
+            Notifier([*self.observers, self.manager().observer(self.logger)], self.logger),
             fail_fast=self.fail_fast,
         )
         with self._lock:
@@ -145,7 +206,8 @@ class Tasks:
         """The runner for a run, and whether this engine made it (and so shuts it down)."""
         if isinstance(self.runner, Runner):
             return self.runner, False
-        return resolve_runner(self.runner), True
+        available = self.manager().runners() if isinstance(self.runner, str) else None
+        return resolve_runner(self.runner, available, **self.runner_options), True
 
     def __repr__(self) -> str:
         return f"<Tasks {len(self.tasks)} task(s), {len(self.processors)} processor(s)>"

@@ -38,7 +38,7 @@ class StatePersistence:
 
     name: ClassVar[str] = "memory"
 
-    def __init__(self, logger: object = None, **_options: Any) -> None:
+    def __init__(self, logger: object = None) -> None:
         self.state: dict[str, dict[str, Any]] = {}
 
     def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:

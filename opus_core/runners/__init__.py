@@ -23,7 +23,6 @@ __all__ = [
     "SequentialRunner",
     "SequentialTaskRun",
     "resolve_runner",
-    "shared_runner",
 ]
 
 BUILTIN_RUNNERS: dict[str, type[Runner]] = {
@@ -65,15 +64,3 @@ def resolve_runner(
         f"SequentialTaskRun or MultiprocessTaskRun; got {spec!r}"
     )
 
-
-_shared: dict[object, Runner] = {}
-
-
-def shared_runner(spec: RunnerSpec) -> Runner:
-    """One runner instance per name or class for the whole process (used by `@task`)."""
-    if isinstance(spec, Runner):
-        return spec
-    runner = _shared.get(spec)
-    if runner is None:
-        runner = _shared[spec] = resolve_runner(spec)
-    return runner

@@ -1,0 +1,41 @@
+"""`opus run`: run the configuration's tasks, with progress and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from opus_core.cli.output import ProgressLine, report_table, table
+from opus_core.engine import Tasks
+from opus_core.events import display_name
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `[[tasks]]`; 0 when all succeeded, 1 when any did not, 130 when interrupted."""
+    tasks = Tasks.from_config(getattr(args, "config", None), runner=args.runner)
+    if args.dry_run:
+        return dry_run(tasks, args.command, args.context)
+    if sys.stderr.isatty():
+        tasks.observers.append(ProgressLine(sys.stderr))
+    report = tasks.process_context(command=args.command, context=args.context, resume=args.resume)
+    print(report_table(report))
+    print(report.summary() + (" (interrupted)" if report.interrupted else ""))
+    if report.interrupted:
+        return 130
+    return 0 if report.ok else 1
+
+
+def dry_run(tasks: Tasks, command: str, context: str) -> int:
+    """Print what would run, in order, with dependencies, and what is left out and why."""
+    plan = tasks.plan(command, context)
+    rows = []
+    for position, task in enumerate(plan.tasks, start=1):
+        deps = ", ".join(display_name(plan.tasks[d]) for d in plan.deps[position - 1])
+        rows.append((position, display_name(task), task.kind, deps or "-"))
+    print(f"plan for command {command!r} in context {context!r}: {len(plan.tasks)} task(s)")
+    if rows:
+        print(table(("#", "TASK", "KIND", "AFTER"), rows))
+    if plan.excluded:
+        print(f"left out: {len(plan.excluded)} task(s)")
+        print(table(("TASK", "WHY"), [(display_name(t), why) for t, why in plan.excluded]))
+    return 0

@@ -1,0 +1,55 @@
+"""`opus state list|show|clear` over the configured persistence."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from opus_core.assembly import Assembly
+from opus_core.cli.output import table
+from opus_core.config import load_config
+from opus_core.errors import OpusError
+from opus_core.persistence import StatePersistence
+
+
+def _persistence(args: argparse.Namespace) -> StatePersistence:
+    assembly = Assembly(load_config(getattr(args, "config", None)))
+    return assembly.persistence()
+
+
+def list_state(args: argparse.Namespace) -> int:
+    """Every identifier that has state, with its status when it is a task record."""
+    state = _persistence(args).retrieve_all_state_from_persistence()
+    if not state:
+        print("no state")
+        return 0
+    rows = [(key, value.get("status", "-"), len(json.dumps(value))) for key, value in
+            sorted(state.items())]
+    print(table(("ID", "STATUS", "BYTES"), rows))
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    """The state of one identifier, as JSON."""
+    data = _persistence(args).get_object_state(args.id)
+    if not data:
+        raise OpusError(f"no state for {args.id!r}; `opus state list` shows what there is")
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
+
+
+def clear(args: argparse.Namespace) -> int:
+    """Forget one identifier's state, or everything."""
+    persistence = _persistence(args)
+    if args.id is not None:
+        if not persistence.delete_object_state(args.id):
+            raise OpusError(f"no state for {args.id!r}; `opus state list` shows what there is")
+        cleared = 1
+    else:
+        keys = list(persistence.retrieve_all_state_from_persistence())
+        for key in keys:
+            persistence.delete_object_state(key)
+        cleared = len(keys)
+    persistence.persist_all_state()
+    print(f"cleared {cleared} record(s)")
+    return 0

@@ -1,0 +1,204 @@
+"""`opus.toml`: finding it, merging it with the user's file, and checking what the core knows.
+
+Checks that need plugins (which runner names exist, which options a runner
+takes) live in `opus_core.assembly`; this module checks the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opus_core.errors import ConfigError
+from opus_core.logger import LEVELS
+
+FILENAME = "opus.toml"
+CONFIG_ENV = "OPUS_CONFIG"
+SECTIONS = ("opus", "runners", "persistence", "loggers", "tasks")
+TASK_KEYS = ("kind", "version", "metadata", "spec")
+
+OPUS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "runner": (str, "a runner name"),
+    "persistence": (str, "a persistence name"),
+    "logger": (str, "a logger name"),
+    "log_level": (str, f"one of {', '.join(LEVELS)}"),
+    "disable_plugins": (list, "a list of plugin (entry point) names"),
+    "processors": (list, 'a list of import paths such as "mypkg.processors:Deploy"'),
+    "fail_fast": (bool, "true or false"),
+}
+
+
+def user_config_path() -> Path:
+    """The user's own `opus.toml`, read beneath the project's."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("opus")) / FILENAME
+
+
+@dataclass
+class Config:
+    """The merged configuration and where each value came from."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, Path] = field(default_factory=dict)
+    project: Path | None = None
+    user: Path | None = None
+    found_by: str = "none"
+
+    def opus(self, key: str, default: Any = None) -> Any:
+        """A value of the `[opus]` table."""
+        return self.data.get("opus", {}).get(key, default)
+
+    def section(self, kind: str, name: str) -> dict[str, Any]:
+        """The options table `[<kind>.<name>]` (empty when absent)."""
+        return dict(self.data.get(kind, {}).get(name, {}))
+
+    def origin(self, dotted: str) -> Path | None:
+        """The file that set `dotted` (or the nearest enclosing table)."""
+        while dotted:
+            if dotted in self.origins:
+                return self.origins[dotted]
+            dotted = dotted.rpartition(".")[0]
+        return self.project or self.user
+
+    def where(self, dotted: str) -> str:
+        """`file: key` for error messages."""
+        origin = self.origin(dotted)
+        return f"{origin}: {dotted}" if origin else dotted
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory of the project file (else the current directory)."""
+        return self.project.parent if self.project else Path.cwd()
+
+    @property
+    def files(self) -> list[Path]:
+        """The files read, lowest precedence first."""
+        return [p for p in (self.user, self.project) if p is not None]
+
+
+def find_project_config(explicit: str | os.PathLike[str] | None = None) -> tuple[Path | None, str]:
+    """The project `opus.toml` and how it was found (`--config`, `$OPUS_CONFIG`, `search`)."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such configuration file (from --config)")
+        return path.resolve(), "--config"
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such configuration file (from ${CONFIG_ENV})")
+        return path.resolve(), f"${CONFIG_ENV}"
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / FILENAME
+        if candidate.is_file():
+            return candidate, "search"
+    return None, "none"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; errors name the file (and, for syntax, the line)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _merge(
+    into: dict[str, Any], data: Mapping[str, Any], path: Path, origins: dict[str, Path], prefix: str
+) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value, path, origins, dotted + ".")
+        else:
+            into[key] = _copy(value)
+            for stale in [k for k in origins if k.startswith(dotted + ".")]:
+                del origins[stale]
+        origins[dotted] = path
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, user: bool = True) -> Config:
+    """Find, read, merge and check the configuration (no file at all is an empty config)."""
+    project, found_by = find_project_config(path)
+    config = Config(project=project, found_by=found_by)
+    user_path = user_config_path() if user else None
+    if user_path is not None and user_path.is_file() and user_path != project:
+        config.user = user_path
+    for file in config.files:
+        data = read_toml(file)
+        check_structure(data, file)
+        _merge(config.data, data, file, config.origins, "")
+    return config
+
+
+def _type_error(file: Path, key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{file}: {key} must be {expected}, got {value!r}")
+
+
+def check_structure(data: Mapping[str, Any], file: Path) -> None:
+    """Check the sections and the `[opus]` table of one file; plugins' tables are checked later."""
+    for section, value in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{file}: unknown section [{section}]; expected one of "
+                f"{', '.join(f'[{s}]' for s in SECTIONS[:-1])} or [[tasks]]"
+            )
+        if section == "tasks":
+            if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
+                raise ConfigError(f"{file}: tasks must be an array of tables ([[tasks]])")
+            for index, task in enumerate(value):
+                unknown = sorted(set(task) - set(TASK_KEYS))
+                if unknown:
+                    raise ConfigError(
+                        f"{file}: tasks[{index}]: unknown key {unknown[0]!r}; "
+                        f"expected {', '.join(TASK_KEYS)}"
+                    )
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{file}: {section} must be a table ([{section}])")
+        if section == "opus":
+            _check_opus_table(value, file)
+        else:
+            for name, options in value.items():
+                if not isinstance(options, Mapping):
+                    raise ConfigError(
+                        f"{file}: {section}.{name} must be a table ([{section}.{name}]) of options"
+                    )
+
+
+def _check_opus_table(table: Mapping[str, Any], file: Path) -> None:
+    for key, value in table.items():
+        if key not in OPUS_KEYS:
+            raise ConfigError(
+                f"{file}: unknown key opus.{key}; expected one of {', '.join(OPUS_KEYS)}"
+            )
+        kind, expected = OPUS_KEYS[key]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise _type_error(file, f"opus.{key}", expected, value)
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            raise _type_error(file, f"opus.{key}", expected, value)
+        if isinstance(value, str) and not value:
+            raise _type_error(file, f"opus.{key}", expected, value)
+        if key == "log_level" and str(value).upper() not in LEVELS:
+            raise _type_error(file, f"opus.{key}", expected, value)
