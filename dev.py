@@ -18,6 +18,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 PYTHON = BIN / "python"
 PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
+EXAMPLE_PLUGINS = [ROOT / "examples" / "custom_runner"]  # installed for the tests only
 
 
 def run(*args: str | os.PathLike[str], **kwargs: object) -> None:
@@ -29,7 +30,8 @@ def run(*args: str | os.PathLike[str], **kwargs: object) -> None:
 
 def install(extras: str) -> None:
     """Install opus-core (with `extras`) and every plugin, editable, unless already current."""
-    files = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in PLUGINS)]
+    plugins = PLUGINS + (EXAMPLE_PLUGINS if extras == "test" else [])
+    files = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in plugins)]
     digest = hashlib.sha256(extras.encode())
     for file in files:
         digest.update(file.read_bytes())
@@ -40,7 +42,7 @@ def install(extras: str) -> None:
         print(f"+ creating {VENV.name}", flush=True)
         venv.create(VENV, with_pip=True)
     core = f".[{extras}]" if extras else "."
-    editable = [arg for plugin in PLUGINS for arg in ("-e", str(plugin))]
+    editable = [arg for plugin in plugins for arg in ("-e", str(plugin))]
     run(
         PYTHON,
         "-m",

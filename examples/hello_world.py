@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "hello_world"))
 
-from hello_processor import HelloWorldTaskProcessor  # noqa: E402
+from hello_processor import HelloWorldTaskProcessor
 
-from opus_core import KeyValueStore, LoggerWrapper, Task, Tasks  # noqa: E402
+from opus_core import KeyValueStore, LoggerWrapper, Task, Tasks
 
 
 def main(argv: list[str]) -> int:

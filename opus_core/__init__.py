@@ -7,6 +7,7 @@ tasks (`task`), the stores (`KeyValueStore`, `StatePersistence`), logging
 
 from __future__ import annotations
 
+from opus_core import hookspecs
 from opus_core.decorator import task
 from opus_core.engine import Tasks
 from opus_core.errors import (
@@ -23,6 +24,7 @@ from opus_core.errors import (
     TaskCancelledError,
     TaskTimeoutError,
 )
+from opus_core.hookspecs import hookimpl
 from opus_core.logger import LoggerWrapper
 from opus_core.manifest import Task
 from opus_core.persistence import StatePersistance, StatePersistence
@@ -59,5 +61,7 @@ __all__ = [
     "TaskTimeoutError",
     "Tasks",
     "__version__",
+    "hookimpl",
+    "hookspecs",
     "task",
 ]

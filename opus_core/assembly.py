@@ -98,8 +98,15 @@ def _wants_path(hint: Any) -> bool:
 
 def describe_type(hint: Any) -> str:
     """How an error message names what an option expects."""
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-             dict: "a table", list: "a list", type(None): "nothing"}
+    names = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        dict: "a table",
+        list: "a list",
+        type(None): "nothing",
+    }
     if hint in names:
         return names[hint]
     if _is_path(hint):
@@ -138,7 +145,9 @@ class Assembly:
             return registry[name]
         what = SINGULAR[kind]
         installed = ", ".join(sorted(registry)) or "none"
-        message = f"{self.config.where(key)}: no {what} named {name!r}; installed {kind}: {installed}"
+        message = (
+            f"{self.config.where(key)}: no {what} named {name!r}; installed {kind}: {installed}"
+        )
         wanted = KNOWN_DISTRIBUTIONS.get((kind, name))
         for info in self.manager.broken():
             if wanted is None or info.distribution == wanted:
@@ -231,7 +240,9 @@ class Assembly:
         if not sep:
             module_name, _, attribute = path.rpartition(".")
         if not module_name or not attribute:
-            raise ConfigError(f'{where}: {path!r} is not an import path like "package.module:Class"')
+            raise ConfigError(
+                f'{where}: {path!r} is not an import path like "package.module:Class"'
+            )
         base = str(self.config.base_dir)
         added = base not in sys.path
         if added:

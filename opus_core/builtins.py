@@ -1,4 +1,4 @@
-"""The core's own runners, persistence and logger, registered through the same hooks as any plugin."""
+"""The core's own runners, persistence and logger, registered as a plugin like any other."""
 
 from __future__ import annotations
 

@@ -121,13 +121,20 @@ def _merge(
 ) -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+        if isinstance(value, Mapping):
+            if not isinstance(into.get(key), dict):
+                into[key] = {}
+                _forget(origins, dotted)
             _merge(into[key], value, path, origins, dotted + ".")
         else:
             into[key] = _copy(value)
-            for stale in [k for k in origins if k.startswith(dotted + ".")]:
-                del origins[stale]
+            _forget(origins, dotted)
         origins[dotted] = path
+
+
+def _forget(origins: dict[str, Path], dotted: str) -> None:
+    for stale in [k for k in origins if k.startswith(dotted + ".")]:
+        del origins[stale]
 
 
 def _copy(value: Any) -> Any:

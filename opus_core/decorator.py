@@ -16,6 +16,7 @@ from opus_core.timeouts import call_with_alarm, deadlines
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 class _Call:
     """What a runner executes for one `@task` call: retries and alarm included."""
 

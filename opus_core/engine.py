@@ -81,7 +81,7 @@ class Tasks:
         runner: str | None = None,
         plugins: Sequence[object] = (),
     ) -> Tasks:
-        """An engine built from `opus.toml`: plugins, runner, persistence, logger, processors, tasks.
+        """An engine built from `opus.toml`: plugins, runner, persistence, logger, tasks.
 
         `path` defaults to `$OPUS_CONFIG`, else the nearest `opus.toml` in the
         current directory or its parents; `runner` overrides `[opus] runner`.
@@ -118,6 +118,7 @@ class Tasks:
         if self.plugin_manager is None:
             self.plugin_manager = default_manager()
         return self.plugin_manager
+
     # -- building --------------------------------------------------------------
 
     def register_task_processor(self, processor: TaskProcessor | type[TaskProcessor]) -> None:
@@ -207,7 +208,12 @@ class Tasks:
         if isinstance(self.runner, Runner):
             return self.runner, False
         available = self.manager().runners() if isinstance(self.runner, str) else None
-        return resolve_runner(self.runner, available, **self.runner_options), True
+        try:
+            return resolve_runner(self.runner, available, **self.runner_options), True
+        except (TypeError, ValueError) as exc:
+            name = getattr(self.runner, "name", self.runner)
+            where = self.config.where(f"runners.{name}") if self.config else f"runner {name!r}"
+            raise ConfigError(f"{where}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"<Tasks {len(self.tasks)} task(s), {len(self.processors)} processor(s)>"

@@ -158,7 +158,9 @@ class PluginManager:
         info.traceback = "".join(traceback.format_exception(exc))
         self.infos[info.name] = info
         where = f" ({info.distribution} {info.version})" if info.distribution else ""
-        sys.stderr.write(f"opus: warning: plugin {info.name!r}{where} failed to load: {info.error}\n")
+        sys.stderr.write(
+            f"opus: warning: plugin {info.name!r}{where} failed to load: {info.error}\n"
+        )
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin, built-ins first, with what each provides."""
@@ -177,7 +179,7 @@ class PluginManager:
         """Each implementation of `hook` as (plugin name, function of the hook's arguments)."""
         caller = getattr(self.pm.hook, hook)
         found: list[tuple[str, Callable[..., Any]]] = []
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # in registration order: built-ins first
             found.append((impl.plugin_name, _bind(impl.function, impl.argnames)))
         return found
 
@@ -259,9 +261,7 @@ class PluginManager:
     def processors(self, logger: LoggerWrapper | None = None) -> list[TaskProcessor]:
         """Instances of every processor plugins register (classes made with `logger`)."""
         self._build()
-        return [
-            p(logger=logger) if isinstance(p, type) else p for _, p in self._processor_impls()
-        ]
+        return [p(logger=logger) if isinstance(p, type) else p for _, p in self._processor_impls()]
 
     def observer(self, logger: LoggerWrapper) -> RunObserver:
         """A `RunObserver` that calls the lifecycle hooks."""

@@ -56,20 +56,38 @@ def show(args: argparse.Namespace) -> int:
 
 
 STARTER = {
-    "opus": (
-        "# Which plugins do the work. `opus plugins list` shows what is installed.",
-        {"runner": "sequential", "persistence": "memory", "logger": "plain", "log_level": "INFO",
-         "fail_fast": False, "processors": ["processors:Hello"]},
-    ),
-    "runners.process": (
-        "# Options of a runner: [runners.<name>].",
-        {"max_workers": 4},
-    ),
+    "opus": {
+        "runner": "sequential",
+        "persistence": "memory",
+        "logger": "plain",
+        "log_level": "INFO",
+        "fail_fast": False,
+        "processors": [],
+    },
 }
 
-STARTER_TASKS = [
-    {"kind": "Hello", "version": "v1", "metadata": {"name": "hello"}, "spec": {"greeting": "Hi"}},
-]
+STARTER_COMMENTS = {
+    "opus": "# Which plugins do the work; `opus plugins list` shows what is installed.\n"
+    '# processors: extra TaskProcessor classes by import path, e.g. "mypkg.deploy:Deploy"\n'
+    "# (modules next to this file can be imported).",
+}
+
+STARTER_TAIL = """
+# Options of a runner, persistence or logger go in [runners.<name>],
+# [persistence.<name>] and [loggers.<name>], e.g.:
+# [runners.process]
+# max_workers = 4
+
+# Tasks: a kind and version (handled by a registered processor), metadata and spec.
+# [[tasks]]
+# kind = "Deploy"
+# version = "v1"
+# [tasks.metadata]
+# name = "web"
+# dependencies = ["network"]
+# [tasks.spec]
+# image = "web:1.2"
+"""
 
 
 def init(args: argparse.Namespace) -> int:
@@ -77,16 +95,10 @@ def init(args: argparse.Namespace) -> int:
     target = Path(args.path)
     if target.exists() and not args.force:
         raise ConfigError(f"{target} already exists; pass --force to overwrite it")
-    parts = ["# opus configuration: see `opus config show` and the README.\n"]
-    for name, (comment, table) in STARTER.items():
-        section = tomli_w.dumps({"x": table}).replace("[x]", f"[{name}]", 1)
-        parts.append(f"{comment}\n{section}")
-    parts.append(
-        "# Tasks: a kind and version handled by a processor (here the `processors:Hello`\n"
-        "# class from processors.py next to this file), metadata and spec.\n"
-        + tomli_w.dumps({"tasks": STARTER_TASKS})
-    )
-    text = "\n".join(parts)
+    parts = ["# opus configuration; `opus config show` prints what is in effect.\n"]
+    for name, table in STARTER.items():
+        parts.append(f"{STARTER_COMMENTS[name]}\n{tomli_w.dumps({name: table})}")
+    text = "\n".join(parts) + STARTER_TAIL
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:

@@ -18,12 +18,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows under headers, in columns as wide as their widest cell."""
     cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
     return "\n".join(lines)
 
 
-def emit(headers: Sequence[str], rows: Sequence[Sequence[Any]], records: Any, as_json: bool) -> None:
+def emit(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], records: Any, as_json: bool
+) -> None:
     """Print a listing as a table, or its records as JSON."""
     if as_json:
         print(json.dumps(records, indent=2))
@@ -49,7 +53,7 @@ class ProgressLine(RunObserver):
         self._lock = threading.Lock()
 
     def _draw(self) -> None:
-        line = (f"[{self.done}/{self.total}] running {self.running}, failed {self.failed}")
+        line = f"[{self.done}/{self.total}] running {self.running}, failed {self.failed}"
         self.stream.write(f"\r\033[K{line}")
         self.stream.flush()
 

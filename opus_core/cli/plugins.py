@@ -20,8 +20,20 @@ def list_plugins(args: argparse.Namespace) -> int:
             f"{kind}: {', '.join(names)}" for kind, names in info.provides.items() if names
         )
         status = f"error: {info.error}" if info.status == "error" else info.status
-        rows.append((info.name, info.version or "-", info.distribution or "-", status,
-                     provides or "-", ", ".join(info.hooks) or "-"))
-    emit(("NAME", "VERSION", "DISTRIBUTION", "STATUS", "PROVIDES", "HOOKS"), rows,
-         [info.to_dict() for info in infos], args.json)
+        rows.append(
+            (
+                info.name,
+                info.version or "-",
+                info.distribution or "-",
+                status,
+                provides or "-",
+                ", ".join(info.hooks) or "-",
+            )
+        )
+    emit(
+        ("NAME", "VERSION", "DISTRIBUTION", "STATUS", "PROVIDES", "HOOKS"),
+        rows,
+        [info.to_dict() for info in infos],
+        args.json,
+    )
     return 0

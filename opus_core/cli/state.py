@@ -23,8 +23,10 @@ def list_state(args: argparse.Namespace) -> int:
     if not state:
         print("no state")
         return 0
-    rows = [(key, value.get("status", "-"), len(json.dumps(value))) for key, value in
-            sorted(state.items())]
+    rows = [
+        (key, value.get("status", "-"), len(json.dumps(value)))
+        for key, value in sorted(state.items())
+    ]
     print(table(("ID", "STATUS", "BYTES"), rows))
     return 0
 

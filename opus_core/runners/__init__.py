@@ -63,4 +63,3 @@ def resolve_runner(
         "runner must be a runner name, a Runner instance or class, "
         f"SequentialTaskRun or MultiprocessTaskRun; got {spec!r}"
     )
-

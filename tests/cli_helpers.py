@@ -1,0 +1,55 @@
+"""Running the real `opus` command, and making real (on-disk) plugin distributions for it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+OPUS = Path(sys.executable).parent / "opus"
+
+
+def opus(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `opus ARGS` in `cwd` with a clean configuration environment."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    environment["XDG_CONFIG_HOME"] = str(cwd / ".user-config")
+    environment.update(env or {})
+    return subprocess.run(
+        [str(OPUS), *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def make_distribution(
+    site: Path,
+    name: str,
+    module: str,
+    source: str,
+    entry_point: str | None = None,
+    version: str = "1.0",
+) -> None:
+    """Install a one-module distribution into `site` (a directory to put on PYTHONPATH)."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[opus]\n{entry_point or module} = {module}\n")
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert `result` is a usage error: status 2, one line on stderr, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if not line.startswith("opus: warning:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
