@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,13 @@ def test_ten_sleepy_workers_example_takes_about_one_second() -> None:
     assert len([line for line in lines if line.startswith("worker ")]) == 10
     seconds = float(lines[-1].split(" in ")[1].rstrip("s"))
     assert seconds < 1.9
+
+
+def test_hello_world_opus_toml_is_the_main_job(tmp_path: Path) -> None:
+    from cli_helpers import opus
+
+    result = opus("run", "--config", str(EXAMPLES / "hello_world" / "opus.toml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 succeeded" in result.stdout
+    written = Path(tempfile.gettempdir()) / "opus-hello-again.txt"
+    assert written.read_text() == "Hello World!"

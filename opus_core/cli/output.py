@@ -6,12 +6,14 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from opus_core.events import RunObserver
-from opus_core.graph import Plan
-from opus_core.manifest import Task
-from opus_core.report import RunReport, TaskResult
+
+if TYPE_CHECKING:
+    from opus_core.graph import Plan
+    from opus_core.manifest import Task
+    from opus_core.report import RunReport, TaskResult
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
