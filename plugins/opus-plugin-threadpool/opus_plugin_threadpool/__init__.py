@@ -1,0 +1,108 @@
+"""The `threadpool` runner: tasks run on one shared `concurrent.futures.ThreadPoolExecutor`.
+
+Python cannot kill a running thread. `stop()` cancels a run that has not
+started; for one that has, `stop()` and timeouts end the *run* at once (as
+`cancelled` or `timed_out`) and release the caller, while the thread itself
+finishes its work in the background.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from opus_core import TaskCancelledError, hookimpl
+from opus_core.runners import BaseTaskRun, Runner
+from opus_core.runners.base import run_name
+
+__version__ = "0.1.0"
+
+
+def default_max_workers() -> int:
+    """Four threads per CPU, between 8 and 32: tasks are expected to wait on I/O."""
+    return max(8, min(32, 4 * (os.cpu_count() or 1)))
+
+
+class ThreadTaskRun(BaseTaskRun):
+    """A run on the pool, wrapping its `concurrent.futures.Future`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.future: Future[Any] | None = None
+
+    def _from_future(self, future: Future[Any]) -> None:
+        if future.cancelled():
+            self._finish(exception=TaskCancelledError(f"task run {self.instance_name} was stopped"))
+            return
+        exception = future.exception()
+        if exception is None:
+            self._finish(value=future.result())
+        else:
+            self._finish(exception=exception)
+
+    def _halt(self) -> None:
+        if self.future is not None:
+            self.future.cancel()  # only a run that has not started can really be stopped
+
+
+class ThreadPoolRunner(Runner):
+    """Runs tasks on a shared thread pool (`"threadpool"`).
+
+    Options: `max_workers` (default: 4 per CPU, between 8 and 32) and
+    `thread_name_prefix`. The pool starts on the first `submit` and is shut
+    down by `shutdown()` (the engine calls it at the end of a run it made the
+    runner for) or at interpreter exit.
+    """
+
+    name: ClassVar[str] = "threadpool"
+
+    def __init__(
+        self, max_workers: int | None = None, thread_name_prefix: str = "opus-threadpool"
+    ) -> None:
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
+            raise ValueError(
+                f"max_workers must be a whole number of at least 1, got {max_workers!r}"
+            )
+        self.max_workers = max_workers or default_max_workers()
+        self.thread_name_prefix = thread_name_prefix
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """As many tasks of a graph as there are threads."""
+        return self.max_workers
+
+    def _pool(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(self.max_workers, self.thread_name_prefix)
+                executor = self._executor
+        return executor
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
+        """Queue `fn(*args, **kwargs)` on the pool."""
+        run = ThreadTaskRun(run_name(fn))
+        future = run.future = self._pool().submit(fn, *args, **kwargs)
+        future.add_done_callback(run._from_future)
+        return run
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Cancel what has not started and let the pool's threads go (after their work, with `wait`)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+
+@hookimpl
+def opus_register_runners() -> Iterable[type[Runner]]:
+    """The `threadpool` runner."""
+    return [ThreadPoolRunner]

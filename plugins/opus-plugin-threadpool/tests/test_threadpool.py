@@ -1,0 +1,143 @@
+"""The threadpool runner: @task calls and the dependency graph on a shared pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from opus_plugin_threadpool import ThreadPoolRunner, ThreadTaskRun, default_max_workers
+
+from harness import Harness
+from opus_core import ConfigError, TaskCancelledError, Tasks, task
+from opus_core.plugin_manager import PluginManager
+
+
+def test_registered_through_its_entry_point() -> None:
+    manager = PluginManager()
+    assert manager.runners()["threadpool"] is ThreadPoolRunner
+    info = manager.provider("runners", "threadpool")
+    assert (info.name, info.distribution, info.version) == (
+        "threadpool",
+        "opus-plugin-threadpool",
+        "0.1.0",
+    )
+
+
+def test_options() -> None:
+    assert ThreadPoolRunner().max_workers == default_max_workers() >= 8
+    runner = ThreadPoolRunner(max_workers=3, thread_name_prefix="io")
+    names = [
+        runner.submit(lambda: threading.current_thread().name).get_result(timeout=5)
+        for _ in range(3)
+    ]
+    assert all(name.startswith("io") for name in names)
+    runner.shutdown()
+    with pytest.raises(ValueError, match="max_workers"):
+        ThreadPoolRunner(max_workers=0)
+
+
+def test_task_calls_run_concurrently_on_the_pool() -> None:
+    runner = ThreadPoolRunner(max_workers=10)
+
+    @task(runner=runner)
+    def sleepy(n: int) -> tuple[int, str]:
+        time.sleep(0.5)
+        return n, threading.current_thread().name
+
+    start = time.monotonic()
+    runs = [sleepy(n) for n in range(10)]
+    assert all(isinstance(r, ThreadTaskRun) for r in runs)
+    results = [r.get_result(timeout=5) for r in runs]
+    assert time.monotonic() - start < 1.4
+    assert [n for n, _ in results] == list(range(10))
+    assert len({name for _, name in results}) == 10
+    runner.shutdown()
+
+
+def test_exceptions_and_retries_come_back() -> None:
+    attempts: list[int] = []
+
+    @task(runner=ThreadPoolRunner(max_workers=2), retries=2, retry_sleep_time=0.05)
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "third time"
+
+    run = flaky()
+    assert run.get_result(timeout=5) == "third time" and run.attempts == 3
+
+    @task(runner="threadpool")
+    def broken() -> None:
+        raise KeyError("missing")
+
+    with pytest.raises(KeyError, match="missing"):
+        broken().get_result(timeout=5)
+
+
+def test_stop_cancels_a_run_that_has_not_started() -> None:
+    runner = ThreadPoolRunner(max_workers=1)
+    release = threading.Event()
+    blocker = runner.submit(release.wait, 5)
+    queued = runner.submit(lambda: "never")
+    queued.stop()
+    assert queued.status == "cancelled" and queued.future is not None and queued.future.cancelled()
+    release.set()
+    assert blocker.get_result(timeout=5) is True
+    with pytest.raises(TaskCancelledError):
+        queued.get_result()
+    runner.shutdown()
+
+
+def test_stop_and_timeout_release_the_caller_while_the_thread_finishes(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+
+    @task(runner=ThreadPoolRunner(max_workers=2), timeout=0.2)
+    def slow() -> None:
+        time.sleep(0.6)
+        done.write_text("finished")
+
+    start = time.monotonic()
+    run = slow()
+    error = run.get_result(timeout=5, raise_exceptions=False)
+    assert run.status == "timed_out" and "timed out after 0.2s" in str(error)
+    assert time.monotonic() - start < 0.5
+    assert not done.exists()
+    deadline = time.monotonic() + 3
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert done.read_text() == "finished"  # the thread went on in the background
+
+
+def test_graph_runs_on_the_pool_with_dependencies_and_values(tmp_path: Path) -> None:
+    h = Harness(tmp_path, "threadpool")
+    for name in ("a", "b", "c"):
+        h.add(name, spec={"sleep": 0.4, "publish": {name: name.upper()}})
+    h.add("join", dependencies=["a", "b", "c"], spec={"publish": {"joined": True}})
+    h.add("bad", spec={"fail": "nope"})
+    h.add("after-bad", dependencies=["bad"])
+    start = time.monotonic()
+    report = h.run()
+    assert time.monotonic() - start < 1.2  # a, b and c ran together
+    assert report["join"].status == "succeeded"
+    assert h.seen("join") == {"a": "A", "b": "B", "c": "C"}
+    assert report["bad"].status == "failed" and report["after-bad"].status == "skipped"
+
+
+def test_a_run_shuts_its_pool_down(tmp_path: Path) -> None:
+    before = {t.name for t in threading.enumerate()}
+    h = Harness(tmp_path, "threadpool")
+    h.add("a")
+    assert h.run().ok
+    time.sleep(0.1)
+    left = {t.name for t in threading.enumerate()} - before
+    assert not any(name.startswith("opus-threadpool") for name in left)
+
+
+def test_bad_option_in_config_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "opus.toml"
+    config.write_text('[opus]\nrunner = "threadpool"\n[runners.threadpool]\nmax_workers = "lots"\n')
+    with pytest.raises(ConfigError, match="runners.threadpool.max_workers must be a whole number"):
+        Tasks.from_config(config)
