@@ -46,17 +46,35 @@ def report_table(report: RunReport) -> str:
     return table(("TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"), rows)
 
 
+class ClearLine(RunObserver):
+    """Clears the progress line before anything else reacts to a notification, so log lines
+    written to the same terminal start at the left edge."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def _clear(self, *_: Any) -> None:
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+
+    run_started = task_started = task_retrying = task_finished = run_finished = _clear
+
+
 class ProgressLine(RunObserver):
-    """A live `done/total, running, failed` line on a terminal."""
+    """A live `done/total, running, failed` line on a terminal.
+
+    Register `progress.clearer` first and `progress` last among the observers.
+    """
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
+        self.clearer = ClearLine(stream)
         self.total = self.done = self.running = self.failed = 0
         self._lock = threading.Lock()
 
     def _draw(self) -> None:
         line = f"[{self.done}/{self.total}] running {self.running}, failed {self.failed}"
-        self.stream.write(f"\r\033[K{line}")
+        self.stream.write(f"\r\033[K{line}")  # stays until the next notification clears it
         self.stream.flush()
 
     def run_started(self, plan: Plan) -> None:

@@ -16,7 +16,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(tasks, args.command, args.context)
     if sys.stderr.isatty():
-        tasks.observers.append(ProgressLine(sys.stderr))
+        progress = ProgressLine(sys.stderr)
+        tasks.observers.insert(0, progress.clearer)
+        tasks.observers.append(progress)
     report = tasks.process_context(command=args.command, context=args.context, resume=args.resume)
     print(report_table(report))
     print(report.summary() + (" (interrupted)" if report.interrupted else ""))

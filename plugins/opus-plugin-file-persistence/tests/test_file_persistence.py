@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import opus
 from opus_plugin_file_persistence import FilePersistence, StateFileError, file_name
 
-from cli_helpers import opus
 from opus_core import OpusError, StatePersistence, Tasks
 from opus_core.plugin_manager import PluginManager
 

@@ -95,7 +95,7 @@ class ThreadPoolRunner(Runner):
         return run
 
     def shutdown(self, wait: bool = True) -> None:
-        """Cancel what has not started and let the pool's threads go (after their work, with `wait`)."""
+        """Cancel what has not started; let the threads go (after their work, with `wait`)."""
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:

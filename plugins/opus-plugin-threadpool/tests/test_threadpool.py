@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import Harness
 from opus_plugin_threadpool import ThreadPoolRunner, ThreadTaskRun, default_max_workers
 
-from harness import Harness
 from opus_core import ConfigError, TaskCancelledError, Tasks, task
 from opus_core.plugin_manager import PluginManager
 

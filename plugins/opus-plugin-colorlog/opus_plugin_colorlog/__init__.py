@@ -1,0 +1,107 @@
+"""The `colorlog` logger: levels in colour, task names highlighted, retries, failures and the
+run summary set apart — on a terminal only. `NO_COLOR` or output that is not a terminal
+gives the same lines as plain text."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable
+from typing import ClassVar, TextIO
+
+import colorlog
+from colorlog.escape_codes import parse_colors
+
+from opus_core import LoggerWrapper, hookimpl
+
+__version__ = "0.1.0"
+
+DEFAULT_FORMAT = "%(log_color)s%(levelname)-8s%(reset)s %(message)s"
+LEVEL_COLORS = {
+    "DEBUG": "thin_white",
+    "INFO": "green",
+    "WARNING": "yellow",
+    "ERROR": "red",
+    "CRITICAL": "bold_red,bg_white",
+}
+_TASK_NAME = re.compile(r"(task )('[^']*')")
+_EMPHASIS = (
+    # (what the message starts with or contains, colour)
+    ("run finished", "bold"),
+    ("retrying in", "bold_yellow"),
+    ("failed", "bold_red"),
+    ("timed_out", "bold_red"),
+)
+
+
+def colour_wanted(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when `NO_COLOR` is set to anything."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class _StreamProxy:
+    """Whatever `sys.stdout` is when a record is written."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+class HighlightingFormatter(colorlog.ColoredFormatter):
+    """Adds task-name highlighting and emphasis for retries, failures and summaries."""
+
+    def __init__(self, fmt: str, colour: bool) -> None:
+        super().__init__(fmt, log_colors=LEVEL_COLORS, no_color=not colour)
+        self.colour = colour
+        self._reset = parse_colors("reset")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not self.colour:
+            return text
+        message = record.getMessage()
+        highlighted = _TASK_NAME.sub(
+            lambda m: f"{m.group(1)}{parse_colors('bold_cyan')}{m.group(2)}{self._reset}", message
+        )
+        for marker, colour in _EMPHASIS:
+            if marker in message:
+                highlighted = f"{parse_colors(colour)}{highlighted}{self._reset}"
+                break
+        return text.replace(message, highlighted, 1)
+
+
+class ColorLogger(LoggerWrapper):
+    """Logs through `colorlog` to standard output (`"colorlog"`).
+
+    Options: `level` (DEBUG, INFO, WARNING, ERROR or CRITICAL; default: `[opus]
+    log_level`, else INFO) and `format` (a `colorlog` format string; `%(log_color)s`
+    and `%(reset)s` place the level colour).
+    """
+
+    name: ClassVar[str] = "colorlog"
+
+    def __init__(self, level: str = "INFO", format: str = DEFAULT_FORMAT) -> None:
+        super().__init__(level)
+        self.format = format
+        self.colour = colour_wanted(sys.stdout)
+        self.logger = logging.getLogger("opus.colorlog")
+        self.logger.propagate = False
+        self.logger.setLevel(logging.DEBUG)  # each wrapper filters by its own level
+        for handler in list(self.logger.handlers):
+            self.logger.removeHandler(handler)
+        handler = logging.StreamHandler(_StreamProxy())  # type: ignore[arg-type]
+        handler.setFormatter(HighlightingFormatter(format, self.colour))
+        self.logger.addHandler(handler)
+
+
+@hookimpl
+def opus_register_loggers() -> Iterable[type[LoggerWrapper]]:
+    """The `colorlog` logger."""
+    return [ColorLogger]
