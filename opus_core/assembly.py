@@ -244,8 +244,8 @@ class Assembly:
                 f'{where}: {path!r} is not an import path like "package.module:Class"'
             )
         base = str(self.config.base_dir)
-        added = base not in sys.path
-        if added:
+        if base not in sys.path:
+            # Stays on the path: worker processes started later (dask) import it too.
             sys.path.insert(0, base)
         try:
             module = importlib.import_module(module_name)
@@ -254,9 +254,6 @@ class Assembly:
                 f"{where}: cannot import {module_name!r} for processor {path!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
-        finally:
-            if added:
-                sys.path.remove(base)
         try:
             found = getattr(module, attribute)
         except AttributeError:

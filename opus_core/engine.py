@@ -173,6 +173,12 @@ class Tasks:
             raise OpusError("resume=True is not available in this version of opus")
         plan = self.plan(command, context)
         runner, owned = self._runner()
+        try:
+            runner.start()
+        except BaseException:
+            if owned:
+                runner.shutdown(wait=False)
+            raise
         scheduler = Scheduler(
             plan,
             self.processors,

@@ -190,7 +190,7 @@ def test_ctrl_c_stops_the_run_with_a_summary(tmp_path: Path) -> None:
         ('[opus]\nfail_fast = "yes"', "opus.fail_fast must be true or false"),
         (
             '[opus]\nrunner = "warp"',
-            "opus.runner: no runner named 'warp'; installed runners: nice, process, sequential, threadpool",
+            "opus.runner: no runner named 'warp'; installed runners: dask, nice, process, sequential, threadpool",
         ),
         ('[opus]\nrunner = "threadpoool"', "no runner named 'threadpoool'"),
         ('[opus]\npersistence = "cloud"', "no persistence named 'cloud'; installed persistence: "),

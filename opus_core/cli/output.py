@@ -53,11 +53,24 @@ class ClearLine(RunObserver):
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
-    def _clear(self, *_: Any) -> None:
+    def _clear(self) -> None:
         self.stream.write("\r\033[K")
         self.stream.flush()
 
-    run_started = task_started = task_retrying = task_finished = run_finished = _clear
+    def run_started(self, plan: Plan) -> None:
+        self._clear()
+
+    def task_started(self, task: Task, attempt: int) -> None:
+        self._clear()
+
+    def task_retrying(self, task: Task, attempt: int, error: str, delay: float) -> None:
+        self._clear()
+
+    def task_finished(self, task: Task, result: TaskResult) -> None:
+        self._clear()
+
+    def run_finished(self, report: RunReport) -> None:
+        self._clear()
 
 
 class ProgressLine(RunObserver):

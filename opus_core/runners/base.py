@@ -144,17 +144,14 @@ class BaseTaskRun:
 
     def stop(self) -> None:
         """Stop the run: it ends as `cancelled` unless it had already ended."""
-        if self.done():
-            return
-        self._halt()
-        self._finish(exception=TaskCancelledError(f"task run {self.instance_name} was stopped"))
+        if self._finish(exception=TaskCancelledError(f"task run {self.instance_name} was stopped")):
+            self._halt()  # after the status is settled, so the halted work cannot claim another
 
     def time_out(self, timeout: float) -> None:
         """End the run as `timed_out` after `timeout` seconds (called by a deadline watcher)."""
-        if self.done():
-            return
-        self._halt()
-        self._finish(exception=TaskTimeoutError(f"task {self.name!r} timed out after {timeout:g}s"))
+        error = TaskTimeoutError(f"task {self.name!r} timed out after {timeout:g}s")
+        if self._finish(exception=error):
+            self._halt()
 
     def add_done_callback(self, callback: Callable[[BaseTaskRun], None]) -> None:
         """Call `callback(run)` when the run ends (at once if it has)."""
@@ -193,6 +190,14 @@ class Runner:
     def max_concurrency(self) -> int | None:
         """How many tasks of a graph the engine keeps in flight at once (None: no limit)."""
         return None
+
+    def start(self) -> None:
+        """Get ready to run tasks; the engine calls it before a run starts its first task.
+
+        Acquire connections or clusters here (or lazily on first `submit`) and
+        raise an `OpusError` saying what is wrong if the runner cannot work, so
+        the run fails before anything starts.
+        """
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
         """Start `fn(*args, **kwargs)` and return its run handle without waiting."""

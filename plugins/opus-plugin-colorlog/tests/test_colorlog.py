@@ -78,13 +78,17 @@ def test_registered_through_its_entry_point() -> None:
 def test_colours_on_a_terminal(tmp_path: Path) -> None:
     output = run_on_a_terminal(project(tmp_path), {})
     assert f"{ESC}" in output
-    assert f"task {ESC}1;36m'flaky-one'" in output                  # task names highlighted
+    assert f"task {ESC}1;36m'flaky-one'" in output  # task names highlighted
     retry = next(line for line in output.splitlines() if "retrying in" in line)
-    assert f"{ESC}33m" in retry                                      # WARNING in yellow
-    failure = next(line for line in output.splitlines() if "task" in line and "'broken'" in line and "failed" in line)
-    assert f"{ESC}31m" in failure                                    # ERROR in red
+    assert f"{ESC}33m" in retry  # WARNING in yellow
+    failure = next(
+        line
+        for line in output.splitlines()
+        if "task" in line and "'broken'" in line and "failed" in line
+    )
+    assert f"{ESC}31m" in failure  # ERROR in red
     summary = next(line for line in output.splitlines() if "run finished" in line)
-    assert f"{ESC}1m" in summary                                     # the summary in bold
+    assert f"{ESC}1m" in summary  # the summary in bold
 
 
 def test_no_color_gives_plain_text_on_a_terminal(tmp_path: Path) -> None:

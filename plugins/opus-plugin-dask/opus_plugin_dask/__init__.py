@@ -1,0 +1,164 @@
+"""The `dask` runner: tasks run on a Dask `distributed` cluster.
+
+With an `address` the runner connects to an existing scheduler; without one
+it starts a `distributed.LocalCluster` on first use and closes it on
+`shutdown()`. Each task is one `Client.submit(..., pure=False)`; its run wraps
+the Dask future. Work is shipped with cloudpickle, so what a task needs must
+be importable (or picklable by value) on the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from opus_core import OpusError, TaskCancelledError, hookimpl
+from opus_core.runners import BaseTaskRun, Runner
+from opus_core.runners.base import run_name
+
+if TYPE_CHECKING:
+    from distributed import Client, Future, LocalCluster
+
+__version__ = "0.1.0"
+
+
+class DaskConnectionError(OpusError):
+    """The scheduler at the configured address could not be reached."""
+
+
+class DaskTaskRun(BaseTaskRun):
+    """A run on the cluster, wrapping its `distributed.Future`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.future: Future | None = None
+
+    def _from_future(self, future: Future) -> None:
+        status = future.status
+        if status == "cancelled":
+            self._finish(
+                exception=TaskCancelledError(f"task run {self.instance_name} was cancelled")
+            )
+        elif status == "error":
+            self._finish(exception=future.exception())
+        else:
+            try:
+                self._finish(value=future.result())
+            except Exception as exc:  # lost workers, a scheduler gone away
+                self._finish(exception=exc)
+
+    def _halt(self) -> None:
+        if self.future is not None:
+            self.future.cancel()
+
+
+class DaskRunner(Runner):
+    """Runs tasks on a Dask cluster (`"dask"`).
+
+    Options: `address` (a scheduler such as `tcp://host:8786`; none: a local
+    cluster for this runner), `n_workers`, `threads_per_worker` and `processes`
+    for the local cluster, `cluster_kwargs` and `client_kwargs` passed on to
+    `LocalCluster` and `Client`, and `connect_timeout` in seconds.
+    """
+
+    name: ClassVar[str] = "dask"
+    shares_memory: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        address: str | None = None,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool = True,
+        cluster_kwargs: dict[str, Any] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        for option, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{option} must be a whole number of at least 1, got {value!r}")
+        if address is not None and (n_workers or threads_per_worker or cluster_kwargs):
+            raise ValueError(
+                "n_workers, threads_per_worker and cluster_kwargs are for a local "
+                "cluster; leave them out when connecting to an address"
+            )
+        self.address = address
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.processes = processes
+        self.cluster_kwargs: Mapping[str, Any] = dict(cluster_kwargs or {})
+        self.client_kwargs: Mapping[str, Any] = dict(client_kwargs or {})
+        self.connect_timeout = connect_timeout
+        self.cluster: LocalCluster | None = None
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Client:
+        """The `distributed.Client`, connecting (or starting the local cluster) on first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> Client:
+        from distributed import Client, LocalCluster
+
+        if self.address is not None:
+            try:
+                return Client(self.address, timeout=self.connect_timeout, **self.client_kwargs)
+            except (OSError, TimeoutError) as exc:
+                raise DaskConnectionError(
+                    f"cannot connect to the Dask scheduler at {self.address}: {exc}; "
+                    "check that `dask scheduler` runs there and the address is right"
+                ) from None
+        options: dict[str, Any] = {
+            "processes": self.processes,
+            "dashboard_address": ":0",
+            "silence_logs": logging.CRITICAL,  # task failures are opus's to report
+        }
+        if self.n_workers is not None:
+            options["n_workers"] = self.n_workers
+        if self.threads_per_worker is not None:
+            options["threads_per_worker"] = self.threads_per_worker
+        options.update(self.cluster_kwargs)
+        self.cluster = LocalCluster(**options)
+        return Client(self.cluster, **self.client_kwargs)
+
+    def start(self) -> None:
+        """Connect to the scheduler (or start the local cluster) before the run's first task."""
+        self.client  # noqa: B018 - connecting is the point
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
+        """Hand `fn(*args, **kwargs)` to `Client.submit` (pure=False)."""
+        name = run_name(fn)
+        run = DaskTaskRun(name)
+        key = f"{name}-{uuid.uuid4().hex}"
+        future = run.future = self.client.submit(fn, *args, key=key, pure=False, **kwargs)
+        future.add_done_callback(run._from_future)
+        return run
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Close the client, and the local cluster if this runner started it."""
+        with self._lock:
+            client, self._client = self._client, None
+            cluster, self.cluster = self.cluster, None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    def __repr__(self) -> str:
+        where = self.address or "a local cluster"
+        return f"<DaskRunner on {where}>"
+
+
+@hookimpl
+def opus_register_runners() -> Iterable[type[Runner]]:
+    """The `dask` runner."""
+    return [DaskRunner]
