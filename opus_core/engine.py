@@ -15,6 +15,7 @@ from opus_core.manifest import Task
 from opus_core.persistence import StatePersistence
 from opus_core.plugin_manager import PluginManager, default_manager
 from opus_core.processor import TaskProcessor
+from opus_core.records import RunRecords
 from opus_core.report import RunReport
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
 from opus_core.scheduler import Scheduler
@@ -165,12 +166,16 @@ class Tasks:
     ) -> RunReport:
         """Run every task in scope for `command` in `context` and report how each ended.
 
+        Each named task's outcome is recorded through `state_persistence` as soon
+        as it finishes. With `resume=True`, a task whose last record for this
+        command and context succeeded with the same checksum (and whose
+        dependencies are all resumed too) is not run again: it is reported as
+        succeeded with `resumed=True` and the values it published are restored.
+
         Raises `DependencyError`/`CycleError` before anything runs when the graph
         is invalid. Task failures do not raise: they are in the report
         (`report.raise_on_failure()` turns them into an exception).
         """
-        if resume:
-            raise OpusError("resume=True is not available in this version of opus")
         plan = self.plan(command, context)
         runner, owned = self._runner()
         try:
@@ -187,6 +192,8 @@ class Tasks:
             self.state_persistence,
             Notifier([*self.observers, self.manager().observer(self.logger)], self.logger),
             fail_fast=self.fail_fast,
+            records=RunRecords(self.state_persistence, command, context),
+            resume=resume,
         )
         with self._lock:
             if self._scheduler is not None:
@@ -201,6 +208,11 @@ class Tasks:
                 runner.shutdown(wait=not scheduler.interrupted)
         self.key_value_store.store.update(scheduler.final_values())
         self.state_persistence.persist_all_state()
+        if scheduler.record_error is not None:
+            raise OpusError(
+                f"run stopped: a task record could not be saved: {scheduler.record_error} "
+                f"({report.summary()})"
+            )
         return report
 
     def stop(self) -> None:

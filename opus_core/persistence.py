@@ -18,12 +18,17 @@ def check_state(object_identifier: object, data: object) -> None:
         )
 
 
-def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of `data` through JSON, which is what every persistence can store."""
+def to_json(object_identifier: str, data: dict[str, Any]) -> str:
+    """`data` as JSON text, which is what every persistence can store."""
     try:
-        copied: dict[str, Any] = json.loads(json.dumps(data, allow_nan=False))
+        return json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise OpusError(f"state for {object_identifier!r} is not JSON data: {exc}") from None
+
+
+def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `data` through JSON."""
+    copied: dict[str, Any] = json.loads(to_json(object_identifier, data))
     return copied
 
 
@@ -39,25 +44,30 @@ class StatePersistence:
     name: ClassVar[str] = "memory"
 
     def __init__(self, logger: object = None) -> None:
-        self.state: dict[str, dict[str, Any]] = {}
+        self._json: dict[str, str] = {}  # kept as JSON text: checked once, copied for free
+
+    @property
+    def state(self) -> dict[str, dict[str, Any]]:
+        """A copy of everything saved (the seed's attribute)."""
+        return self.retrieve_all_state_from_persistence()
 
     def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
         """Every identifier and its state."""
-        return {key: json_copy(key, value) for key, value in self.state.items()}
+        return {key: json.loads(text) for key, text in self._json.items()}
 
     def get_object_state(self, object_identifier: str) -> dict[str, Any]:
         """The state saved for `object_identifier`, or an empty dict."""
-        data = self.state.get(object_identifier)
-        return {} if data is None else json_copy(object_identifier, data)
+        text = self._json.get(object_identifier)
+        return {} if text is None else dict(json.loads(text))
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier` with `data`."""
         check_state(object_identifier, data)
-        self.state[object_identifier] = json_copy(object_identifier, data)
+        self._json[object_identifier] = to_json(object_identifier, data)
 
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if there was anything to forget."""
-        return self.state.pop(object_identifier, None) is not None
+        return self._json.pop(object_identifier, None) is not None
 
     def persist_all_state(self) -> None:
         """Make everything saved so far durable (nothing to do in memory)."""

@@ -76,6 +76,9 @@ class RunReport:
     def summary(self) -> str:
         """One line: the counts that are not zero and the duration."""
         parts = [f"{n} {status}" for status, n in self.counts().items() if n]
+        resumed = sum(1 for r in self.results.values() if r.resumed)
+        if resumed:
+            parts.append(f"{resumed} resumed")
         return f"{', '.join(parts) or 'no tasks'} in {self.duration:.2f}s"
 
     def raise_on_failure(self) -> None:

@@ -28,8 +28,9 @@ from opus_core.errors import (
 from opus_core.events import Notifier, display_name
 from opus_core.graph import Plan
 from opus_core.manifest import Task
-from opus_core.persistence import StatePersistence
+from opus_core.persistence import StatePersistence, check_state, json_copy
 from opus_core.processor import TaskProcessor
+from opus_core.records import RunRecords, TaskRecord
 from opus_core.report import RunReport, TaskResult, TaskStatus
 from opus_core.runners.base import BaseTaskRun, Runner
 from opus_core.store import KeyValueStore
@@ -83,8 +84,8 @@ class RecordingPersistence(StatePersistence):
         return self.inner.get_object_state(object_identifier)
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
-        super().save_object_state(object_identifier, data)  # validates and copies
-        self.writes[object_identifier] = self.state.pop(object_identifier)
+        check_state(object_identifier, data)
+        self.writes[object_identifier] = json_copy(object_identifier, data)
 
     def delete_object_state(self, object_identifier: str) -> bool:
         existed = bool(self.get_object_state(object_identifier))
@@ -207,6 +208,8 @@ class Scheduler:
         persistence: StatePersistence,
         notifier: Notifier,
         fail_fast: bool = False,
+        records: RunRecords | None = None,
+        resume: bool = False,
     ) -> None:
         self.plan = plan
         self.processors = processors
@@ -230,6 +233,21 @@ class Scheduler:
         self.interrupted = False
         self.finished = 0
         self.limit = runner.max_concurrency
+        self.records = records
+        self.record_error: OpusError | None = None
+        self.resumable: list[TaskRecord | None] = (
+            self._resumable(records) if resume and records else []
+        )
+
+    def _resumable(self, records: RunRecords) -> list[TaskRecord | None]:
+        """Per task, the record that lets it be skipped: its own, and all its dependencies'."""
+        found: list[TaskRecord | None] = []
+        for index, task in enumerate(self.plan.tasks):
+            record = None
+            if task.meta.name and all(found[d] is not None for d in self.plan.deps[index]):
+                record = records.resumable(task)
+            found.append(record)
+        return found
 
     # -- the loop ------------------------------------------------------------
 
@@ -322,6 +340,9 @@ class Scheduler:
         return _View(entries)
 
     def _start(self, index: int) -> None:
+        if self.resumable and (record := self.resumable[index]) is not None:
+            self._succeeded(index, AttemptOutcome(record.published or {}, None), resumed=True)
+            return
         task = self.plan.tasks[index]
         view = self._view(index)
         values = view.plain
@@ -373,7 +394,7 @@ class Scheduler:
         else:
             self._failed_attempt(index, exc)
 
-    def _succeeded(self, index: int, outcome: AttemptOutcome) -> None:
+    def _succeeded(self, index: int, outcome: AttemptOutcome, resumed: bool = False) -> None:
         if outcome.writes:
             for key, data in outcome.writes.items():
                 if data is None:
@@ -388,7 +409,7 @@ class Scheduler:
             self.published[index] = outcome.published
             view = _View(entries)
         self.exported[index] = view
-        self._finish(index, TaskStatus.SUCCEEDED, None)
+        self._finish(index, TaskStatus.SUCCEEDED, None, resumed=resumed)
         for dependent in self.plan.dependents[index]:
             self.waiting[dependent] -= 1
             if self.waiting[dependent] == 0 and self.results[dependent] is None:
@@ -430,7 +451,9 @@ class Scheduler:
                 self._finish(i, TaskStatus.SKIPPED, f"dependency {failed!r} did not succeed")
                 pending.extend(self.plan.dependents[i])
 
-    def _finish(self, index: int, status: TaskStatus, error: str | None) -> None:
+    def _finish(
+        self, index: int, status: TaskStatus, error: str | None, resumed: bool = False
+    ) -> None:
         task = self.plan.tasks[index]
         start = self.first_start[index]
         result = TaskResult(
@@ -440,10 +463,25 @@ class Scheduler:
             attempts=self.attempts[index],
             duration=time.monotonic() - start if start else 0.0,
             error=error,
+            resumed=resumed,
         )
         self.results[index] = result
         self.finished += 1
+        if self.records is not None and task.meta.name and result.attempts and not resumed:
+            self._record(index, task, result)
         self.notify.task_finished(task, result)
+
+    def _record(self, index: int, task: Task, result: TaskResult) -> None:
+        """Save the task's record now, so a crash after this point does not lose it."""
+        if result.status is TaskStatus.CANCELLED:
+            return
+        assert self.records is not None
+        try:
+            self.records.save(task, result, self.published[index])
+        except OpusError as exc:
+            if self.record_error is None:
+                self.record_error = exc
+                self._halt("stopped")
 
     def _report(self, duration: float) -> RunReport:
         report = RunReport(

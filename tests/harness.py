@@ -65,6 +65,7 @@ class Harness:
     """A `Tasks` with the scripted processor and helpers to add tasks and read the log."""
 
     def __init__(self, tmp_path: Path, runner: str = "sequential", **options: Any) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.processor = Scripted(tmp_path / "events.jsonl")
         self.tasks = Tasks(logger=LoggerWrapper("CRITICAL"), runner=runner, **options)
         self.tasks.register_task_processor(self.processor)

@@ -40,7 +40,13 @@ def emit(
 def report_table(report: RunReport) -> str:
     """The end-of-run summary: one row per task, then the counts."""
     rows = [
-        (r.task_id, r.status, r.attempts, f"{r.duration:.2f}s", (r.error or "")[:100])
+        (
+            r.task_id,
+            f"{r.status} (resumed)" if r.resumed else r.status,
+            r.attempts,
+            f"{r.duration:.2f}s",
+            (r.error or "")[:100],
+        )
         for r in report
     ]
     return table(("TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"), rows)
