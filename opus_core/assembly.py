@@ -294,7 +294,7 @@ class Assembly:
                     )
                 )
             except ManifestError as exc:
-                raise ConfigError(f"{self.config.where('tasks')}: tasks[{index}]: {exc}") from None
+                raise ConfigError(f"{self.config.origin('tasks')}: tasks[{index}]: {exc}") from None
         return tasks
 
 

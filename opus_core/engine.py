@@ -110,7 +110,7 @@ class Tasks:
             try:
                 tasks.add_task(task)
             except ManifestError as exc:
-                where = assembly.config.where("tasks")
+                where = assembly.config.origin("tasks")
                 raise ConfigError(f"{where}: tasks[{index}]: {exc}") from None
         return tasks
 
