@@ -2,6 +2,7 @@
 
 python3 dev.py demo     install opus and its plugins into .venv and run the main job
 python3 dev.py test     install the same plus the test tools and run every check and test
+python3 dev.py bench    install the baselines and print the benchmark table (benchmarks/)
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def run(*args: str | os.PathLike[str], **kwargs: object) -> None:
 def install(extras: str) -> None:
     """Install opus-core (with `extras`) and every plugin, editable, unless already current."""
     plugins = PLUGINS + (EXAMPLE_PLUGINS if extras == "test" else [])
+    extras = "test,bench" if extras == "bench" else extras
     files = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in plugins)]
     digest = hashlib.sha256(extras.encode())
     for file in files:
         digest.update(file.read_bytes())
-    stamp = VENV / f".installed-{extras or 'base'}"
+    stamp = VENV / f".installed-{extras.replace(',', '-') or 'base'}"
     if stamp.exists() and stamp.read_text() == digest.hexdigest():
         return
     if not PYTHON.exists():
@@ -69,7 +71,52 @@ def test() -> None:
     run(PYTHON, "-m", "pytest", *sys.argv[2:])
 
 
-COMMANDS = {"demo": demo, "test": test}
+PREFECT_VENV = ROOT / ".bench" / "prefect"
+
+FASTAPI_FLOOR = """
+import importlib.metadata, re
+for requirement in importlib.metadata.requires("prefect") or []:
+    if requirement.startswith("fastapi"):
+        print(re.search(r">=\\s*([0-9.]+)", requirement).group(1))
+"""
+
+
+def install_prefect() -> None:
+    """Prefect 3 in a virtual environment of its own, its server pinned to the oldest FastAPI
+    it allows (newer FastAPI releases break its temporary server); failures go to WHY."""
+    python = PREFECT_VENV / "bin" / "python"
+    why = PREFECT_VENV / "WHY"
+    if python.exists() or why.exists():
+        return
+    venv.create(PREFECT_VENV, with_pip=True)
+    steps = [
+        [str(python), "-m", "pip", "install", "--quiet", "prefect>=3,<4"],
+        [str(python), "-c", FASTAPI_FLOOR],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode:
+            why.write_text(f"{' '.join(step[2:5])} failed: {done.stderr.strip()[-500:]}\n")
+            python.unlink(missing_ok=True)
+            return
+    floor = done.stdout.strip()
+    pin = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"fastapi=={floor}"],
+        capture_output=True,
+        text=True,
+    )
+    if pin.returncode:
+        why.write_text(f"pinning fastapi=={floor} failed: {pin.stderr.strip()[-500:]}\n")
+        python.unlink(missing_ok=True)
+
+
+def bench() -> None:
+    install("bench")
+    install_prefect()
+    run(PYTHON, "benchmarks/bench.py", *sys.argv[2:])
+
+
+COMMANDS = {"demo": demo, "test": test, "bench": bench}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -86,17 +86,35 @@ class LoggingObserver(RunObserver):
 
 
 class Notifier:
-    """Passes each notification to every observer; one that raises is logged and ignored."""
+    """Passes each notification to every observer; one that raises is logged and ignored.
+
+    Observers that leave a method as `RunObserver`'s no-op are not called for it.
+    """
 
     def __init__(self, observers: Iterable[RunObserver], logger: LoggerWrapper) -> None:
         self.observers = list(observers)
         self.logger = logger
+        self._methods: dict[str, list[Any]] = {
+            name: [
+                getattr(o, name)
+                for o in self.observers
+                if getattr(type(o), name, None) is not getattr(RunObserver, name)
+            ]
+            for name in (
+                "run_started",
+                "task_started",
+                "task_retrying",
+                "task_finished",
+                "run_finished",
+            )
+        }
 
     def _each(self, method: str, *args: Any) -> None:
-        for observer in self.observers:
+        for call in self._methods[method]:
             try:
-                getattr(observer, method)(*args)
+                call(*args)
             except Exception as exc:
+                observer = call.__self__
                 name = getattr(observer, "display_name", type(observer).__name__)
                 self.logger.error(
                     f"observer {name} failed in {method}: {type(exc).__name__}: {exc}"

@@ -12,6 +12,9 @@ from typing import Any
 from opus_core.errors import ManifestError
 from opus_core.substitution import needs_substitution
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+"""Canonical JSON of a manifest: what its checksum is taken of."""
+
 _METADATA_KEYS = frozenset(
     {
         "name",
@@ -196,7 +199,7 @@ class Task:
                 "metadata": self.metadata,
                 "spec": self.spec,
             }
-            text = json.dumps(manifest, sort_keys=True, default=repr, separators=(",", ":"))
+            text = _CANONICAL.encode(manifest)
             self._checksum = hashlib.sha256(text.encode()).hexdigest()
         return self._checksum
 

@@ -18,10 +18,13 @@ def check_state(object_identifier: object, data: object) -> None:
         )
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def to_json(object_identifier: str, data: dict[str, Any]) -> str:
     """`data` as JSON text, which is what every persistence can store."""
     try:
-        return json.dumps(data, allow_nan=False)
+        return _ENCODER.encode(data)
     except (TypeError, ValueError) as exc:
         raise OpusError(f"state for {object_identifier!r} is not JSON data: {exc}") from None
 

@@ -263,10 +263,11 @@ class PluginManager:
         self._build()
         return [p(logger=logger) if isinstance(p, type) else p for _, p in self._processor_impls()]
 
-    def observer(self, logger: LoggerWrapper) -> RunObserver:
-        """A `RunObserver` that calls the lifecycle hooks."""
+    def observer(self, logger: LoggerWrapper) -> RunObserver | None:
+        """A `RunObserver` that calls the lifecycle hooks, or None when no plugin implements any."""
         self.load()
-        return HookObserver(self, logger)
+        observer = HookObserver(self, logger)
+        return observer if any(observer.impls.values()) else None
 
 
 def _bind(function: Callable[..., Any], argnames: tuple[str, ...]) -> Callable[..., Any]:

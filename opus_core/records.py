@@ -86,6 +86,7 @@ class RunRecords:
         self.persistence = persistence
         self.command = command
         self.context = context
+        self.prefix = record_id(command, context, "")
 
     def load(self, task: Task) -> TaskRecord | None:
         """The last record of `task` for this command and context, if any and readable."""
@@ -111,18 +112,19 @@ class RunRecords:
 
     def save(self, task: Task, result: TaskResult, published: dict[str, Any] | None) -> None:
         """Save `task`'s outcome now; raises `OpusError` if persistence cannot."""
-        record = TaskRecord(
-            task=task.task_id,
-            command=self.command,
-            context=self.context,
-            status=str(result.status),
-            checksum=task.checksum,
-            attempts=result.attempts,
-            finished_at=time.time(),
-            duration=round(result.duration, 6),
-            error=result.error,
-            published=storable(published),
-        )
-        self.persistence.save_object_state(
-            record_id(self.command, self.context, task.task_id), record.to_state()
-        )
+        task_id = task.task_id
+        # The fields of `TaskRecord.to_state()`, built directly: this runs once per task.
+        state = {
+            "record": RECORD_KIND,
+            "task": task_id,
+            "command": self.command,
+            "context": self.context,
+            "status": result.status.value,
+            "checksum": task.checksum,
+            "attempts": result.attempts,
+            "finished_at": time.time(),
+            "duration": result.duration,
+            "error": result.error,
+            "published": storable(published),
+        }
+        self.persistence.save_object_state(f"{self.prefix}{task_id}", state)

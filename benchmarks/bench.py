@@ -1,0 +1,609 @@
+"""opus against its baselines, in one run: prints a table of medians and ratios.
+
+    python3 dev.py bench [--quick] [--only N,N]
+
+Each row times opus and a baseline in the same process run (this machine is
+noisy, so compare ratios) and reports the median of several repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from opus_core import (
+    KeyValueStore,
+    LoggerWrapper,
+    StatePersistence,
+    Task,
+    TaskProcessor,
+    Tasks,
+    task,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+QUIET = LoggerWrapper("ERROR")
+
+
+@dataclass
+class Row:
+    number: str
+    name: str
+    opus: str
+    baseline: str
+    ratio: str
+    target: str
+    met: str
+
+
+ROWS: list[Row] = []
+
+
+def median(fn: Callable[[], float | None], repeat: int) -> float:
+    """The median of `repeat` timings; `fn` returns its own timing or None to be timed whole."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        own = fn()
+        times.append(own if own is not None else time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def add(
+    number: str,
+    name: str,
+    opus: str,
+    baseline: str,
+    ratio: float | None,
+    target: str,
+    met: bool | None,
+) -> None:
+    row = Row(
+        number,
+        name,
+        opus,
+        baseline,
+        "-" if ratio is None else f"{ratio:.2f}",
+        target,
+        "-" if met is None else ("yes" if met else "NO"),
+    )
+    ROWS.append(row)
+    print(
+        f"  {row.number:<4} {row.name:<44} {row.opus:>14} {row.baseline:>26} {row.ratio:>8}  "
+        f"{row.target:<22} {row.met}",
+        flush=True,
+    )
+
+
+def fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+class Noop(TaskProcessor):
+    kind = "Noop"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+        return None
+
+
+def build(
+    n: int, shape: str, persistence: StatePersistence | None = None, runner: str = "sequential"
+) -> Tasks:
+    tasks = Tasks(logger=QUIET, runner=runner, state_persistence=persistence)
+    tasks.register_task_processor(Noop(logger=QUIET))
+    for i in range(n):
+        if shape == "independent":
+            metadata: dict = {"name": f"t{i}"}
+        elif shape == "chain":
+            metadata = {"name": f"t{i}", "dependencies": [f"t{i - 1}"] if i else []}
+        else:  # fan: a root, a wide middle layer, a sink depending on the layer by label
+            if i == 0:
+                metadata = {"name": "root"}
+            elif i == n - 1:
+                metadata = {"name": "sink", "dependencies": [{"labels": {"layer": "middle"}}]}
+            else:
+                metadata = {
+                    "name": f"t{i}",
+                    "labels": {"layer": "middle"},
+                    "dependencies": ["root"],
+                }
+        tasks.add_task(Task("Noop", "v1", metadata=metadata))
+    return tasks
+
+
+# -- 1. engine overhead ---------------------------------------------------------------------
+
+
+def engine_overhead(quick: bool) -> None:
+    n = 10_000
+    processor = Noop(logger=QUIET)
+    manifests = [Task("Noop", "v1", metadata={"name": f"t{i}"}) for i in range(n)]
+
+    def plain() -> None:
+        persistence = StatePersistence()
+        for manifest in manifests:
+            processor.process_task(manifest, "apply", "default", KeyValueStore(), persistence)
+
+    def engine() -> float:
+        tasks = build(n, "independent")
+        start = time.perf_counter()
+        assert tasks.process_context().ok
+        return time.perf_counter() - start
+
+    repeat = 3 if quick else 5
+    base = median(plain, repeat)
+    ours = median(engine, repeat)
+    overhead = (ours - base) / n
+    add(
+        "1",
+        "engine overhead: 10,000 independent no-ops",
+        f"{ours / n * 1e6:.1f} µs/task",
+        f"plain loop {base / n * 1e6:.2f} µs/task",
+        ours / base,
+        "<= 30 µs overhead/task",
+        overhead <= 30e-6,
+    )
+    add("", "  overhead per task", f"{overhead * 1e6:.1f} µs", "", None, "", None)
+
+
+# -- 2. scaling ---------------------------------------------------------------------------------
+
+
+def scaling(quick: bool) -> None:
+    for shape in ("chain", "fan"):
+        timings = {}
+        for n in (1_000, 10_000, 100_000):
+
+            def run(n: int = n, shape: str = shape) -> float:
+                tasks = build(n, shape)
+                start = time.perf_counter()
+                assert tasks.process_context().ok
+                return time.perf_counter() - start
+
+            timings[n] = median(run, 1 if n == 100_000 or quick else 3)
+            add(
+                "2",
+                f"scaling, {shape}, {n:,} tasks (plan + run)",
+                fmt(timings[n]),
+                "",
+                None,
+                "< 5 s" if n == 100_000 else "",
+                timings[n] < 5 if n == 100_000 else None,
+            )
+        growth = timings[100_000] / timings[10_000]
+        add(
+            "2",
+            f"scaling, {shape}: time(100k) / time(10k)",
+            f"{growth:.1f}",
+            "linear: 10",
+            None,
+            "<= 12",
+            growth <= 12,
+        )
+
+
+# -- 3. the original engine -------------------------------------------------------------------
+
+
+def original_engine(quick: bool) -> None:
+    import magnum_opus.operarius as mo
+
+    class MoNoop(mo.TaskProcessor):
+        def __init__(self) -> None:
+            super().__init__(api_version="v1")
+
+        def create_action(self, task, persistence, variable_store, task_resolved_spec):  # type: ignore[no-untyped-def]
+            return variable_store
+
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    n = 100 if quick else 200
+    for shape in ("independent", "chain"):
+
+        def magnum(shape: str = shape) -> tuple[float, float]:
+            store = mo.TaskProcessStore()
+            store.register_task_processor(MoNoop())
+            executor = mo.WorkflowExecutor(
+                task_process_store=store,
+                persistence=mo.StatePersistence(load_on_init=False),
+                variable_store=mo.VariableStore(),
+            )
+            executor.add_workflow_step_by_hook_instance(mo.TaskProcessingHook())
+            for i in range(n):
+                metadata: dict = {"name": f"t{i}"}
+                if shape == "chain" and i:
+                    metadata["dependencies"] = [{"tasks": [f"t{i - 1}"]}]
+                executor.add_task(
+                    mo.Task(api_version="v1", kind="Noop", metadata=metadata, spec={})
+                )
+            start = time.perf_counter()
+            executor.tasks.get_task_names_in_order(command="create", context="default")
+            ordering = time.perf_counter() - start
+            start = time.perf_counter()
+            executor.execute_workflow(command="create", context="default")
+            return ordering, time.perf_counter() - start
+
+        ordering, total = magnum()
+
+        def ours(shape: str = shape) -> float:
+            tasks = build(n, shape)
+            start = time.perf_counter()
+            assert tasks.process_context().ok
+            return time.perf_counter() - start
+
+        mine = median(ours, 5)
+        add(
+            "3",
+            f"original engine, {n} {shape} tasks",
+            fmt(mine),
+            f"magnum-opus 3.1 {fmt(total)} (order {fmt(ordering)})",
+            total / mine,
+            "> 1000x faster",
+            total / mine > 1000,
+        )
+
+
+# -- 4. @task on threadpool -------------------------------------------------------------------
+
+
+def task_threadpool(quick: bool) -> None:
+    from opus_plugin_threadpool import ThreadPoolRunner
+
+    n = 2_000 if quick else 10_000
+    workers = 8
+
+    def noop() -> None:
+        return None
+
+    def bare() -> None:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(noop) for _ in range(n)]
+            for future in futures:
+                future.result()
+
+    def ours() -> None:
+        runner = ThreadPoolRunner(max_workers=workers)
+        fn = task(runner=runner)(noop)
+        runs = [fn() for _ in range(n)]
+        for run in runs:
+            run.get_result()
+        runner.shutdown()
+
+    repeat = 3 if quick else 5
+    base, mine = median(bare, repeat), median(ours, repeat)
+    add(
+        "4",
+        f"@task on threadpool, {n:,} no-op calls",
+        f"{mine / n * 1e6:.1f} µs/call",
+        f"ThreadPoolExecutor {base / n * 1e6:.1f} µs/call",
+        mine / base,
+        "<= 2x",
+        mine / base <= 2,
+    )
+
+
+# -- 5. @task on process ------------------------------------------------------------------------
+
+
+def _noop() -> int:
+    return 0
+
+
+def _bare_child(conn) -> None:  # type: ignore[no-untyped-def]
+    conn.send(_noop())
+    conn.close()
+
+
+def task_process(quick: bool) -> None:
+    import woflo
+
+    n = 100 if quick else 200
+    ctx = multiprocessing.get_context("fork")
+
+    def bare() -> None:
+        pairs = []
+        for _ in range(n):
+            receiver, sender = ctx.Pipe(duplex=False)
+            process = ctx.Process(target=_bare_child, args=(sender,))
+            process.start()
+            sender.close()
+            pairs.append((process, receiver))
+        for process, receiver in pairs:
+            receiver.recv()
+            process.join()
+
+    woflo_task = woflo.task(_noop)
+
+    def with_woflo() -> None:
+        runs = [woflo_task() for _ in range(n)]
+        for run in runs:
+            run.get_result()
+
+    opus_task = task(runner="process")(_noop)
+
+    def ours() -> None:
+        runs = [opus_task() for _ in range(n)]
+        for run in runs:
+            run.get_result()
+
+    repeat = 3 if quick else 5
+    base, wf, mine = median(bare, repeat), median(with_woflo, repeat), median(ours, repeat)
+    add(
+        "5",
+        f"@task on process, {n} no-op calls",
+        f"{mine / n * 1e3:.2f} ms/call",
+        f"woflo 0.8.2 {wf / n * 1e3:.2f} ms/call",
+        mine / wf,
+        "<= 1x woflo",
+        mine <= wf,
+    )
+    add(
+        "5",
+        "",
+        "",
+        f"multiprocessing.Process {base / n * 1e3:.2f} ms",
+        mine / base,
+        "<= 1.3x",
+        mine / base <= 1.3,
+    )
+
+
+# -- 6. dask ---------------------------------------------------------------------------------------
+
+
+def dask_runner(quick: bool) -> None:
+    from opus_plugin_dask import DaskRunner
+
+    n = 500 if quick else 2_000
+    runner = DaskRunner(n_workers=2, threads_per_worker=2)
+    runner.start()
+    client = runner.client
+    try:
+
+        def bare() -> None:
+            futures = [client.submit(_noop, pure=False) for _ in range(n)]
+            client.gather(futures)
+
+        fn = task(runner=runner)(_noop)
+
+        def ours() -> None:
+            runs = [fn() for _ in range(n)]
+            for run in runs:
+                run.get_result()
+
+        def graph() -> float:
+            tasks = build(n, "independent")
+            tasks.runner = runner
+            start = time.perf_counter()
+            assert tasks.process_context().ok
+            return time.perf_counter() - start
+
+        repeat = 3
+        base, mine, graph_time = median(bare, repeat), median(ours, repeat), median(graph, repeat)
+        add(
+            "6",
+            f"@task on dask, {n:,} no-op calls",
+            fmt(mine),
+            f"client.submit {fmt(base)}",
+            mine / base,
+            "<= 1.5x",
+            mine / base <= 1.5,
+        )
+        add(
+            "6",
+            f"graph on dask, {n:,} independent tasks",
+            fmt(graph_time),
+            f"client.submit {fmt(base)}",
+            graph_time / base,
+            "<= 1.5x",
+            graph_time / base <= 1.5,
+        )
+    finally:
+        runner.shutdown()
+
+
+# -- 7. Prefect -----------------------------------------------------------------------------------
+
+PREFECT_VENV = ROOT / ".bench" / "prefect"
+PREFECT_SCRIPT = """
+import os, sys, time
+from prefect import flow, task
+
+@task
+def noop():
+    return None
+
+@flow
+def many(n):
+    futures = [noop.submit() for _ in range(n)]
+    for future in futures:
+        future.result()
+
+n = int(sys.argv[1])
+many(5)  # the temporary server starts here
+start = time.perf_counter()
+many(n)
+print(time.perf_counter() - start)
+"""
+
+
+def prefect(quick: bool) -> None:
+    from opus_plugin_threadpool import ThreadPoolRunner
+
+    n = 200 if quick else 1_000
+    python = PREFECT_VENV / "bin" / "python"
+    if not python.exists():
+        add("7", "Prefect 3", "-", "not installed", None, "record why", None)
+        print(
+            f"       {PREFECT_VENV / 'WHY'}: " + (PREFECT_VENV / "WHY").read_text().strip()
+            if (PREFECT_VENV / "WHY").exists()
+            else "       run `python3 dev.py bench` to install it"
+        )
+        return
+    with tempfile.TemporaryDirectory() as home:
+        env = {
+            **os.environ,
+            "PREFECT_HOME": home,
+            "PREFECT_LOGGING_LEVEL": "ERROR",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        script = Path(home) / "flow.py"
+        script.write_text(PREFECT_SCRIPT)
+        result = subprocess.run(
+            [str(python), str(script), str(n)], env=env, capture_output=True, text=True, timeout=900
+        )
+    if result.returncode != 0:
+        add("7", "Prefect 3", "-", "failed to run", None, "record why", None)
+        print("       " + (result.stderr.strip().splitlines() or ["?"])[-1])
+        return
+    theirs = float(result.stdout.strip().splitlines()[-1])
+    runner = ThreadPoolRunner(max_workers=8)
+    fn = task(runner=runner)(_noop)
+
+    def ours() -> None:
+        runs = [fn() for _ in range(n)]
+        for run in runs:
+            run.get_result()
+
+    mine = median(ours, 3)
+    runner.shutdown()
+    add(
+        "7",
+        f"{n:,} submitted no-op tasks",
+        f"{mine / n * 1e6:.1f} µs/task",
+        f"Prefect 3 {theirs / n * 1e3:.1f} ms/task",
+        theirs / mine,
+        "report ratio",
+        None,
+    )
+
+
+# -- 8. start-up ----------------------------------------------------------------------------------
+
+
+def startup(quick: bool) -> None:
+    repeat = 5 if quick else 11
+    opus = str(BIN / "opus")
+    with tempfile.TemporaryDirectory() as empty:
+
+        def wall(*command: str) -> float:
+            return median(
+                lambda: (
+                    subprocess.run(command, cwd=empty, capture_output=True, check=True) and None
+                ),
+                repeat,
+            )
+
+        base = wall(sys.executable, "-c", "import pluggy")
+        for args, limit in ((("--help",), 1.5), (("--version",), 1.5), (("plugins", "list"), 3.0)):
+            mine = wall(opus, *args)
+            add(
+                "8",
+                f"opus {' '.join(args)}",
+                fmt(mine),
+                f"import pluggy {fmt(base)}",
+                mine / base,
+                f"<= {limit}x",
+                mine / base <= limit,
+            )
+
+
+# -- 9. persistence -------------------------------------------------------------------------------
+
+
+def persistence(quick: bool) -> None:
+    from opus_plugin_file_persistence import FilePersistence
+
+    n = 2_000 if quick else 10_000
+    with tempfile.TemporaryDirectory(dir=ROOT / ".bench") as directory:
+        files = FilePersistence(Path(directory) / "state")
+        record = {"status": "succeeded", "checksum": "0" * 64, "attempts": 1, "published": {"x": 1}}
+        start = time.perf_counter()
+        for i in range(n):
+            files.save_object_state(f"t{i}", record)
+        per_save = (time.perf_counter() - start) / n
+        add(
+            "9",
+            f"file persistence: {n:,} durable atomic saves",
+            f"{per_save * 1e3:.3f} ms/save",
+            "",
+            None,
+            "<= 1 ms/save",
+            per_save <= 1e-3,
+        )
+
+        state = FilePersistence(Path(directory) / "runs")
+        first = build(n, "independent", persistence=state)
+        start = time.perf_counter()
+        assert first.process_context().ok
+        full = time.perf_counter() - start
+        again = build(n, "independent", persistence=state)
+        start = time.perf_counter()
+        report = again.process_context(resume=True)
+        resumed = time.perf_counter() - start
+        assert report.ok and all(r.resumed for r in report)
+        add(
+            "9",
+            f"resume of {n:,} tasks, all skipped",
+            fmt(resumed),
+            f"first run {fmt(full)}",
+            resumed / full,
+            "< 3 s",
+            resumed < 3,
+        )
+
+
+BENCHMARKS = {
+    "1": engine_overhead,
+    "2": scaling,
+    "3": original_engine,
+    "4": task_threadpool,
+    "5": task_process,
+    "6": dask_runner,
+    "7": prefect,
+    "8": startup,
+    "9": persistence,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="rows to run, e.g. 1,4")
+    args = parser.parse_args()
+    (ROOT / ".bench").mkdir(exist_ok=True)
+    print(
+        f"opus benchmarks on {platform.node()}: {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, {platform.platform()}"
+    )
+    print(
+        f"  {'#':<4} {'benchmark':<44} {'opus':>14} {'baseline':>26} {'ratio':>8}  "
+        f"{'target':<22} met"
+    )
+    for key in args.only.split(","):
+        BENCHMARKS[key.strip()](args.quick)
+    missed = [row for row in ROWS if row.met == "NO"]
+    print(f"\n{len(ROWS)} rows, {len(missed)} target(s) missed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
