@@ -105,6 +105,7 @@ class TaskFunction(Generic[P, R]):
         self.timeout = None if timeout is None else float(timeout)
         self.runner = runner
         self._resolved: Runner | None = None
+        self._plain = retries == 0 and self.name == getattr(fn, "__name__", None)
 
     def _runner(self) -> Runner:
         if isinstance(self.runner, Runner):
@@ -119,14 +120,12 @@ class TaskFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> BaseTaskRun:
         runner = self._runner()
-        call = _Call(
-            self.fn,
-            self.name,
-            self.retries,
-            self.retry_sleep_time,
-            alarm=self.timeout if runner.blocking else None,
-        )
-        run = runner.submit(call, *args, **kwargs)
+        alarm = self.timeout if runner.blocking else None
+        if self._plain and alarm is None:
+            run = runner.submit(self.fn, *args, **kwargs)  # nothing to add around the call
+        else:
+            call = _Call(self.fn, self.name, self.retries, self.retry_sleep_time, alarm)
+            run = runner.submit(call, *args, **kwargs)
         if self.timeout is not None and not runner.blocking:
             deadlines.watch(run, self.timeout)
         return run

@@ -20,6 +20,9 @@ def check_state(object_identifier: object, data: object) -> None:
 
 _ENCODER = json.JSONEncoder(allow_nan=False)
 
+RUN_RECORDS = "opus-run:"
+"""The prefix of the identifiers of the engine's run records (see `opus_core.records`)."""
+
 
 def to_json(object_identifier: str, data: dict[str, Any]) -> str:
     """`data` as JSON text, which is what every persistence can store."""
@@ -47,7 +50,13 @@ class StatePersistence:
     name: ClassVar[str] = "memory"
 
     def __init__(self, logger: object = None) -> None:
-        self._json: dict[str, str] = {}  # kept as JSON text: checked once, copied for free
+        # Kept as JSON text: checked once, copied for free. The engine's run records are
+        # kept apart, so that shipping this object to workers (__getstate__) leaves them out.
+        self._json: dict[str, str] = {}
+        self._records: dict[str, str] = {}
+
+    def _table(self, object_identifier: str) -> dict[str, str]:
+        return self._records if object_identifier.startswith(RUN_RECORDS) else self._json
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
@@ -56,21 +65,33 @@ class StatePersistence:
 
     def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
         """Every identifier and its state."""
-        return {key: json.loads(text) for key, text in self._json.items()}
+        return {
+            key: json.loads(text)
+            for table in (self._json, self._records)
+            for key, text in table.items()
+        }
 
     def get_object_state(self, object_identifier: str) -> dict[str, Any]:
         """The state saved for `object_identifier`, or an empty dict."""
-        text = self._json.get(object_identifier)
+        text = self._table(object_identifier).get(object_identifier)
         return {} if text is None else dict(json.loads(text))
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier` with `data`."""
         check_state(object_identifier, data)
-        self._json[object_identifier] = to_json(object_identifier, data)
+        self._table(object_identifier)[object_identifier] = to_json(object_identifier, data)
 
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if there was anything to forget."""
-        return self._json.pop(object_identifier, None) is not None
+        return self._table(object_identifier).pop(object_identifier, None) is not None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shipped to the workers of a runner that does not share memory (dask): processors
+        # may read their own state there, but the engine's run records stay behind, so
+        # what travels with each task does not grow with the size of the run.
+        state = dict(self.__dict__)
+        state["_records"] = {}
+        return state
 
     def persist_all_state(self) -> None:
         """Make everything saved so far durable (nothing to do in memory)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from opus_core.errors import OpusError
 from opus_core.manifest import Task
-from opus_core.persistence import StatePersistence
+from opus_core.persistence import RUN_RECORDS, StatePersistence
 from opus_core.report import TaskResult, TaskStatus
 
 RECORD_KIND = "opus.task-record"
@@ -23,7 +23,7 @@ RECORD_KIND = "opus.task-record"
 
 def record_id(command: str, context: str, task_id: str) -> str:
     """The state identifier of a task's record (`opus-run:<command>:<context>:<task id>`)."""
-    return f"opus-run:{command}:{context}:{task_id}"
+    return f"{RUN_RECORDS}{command}:{context}:{task_id}"
 
 
 @dataclass

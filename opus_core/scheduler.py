@@ -135,6 +135,7 @@ class Attempt:
         "alarm",
         "command",
         "context",
+        "opus_group",
         "opus_name",
         "persistence",
         "processor",
@@ -163,6 +164,25 @@ class Attempt:
         self.record = record
         self.alarm = alarm
         self.opus_name = display_name(task)
+        self.opus_group = task.kind  # what a runner may group attempts by
+
+    def opus_call(self) -> tuple[Any, tuple[Any, ...]]:
+        """The same work as an importable function and its arguments.
+
+        Runners that serialize what they run (dask) submit this instead of the
+        attempt itself: the function is serialized once and the arguments with
+        plain pickle, which is cheaper than pickling a new callable per task.
+        """
+        return run_attempt, (
+            self.processor,
+            self.task,
+            self.command,
+            self.context,
+            self.values,
+            self.persistence,
+            self.record,
+            self.alarm,
+        )
 
     def __call__(self) -> AttemptOutcome:
         store = KeyValueStore(dict(self.values))
@@ -499,3 +519,8 @@ class Scheduler:
             if published:
                 values.update(published)
         return values
+
+
+def run_attempt(*fields: Any) -> AttemptOutcome:
+    """Make an `Attempt` from its fields and run it (see `Attempt.opus_call`)."""
+    return Attempt(*fields)()

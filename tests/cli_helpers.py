@@ -28,6 +28,31 @@ def opus(
     )
 
 
+def opus_on_a_terminal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `opus ARGS` on a pseudo-terminal; its exit status and everything it wrote."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes opus
+        os.chdir(cwd)
+        for key in [k for k in os.environ if k.startswith("OPUS_") or k == "NO_COLOR"]:
+            del os.environ[key]
+        os.environ["XDG_CONFIG_HOME"] = str(cwd / ".user-config")
+        os.environ.update(env or {})
+        os.execv(str(OPUS), [str(OPUS), *args])
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the terminal closes when opus exits
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
 def make_distribution(
     site: Path,
     name: str,

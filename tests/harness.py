@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks
+from opus_core import LoggerWrapper, RunReport, Task, TaskProcessor, Tasks
 
 RUNNERS = ["sequential", "process"]
 
@@ -81,6 +82,19 @@ class Harness:
 
     def run(self, command: str = "apply", context: str = "default"):  # type: ignore[no-untyped-def]
         return self.tasks.process_context(command=command, context=context)
+
+    def run_and_stop(self, running: int) -> RunReport:
+        """Start a run in a thread, stop it once `running` attempts have started; its report."""
+        reports: list[RunReport] = []
+        worker = threading.Thread(target=lambda: reports.append(self.run()))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while len(self.started()) < running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.tasks.stop()
+        worker.join(10)
+        assert not worker.is_alive(), "the run did not stop"
+        return reports[0]
 
     def started(self) -> list[str]:
         """Task ids in the order their attempts started."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import OPUS, make_distribution, one_line_error, opus
+from cli_helpers import OPUS, make_distribution, one_line_error, opus, opus_on_a_terminal
 
 from opus_core import __version__
 
@@ -126,24 +125,9 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path: Path) -> None:
 
 
 def test_progress_line_on_a_terminal(tmp_path: Path) -> None:
-    root = project(tmp_path, BASIC)
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(root)
-        os.environ["XDG_CONFIG_HOME"] = str(root / ".user")
-        os.execv(str(OPUS), [str(OPUS), "run"])
-    output = b""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert b"\r" in output and b"[2/2] running 0, failed 0" in output
+    status, output = opus_on_a_terminal("run", cwd=project(tmp_path, BASIC))
+    assert status == 0
+    assert "\r" in output and "[2/2] running 0, failed 0" in output
 
 
 def test_ctrl_c_stops_the_run_with_a_summary(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -85,16 +84,7 @@ def test_stop_cancels_what_runs_and_what_has_not_started(make_harness) -> None:
     h.add("long-1", spec={"sleep": 30})
     h.add("long-2", spec={"sleep": 30})
     h.add("after", dependencies=["long-1"])
-    reports = []
-    worker = threading.Thread(target=lambda: reports.append(h.run()))
-    worker.start()
-    deadline = time.monotonic() + 5
-    while len(h.started()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    h.tasks.stop()
-    worker.join(5)
-    assert not worker.is_alive()
-    [report] = reports
+    report = h.run_and_stop(running=2)
     assert report.interrupted and not report.ok
     assert {r.status for r in report} == {"cancelled"}
 

@@ -56,6 +56,51 @@ def _child_main(conn: Connection, fn: Callable[..., Any], args: Any, kwargs: Any
     conn.close()
 
 
+class _Reaper:
+    """One thread that collects what every task process sends back, and its end.
+
+    It waits on each run's result pipe as well as its process: a child blocked
+    writing a large result must be read from before it can exit.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[Any, tuple[MultiprocessTaskRun, str]] = {}
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._thread: threading.Thread | None = None
+
+    def watch(self, run: MultiprocessTaskRun) -> None:
+        with self._lock:
+            self._waiting[run._conn] = (run, "result")
+            self._waiting[run._process.sentinel] = (run, "exit")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="opus-reaper", daemon=True)
+                self._thread.start()
+        try:
+            os.write(self._wake_write, b"!")
+        except BlockingIOError:
+            pass  # already awake
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                objects = [self._wake_read, *self._waiting]
+            for ready in multiprocessing.connection.wait(objects):
+                if ready == self._wake_read:
+                    os.read(self._wake_read, 4096)
+                    continue
+                with self._lock:
+                    run, what = self._waiting.pop(ready)
+                if what == "result":
+                    run._receive()
+                else:
+                    run._reap()
+
+
+_reaper = _Reaper()
+
+
 class MultiprocessTaskRun(BaseTaskRun):
     """A run in a child process of its own; `stop()` kills the process and its children."""
 
@@ -70,8 +115,9 @@ class MultiprocessTaskRun(BaseTaskRun):
         ctx = context or multiprocessing.get_context("fork")
         receiver, sender = ctx.Pipe(duplex=False)
         self._conn: Connection = receiver
+        self._message: tuple[bool, Any] | None = None
         self._process = ctx.Process(
-            target=_child_main, args=(sender, fn, args, kwargs), name=self.instance_name
+            target=_child_main, args=(sender, fn, args, kwargs), name=f"opus-{self.name}"
         )
         self._process.start()
         sender.close()
@@ -81,27 +127,34 @@ class MultiprocessTaskRun(BaseTaskRun):
             os.setpgid(pid, pid)
         except OSError:
             pass  # the child did it first, or has already ended
-        threading.Thread(target=self._watch, name=f"opus-{self.instance_name}", daemon=True).start()
+        _reaper.watch(self)
 
     @property
     def pid(self) -> int | None:
         """The child's process id."""
         return self._process.pid
 
-    def _watch(self) -> None:
-        process = self._process
-        multiprocessing.connection.wait([self._conn, process.sentinel])
-        message = None
+    def _receive(self) -> None:
+        """The result pipe is readable: a message, or the end of a child that sent none."""
         try:
-            if self._conn.poll():
-                message = self._conn.recv()
+            self._message = self._conn.recv()
         except (EOFError, OSError):
             pass
         finally:
             self._conn.close()
+
+    def _reap(self) -> None:
+        """The process ended: finish the run with what it sent, or say how it died."""
+        process = self._process
+        if self._message is None and not self._conn.closed:
+            try:
+                if self._conn.poll():
+                    self._message = self._conn.recv()
+            except (EOFError, OSError):
+                pass
         process.join()
-        if message is not None:
-            ok, payload = message
+        if self._message is not None:
+            ok, payload = self._message
             if ok:
                 self._finish(value=payload)
             else:

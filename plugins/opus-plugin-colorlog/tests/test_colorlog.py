@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import pty
 from pathlib import Path
 
-from cli_helpers import OPUS, opus
+from cli_helpers import opus, opus_on_a_terminal
 from opus_plugin_colorlog import ColorLogger
 
 from opus_core import Tasks
@@ -51,24 +49,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def run_on_a_terminal(cwd: Path, env: dict[str, str]) -> str:
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(cwd)
-        os.environ.pop("NO_COLOR", None)
-        os.environ.update(env)
-        os.environ["XDG_CONFIG_HOME"] = str(cwd / ".user")
-        os.execv(str(OPUS), [str(OPUS), "run"])
-    output = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.waitpid(pid, 0)
-    return output.decode()
+    return opus_on_a_terminal("run", cwd=cwd, env=env)[1]
 
 
 def test_registered_through_its_entry_point() -> None:

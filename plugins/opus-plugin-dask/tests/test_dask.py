@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,15 +150,7 @@ def test_a_cancelled_run(runner: DaskRunner, tmp_path: Path) -> None:
     h.add("slow-1", spec={"sleep": 1.5})
     h.add("slow-2", spec={"sleep": 1.5})
     h.add("after", dependencies=["slow-1"])
-    reports = []
-    worker = threading.Thread(target=lambda: reports.append(h.run()))
-    worker.start()
-    deadline = time.monotonic() + 10
-    while len(h.started()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    h.tasks.stop()
-    worker.join(10)
-    [report] = reports
+    report = h.run_and_stop(running=2)
     assert report.interrupted
     assert {r.status for r in report} == {"cancelled"}
 
