@@ -8,7 +8,6 @@ registered first, through the same hooks as everyone else.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 import traceback
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from opus_core import hookspecs
+from opus_core.entry_points import entry_points
 from opus_core.errors import PluginError
 from opus_core.events import RunObserver
 from opus_core.logger import LoggerWrapper
@@ -109,13 +109,9 @@ class PluginManager:
         self._add(builtins, PluginInfo(BUILTIN_NAME, __version__, "opus-core", builtin=True))
         if not self.autoload:
             return
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = entry_point.dist
+        for entry_point in entry_points(ENTRY_POINT_GROUP):
             info = PluginInfo(
-                entry_point.name,
-                dist.version if dist else None,
-                dist.metadata["Name"] if dist else None,
-                builtin=False,
+                entry_point.name, entry_point.version, entry_point.distribution, builtin=False
             )
             if entry_point.name in self.disabled:
                 info.status = "disabled"

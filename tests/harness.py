@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ class Scripted(TaskProcessor):
     def events(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+        complete = self.log.read_text().split("\n")[:-1]  # a line still being written is left out
+        return [json.loads(line) for line in complete]
 
     def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
         spec = task.spec
@@ -58,8 +60,12 @@ class Scripted(TaskProcessor):
 
     def _write(self, task: Task, event: str, **fields: Any) -> None:
         line = json.dumps({"task": task.task_id, "event": event, "t": time.time(), **fields})
-        with self.log.open("a") as f:
-            f.write(line + "\n")
+        # One write(2) on an O_APPEND file: lines from threads and processes never interleave.
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
 
 class Harness:

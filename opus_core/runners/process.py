@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
 import signal
 import threading
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
 from opus_core.runners.base import BaseTaskRun, Runner, run_name
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+# multiprocessing is imported where it is used: `opus --help` and `opus plugins list`
+# load this module (through the built-in plugin) and should not pay for it.
+
+
+def _fork_context() -> Any:
+    import multiprocessing
+
+    return multiprocessing.get_context("fork")
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -83,6 +92,8 @@ class _Reaper:
             pass  # already awake
 
     def _loop(self) -> None:
+        import multiprocessing.connection
+
         while True:
             with self._lock:
                 objects = [self._wake_read, *self._waiting]
@@ -112,7 +123,7 @@ class MultiprocessTaskRun(BaseTaskRun):
         context: Any = None,
     ) -> None:
         super().__init__(run_name(fn))
-        ctx = context or multiprocessing.get_context("fork")
+        ctx = context or _fork_context()
         receiver, sender = ctx.Pipe(duplex=False)
         self._conn: Connection = receiver
         self._message: tuple[bool, Any] | None = None
@@ -132,7 +143,8 @@ class MultiprocessTaskRun(BaseTaskRun):
     @property
     def pid(self) -> int | None:
         """The child's process id."""
-        return self._process.pid
+        pid: int | None = self._process.pid
+        return pid
 
     def _receive(self) -> None:
         """The result pipe is readable: a message, or the end of a child that sent none."""
@@ -208,7 +220,7 @@ class ProcessRunner(Runner):
                 f"max_workers must be a whole number of at least 1, got {max_workers!r}"
             )
         self.max_workers = max_workers
-        self._context = multiprocessing.get_context("fork")
+        self._context = _fork_context()
 
     @property
     def max_concurrency(self) -> int | None:

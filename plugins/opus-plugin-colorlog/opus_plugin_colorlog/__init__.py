@@ -11,9 +11,6 @@ import sys
 from collections.abc import Iterable
 from typing import ClassVar, TextIO
 
-import colorlog
-from colorlog.escape_codes import parse_colors
-
 from opus_core import LoggerWrapper, hookimpl
 
 __version__ = "0.1.0"
@@ -54,27 +51,31 @@ class _StreamProxy:
         sys.stdout.flush()
 
 
-class HighlightingFormatter(colorlog.ColoredFormatter):
-    """Adds task-name highlighting and emphasis for retries, failures and summaries."""
+def make_formatter(fmt: str, colour: bool) -> logging.Formatter:
+    """A colorlog formatter that also highlights task names and sets apart retries,
+    failures and summaries. (colorlog is imported here, when a logger is made, so
+    that listing plugins does not pay for it.)"""
+    import colorlog
+    from colorlog.escape_codes import parse_colors
 
-    def __init__(self, fmt: str, colour: bool) -> None:
-        super().__init__(fmt, log_colors=LEVEL_COLORS, no_color=not colour)
-        self.colour = colour
-        self._reset = parse_colors("reset")
+    reset = parse_colors("reset")
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        if not self.colour:
-            return text
-        message = record.getMessage()
-        highlighted = _TASK_NAME.sub(
-            lambda m: f"{m.group(1)}{parse_colors('bold_cyan')}{m.group(2)}{self._reset}", message
-        )
-        for marker, colour in _EMPHASIS:
-            if marker in message:
-                highlighted = f"{parse_colors(colour)}{highlighted}{self._reset}"
-                break
-        return text.replace(message, highlighted, 1)
+    class HighlightingFormatter(colorlog.ColoredFormatter):
+        def format(self, record: logging.LogRecord) -> str:
+            text = super().format(record)
+            if not colour:
+                return text
+            message = record.getMessage()
+            highlighted = _TASK_NAME.sub(
+                lambda m: f"{m.group(1)}{parse_colors('bold_cyan')}{m.group(2)}{reset}", message
+            )
+            for marker, emphasis in _EMPHASIS:
+                if marker in message:
+                    highlighted = f"{parse_colors(emphasis)}{highlighted}{reset}"
+                    break
+            return text.replace(message, highlighted, 1)
+
+    return HighlightingFormatter(fmt, log_colors=LEVEL_COLORS, no_color=not colour)
 
 
 class ColorLogger(LoggerWrapper):
@@ -97,7 +98,7 @@ class ColorLogger(LoggerWrapper):
         for handler in list(self.logger.handlers):
             self.logger.removeHandler(handler)
         handler = logging.StreamHandler(_StreamProxy())  # type: ignore[arg-type]
-        handler.setFormatter(HighlightingFormatter(format, self.colour))
+        handler.setFormatter(make_formatter(format, self.colour))
         self.logger.addHandler(handler)
 
 

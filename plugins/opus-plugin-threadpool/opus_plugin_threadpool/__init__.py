@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import TaskCancelledError, hookimpl
 from opus_core.runners import BaseTaskRun, Runner
 from opus_core.runners.base import run_name
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __version__ = "0.1.0"
 
@@ -83,6 +85,8 @@ class ThreadPoolRunner(Runner):
         if executor is None:
             with self._lock:
                 if self._executor is None:
+                    from concurrent.futures import ThreadPoolExecutor  # not needed to list plugins
+
                     self._executor = ThreadPoolExecutor(self.max_workers, self.thread_name_prefix)
                 executor = self._executor
         return executor
