@@ -52,11 +52,17 @@ class StatePersistence:
     def __init__(self, logger: object = None) -> None:
         # Kept as JSON text: checked once, copied for free. The engine's run records are
         # kept apart, so that shipping this object to workers (__getstate__) leaves them out.
-        self._json: dict[str, str] = {}
-        self._records: dict[str, str] = {}
+        self._json: dict[str, Any] = {}
+        self._records: dict[str, Any] = {}  # JSON text, or a record dict (see save_record)
 
-    def _table(self, object_identifier: str) -> dict[str, str]:
+    def _table(self, object_identifier: str) -> dict[str, Any]:
         return self._records if object_identifier.startswith(RUN_RECORDS) else self._json
+
+    @staticmethod
+    def _load(stored: Any) -> dict[str, Any]:
+        text = stored if isinstance(stored, str) else _ENCODER.encode(stored)
+        loaded: dict[str, Any] = json.loads(text)
+        return loaded
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
@@ -66,20 +72,32 @@ class StatePersistence:
     def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
         """Every identifier and its state."""
         return {
-            key: json.loads(text)
+            key: self._load(stored)
             for table in (self._json, self._records)
-            for key, text in table.items()
+            for key, stored in table.items()
         }
 
     def get_object_state(self, object_identifier: str) -> dict[str, Any]:
         """The state saved for `object_identifier`, or an empty dict."""
-        text = self._table(object_identifier).get(object_identifier)
-        return {} if text is None else dict(json.loads(text))
+        stored = self._table(object_identifier).get(object_identifier)
+        return {} if stored is None else self._load(stored)
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier` with `data`."""
         check_state(object_identifier, data)
         self._table(object_identifier)[object_identifier] = to_json(object_identifier, data)
+
+    def save_record(self, object_identifier: str, data: dict[str, Any]) -> None:
+        """Save one of the engine's run records (`opus_core.records`).
+
+        Records are JSON data by construction and never changed after saving, so
+        the in-memory persistence keeps the dict itself; every other persistence
+        saves it like any state (override this to store records differently).
+        """
+        if type(self).save_object_state is StatePersistence.save_object_state:
+            self._records[object_identifier] = data
+        else:
+            self.save_object_state(object_identifier, data)
 
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if there was anything to forget."""

@@ -69,14 +69,14 @@ class TaskRecord:
 
 
 def storable(values: dict[str, Any] | None) -> dict[str, Any] | None:
-    """`values` if they are JSON data (so a resumed run can restore them), else None."""
+    """A copy of `values` if they are JSON data (so a resumed run can restore them), else None."""
     if not values:
         return {}
     try:
-        json.dumps(values, allow_nan=False)
+        copied: dict[str, Any] = json.loads(json.dumps(values, allow_nan=False))
     except (TypeError, ValueError):
         return None
-    return values
+    return copied
 
 
 class RunRecords:
@@ -127,4 +127,4 @@ class RunRecords:
             "error": result.error,
             "published": storable(published),
         }
-        self.persistence.save_object_state(f"{self.prefix}{task_id}", state)
+        self.persistence.save_record(f"{self.prefix}{task_id}", state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import TaskCancelledError, hookimpl
@@ -36,14 +37,14 @@ class ThreadTaskRun(BaseTaskRun):
         self.future: Future[Any] | None = None
 
     def _from_future(self, future: Future[Any]) -> None:
-        if future.cancelled():
+        try:
+            value = future.result()  # done already: this only reads the outcome
+        except CancelledError:
             self._finish(exception=TaskCancelledError(f"task run {self.instance_name} was stopped"))
-            return
-        exception = future.exception()
-        if exception is None:
-            self._finish(value=future.result())
+        except BaseException as exc:
+            self._finish(exception=exc)
         else:
-            self._finish(exception=exception)
+            self._finish(value=value)
 
     def _halt(self) -> None:
         if self.future is not None:
