@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gc
 import multiprocessing
 import os
 import platform
@@ -49,12 +50,14 @@ class Row:
 
 
 ROWS: list[Row] = []
+FULL = False
 
 
 def median(fn: Callable[[], float | None], repeat: int) -> float:
     """The median of `repeat` timings; `fn` returns its own timing or None to be timed whole."""
     times = []
     for _ in range(repeat):
+        gc.collect()  # garbage left by the previous measurement is not this one's cost
         start = time.perf_counter()
         own = fn()
         times.append(own if own is not None else time.perf_counter() - start)
@@ -214,7 +217,7 @@ def original_engine(quick: bool) -> None:
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)
-    n = 100 if quick else 200
+    n = 100 if quick else 1_000 if FULL else 200
     for shape in ("independent", "chain"):
 
         def magnum(shape: str = shape) -> tuple[float, float]:
@@ -588,7 +591,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="rows to run, e.g. 1,4")
+    parser.add_argument("--full", action="store_true",
+                        help="row 3 with 1,000 tasks (the original engine then takes minutes)")
     args = parser.parse_args()
+    global FULL
+    FULL = args.full
     (ROOT / ".bench").mkdir(exist_ok=True)
     print(
         f"opus benchmarks on {platform.node()}: {os.cpu_count()} CPUs, "

@@ -180,6 +180,20 @@ class Tasks:
         is invalid. Task failures do not raise: they are in the report
         (`report.raise_on_failure()` turns them into an exception).
         """
+        # Planning and running a large graph allocate a little per task; left alone, the
+        # collector's full passes would rescan the tasks and everything else already alive
+        # again and again, which made a 100,000-task run grow faster than linearly. What
+        # exists before the run is set aside until it ends.
+        freeze = len(self.tasks) >= FREEZE_THRESHOLD
+        if freeze:
+            gc.freeze()
+        try:
+            return self._process_context(command, context, resume)
+        finally:
+            if freeze:
+                gc.unfreeze()
+
+    def _process_context(self, command: str, context: str, resume: bool) -> RunReport:
         plan = self.plan(command, context)
         runner, owned = self._runner()
         try:
@@ -203,17 +217,9 @@ class Tasks:
             if self._scheduler is not None:
                 raise OpusError("this Tasks is already running; wait for the run to end")
             self._scheduler = scheduler
-        # A large run allocates a little per task; without this the collector would rescan
-        # the plan and everything else alive on each of its full passes (a fifth of the time
-        # of a 100,000-task run). Objects that exist before the run are left alone until it ends.
-        freeze = len(plan.tasks) >= FREEZE_THRESHOLD
-        if freeze:
-            gc.freeze()
         try:
             report = scheduler.run()
         finally:
-            if freeze:
-                gc.unfreeze()
             with self._lock:
                 self._scheduler = None
             if owned:

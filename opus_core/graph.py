@@ -92,6 +92,9 @@ def build_plan(
         for selector in task.meta.dependency_selectors:
             candidates = min((by_label.get(pair, []) for pair in selector.labels), key=len)
             wanted = selector.labels
+            if len(wanted) == 1:  # every candidate already carries the one label
+                found.extend(j for j in candidates if j != i)
+                continue
             for j in candidates:
                 if j != i and all(scoped[j].meta.labels.get(k) == v for k, v in wanted):
                     found.append(j)
