@@ -591,8 +591,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="rows to run, e.g. 1,4")
-    parser.add_argument("--full", action="store_true",
-                        help="row 3 with 1,000 tasks (the original engine then takes minutes)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="row 3 with 1,000 tasks (the original engine then takes minutes)",
+    )
     args = parser.parse_args()
     global FULL
     FULL = args.full

@@ -130,9 +130,14 @@ def describe_type(hint: Any) -> str:
 class Assembly:
     """Plugins plus configuration: builds runners, persistence, loggers, processors and tasks."""
 
-    def __init__(self, config: Config | None = None, plugins: Sequence[object] = ()) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        plugins: Sequence[object] = (),
+        manager: PluginManager | None = None,
+    ) -> None:
         self.config = config if config is not None else Config()
-        self.manager = PluginManager(disabled=self.config.opus("disable_plugins", ()))
+        self.manager = manager or PluginManager(disabled=self.config.opus("disable_plugins", ()))
         for plugin in plugins:
             self.manager.register(plugin)
 

@@ -39,7 +39,8 @@ class Tasks:
         tasks.add_task(task=Task(kind="HelloWorld", version="v1", spec={...}))
         report = tasks.process_context(command="apply", context="default")
 
-    `runner` is a runner name, `Runner` instance or class (default: `sequential`).
+    `runner` is a runner name, `Runner` instance or class (default: the runner
+    named in `opus.toml`, else `sequential`).
     After a run, `key_value_store` also holds every value the run published.
     """
 
@@ -60,7 +61,7 @@ class Tasks:
         self.state_persistence = (
             state_persistence if state_persistence is not None else StatePersistence()
         )
-        self.runner: RunnerSpec = runner if runner is not None else "sequential"
+        self.runner: RunnerSpec | None = runner
         self.runner_options = dict(runner_options or {})
         self.fail_fast = fail_fast
         self.plugin_manager = plugin_manager
@@ -247,6 +248,16 @@ class Tasks:
         """The runner for a run, and whether this engine made it (and so shuts it down)."""
         if isinstance(self.runner, Runner):
             return self.runner, False
+        if self.runner is None:
+            # As the SPEC has it: the runner named in opus.toml, else sequential.
+            from opus_core.assembly import Assembly
+            from opus_core.config import load_config
+
+            cls, options = Assembly(load_config(), manager=self.manager()).runner_class()
+            try:
+                return cls(**options), True
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"runner {cls.name!r}: {exc}") from None
         available = self.manager().runners() if isinstance(self.runner, str) else None
         try:
             return resolve_runner(self.runner, available, **self.runner_options), True

@@ -486,3 +486,37 @@ def test_state_commands_over_memory_persistence(tmp_path: Path) -> None:
     assert "no state for 'web'" in one_line_error(opus("state", "show", "web", cwd=tmp_path))
     assert "no state for 'web'" in one_line_error(opus("state", "clear", "web", cwd=tmp_path))
     assert opus("state", "clear", cwd=tmp_path).stdout.strip() == "cleared 0 record(s)"
+
+
+def test_tasks_without_a_runner_uses_the_configured_one(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent("""
+        import os
+        from opus_core import Task, TaskProcessor, Tasks
+
+        class Where(TaskProcessor):
+            kind = "Where"
+            def process_task(self, task, command, context, key_value_store, state_persistence):
+                return {"pid": os.getpid()}
+
+        tasks = Tasks()
+        tasks.register_task_processor(Where())
+        tasks.add_task(Task("Where", "v1", metadata={"name": "w"}))
+        tasks.process_context().raise_on_failure()
+        print(tasks.key_value_store.store["pid"] == os.getpid())
+    """)
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / ".user")
+
+    def where() -> str:
+        result = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert where() == "True"  # no opus.toml: sequential, in this process
+    (tmp_path / "opus.toml").write_text('[opus]\nrunner = "process"\n')
+    assert where() == "False"  # the configured runner: a process of its own
