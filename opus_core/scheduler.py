@@ -282,6 +282,7 @@ class Scheduler:
             while self.finished < len(self.results):
                 while self._can_start():
                     self._start(self.ready.popleft())
+                self.runner.flush()
                 if self.finished == len(self.results) or (self.halted and not self.running):
                     break
                 item = self._next_event()

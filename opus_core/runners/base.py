@@ -203,6 +203,10 @@ class Runner:
         """Start `fn(*args, **kwargs)` and return its run handle without waiting."""
         raise NotImplementedError(f"{type(self).__name__}.submit is not implemented")
 
+    def flush(self) -> None:
+        """Start whatever `submit` held back. The engine calls it after each burst of
+        submissions; a runner that batches work (dask) submits the batch here."""
+
     def shutdown(self, wait: bool = True) -> None:
         """Release the runner's resources; with `wait`, after the work it started ends."""
 

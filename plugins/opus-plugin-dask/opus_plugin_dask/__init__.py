@@ -94,6 +94,7 @@ class DaskRunner(Runner):
         self._lock = threading.Lock()
         self._runs: dict[str, DaskTaskRun] = {}
         self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._buffer: list[tuple[DaskTaskRun, str, bytes]] = []
         self._collector: threading.Thread | None = None
 
     @property
@@ -136,16 +137,40 @@ class DaskRunner(Runner):
         """Hand `fn(*args, **kwargs)` to `Client.submit` (pure=False)."""
         name = run_name(fn)
         run = DaskTaskRun(name)
+        # Dask keeps statistics per key prefix: tasks of one kind share one.
+        key = f"{getattr(fn, 'opus_group', name)}-{uuid.uuid4().hex}"
         cheaper = getattr(fn, "opus_call", None)  # the engine's attempts offer one
         if cheaper is not None and not args and not kwargs:
             import cloudpickle
 
-            # Sent as bytes, so the scheduler passes them on without unpickling them.
-            fn, args = _run_pickled, (cloudpickle.dumps(cheaper()),)
-        # Dask keeps statistics per key prefix: tasks of one kind share one.
-        key = f"{getattr(fn, 'opus_group', name)}-{uuid.uuid4().hex}"
-        client = self.client
-        future = run.future = client.submit(fn, *args, key=key, pure=False, **kwargs)
+            # Sent as bytes, so the scheduler passes them on without unpickling them, and
+            # held until `flush()` so that a burst of attempts is one `client.map`.
+            with self._lock:
+                self._buffer.append((run, key, cloudpickle.dumps(cheaper())))
+            return run
+        future = self.client.submit(fn, *args, key=key, pure=False, **kwargs)
+        self._track(run, key, future)
+        return run
+
+    def flush(self) -> None:
+        """Submit the attempts held since the last flush, as one `client.map`."""
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        batch = [item for item in batch if not item[0].done()]  # stopped before submitting
+        if not batch:
+            return
+        futures = self.client.map(
+            _run_pickled,
+            [blob for _, _, blob in batch],
+            key=[key for _, key, _ in batch],
+            pure=False,
+        )
+        for (run, key, _), future in zip(batch, futures, strict=True):
+            self._track(run, key, future)
+
+    def _track(self, run: DaskTaskRun, key: str, future: Future) -> None:
+        run.future = future
+        client = self.client  # before taking the lock: `client` takes it too
         with self._lock:
             self._runs[key] = run
             if self._collector is None:
@@ -153,8 +178,9 @@ class DaskRunner(Runner):
                     target=self._collect, args=(client,), name="opus-dask", daemon=True
                 )
                 self._collector.start()
+        if run.done():  # stopped while being submitted
+            future.cancel()
         future.add_done_callback(self._finished.put)  # only queues it: gathering is batched
-        return run
 
     def _collect(self, client: Client) -> None:
         """Hand finished futures to their runs, fetching results many at a time.
