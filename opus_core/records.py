@@ -45,12 +45,6 @@ class TaskRecord:
     error: str | None
     published: dict[str, Any] | None
 
-    def to_state(self) -> dict[str, Any]:
-        """The record as the JSON dict persistence stores."""
-        state = {"record": RECORD_KIND}
-        state.update(self.__dict__)
-        return state
-
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> TaskRecord | None:
         """The record in `data`, or None if `data` is not a well-formed record."""
@@ -113,7 +107,7 @@ class RunRecords:
     def save(self, task: Task, result: TaskResult, published: dict[str, Any] | None) -> None:
         """Save `task`'s outcome now; raises `OpusError` if persistence cannot."""
         task_id = task.task_id
-        # The fields of `TaskRecord.to_state()`, built directly: this runs once per task.
+        # A `TaskRecord`'s fields, as a dict built directly: this runs once per task.
         state = {
             "record": RECORD_KIND,
             "task": task_id,
