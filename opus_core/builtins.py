@@ -7,15 +7,14 @@ from collections.abc import Iterable
 from opus_core.hookspecs import hookimpl
 from opus_core.logger import LoggerWrapper
 from opus_core.persistence import StatePersistence
+from opus_core.runners import BUILTIN_RUNNERS
 from opus_core.runners.base import Runner
-from opus_core.runners.process import ProcessRunner
-from opus_core.runners.sequential import SequentialRunner
 
 
 @hookimpl
 def opus_register_runners() -> Iterable[type[Runner]]:
     """`sequential` and `process`."""
-    return [SequentialRunner, ProcessRunner]
+    return list(BUILTIN_RUNNERS.values())
 
 
 @hookimpl

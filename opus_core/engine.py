@@ -248,22 +248,23 @@ class Tasks:
         """The runner for a run, and whether this engine made it (and so shuts it down)."""
         if isinstance(self.runner, Runner):
             return self.runner, False
+        spec: RunnerSpec
+        config: Config | None
         if self.runner is None:
             # As the SPEC has it: the runner named in opus.toml, else sequential.
             from opus_core.assembly import Assembly
             from opus_core.config import load_config
 
-            cls, options = Assembly(load_config(), manager=self.manager()).runner_class()
-            try:
-                return cls(**options), True
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"runner {cls.name!r}: {exc}") from None
-        available = self.manager().runners() if isinstance(self.runner, str) else None
+            config = load_config()
+            spec, options = Assembly(config, manager=self.manager()).runner_class()
+        else:
+            spec, options, config = self.runner, self.runner_options, self.config
+        available = self.manager().runners() if isinstance(spec, str) else None
         try:
-            return resolve_runner(self.runner, available, **self.runner_options), True
+            return resolve_runner(spec, available, **options), True
         except (TypeError, ValueError) as exc:
-            name = getattr(self.runner, "name", self.runner)
-            where = self.config.where(f"runners.{name}") if self.config else f"runner {name!r}"
+            name = getattr(spec, "name", spec)
+            where = config.where(f"runners.{name}") if config else f"runner {name!r}"
             raise ConfigError(f"{where}: {exc}") from None
 
     def __repr__(self) -> str:
