@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError
+
+if TYPE_CHECKING:
+    from opus_core.records import PendingRecord
 
 
 def check_state(object_identifier: object, data: object) -> None:
@@ -53,15 +56,17 @@ class StatePersistence:
         # Kept as JSON text: checked once, copied for free. The engine's run records are
         # kept apart, so that shipping this object to workers (__getstate__) leaves them out.
         self._json: dict[str, Any] = {}
-        self._records: dict[str, Any] = {}  # JSON text, or a record dict (see save_record)
+        self._records: dict[str, Any] = {}  # JSON text, or a PendingRecord (see save_record)
 
     def _table(self, object_identifier: str) -> dict[str, Any]:
         return self._records if object_identifier.startswith(RUN_RECORDS) else self._json
 
     @staticmethod
     def _load(stored: Any) -> dict[str, Any]:
-        text = stored if isinstance(stored, str) else _ENCODER.encode(stored)
-        loaded: dict[str, Any] = json.loads(text)
+        if not isinstance(stored, str):
+            state: dict[str, Any] = stored.to_state()
+            return state
+        loaded: dict[str, Any] = json.loads(stored)
         return loaded
 
     @property
@@ -87,17 +92,17 @@ class StatePersistence:
         check_state(object_identifier, data)
         self._table(object_identifier)[object_identifier] = to_json(object_identifier, data)
 
-    def save_record(self, object_identifier: str, data: dict[str, Any]) -> None:
+    def save_record(self, object_identifier: str, record: PendingRecord) -> None:
         """Save one of the engine's run records (`opus_core.records`).
 
-        Records are JSON data by construction and never changed after saving, so
-        the in-memory persistence keeps the dict itself; every other persistence
-        saves it like any state (override this to store records differently).
+        The in-memory persistence keeps `record` itself and makes its state
+        when it is read; every other persistence saves `record.to_state()`
+        like any state (override this to store records differently).
         """
         if type(self).save_object_state is StatePersistence.save_object_state:
-            self._records[object_identifier] = data
+            self._records[object_identifier] = record
         else:
-            self.save_object_state(object_identifier, data)
+            self.save_object_state(object_identifier, record.to_state())
 
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if there was anything to forget."""

@@ -8,6 +8,7 @@ again; the values it published are restored for its dependents.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -106,19 +107,75 @@ class RunRecords:
 
     def save(self, task: Task, result: TaskResult, published: dict[str, Any] | None) -> None:
         """Save `task`'s outcome now; raises `OpusError` if persistence cannot."""
-        task_id = task.task_id
-        # A `TaskRecord`'s fields, as a dict built directly: this runs once per task.
-        state = {
+        record = PendingRecord(
+            task,
+            self.command,
+            self.context,
+            result.status.value,
+            result.attempts,
+            time.time(),
+            result.duration,
+            result.error,
+            storable(published),
+        )
+        self.persistence.save_record(f"{self.prefix}{task.task_id}", record)
+
+
+class PendingRecord:
+    """A task's record as the engine hands it to persistence: `to_state()` makes the state.
+
+    The in-memory persistence keeps it as it is, so that a run whose records
+    nobody reads does not pay for a manifest checksum and a dict per task.
+    A task's manifest does not change once it is added to an engine, so the
+    checksum taken later is the one it had when the task ran.
+    """
+
+    __slots__ = (
+        "attempts",
+        "command",
+        "context",
+        "duration",
+        "error",
+        "finished_at",
+        "published",
+        "status",
+        "task",
+    )
+
+    def __init__(
+        self,
+        task: Task,
+        command: str,
+        context: str,
+        status: str,
+        attempts: int,
+        finished_at: float,
+        duration: float,
+        error: str | None,
+        published: dict[str, Any] | None,
+    ) -> None:
+        self.task = task
+        self.command = command
+        self.context = context
+        self.status = status
+        self.attempts = attempts
+        self.finished_at = finished_at
+        self.duration = duration
+        self.error = error
+        self.published = published
+
+    def to_state(self) -> dict[str, Any]:
+        """The record as state: a `TaskRecord`'s fields plus the `record` marker."""
+        return {
             "record": RECORD_KIND,
-            "task": task_id,
+            "task": self.task.task_id,
             "command": self.command,
             "context": self.context,
-            "status": result.status.value,
-            "checksum": task.checksum,
-            "attempts": result.attempts,
-            "finished_at": time.time(),
-            "duration": result.duration,
-            "error": result.error,
-            "published": storable(published),
+            "status": self.status,
+            "checksum": self.task.checksum,
+            "attempts": self.attempts,
+            "finished_at": self.finished_at,
+            "duration": self.duration,
+            "error": self.error,
+            "published": copy.deepcopy(self.published),
         }
-        self.persistence.save_record(f"{self.prefix}{task_id}", state)

@@ -43,6 +43,11 @@ def test_each_task_is_recorded_as_it_finishes(tmp_path: Path) -> None:
     )
     bad = persistence.get_object_state(record_id("apply", "default", "bad"))
     assert bad["status"] == "failed" and "RuntimeError: no" in bad["error"]
+    # what a reader gets is a copy: changing it changes no record
+    record["published"]["from_b"] = 99
+    again = persistence.get_object_state(record_id("apply", "default", "b"))
+    assert again["published"] == {"from_b": 2}
+    assert persistence.state[record_id("apply", "default", "b")] == again
 
 
 def test_resume_skips_what_succeeded_and_restores_its_values(tmp_path: Path) -> None:
