@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -151,6 +150,8 @@ class PluginManager:
     def _failed(self, info: PluginInfo, exc: BaseException) -> None:
         info.status = "error"
         info.error = f"{type(exc).__name__}: {exc}"
+        import traceback
+
         info.traceback = "".join(traceback.format_exception(exc))
         self.infos[info.name] = info
         where = f" ({info.distribution} {info.version})" if info.distribution else ""

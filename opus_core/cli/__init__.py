@@ -10,7 +10,6 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from typing import Any, NoReturn
 
 from opus_core.version import __version__
@@ -142,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         from opus_core.errors import OpusError
 
         if debug:
+            import traceback
+
             traceback.print_exc()
         if not isinstance(exc, OpusError):
             if not debug:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar
@@ -57,6 +56,8 @@ class BaseTaskRun:
     def instance_name(self) -> str:
         """The task's name plus a suffix unique to this run."""
         if self._instance_name is None:
+            import uuid  # here: uuid is slow to import and few runs are asked their name
+
             self._instance_name = f"{self.name}-{uuid.uuid4().hex[:8]}"
         return self._instance_name
 

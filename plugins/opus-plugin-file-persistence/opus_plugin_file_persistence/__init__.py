@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -54,6 +53,8 @@ def file_name(object_identifier: str) -> str:
     """The file that holds `object_identifier`'s state (never a path, never hidden)."""
     if _SIMPLE.fullmatch(object_identifier):
         return f"t-{object_identifier}.json"
+    import hashlib  # here, not at the top: `opus plugins list` imports this module
+
     digest = hashlib.sha256(object_identifier.encode("utf-8", "surrogatepass")).hexdigest()
     return f"h-{digest}.json"
 
