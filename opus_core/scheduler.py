@@ -38,6 +38,7 @@ from opus_core.substitution import substitute
 from opus_core.timeouts import call_with_alarm, deadlines
 
 _STOP = object()
+SIGNAL_CHECK = 0.2  # seconds: the longest the loop waits before it looks for signals
 
 
 class _View:
@@ -319,6 +320,10 @@ class Scheduler:
         timeout = max(0.0, self.retries[0][0] - time.monotonic()) if self.retries else None
         if timeout is None and not self.running:
             raise AssertionError("scheduler has nothing to wait for")  # pragma: no cover
+        # Never wait without a limit: the kernel may hand Ctrl-C's SIGINT to another thread
+        # (a runner's), which does not wake this one, and Python handles it only once this
+        # thread runs again.
+        timeout = SIGNAL_CHECK if timeout is None else min(timeout, SIGNAL_CHECK)
         try:
             return self.completions.get(timeout=timeout)
         except queue.Empty:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -216,6 +219,68 @@ def test_stop_kills_the_process_and_its_children(tmp_path: Path) -> None:
     with pytest.raises(TaskCancelledError):
         run.get_result()
     assert wait_until(lambda: not alive(parent) and not alive(child))
+
+
+def test_a_result_larger_than_a_pipe_comes_back_whole() -> None:
+    payload = os.urandom(3_000_000)
+    assert ProcessRunner().submit(bytes, payload).get_result(timeout=10) == payload
+
+
+def test_a_multiprocessing_queue_passed_to_a_task_works() -> None:
+    queue = multiprocessing.get_context("fork").Queue()
+    queue.put("from the caller")  # the caller's feeder thread is running now
+    assert queue.get(timeout=5) == "from the caller"
+    run = ProcessRunner().submit(queue.put, "from the task")
+    run.get_result(timeout=5)
+    assert queue.get(timeout=5) == "from the task"
+
+
+def test_a_task_may_start_process_tasks_of_its_own() -> None:
+    def outer() -> list[int]:
+        runner = ProcessRunner()
+        runs = [runner.submit(os.getpid) for _ in range(3)]
+        return [run.get_result(timeout=5) for run in runs]
+
+    runner = ProcessRunner()
+    # the caller's reaper is busy with other runs while the child starts its own
+    sleepers = [runner.submit(time.sleep, 0.2) for _ in range(3)]
+    inner = runner.submit(outer).get_result(timeout=10)
+    assert len(set(inner)) == 3 and os.getpid() not in inner
+    assert all(run.get_result(timeout=5) is None for run in sleepers)
+
+
+def test_what_the_caller_printed_is_printed_once(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "from opus_core.runners import ProcessRunner\n"
+        "print('caller', end=' ')\n"  # still in the caller's buffer: stdout is a pipe
+        "runner = ProcessRunner()\n"
+        "runs = [runner.submit(print, 'task', i) for i in range(3)]\n"
+        "[run.get_result(timeout=5) for run in runs]\n"
+    )
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, env=buffered
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("caller") == 1
+    assert sorted(result.stdout.split()) == sorted(
+        ["caller", "task", "task", "task", "0", "1", "2"]
+    )
+
+
+def test_a_task_ends_after_the_threads_it_started(tmp_path: Path) -> None:
+    marker = tmp_path / "written-by-a-thread"
+
+    def start_a_thread() -> int:
+        threading.Thread(target=lambda: (time.sleep(0.2), marker.write_text("done"))).start()
+        return os.getpid()
+
+    run = ProcessRunner().submit(start_a_thread)
+    pid = run.get_result(timeout=5)
+    assert wait_until(lambda: not alive(pid))
+    assert marker.read_text() == "done"
 
 
 def test_max_workers_must_be_positive() -> None:

@@ -1,27 +1,29 @@
-"""The `process` runner: one OS process per task, killed on stop or timeout."""
+"""The `process` runner: one forked OS process per task, killed on stop or timeout.
+
+Each task process is forked directly (`os.fork`), without `multiprocessing`'s
+start-up work, which cost more than the fork itself. The child sends its
+result back through a pipe as one length-prefixed pickle. One reaper thread
+watches every task's pipe and its exit (a pidfd where the kernel has them,
+else a pipe the child holds open until it exits).
+"""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import struct
+import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
 from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
-# multiprocessing is imported where it is used: `opus --help` and `opus plugins list`
-# load this module (through the built-in plugin) and should not pay for it.
-
-
-def _fork_context() -> Any:
-    import multiprocessing
-
-    return multiprocessing.get_context("fork")
+_LENGTH = struct.Struct("!Q")  # each message: its length, then a pickle of (ok, payload)
+_CHUNK = 1 << 16
+EVENT_READ = 1  # selectors.EVENT_READ, without importing selectors for `opus --help`
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -41,45 +43,119 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
-def _child_main(conn: Connection, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
-    try:
-        os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
-    except OSError:
-        pass
+def _message(fn: Callable[..., Any], args: Any, kwargs: Any) -> bytes:
+    """Run `fn` and pickle what it returned or raised, framed with its length."""
+    import pickle
+
     try:
         message: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except BaseException as exc:
         message = (False, _portable(exc))
     try:
-        conn.send(message)
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         what = "result" if message[0] else "exception"
-        conn.send(
-            (
-                False,
-                OpusError(
-                    f"the {what} of task {run_name(fn)!r} could not be sent "
-                    f"back from its process: {type(exc).__name__}: {exc}"
-                ),
-            )
+        error = OpusError(
+            f"the {what} of task {run_name(fn)!r} could not be sent "
+            f"back from its process: {type(exc).__name__}: {exc}"
         )
-    conn.close()
+        data = pickle.dumps((False, error), pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _begin_child() -> None:
+    """Start the child as `multiprocessing` starts its own, so tasks may use it as in one."""
+    try:
+        os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
+    except OSError:
+        pass
+    try:  # tasks do not read the caller's terminal (multiprocessing closes stdin too)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    except OSError:
+        pass
+    util = sys.modules.get("multiprocessing.util")  # if not imported, there is nothing to do
+    if util is not None:
+        from multiprocessing import process
+
+        process._children = set()  # type: ignore[attr-defined]  # the parent's are not ours
+        util._finalizer_registry.clear()
+        util._run_after_forkers()  # e.g. a multiprocessing.Queue passed to a task
+
+
+def _end_child() -> None:
+    """Wait for the task's own threads and processes, as a `multiprocessing` child would."""
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util._exit_function()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _child_main(
+    result_fd: int, fn: Callable[..., Any], args: Any, kwargs: Any
+) -> NoReturn:  # pragma: no cover - runs in the child, which ends with os._exit
+    # What the child inherits is set aside from the collector: a collection walking it would
+    # write to every page of the parent's heap, and each such write copies the page.
+    gc.freeze()
+    code = 1
+    try:
+        _begin_child()
+        data = _message(fn, args, kwargs)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(result_fd, view) :]
+        os.close(result_fd)
+        _end_child()
+        code = 0
+    except BaseException:
+        try:
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)  # never return into the caller's code: this is a copy of it
+
+
+def _has_pidfd() -> bool:
+    """Whether this kernel has pidfds (Linux 5.3+): an exit to wait on without a pipe."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 class _Reaper:
     """One thread that collects what every task process sends back, and its end.
 
-    It waits on each run's result pipe as well as its process: a child blocked
-    writing a large result must be read from before it can exit. Each pipe and
-    process is registered once with an epoll (or the platform's best) selector,
-    so a wake costs the same with 5 or 500 processes running.
+    It reads each run's result pipe as data arrives (a child blocked writing a
+    large result must be read from before it can exit) and waits for its exit.
+    Each is registered once with an epoll (or the platform's best) selector, so
+    a wake costs the same with 5 or 500 processes running.
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._selector: Any = None
         self._timeout: float | None = None
         self._thread: threading.Thread | None = None
+        self.pidfd: bool | None = None
 
     def watch(self, run: MultiprocessTaskRun) -> None:
         with self._lock:
@@ -91,92 +167,171 @@ class _Reaper:
                 # select() and poll() only at their next call, so those wake up to look.
                 live = ("EpollSelector", "KqueueSelector", "DevpollSelector")
                 self._timeout = None if type(self._selector).__name__ in live else 0.05
-            self._selector.register(run._conn, EVENT_READ, (run, "result"))
-            self._selector.register(run._process.sentinel, EVENT_READ, (run, "exit"))
+            self._selector.register(run._result_fd, EVENT_READ, (run, "result"))
+            self._selector.register(run._exit_fd, EVENT_READ, (run, "exit"))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="opus-reaper", daemon=True)
                 self._thread.start()
 
+    def forget(self, fd: int) -> None:
+        """Stop watching `fd` (before it is closed), if it is watched."""
+        with self._lock:
+            if self._selector is not None and fd in self._selector.get_map():
+                self._selector.unregister(fd)
+
     def _loop(self) -> None:
+        # Ctrl-C is for the thread that waits on the runs, not for this one.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         selector = self._selector
         while True:
             for key, _ in selector.select(self._timeout):
-                with self._lock:
-                    selector.unregister(key.fileobj)
                 run, what = key.data
                 if what == "result":
-                    run._receive()
+                    run._read()
                 else:
                     run._reap()
 
-
-EVENT_READ = 1  # selectors.EVENT_READ, without importing selectors for `opus --help`
+    def _after_fork_in_child(self) -> None:
+        # A forked child starts with no reaper thread, and must not share the parent's epoll
+        # set: a task that starts processes itself gets a reaper of its own.
+        self._reset()
 
 
 _reaper = _Reaper()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reaper._after_fork_in_child)
 
 
 class MultiprocessTaskRun(BaseTaskRun):
     """A run in a child process of its own; `stop()` kills the process and its children."""
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        context: Any = None,
-    ) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
         super().__init__(run_name(fn))
-        ctx = context or _fork_context()
-        receiver, sender = ctx.Pipe(duplex=False)
-        self._conn: Connection = receiver
-        self._message: tuple[bool, Any] | None = None
-        self._process = ctx.Process(
-            target=_child_main, args=(sender, fn, args, kwargs), name=f"opus-{self.name}"
-        )
-        self._process.start()
-        sender.close()
-        pid = self._process.pid
-        assert pid is not None
+        if _reaper.pidfd is None:
+            _reaper.pidfd = _has_pidfd()
+        # What the child will import, imported here first: a module another thread is
+        # importing at the moment of the fork stays locked in the child for ever.
+        import pickle  # noqa: F401
+        import traceback  # noqa: F401
+
+        result_fd, result_w = os.pipe()
+        exit_fd, exit_w = (-1, -1) if _reaper.pidfd else os.pipe()
+        for stream in (sys.stdout, sys.stderr):  # what the caller printed is not printed twice
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(result_fd)
+            if exit_fd >= 0:
+                os.close(exit_fd)  # exit_w stays open until the child ends
+            _child_main(result_w, fn, args, kwargs)
+        self._pid = pid
+        self._result_fd = result_fd
+        self._exit_fd = exit_fd
+        self._buffer = bytearray()
+        self._reaped = False
         try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child did it first, or has already ended
-        _reaper.watch(self)
+            os.close(result_w)
+            if exit_w >= 0:
+                os.close(exit_w)
+            try:
+                os.setpgid(pid, pid)
+            except OSError:
+                pass  # the child did it first, or has already ended
+            if _reaper.pidfd:
+                self._exit_fd = os.pidfd_open(pid)
+            os.set_blocking(result_fd, False)
+            _reaper.watch(self)
+        except BaseException:
+            # Ctrl-C (or anything else) between the fork and the watch: nobody would ever
+            # stop or collect this child, so it goes now.
+            self._halt()
+            os.waitpid(pid, 0)
+            self._reaped = True
+            for fd in {result_fd, self._exit_fd} - {-1}:
+                _reaper.forget(fd)
+                os.close(fd)
+            raise
 
     @property
-    def pid(self) -> int | None:
+    def pid(self) -> int:
         """The child's process id."""
-        pid: int | None = self._process.pid
-        return pid
+        return self._pid
 
-    def _receive(self) -> None:
-        """The result pipe is readable: a message, or the end of a child that sent none."""
+    def _read(self) -> None:
+        """The result pipe is readable: take what is there; finish once the message is whole."""
+        fd = self._result_fd
         try:
-            self._message = self._conn.recv()
-        except (EOFError, OSError):
-            pass
-        finally:
-            self._conn.close()
+            chunk = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self._buffer += chunk
+            if not self._deliver():
+                return  # more to come
+        _reaper.forget(fd)  # the whole message, or end of file: the child closed its end
+        os.close(fd)
+        self._result_fd = -1
+
+    def _drain(self) -> None:
+        """Read what is left in the result pipe without waiting."""
+        while self._result_fd >= 0:
+            try:
+                chunk = os.read(self._result_fd, _CHUNK)
+            except (BlockingIOError, OSError):
+                return
+            if not chunk:
+                _reaper.forget(self._result_fd)
+                os.close(self._result_fd)
+                self._result_fd = -1
+                return
+            self._buffer += chunk
+
+    def _deliver(self) -> bool:
+        """Finish the run if the whole message has arrived; True if it has."""
+        buffer = self._buffer
+        if len(buffer) < _LENGTH.size:
+            return False
+        (length,) = _LENGTH.unpack_from(buffer)
+        if len(buffer) < _LENGTH.size + length:
+            return False
+        import pickle
+
+        try:
+            ok, payload = pickle.loads(buffer[_LENGTH.size : _LENGTH.size + length])
+        except Exception as exc:
+            ok, payload = (
+                False,
+                OpusError(
+                    f"the result of task {self.name!r} could not be read back from its "
+                    f"process: {type(exc).__name__}: {exc}"
+                ),
+            )
+        self._buffer = bytearray()
+        if ok:
+            self._finish(value=payload)
+        else:
+            self._finish(exception=payload)
+        return True
 
     def _reap(self) -> None:
-        """The process ended: finish the run with what it sent, or say how it died."""
-        process = self._process
-        if self._message is None and not self._conn.closed:
-            try:
-                if self._conn.poll():
-                    self._message = self._conn.recv()
-            except (EOFError, OSError):
-                pass
-        process.join()
-        if self._message is not None:
-            ok, payload = self._message
-            if ok:
-                self._finish(value=payload)
-            else:
-                self._finish(exception=payload)
+        """The process ended: collect it, and say how it died if it sent no result."""
+        _reaper.forget(self._exit_fd)
+        os.close(self._exit_fd)
+        try:
+            _, status = os.waitpid(self._pid, 0)
+            code: int | None = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = None  # collected by someone else
+        self._reaped = True
+        self._drain()
+        if self.done() or self._deliver():
             return
-        code = process.exitcode
         how = (
             f"was killed by {signal.Signals(-code).name}"
             if code is not None and code < 0
@@ -184,23 +339,19 @@ class MultiprocessTaskRun(BaseTaskRun):
         )
         self._finish(
             exception=ProcessDiedError(
-                f"the process of task {self.name!r} (pid {process.pid}) {how} "
+                f"the process of task {self.name!r} (pid {self._pid}) {how} "
                 "without sending back a result"
             )
         )
 
     def _halt(self) -> None:
-        pid = self._process.pid
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        if self._reaped:
+            return  # its pid may belong to another process by now
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(self._pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 class ProcessRunner(Runner):
@@ -224,7 +375,6 @@ class ProcessRunner(Runner):
                 f"max_workers must be a whole number of at least 1, got {max_workers!r}"
             )
         self.max_workers = max_workers
-        self._context = _fork_context()
 
     @property
     def max_concurrency(self) -> int | None:
@@ -233,4 +383,4 @@ class ProcessRunner(Runner):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
         """Fork a process that runs `fn(*args, **kwargs)`."""
-        return self.run_class(fn, args, kwargs, self._context)
+        return self.run_class(fn, args, kwargs)
