@@ -54,11 +54,17 @@ ROWS: list[Row] = []
 FULL = False
 
 
-def median(fn: Callable[[], float | None], repeat: int) -> float:
-    """The median of `repeat` timings; `fn` returns its own timing or None to be timed whole."""
+def median(fn: Callable[[], float | None], repeat: int, collect: bool = True) -> float:
+    """The median of `repeat` timings; `fn` returns its own timing or None to be timed whole.
+
+    With `collect`, garbage left by the previous measurement is collected first, so
+    it is not this one's cost; measurements of a few milliseconds go without, since
+    walking the whole heap just before them leaves them cold caches to pay for.
+    """
     times = []
     for _ in range(repeat):
-        gc.collect()  # garbage left by the previous measurement is not this one's cost
+        if collect:
+            gc.collect()
         start = time.perf_counter()
         own = fn()
         times.append(own if own is not None else time.perf_counter() - start)
@@ -180,7 +186,7 @@ def scaling(quick: bool) -> None:
                 assert tasks.process_context().ok
                 return time.perf_counter() - start
 
-            timings[n] = median(run, 1 if n == 100_000 or quick else 3)
+            timings[n] = median(run, 1 if quick and n == 100_000 else 3)
             add(
                 "2",
                 f"scaling, {shape}, {n:,} tasks (plan + run)",
@@ -252,7 +258,7 @@ def original_engine(quick: bool) -> None:
             assert tasks.process_context().ok
             return time.perf_counter() - start
 
-        mine = median(ours, 21)  # a few ms each: more repetitions steady the median
+        mine = median(ours, 21, collect=False)  # a few ms each: many repetitions, warm
         add(
             "3",
             f"original engine, {n} {shape} tasks",

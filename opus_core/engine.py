@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from opus_core.config import Config
 
 
-FREEZE_THRESHOLD = 1_000
+FREEZE_THRESHOLD = 1_000  # runs of this many tasks keep the collector off what they hold
+FREEZE_EVERY = 10_000
 
 
 class Tasks:
@@ -213,6 +214,7 @@ class Tasks:
             fail_fast=self.fail_fast,
             records=RunRecords(self.state_persistence, command, context),
             resume=resume,
+            freeze_every=FREEZE_EVERY if len(plan.tasks) >= FREEZE_THRESHOLD else None,
         )
         with self._lock:
             if self._scheduler is not None:

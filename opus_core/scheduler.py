@@ -12,6 +12,7 @@ a task sees never depends on scheduling.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import queue
 import time
@@ -231,6 +232,7 @@ class Scheduler:
         fail_fast: bool = False,
         records: RunRecords | None = None,
         resume: bool = False,
+        freeze_every: int | None = None,
     ) -> None:
         self.plan = plan
         self.processors = processors
@@ -259,6 +261,12 @@ class Scheduler:
         self.resumable: list[TaskRecord | None] = (
             self._resumable(records) if resume and records else []
         )
+        # A large run keeps a result and a record per finished task until it ends. Left to
+        # the collector, its full passes would walk them all again and again (a quarter of
+        # a 100,000-task run); set aside every `freeze_every` tasks, each is walked once or
+        # twice. The engine unfreezes everything when the run ends.
+        self.freeze_every = freeze_every
+        self.next_freeze = -1  # the count of finished tasks at which to freeze next, if any
 
     def _resumable(self, records: RunRecords) -> list[TaskRecord | None]:
         """Per task, the record that lets it be skipped: its own, and all its dependencies'."""
@@ -278,6 +286,9 @@ class Scheduler:
 
     def run(self) -> RunReport:
         started = time.monotonic()
+        if self.freeze_every:
+            gc.freeze()  # the plan and this scheduler's tables live as long as the run
+            self.next_freeze = self.freeze_every
         self.notify.run_started(self.plan)
         try:
             while self.finished < len(self.results):
@@ -493,6 +504,9 @@ class Scheduler:
         )
         self.results[index] = result
         self.finished += 1
+        if self.finished >= self.next_freeze >= 0:
+            gc.freeze()
+            self.next_freeze += self.freeze_every or 0
         if self.records is not None and task.meta.name and result.attempts and not resumed:
             self._record(index, task, result)
         self.notify.task_finished(task, result)

@@ -473,3 +473,30 @@ def test_a_100000_task_graph_runs_to_completion() -> None:
     report = tasks.process_context()
     assert len(report) == 100_000 and report.ok
     assert list(report.results)[-1] == "fan-in"
+
+
+def test_garbage_cycles_made_by_tasks_of_a_large_run_are_collected_after_it() -> None:
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    made: list[weakref.ref] = []
+
+    class Cyclic(TaskProcessor):
+        kind = "Cyclic"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            node = Node()
+            node.me = node  # garbage only the cyclic collector can free
+            made.append(weakref.ref(node))
+
+    tasks = Tasks(logger=LoggerWrapper("WARNING"))
+    tasks.register_task_processor(Cyclic())
+    for i in range(25_000):  # large enough that the run sets what it holds aside
+        tasks.add_task(Task("Cyclic", "v1", metadata={"name": f"t{i}"}))
+    assert tasks.process_context().ok
+    assert len(made) == 25_000
+    gc.collect()
+    assert sum(ref() is not None for ref in made) == 0

@@ -186,10 +186,18 @@ class _Reaper:
         while True:
             for key, _ in selector.select(self._timeout):
                 run, what = key.data
-                if what == "result":
-                    run._read()
-                else:
-                    run._reap()
+                try:
+                    if what == "result":
+                        run._read()
+                    else:
+                        run._reap()
+                except Exception as exc:  # this thread must go on for every other run
+                    run._finish(
+                        exception=OpusError(
+                            f"lost track of the process of task {run.name!r}: "
+                            f"{type(exc).__name__}: {exc}"
+                        )
+                    )
 
     def _after_fork_in_child(self) -> None:
         # A forked child starts with no reaper thread, and must not share the parent's epoll
@@ -212,6 +220,7 @@ class MultiprocessTaskRun(BaseTaskRun):
         # What the child will import, imported here first: a module another thread is
         # importing at the moment of the fork stays locked in the child for ever.
         import pickle  # noqa: F401
+        import selectors  # noqa: F401
         import traceback  # noqa: F401
 
         result_fd, result_w = os.pipe()
@@ -264,6 +273,8 @@ class MultiprocessTaskRun(BaseTaskRun):
     def _read(self) -> None:
         """The result pipe is readable: take what is there; finish once the message is whole."""
         fd = self._result_fd
+        if fd < 0:
+            return  # closed while reaping, in the same wake
         try:
             chunk = os.read(fd, _CHUNK)
         except BlockingIOError:
