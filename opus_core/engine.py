@@ -196,7 +196,17 @@ class Tasks:
                 gc.unfreeze()
 
     def _process_context(self, command: str, context: str, resume: bool) -> RunReport:
-        plan = self.plan(command, context)
+        large = len(self.tasks) >= FREEZE_THRESHOLD
+        paused = large and gc.isenabled()
+        if paused:
+            # Planning makes no garbage, only tables the run keeps: the collector would
+            # walk them again at each full pass while they grow (the run sets them aside).
+            gc.disable()
+        try:
+            plan = self.plan(command, context)
+        finally:
+            if paused:
+                gc.enable()
         runner, owned = self._runner()
         try:
             runner.start()
@@ -214,7 +224,7 @@ class Tasks:
             fail_fast=self.fail_fast,
             records=RunRecords(self.state_persistence, command, context),
             resume=resume,
-            freeze_every=FREEZE_EVERY if len(plan.tasks) >= FREEZE_THRESHOLD else None,
+            freeze_every=FREEZE_EVERY if large else None,
         )
         with self._lock:
             if self._scheduler is not None:
