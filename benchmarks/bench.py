@@ -72,6 +72,18 @@ def median(fn: Callable[[], float | None], repeat: int, collect: bool = True) ->
     return statistics.median(times)
 
 
+def interleaved(fns: tuple[Callable[[], float | None], ...], repeat: int) -> list[float]:
+    """Like `median` for each of `fns`, timed in turns: one of each per round."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, measured in zip(fns, times, strict=True):
+            gc.collect()
+            start = time.perf_counter()
+            own = fn()
+            measured.append(own if own is not None else time.perf_counter() - start)
+    return [statistics.median(measured) for measured in times]
+
+
 def add(
     number: str,
     name: str,
@@ -297,8 +309,7 @@ def task_threadpool(quick: bool) -> None:
             run.get_result()
         runner.shutdown()
 
-    repeat = 3 if quick else 5
-    base, mine = median(bare, repeat), median(ours, repeat)
+    base, mine = interleaved((bare, ours), repeat=3 if quick else 5)
     add(
         "4",
         f"@task on threadpool, {n:,} no-op calls",
@@ -354,8 +365,7 @@ def task_process(quick: bool) -> None:
         for run in runs:
             run.get_result()
 
-    repeat = 3 if quick else 5
-    base, wf, mine = median(bare, repeat), median(with_woflo, repeat), median(ours, repeat)
+    base, wf, mine = interleaved((bare, with_woflo, ours), repeat=3 if quick else 5)
     add(
         "5",
         f"@task on process, {n} no-op calls",
@@ -406,8 +416,9 @@ def dask_runner(quick: bool) -> None:
             assert tasks.process_context().ok
             return time.perf_counter() - start
 
-        repeat = 3
-        base, mine, graph_time = median(bare, repeat), median(ours, repeat), median(graph, repeat)
+        # Round robin: the cluster's speed drifts over a run of several seconds, and each
+        # round then gives all three the same conditions.
+        base, mine, graph_time = interleaved((bare, ours, graph), repeat=5)
         add(
             "6",
             f"@task on dask, {n:,} no-op calls",
