@@ -121,6 +121,7 @@ class RunRecords:
         self.persistence.save_record(f"{self.prefix}{task.task_id}", record)
 
 
+@dataclass(slots=True)
 class PendingRecord:
     """A task's record as the engine hands it to persistence: `to_state()` makes the state.
 
@@ -130,39 +131,15 @@ class PendingRecord:
     checksum taken later is the one it had when the task ran.
     """
 
-    __slots__ = (
-        "attempts",
-        "command",
-        "context",
-        "duration",
-        "error",
-        "finished_at",
-        "published",
-        "status",
-        "task",
-    )
-
-    def __init__(
-        self,
-        task: Task,
-        command: str,
-        context: str,
-        status: str,
-        attempts: int,
-        finished_at: float,
-        duration: float,
-        error: str | None,
-        published: dict[str, Any] | None,
-    ) -> None:
-        self.task = task
-        self.command = command
-        self.context = context
-        self.status = status
-        self.attempts = attempts
-        self.finished_at = finished_at
-        self.duration = duration
-        self.error = error
-        self.published = published
+    task: Task
+    command: str
+    context: str
+    status: str
+    attempts: int
+    finished_at: float
+    duration: float
+    error: str | None
+    published: dict[str, Any] | None
 
     def to_state(self) -> dict[str, Any]:
         """The record as state: a `TaskRecord`'s fields plus the `record` marker."""
