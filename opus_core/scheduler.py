@@ -33,13 +33,12 @@ from opus_core.persistence import StatePersistence, check_state, json_copy
 from opus_core.processor import TaskProcessor
 from opus_core.records import RunRecords, TaskRecord
 from opus_core.report import RunReport, TaskResult, TaskStatus
-from opus_core.runners.base import BaseTaskRun, Runner
+from opus_core.runners.base import SIGNAL_CHECK, BaseTaskRun, Runner
 from opus_core.store import KeyValueStore
 from opus_core.substitution import substitute
 from opus_core.timeouts import call_with_alarm, deadlines
 
 _STOP = object()
-SIGNAL_CHECK = 0.2  # seconds: the longest the loop waits before it looks for signals
 
 
 class _View:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,3 +198,43 @@ def test_a_runner_instance_is_used_as_given() -> None:
         return "ok"
 
     assert isinstance(f(), SequentialTaskRun)
+
+
+WAITER = """
+import signal, sys, threading, time
+from pathlib import Path
+from opus_core import task
+
+# Ctrl-C's SIGINT goes to whichever thread the kernel picks: here, never the main one.
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+@task(runner="process")
+def slow():
+    time.sleep(30)
+
+run = slow()
+Path(sys.argv[1]).write_text("waiting")
+try:
+    run.get_result()
+except KeyboardInterrupt:
+    run.stop()
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_interrupts_get_result_whichever_thread_takes_the_signal(tmp_path: Path) -> None:
+    script, marker = tmp_path / "waiter.py", tmp_path / "waiting"
+    script.write_text(WAITER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(marker)], stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)  # inside get_result by now
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert out.strip() == "interrupted"
+    assert time.monotonic() - sent < 5

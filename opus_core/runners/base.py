@@ -11,6 +11,9 @@ from typing import Any, ClassVar
 from opus_core.errors import TaskCancelledError, TaskTimeoutError
 from opus_core.report import TaskStatus
 
+SIGNAL_CHECK = 0.2
+"""Seconds: the longest a wait for runs goes without letting Python handle signals (Ctrl-C)."""
+
 
 class Attempted:
     """A value wrapped with the number of attempts it took (see `opus_core.decorator`)."""
@@ -123,7 +126,18 @@ class BaseTaskRun:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends or `timeout` seconds pass; True if it ended."""
-        return self._status is not None or self._wait_event().wait(timeout)
+        if self._status is not None:
+            return True
+        event = self._wait_event()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # In slices: the kernel may hand Ctrl-C's SIGINT to another thread (a worker's),
+            # and Python raises KeyboardInterrupt here only once this thread runs again.
+            left = SIGNAL_CHECK if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return event.is_set()
+            if event.wait(min(left, SIGNAL_CHECK)):
+                return True
 
     def get_result(self, timeout: float | None = None, raise_exceptions: bool = True) -> Any:
         """The task's return value.
