@@ -93,6 +93,10 @@ def _end_child() -> None:
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         util._exit_function()
+    _flush_std_streams()
+
+
+def _flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
@@ -225,12 +229,7 @@ class MultiprocessTaskRun(BaseTaskRun):
 
         result_fd, result_w = os.pipe()
         exit_fd, exit_w = (-1, -1) if _reaper.pidfd else os.pipe()
-        for stream in (sys.stdout, sys.stderr):  # what the caller printed is not printed twice
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                pass
+        _flush_std_streams()  # or the child would print what the caller printed again
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             os.close(result_fd)
