@@ -46,7 +46,7 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while being read
         return False
     return state != "Z"
 
