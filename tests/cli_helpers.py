@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -78,3 +79,19 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     errors = [line for line in lines if not line.startswith("opus: warning:")]
     assert len(errors) == 1, result.stderr
     return errors[0]
+
+
+def interruptible(command: list[str], **popen: object) -> subprocess.Popen[str]:
+    """Start `command` so that SIGINT interrupts it, as Ctrl-C does in a terminal.
+
+    A shell starts background jobs with SIGINT ignored, and a child inherits
+    that; these tests send SIGINT themselves, wherever the suite was started.
+    """
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **popen,
+    )

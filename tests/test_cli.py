@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import OPUS, make_distribution, one_line_error, opus, opus_on_a_terminal
+from cli_helpers import (
+    OPUS,
+    interruptible,
+    make_distribution,
+    one_line_error,
+    opus,
+    opus_on_a_terminal,
+)
 
 from opus_core import __version__
 
@@ -139,14 +146,7 @@ def test_ctrl_c_stops_the_run_with_a_summary(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     env["XDG_CONFIG_HOME"] = str(root / ".user")
-    proc = subprocess.Popen(
-        [str(OPUS), "run", "--runner", "process"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = interruptible([str(OPUS), "run", "--runner", "process"], cwd=root, env=env)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=15)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+from cli_helpers import interruptible
 from harness import Harness
 
 from opus_core import StatePersistence, Task, TaskProcessor
@@ -204,12 +204,7 @@ def test_ctrl_c_stops_the_run_with_a_report(tmp_path: Path) -> None:
     for runner in ("sequential", "process"):
         marks = tmp_path / runner
         marks.mkdir()
-        proc = subprocess.Popen(
-            [sys.executable, str(script), runner, str(marks)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = interruptible([sys.executable, str(script), runner, str(marks)])
         deadline = time.monotonic() + 10
         while not (marks / "one").exists() and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import interruptible
 
 from opus_core import MultiprocessTaskRun, SequentialTaskRun, task
 from opus_core.runners import BaseTaskRun, SequentialRunner
@@ -226,9 +226,7 @@ except KeyboardInterrupt:
 def test_ctrl_c_interrupts_get_result_whichever_thread_takes_the_signal(tmp_path: Path) -> None:
     script, marker = tmp_path / "waiter.py", tmp_path / "waiting"
     script.write_text(WAITER)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(marker)], stdout=subprocess.PIPE, text=True
-    )
+    proc = interruptible([sys.executable, str(script), str(marker)])
     deadline = time.monotonic() + 10
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
