@@ -23,7 +23,6 @@ from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
 _LENGTH = struct.Struct("!Q")  # each message: its length, then a pickle of (ok, payload)
 _CHUNK = 1 << 16
-EVENT_READ = 1  # selectors.EVENT_READ, without importing selectors for `opus --help`
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -162,17 +161,17 @@ class _Reaper:
         self.pidfd: bool | None = None
 
     def watch(self, run: MultiprocessTaskRun) -> None:
+        import selectors
+
         with self._lock:
             if self._selector is None:
-                import selectors
-
                 self._selector = selectors.DefaultSelector()
                 # epoll and kqueue see a registration made while another thread waits;
                 # select() and poll() only at their next call, so those wake up to look.
                 live = ("EpollSelector", "KqueueSelector", "DevpollSelector")
                 self._timeout = None if type(self._selector).__name__ in live else 0.05
-            self._selector.register(run._result_fd, EVENT_READ, (run, "result"))
-            self._selector.register(run._exit_fd, EVENT_READ, (run, "exit"))
+            self._selector.register(run._result_fd, selectors.EVENT_READ, (run, "result"))
+            self._selector.register(run._exit_fd, selectors.EVENT_READ, (run, "exit"))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="opus-reaper", daemon=True)
                 self._thread.start()
@@ -269,38 +268,27 @@ class MultiprocessTaskRun(BaseTaskRun):
         """The child's process id."""
         return self._pid
 
-    def _read(self) -> None:
-        """The result pipe is readable: take what is there; finish once the message is whole."""
-        fd = self._result_fd
-        if fd < 0:
-            return  # closed while reaping, in the same wake
-        try:
-            chunk = os.read(fd, _CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if chunk:
-            self._buffer += chunk
-            if not self._deliver():
-                return  # more to come
-        _reaper.forget(fd)  # the whole message, or end of file: the child closed its end
-        os.close(fd)
-        self._result_fd = -1
+    def _read(self, drain: bool = False) -> None:
+        """Take what the result pipe holds (with `drain`, all of it); finish once it is whole.
 
-    def _drain(self) -> None:
-        """Read what is left in the result pipe without waiting."""
+        The pipe is closed once the whole message is in, or at its end of file.
+        """
         while self._result_fd >= 0:
             try:
                 chunk = os.read(self._result_fd, _CHUNK)
-            except (BlockingIOError, OSError):
-                return
-            if not chunk:
-                _reaper.forget(self._result_fd)
-                os.close(self._result_fd)
-                self._result_fd = -1
-                return
-            self._buffer += chunk
+            except BlockingIOError:
+                return  # more to come: the selector says when
+            except OSError:
+                chunk = b""
+            if chunk:
+                self._buffer += chunk
+                if not self._deliver():
+                    if drain:
+                        continue
+                    return
+            _reaper.forget(self._result_fd)
+            os.close(self._result_fd)
+            self._result_fd = -1
 
     def _deliver(self) -> bool:
         """Finish the run if the whole message has arrived; True if it has."""
@@ -339,8 +327,8 @@ class MultiprocessTaskRun(BaseTaskRun):
         except ChildProcessError:
             code = None  # collected by someone else
         self._reaped = True
-        self._drain()
-        if self.done() or self._deliver():
+        self._read(drain=True)  # what the child wrote before it ended
+        if self.done():
             return
         how = (
             f"was killed by {signal.Signals(-code).name}"
