@@ -182,25 +182,13 @@ class Tasks:
         is invalid. Task failures do not raise: they are in the report
         (`report.raise_on_failure()` turns them into an exception).
         """
-        # Planning and running a large graph allocate a little per task; left alone, the
-        # collector's full passes would rescan the tasks and everything else already alive
-        # again and again, which made a 100,000-task run grow faster than linearly. What
-        # exists before the run is set aside until it ends.
-        freeze = len(self.tasks) >= FREEZE_THRESHOLD
-        if freeze:
-            gc.freeze()
-        try:
-            return self._process_context(command, context, resume)
-        finally:
-            if freeze:
-                gc.unfreeze()
-
-    def _process_context(self, command: str, context: str, resume: bool) -> RunReport:
+        # A large graph's planning and run allocate a little per task and keep it. Left to
+        # the collector, its full passes would walk all of it again and again (a quarter
+        # of a 100,000-task run): planning makes no garbage, so it runs with the collector
+        # paused, and the run sets what it holds aside as it goes (Scheduler.freeze_every).
         large = len(self.tasks) >= FREEZE_THRESHOLD
         paused = large and gc.isenabled()
         if paused:
-            # Planning makes no garbage, only tables the run keeps: the collector would
-            # walk them again at each full pass while they grow (the run sets them aside).
             gc.disable()
         try:
             plan = self.plan(command, context)

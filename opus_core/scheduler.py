@@ -260,10 +260,10 @@ class Scheduler:
         self.resumable: list[TaskRecord | None] = (
             self._resumable(records) if resume and records else []
         )
-        # A large run keeps a result and a record per finished task until it ends. Left to
-        # the collector, its full passes would walk them all again and again (a quarter of
-        # a 100,000-task run); set aside every `freeze_every` tasks, each is walked once or
-        # twice. The engine unfreezes everything when the run ends.
+        # A large run keeps a result and a record per finished task until it ends. Set
+        # aside from the collector (gc.freeze) at the start and every `freeze_every`
+        # finished tasks, each is walked once or twice rather than at every full pass;
+        # everything is handed back (gc.unfreeze) when the run ends.
         self.freeze_every = freeze_every
         self.next_freeze = -1  # the count of finished tasks at which to freeze next, if any
 
@@ -286,7 +286,7 @@ class Scheduler:
     def run(self) -> RunReport:
         started = time.monotonic()
         if self.freeze_every:
-            gc.freeze()  # the plan and this scheduler's tables live as long as the run
+            gc.freeze()  # what exists now (tasks, plan, these tables) lives as long as the run
             self.next_freeze = self.freeze_every
         self.notify.run_started(self.plan)
         try:
@@ -307,6 +307,9 @@ class Scheduler:
                         self._completed(index, current)
         except KeyboardInterrupt:
             self._halt("interrupted")
+        finally:
+            if self.freeze_every:
+                gc.unfreeze()
         report = self._report(time.monotonic() - started)
         self.notify.run_finished(report)
         return report
