@@ -55,33 +55,36 @@ ROWS: list[Row] = []
 FULL = False
 
 
-def median(fn: Callable[[], float | None], repeat: int, collect: bool = True) -> float:
-    """The median of `repeat` timings; `fn` returns its own timing or None to be timed whole.
+def interleaved(
+    fns: tuple[Callable[[], float | None], ...],
+    repeat: int,
+    collect: bool = True,
+    warmup: int = 0,
+) -> list[float]:
+    """The median of `repeat` timings of each of `fns`, timed in turns (one of each per round).
 
-    With `collect`, garbage left by the previous measurement is collected first, so
-    it is not this one's cost; measurements of a few milliseconds go without, since
-    walking the whole heap just before them leaves them cold caches to pay for.
+    Each `fn` returns its own timing, or None to be timed whole. Taking turns
+    gives every side the same share of this machine's slow spells. With
+    `collect`, garbage left by the previous measurement is collected first, so
+    it is not this one's cost; measurements of a few milliseconds go without,
+    since walking the whole heap just before them leaves cold caches to pay for.
+    The first `warmup` rounds are not measured.
     """
-    times = []
-    for _ in range(repeat):
-        if collect:
-            gc.collect()
-        start = time.perf_counter()
-        own = fn()
-        times.append(own if own is not None else time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def interleaved(fns: tuple[Callable[[], float | None], ...], repeat: int) -> list[float]:
-    """Like `median` for each of `fns`, timed in turns: one of each per round."""
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
+    for round_ in range(warmup + repeat):
         for fn, measured in zip(fns, times, strict=True):
-            gc.collect()
+            if collect:
+                gc.collect()
             start = time.perf_counter()
             own = fn()
-            measured.append(own if own is not None else time.perf_counter() - start)
+            if round_ >= warmup:
+                measured.append(own if own is not None else time.perf_counter() - start)
     return [statistics.median(measured) for measured in times]
+
+
+def median(fn: Callable[[], float | None], repeat: int, collect: bool = True) -> float:
+    """The median of `repeat` timings of `fn` (see `interleaved`)."""
+    return interleaved((fn,), repeat, collect)[0]
 
 
 def add(
@@ -169,9 +172,7 @@ def engine_overhead(quick: bool) -> None:
         assert tasks.process_context().ok
         return time.perf_counter() - start
 
-    repeat = 3 if quick else 5
-    base = median(plain, repeat)
-    ours = median(engine, repeat)
+    base, ours = interleaved((plain, engine), repeat=3 if quick else 5)
     overhead = (ours - base) / n
     add(
         "1",
@@ -530,32 +531,30 @@ def startup(quick: bool) -> None:
     for folder in (ROOT / "opus_core", ROOT / "plugins", ROOT / "examples" / "custom_runner"):
         compileall.compile_dir(folder, quiet=1)
     opus = str(BIN / "opus")
-    baseline = (sys.executable, "-c", "import pluggy")
-    commands = {args: (opus, *args) for args in (("--help",), ("--version",), ("plugins", "list"))}
     limits = {("--help",): 1.5, ("--version",): 1.5, ("plugins", "list"): 3.0}
-    times: dict[tuple[str, ...], list[float]] = {
-        command: [] for command in (baseline, *commands.values())
-    }
     with tempfile.TemporaryDirectory() as empty:
-        # Round robin, after one unmeasured round: a slow spell of this machine then
-        # slows every command alike instead of whichever happened to be running.
-        for round_ in range(repeat + 1):
-            for command, measured in times.items():
-                start = time.perf_counter()
-                subprocess.run(command, cwd=empty, capture_output=True, check=True)
-                if round_:
-                    measured.append(time.perf_counter() - start)
-    base = statistics.median(times[baseline])
-    for args, command in commands.items():
-        mine = statistics.median(times[command])
+
+        def command(*args: str) -> Callable[[], None]:
+            return lambda: subprocess.run(args, cwd=empty, capture_output=True, check=True) and None
+
+        base, *mine = interleaved(
+            (
+                command(sys.executable, "-c", "import pluggy"),
+                *(command(opus, *args) for args in limits),
+            ),
+            repeat,
+            collect=False,
+            warmup=1,
+        )
+    for args, ours in zip(limits, mine, strict=True):
         add(
             "8",
             f"opus {' '.join(args)}",
-            fmt(mine),
+            fmt(ours),
             f"import pluggy {fmt(base)}",
-            mine / base,
+            ours / base,
             f"<= {limits[args]}x",
-            mine / base <= limits[args],
+            ours / base <= limits[args],
         )
 
 
