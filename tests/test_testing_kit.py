@@ -1,0 +1,160 @@
+"""opus_core.testing: the `opus_project` fixture a plugin author tests with."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from opus_core.testing import OpusProject, import_root
+
+PLUGIN = """
+    from opus_core import TaskProcessor
+    from opus_core.plugin import hookimpl
+
+
+    class Shout(TaskProcessor):
+        kind = "Shout"
+
+        def process_task(self, task, command, context="default", key_value_store=None, state_persistence=None):
+            text = task.spec["text"].upper() + "!"
+            self.logger.info(f"shouted {text}")
+            return {"shout": text}
+
+
+    @hookimpl
+    def opus_register_processors():
+        return [Shout]
+"""
+
+TASKS = """
+    [[tasks]]
+    kind = "Shout"
+    version = "v1"
+    metadata = { name = "shout" }
+    spec = { text = "hey" }
+"""
+
+PRINT_ENVIRONMENT = [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
+
+
+def test_a_plugin_written_into_the_project_runs_in_process(opus_project: OpusProject) -> None:
+    opus_project.write("kit_shout.py", PLUGIN)
+    opus_project.register("kit_shout")
+    opus_project.write_config(TASKS)
+    tasks = opus_project.tasks()
+    report = tasks.process_context()
+    assert report.ok, report.summary()
+    assert tasks.key_value_store.store["shout"] == "HEY!"
+
+
+def test_a_plugin_runs_through_the_opus_command(opus_project: OpusProject) -> None:
+    opus_project.write("kit_shout.py", PLUGIN)
+    opus_project.register("kit_shout")
+    opus_project.write_config(TASKS)
+    result = opus_project.run("run")
+    assert result.returncode == 0, result.stderr
+    assert "shouted HEY!" in result.stdout + result.stderr
+
+
+def test_a_registered_package_is_listed_by_opus(opus_project: OpusProject) -> None:
+    opus_project.write("plugins/kit_pkg/__init__.py", PLUGIN)
+    opus_project.register(import_module_from(opus_project.path / "plugins", "kit_pkg"))
+    result = opus_project.run("plugins", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = [p for p in json.loads(result.stdout) if "Shout" in p["provides"]["processors"]]
+    assert [p["status"] for p in listed] == ["enabled"]
+
+
+def import_module_from(folder: Path, name: str) -> ModuleType:
+    """Import `name` from `folder` without leaving `folder` on the path."""
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
+
+
+def test_files_are_written_dedented_into_the_project(opus_project: OpusProject) -> None:
+    config = opus_project.write_config(TASKS)
+    assert config == opus_project.path / "opus.toml"
+    assert config.read_text().startswith('[[tasks]]\nkind = "Shout"\n')
+    nested = opus_project.write("deploy/web.toml", "    a = 1\n    b = 2\n")
+    assert nested.read_text() == "a = 1\nb = 2\n"
+    assert opus_project.write_config().read_text() == ""
+
+
+def test_opus_runs_without_the_users_files_and_with_the_plugins(
+    opus_project: OpusProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opus_project.write("kit_shout.py", PLUGIN)
+    opus_project.write("plugins/kit_pkg/__init__.py", PLUGIN)
+    opus_project.register("kit_shout")
+    opus_project.register(import_module_from(opus_project.path / "plugins", "kit_pkg"))
+    monkeypatch.setattr(opus_project, "command", lambda: PRINT_ENVIRONMENT)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("OPUS_CONFIG", "/home/someone/opus.toml")
+
+    result = opus_project.run(env={"EXTRA": "1"})
+
+    seen = json.loads(result.stdout)
+    assert not [key for key in seen if key.startswith("OPUS_") and key != "OPUS_PLUGINS"]
+    assert seen["OPUS_PLUGINS"] == "kit_shout,kit_pkg"
+    assert seen["PYTHONPATH"].split(os.pathsep) == [
+        str(opus_project.path),
+        str(opus_project.path / "plugins"),
+        "/elsewhere",
+    ]
+    for key in ("XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        folder = Path(seen[key])
+        assert folder.is_dir() and opus_project.path.parent in folder.parents
+    assert seen["EXTRA"] == "1"
+
+
+def test_the_test_itself_runs_without_the_users_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPUS_CONFIG", "/home/someone/opus.toml")
+    with monkeypatch.context() as patch:
+        project = OpusProject(tmp_path, patch)
+        assert "OPUS_CONFIG" not in os.environ
+        assert Path(os.environ["XDG_STATE_HOME"]).is_relative_to(tmp_path)
+        assert Path(os.environ["XDG_CONFIG_HOME"]).is_relative_to(tmp_path)
+        project.close()
+    assert os.environ["OPUS_CONFIG"] == "/home/someone/opus.toml"
+
+
+def test_a_module_written_in_one_project_does_not_stay_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for number in (1, 2):
+        with monkeypatch.context() as patch:
+            project = OpusProject(tmp_path / str(number), patch)
+            project.write("kit_numbered.py", f"NUMBER = {number}\n")
+            project.register("kit_numbered")
+            assert [plugin.NUMBER for plugin in project.plugins] == [number]
+            project.close()
+        assert "kit_numbered" not in sys.modules
+
+
+def test_import_root_is_the_folder_to_put_on_the_path(opus_project: OpusProject) -> None:
+    import opus_core.plugin.spec
+
+    site = Path(opus_core.__file__).resolve().parents[1]
+    assert import_root(opus_core) == site
+    assert import_root(opus_core.plugin.spec) == site
+    assert import_root(sys) is None
+
+
+def test_importing_the_pytest_plugin_imports_no_other_opus_module() -> None:
+    code = "import sys, opus_core.testing; print(sorted(m for m in sys.modules if m.startswith('opus')))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "['opus_core', 'opus_core.testing', 'opus_core.version']"
