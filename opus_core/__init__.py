@@ -31,7 +31,7 @@ _EXPORTS = {
     "RunFailedError": "opus_core.errors",
     "TaskCancelledError": "opus_core.errors",
     "TaskTimeoutError": "opus_core.errors",
-    "hookimpl": "opus_core.hookspecs",
+    "hookimpl": "opus_core.plugin",
     "LoggerWrapper": "opus_core.logger",
     "Task": "opus_core.manifest",
     "StatePersistance": "opus_core.persistence",
@@ -108,10 +108,10 @@ if TYPE_CHECKING:
         TaskCancelledError,
         TaskTimeoutError,
     )
-    from opus_core.hookspecs import hookimpl
     from opus_core.logger import LoggerWrapper
     from opus_core.manifest import Task
     from opus_core.persistence import StatePersistance, StatePersistence
+    from opus_core.plugin import hookimpl
     from opus_core.processor import TaskProcessor
     from opus_core.report import RunReport, TaskResult, TaskStatus
     from opus_core.runners import BaseTaskRun, MultiprocessTaskRun, SequentialTaskRun

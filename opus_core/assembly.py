@@ -8,6 +8,7 @@ provide and every option against what the class that receives it accepts.
 from __future__ import annotations
 
 import collections.abc
+import difflib
 import importlib
 import inspect
 import os
@@ -20,16 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from opus_core.config import Config, load_config
-from opus_core.errors import ConfigError, ManifestError, OpusError
+from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
 from opus_core.logger import LoggerWrapper
 from opus_core.manifest import Task
 from opus_core.persistence import StatePersistence
-from opus_core.plugin_manager import KINDS, KNOWN_DISTRIBUTIONS, SINGULAR, PluginManager
+from opus_core.plugin.manager import PluginManager
+from opus_core.plugin.registry import SECTIONS
 from opus_core.processor import TaskProcessor
 from opus_core.runners.base import Runner
 
-DEFAULTS = {"runners": "sequential", "persistence": "memory", "loggers": "plain"}
-OPUS_KEY = {"runners": "runner", "persistence": "persistence", "loggers": "logger"}
 NOT_OPTIONS = frozenset({"self", "logger"})
 
 
@@ -143,70 +143,132 @@ class Assembly:
 
     # -- names and options
 
-    def lookup(self, kind: str, name: str, key: str) -> type:
-        """The class providing `name` of `kind`; `key` is the config key for messages."""
-        registry = self.manager.registry(kind)
+    def lookup(self, section: str, name: str, key: str) -> type:
+        """The class providing `name` in `section`; `key` is the config key for messages."""
+        registry = self.manager.registry(section)
         if name in registry:
             return registry[name]
-        what = SINGULAR[kind]
-        installed = ", ".join(sorted(registry)) or "none"
-        message = (
-            f"{self.config.where(key)}: no {what} named {name!r}; installed {kind}: {installed}"
-        )
-        wanted = KNOWN_DISTRIBUTIONS.get((kind, name))
-        for info in self.manager.broken():
+        kind = registry.kind
+        where = self.config.where(key)
+        disabled = self.manager.disabled_provider(section, name)
+        if disabled is not None:
+            raise ConfigError(
+                f"{where}: {kind.singular} {name!r} is provided by {disabled.describe()}, which "
+                "[opus] disable_plugins disables; remove it from that list"
+            )
+        installed = ", ".join(registry.names()) or "none"
+        message = f"{where}: no {kind.singular} named {name!r}; installed {section}: {installed}"
+        close = difflib.get_close_matches(name, registry.names(), n=1)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        wanted = kind.known.get(name)
+        broken = self.manager.broken()
+        for info in broken:
             if wanted is None or info.distribution == wanted:
-                message += f"; plugin {info.name!r} failed to load: {info.error}"
-        if wanted and not any(i.distribution == wanted for i in self.manager.broken()):
+                message += f"; {info.describe()} is broken: {info.error}"
+        if wanted and not any(i.distribution == wanted for i in broken):
             message += f" (pip install {wanted} provides it)"
         raise ConfigError(message)
 
-    def options(self, kind: str, name: str, cls: type) -> dict[str, Any]:
-        """The checked options of `[<kind>.<name>]` for `cls`, relative paths resolved."""
-        options = self.config.section(kind, name)
+    def checked_options(
+        self, dotted: str, table: dict[str, Any], cls: type, what: str
+    ) -> dict[str, Any]:
+        """`table` (the options at `dotted`) checked against `cls`'s keyword arguments.
+
+        Relative paths are resolved against the file that set them; `what`
+        names the receiver in messages ("runner 'process'").
+        """
+        options = dict(table)
         accepted, open_ended = accepted_options(cls)
-        for key, value in options.items():
-            dotted = f"{kind}.{name}.{key}"
+        for key, value in table.items():
+            at = f"{dotted}.{key}"
             if key not in accepted:
                 if open_ended:
                     continue
                 known = ", ".join(sorted(accepted)) or "none"
+                close = difflib.get_close_matches(key, list(accepted), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(
-                    f"{self.config.where(dotted)}: unknown option {key!r} for {SINGULAR[kind]} "
-                    f"{name!r}; it accepts: {known}"
+                    f"{self.config.where(at)}: unknown option {key!r} for {what}{hint}; "
+                    f"it accepts: {known}"
                 )
             hint = accepted[key]
             if not _matches(value, hint):
                 raise ConfigError(
-                    f"{self.config.where(dotted)} must be {describe_type(hint)}, got {value!r}"
+                    f"{self.config.where(at)} must be {describe_type(hint)}, got {value!r}"
                 )
             if isinstance(value, str) and _wants_path(hint):
-                origin = self.config.origin(dotted)
+                origin = self.config.origin(at)
                 base = origin.parent if origin else Path.cwd()
                 options[key] = base / Path(value).expanduser()
         return options
 
-    def build(self, kind: str, name: str | None = None, **extra: Any) -> Any:
+    def options(self, section: str, name: str, cls: type) -> dict[str, Any]:
+        """The checked options of `[<section>.<name>]` for `cls`."""
+        what = f"{self.manager.registry(section).kind.singular} {name!r}"
+        return self.checked_options(
+            f"{section}.{name}", self.config.section(section, name), cls, what
+        )
+
+    def build(self, section: str, name: str | None = None, **extra: Any) -> Any:
         """An instance of the configured (or named) runner, persistence or logger."""
-        key = f"opus.{OPUS_KEY[kind]}"
-        name = name or self.config.opus(OPUS_KEY[kind]) or DEFAULTS[kind]
-        cls = self.lookup(kind, name, key)
-        options = {**extra, **self.options(kind, name, cls)}
+        kind = self.manager.registry(section).kind
+        name = name or self.config.opus(kind.singular) or kind.default
+        cls = self.lookup(section, name, kind.key)
+        options = {**extra, **self.options(section, name, cls)}
         try:
             return cls(**options)
         except OpusError:
             raise
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.config.where(f'{kind}.{name}')}: {exc}") from None
+            raise ConfigError(f"{self.config.where(f'{section}.{name}')}: {exc}") from None
 
     def check(self) -> None:
-        """Check every name and option table the configuration holds, before building anything."""
-        for kind in KINDS:
-            chosen = self.config.opus(OPUS_KEY[kind])
+        """Check every name and option table the configuration holds, before building anything.
+
+        Plugins get their `[plugins.<name>]` options here, through `opus_configure`.
+        """
+        for section in SECTIONS:
+            kind = self.manager.registry(section).kind
+            chosen = self.config.opus(kind.singular)
             if chosen:
-                self.lookup(kind, chosen, f"opus.{OPUS_KEY[kind]}")
-            for name in self.config.data.get(kind, {}):
-                self.options(kind, name, self.lookup(kind, name, f"{kind}.{name}"))
+                self.lookup(section, chosen, kind.key)
+            for name in self.config.data.get(section, {}):
+                self.options(section, name, self.lookup(section, name, f"{section}.{name}"))
+        self.configure_plugins()
+
+    def configure_plugins(self) -> None:
+        """Check `[plugins.<name>]` and hand each plugin that takes options its own."""
+        tables: dict[str, Any] = self.config.data.get("plugins", {})
+        infos = {info.name: info for info in self.manager.plugins()}
+        for name in tables:
+            info = infos.get(name)
+            where = self.config.where(f"plugins.{name}")
+            if info is None:
+                installed = ", ".join(sorted(n for n, i in infos.items() if not i.builtin))
+                close = difflib.get_close_matches(name, list(infos), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"{where}: no plugin named {name!r}{hint}; installed plugins: "
+                    f"{installed or 'none'}"
+                )
+            if info.status == "enabled" and self.manager.options_class(name) is None:
+                raise ConfigError(f"{where}: {info.describe()} takes no options")
+        for name, info in infos.items():
+            cls = self.manager.options_class(name)
+            if cls is None or info.status != "enabled":
+                continue
+            options = self.checked_options(
+                f"plugins.{name}", tables.get(name, {}), cls, f"plugin {name!r}"
+            )
+            try:
+                instance = cls(**options)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{self.config.where(f'plugins.{name}')}: {exc}") from None
+            try:
+                self.manager.configure(name, instance)
+            except PluginError as exc:
+                raise ConfigError(f"{self.config.where(f'plugins.{name}')}: {exc}") from None
 
     def runner(self, name: str | None = None) -> Runner:
         """The configured runner, or the one called `name`, with its options."""
@@ -215,8 +277,9 @@ class Assembly:
 
     def runner_class(self, name: str | None = None) -> tuple[type[Runner], dict[str, Any]]:
         """The runner class and its checked options (the engine makes one per run)."""
-        name = name or self.config.opus("runner") or DEFAULTS["runners"]
-        cls = self.lookup("runners", name, "opus.runner")
+        kind = self.manager.registry("runners").kind
+        name = name or self.config.opus("runner") or kind.default
+        cls = self.lookup("runners", name, kind.key)
         return cls, self.options("runners", name, cls)
 
     def persistence(self) -> StatePersistence:
@@ -226,8 +289,9 @@ class Assembly:
 
     def logger(self) -> LoggerWrapper:
         """The configured logger; `[opus] log_level` is its level unless its section sets one."""
-        name = self.config.opus("logger") or DEFAULTS["loggers"]
-        cls = self.lookup("loggers", name, "opus.logger")
+        kind = self.manager.registry("loggers").kind
+        name = self.config.opus("logger") or kind.default
+        cls = self.lookup("loggers", name, kind.key)
         accepted, _ = accepted_options(cls)
         extra = {}
         level = self.config.opus("log_level")
@@ -286,21 +350,53 @@ class Assembly:
         return found
 
     def tasks(self) -> list[Task]:
-        """The `[[tasks]]` of the configuration as manifests."""
-        tasks = []
-        for index, entry in enumerate(self.config.data.get("tasks", [])):
+        """The `[[tasks]]` of the configuration, then those of `[opus] manifests`, in order."""
+        from opus_core.plugin.defaults import manifests
+
+        entries = self.config.data.get("tasks", [])
+        try:
+            tasks = manifests(entries, str(self.config.origin("tasks"))) if entries else []
+        except ManifestError as exc:
+            raise ConfigError(str(exc)) from None
+        for path in self.manifest_files():
             try:
-                tasks.append(
-                    Task(
-                        kind=entry.get("kind"),
-                        version=entry.get("version"),
-                        spec=entry.get("spec"),
-                        metadata=entry.get("metadata"),
-                    )
-                )
+                loaded = self.manager.load_tasks(path)
             except ManifestError as exc:
-                raise ConfigError(f"{self.config.origin('tasks')}: tasks[{index}]: {exc}") from None
+                raise ConfigError(str(exc)) from None
+            if loaded is None:
+                hint = (
+                    " (pip install opus-plugin-yaml reads it)"
+                    if path.suffix
+                    in (
+                        ".yaml",
+                        ".yml",
+                    )
+                    else ""
+                )
+                raise ConfigError(
+                    f"{self.config.where('opus.manifests')}: no plugin reads {path} "
+                    f"(opus_load_tasks); the core reads .toml and .json files{hint}"
+                )
+            tasks.extend(loaded)
         return tasks
+
+    def manifest_files(self) -> list[Path]:
+        """The files `[opus] manifests` names (globs relative to the file that set them)."""
+        where = self.config.where("opus.manifests")
+        origin = self.config.origin("opus.manifests")
+        base = origin.parent if origin else Path.cwd()
+        files: list[Path] = []
+        for pattern in self.config.opus("manifests", ()):
+            path = Path(pattern).expanduser()
+            if path.is_absolute():
+                matched = sorted(Path(path.anchor).glob(str(path.relative_to(path.anchor))))
+            else:
+                matched = sorted(base.glob(pattern))
+            matched = [m for m in matched if m.is_file()]
+            if not matched:
+                raise ConfigError(f"{where}: {pattern!r} matches no file (relative to {base})")
+            files.extend(m for m in matched if m not in files)
+        return files
 
 
 # -- @task's runner -------------------------------------------------------------------

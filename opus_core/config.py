@@ -1,7 +1,7 @@
 """`opus.toml`: finding it, merging it with the user's file, and checking what the core knows.
 
 Checks that need plugins (which runner names exist, which options a runner
-takes) live in `opus_core.assembly`; this module checks the rest.
+or plugin takes) live in `opus_core.assembly`; this module checks the rest.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 from opus_core.errors import ConfigError
 from opus_core.logger import LEVELS
+from opus_core.manifest import TASK_KEYS
 
 FILENAME = "opus.toml"
 CONFIG_ENV = "OPUS_CONFIG"
-SECTIONS = ("opus", "runners", "persistence", "loggers", "tasks")
-TASK_KEYS = ("kind", "version", "metadata", "spec")
+SECTIONS = ("opus", "runners", "persistence", "loggers", "plugins", "tasks")
 
 OPUS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "runner": (str, "a runner name"),
@@ -29,6 +29,7 @@ OPUS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "disable_plugins": (list, "a list of plugin (entry point) names"),
     "processors": (list, 'a list of import paths such as "mypkg.processors:Deploy"'),
     "fail_fast": (bool, "true or false"),
+    "manifests": (list, 'a list of manifest files or globs such as "deploy/*.yaml"'),
 }
 
 

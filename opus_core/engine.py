@@ -5,16 +5,16 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opus_core.errors import ConfigError, ManifestError, OpusError
-from opus_core.events import LoggingObserver, Notifier, RunObserver, display_name
+from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
 from opus_core.graph import Plan, build_plan
 from opus_core.logger import LoggerWrapper
-from opus_core.manifest import Task
+from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence
-from opus_core.plugin_manager import PluginManager, default_manager
+from opus_core.plugin.defaults import LogLines, Resume
+from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor
 from opus_core.records import RunRecords
 from opus_core.report import RunReport
@@ -53,7 +53,6 @@ class Tasks:
         runner: RunnerSpec | None = None,
         plugins: Sequence[object] | None = None,
         fail_fast: bool = False,
-        observers: Iterable[RunObserver] = (),
         runner_options: Mapping[str, Any] | None = None,
         plugin_manager: PluginManager | None = None,
     ) -> None:
@@ -67,14 +66,13 @@ class Tasks:
         self.fail_fast = fail_fast
         self.plugin_manager = plugin_manager
         self.config: Config | None = None
-        self.observers: list[RunObserver] = [LoggingObserver(self.logger), *observers]
         self.processors: dict[tuple[str, str], TaskProcessor] = {}
         self.tasks: list[Task] = []
         self._task_ids: set[str] = set()
         self._scheduler: Scheduler | None = None
         self._lock = threading.Lock()
         if plugins:
-            manager = self.plugin_manager = plugin_manager or PluginManager()
+            manager = self.manager()
             for plugin in plugins:
                 manager.register(plugin)
             for processor in manager.processors(self.logger):
@@ -121,10 +119,19 @@ class Tasks:
         return tasks
 
     def manager(self) -> PluginManager:
-        """The plugin manager of this engine (the process-wide one unless given)."""
-        if self.plugin_manager is None:
-            self.plugin_manager = default_manager()
-        return self.plugin_manager
+        """The plugin manager of this engine, with the engine's log lines registered as `log`.
+
+        Each engine has its own unless one is given; installed plugins are
+        imported once per process whatever the number of managers.
+        """
+        manager = self.plugin_manager
+        if manager is None:
+            manager = self.plugin_manager = PluginManager()
+        if manager.logger is not self.logger:
+            manager.unregister("log")
+            manager.register(LogLines(self.logger), name="log")
+            manager.logger = self.logger
+        return manager
 
     # -- building --------------------------------------------------------------
 
@@ -165,7 +172,21 @@ class Tasks:
 
     def plan(self, command: str = "apply", context: str = "default") -> Plan:
         """The tasks that would run for `command` in `context`, in order, and those left out."""
-        return build_plan(self.tasks, self.processors, command, context)
+        tasks: Sequence[Task] = self.tasks
+        manager = self.manager()
+        if manager.modifies_tasks():
+            selected = list(self.tasks)
+            manager.modify_tasks(selected, command, context)
+            known = {id(task) for task in self.tasks}
+            added = next((t for t in selected if id(t) not in known), None)
+            if added is not None or len({id(t) for t in selected}) != len(selected):
+                what = f"added task {display_name(added)!r}" if added else "listed a task twice"
+                raise PluginError(
+                    f"opus_modify_tasks {what}; it may only remove or reorder tasks "
+                    "(Tasks.add_task adds them)"
+                )
+            tasks = selected
+        return build_plan(tasks, self.processors, command, context)
 
     def process_context(
         self, command: str = "apply", context: str = "default", resume: bool = False
@@ -175,8 +196,9 @@ class Tasks:
         Each named task's outcome is recorded through `state_persistence` as soon
         as it finishes. With `resume=True`, a task whose last record for this
         command and context succeeded with the same checksum (and whose
-        dependencies are all resumed too) is not run again: it is reported as
-        succeeded with `resumed=True` and the values it published are restored.
+        dependencies are all restored too) is not run again: it is reported as
+        `restored` and the values it published are restored. Plugins may restore
+        tasks the same way (`opus_task_restore`), with or without `resume`.
 
         Raises `DependencyError`/`CycleError` before anything runs when the graph
         is invalid. Task failures do not raise: they are in the report
@@ -195,6 +217,7 @@ class Tasks:
         finally:
             if paused:
                 gc.enable()
+        restored = self._restored(plan, resume)
         runner, owned = self._runner()
         try:
             runner.start()
@@ -208,10 +231,10 @@ class Tasks:
             runner,
             self.key_value_store.store,
             self.state_persistence,
-            Notifier(self._observers(), self.logger),
+            self.manager(),
             fail_fast=self.fail_fast,
             records=RunRecords(self.state_persistence, command, context),
-            resume=resume,
+            restored=restored,
             freeze_every=FREEZE_EVERY if large else None,
         )
         with self._lock:
@@ -234,9 +257,31 @@ class Tasks:
             )
         return report
 
-    def _observers(self) -> list[RunObserver]:
-        hooks = self.manager().observer(self.logger)
-        return [*self.observers, hooks] if hooks is not None else list(self.observers)
+    def _restored(self, plan: Plan, resume: bool) -> list[dict[str, Any] | None] | None:
+        """Per task, the values plugins restore instead of running it (`opus_task_restore`).
+
+        A task is asked only when every task it depends on was restored. With
+        `resume`, the core's `Resume` answers too, registered for this run.
+        """
+        manager = self.manager()
+        if resume:
+            manager.unregister("resume")
+            manager.register(Resume(), name="resume")
+        try:
+            if not manager.restores():
+                return None
+            restored: list[dict[str, Any] | None] = []
+            for index, task in enumerate(plan.tasks):
+                values = None
+                if all(restored[d] is not None for d in plan.deps[index]):
+                    values = manager.restore(
+                        task, plan.command, plan.context, self.state_persistence
+                    )
+                restored.append(values)
+            return restored
+        finally:
+            if resume:
+                manager.unregister("resume")
 
     def stop(self) -> None:
         """Stop the current run from another thread: running tasks stop, the rest are cancelled."""

@@ -168,3 +168,31 @@ def _find_cycle(deps: Sequence[list[int]], remaining: list[int]) -> list[int]:
         path.append(node)
         node = next(j for j in deps[node] if remaining[j] > 0)
     return path[seen[node] :]
+
+
+def close_over_dependencies(tasks: Sequence[Task], roots: Sequence[Task]) -> set[int]:
+    """The ids (`id(task)`) of `roots` and of every task of `tasks` they depend on, at any depth.
+
+    Dependencies are followed by name and by labels, whatever the scope: planning
+    decides afterwards what is in scope.
+    """
+    by_name = {t.meta.name: t for t in tasks if t.meta.name}
+    by_label: defaultdict[tuple[str, str], list[Task]] = defaultdict(list)
+    for task in tasks:
+        for pair in task.meta.labels.items():
+            by_label[pair].append(task)
+    keep: set[int] = set()
+    pending = list(roots)
+    while pending:
+        task = pending.pop()
+        if id(task) in keep:
+            continue
+        keep.add(id(task))
+        pending.extend(by_name[n] for n in task.meta.dependency_names if n in by_name)
+        for selector in task.meta.dependency_selectors:
+            wanted = selector.labels
+            candidates = min((by_label.get(pair, []) for pair in wanted), key=len)
+            pending.extend(
+                t for t in candidates if all(t.meta.labels.get(k) == v for k, v in wanted)
+            )
+    return keep

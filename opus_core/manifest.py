@@ -19,6 +19,7 @@ _METADATA_KEYS = frozenset(
     {
         "name",
         "labels",
+        "annotations",
         "dependencies",
         "contexts",
         "exclude_contexts",
@@ -29,6 +30,10 @@ _METADATA_KEYS = frozenset(
         "timeout",
     }
 )
+
+
+TASK_KEYS = ("kind", "version", "metadata", "spec")
+"""The keys of a task manifest."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class TaskMetadata:
 
     name: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form data for processors and plugins; the engine ignores it."""
     dependency_names: tuple[str, ...] = ()
     dependency_selectors: tuple[LabelSelector, ...] = ()
     contexts: frozenset[str] | None = None
@@ -115,6 +122,13 @@ def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
             fields["name"] = value
         elif key == "labels":
             fields["labels"] = _labels(where, "metadata.labels", value)
+        elif key == "annotations":
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise ManifestError(
+                    f"{where}: metadata.annotations must be a table with string keys, "
+                    f"got {value!r}"
+                )
+            fields["annotations"] = dict(value)
         elif key == "dependencies":
             fields["dependency_names"], fields["dependency_selectors"] = _dependencies(where, value)
         elif key in ("contexts", "commands"):
@@ -239,3 +253,8 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task(kind={self.kind!r}, version={self.version!r}, task_id={self.task_id!r})"
+
+
+def display_name(task: Task) -> str:
+    """How messages name a task: its name, or its kind and a short checksum."""
+    return task.meta.name or f"{task.kind}@{task.checksum[:12]}"

@@ -18,6 +18,10 @@ class TaskStatus(StrEnum):
     SKIPPED = "skipped"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    RESTORED = "restored"
+
+
+_OK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.RESTORED})
 
 
 @dataclass
@@ -30,7 +34,11 @@ class TaskResult:
     attempts: int = 0
     duration: float = 0.0
     error: str | None = None
-    resumed: bool = False
+
+    @property
+    def resumed(self) -> bool:
+        """True when the task was restored instead of run (`--resume` or a plugin)."""
+        return self.status is TaskStatus.RESTORED
 
 
 @dataclass
@@ -49,10 +57,8 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """True when every task in scope succeeded."""
-        return not self.interrupted and all(
-            r.status is TaskStatus.SUCCEEDED for r in self.results.values()
-        )
+        """True when every task in scope succeeded (or was restored)."""
+        return not self.interrupted and all(r.status in _OK for r in self.results.values())
 
     def __getitem__(self, task_id: str) -> TaskResult:
         return self.results[task_id]
@@ -76,16 +82,13 @@ class RunReport:
     def summary(self) -> str:
         """One line: the counts that are not zero and the duration."""
         parts = [f"{n} {status}" for status, n in self.counts().items() if n]
-        resumed = sum(1 for r in self.results.values() if r.resumed)
-        if resumed:
-            parts.append(f"{resumed} resumed")
         return f"{', '.join(parts) or 'no tasks'} in {self.duration:.2f}s"
 
     def raise_on_failure(self) -> None:
         """Raise `RunFailedError` naming every task that did not succeed."""
         if self.ok:
             return
-        bad = [r for r in self.results.values() if r.status is not TaskStatus.SUCCEEDED]
+        bad = [r for r in self.results.values() if r.status not in _OK]
         first = next((r for r in bad if r.error), None)
         detail = f"; first error ({first.task_id}): {first.error}" if first else ""
         names = ", ".join(f"{r.task_id} ({r.status})" for r in bad[:10])

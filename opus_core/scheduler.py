@@ -26,12 +26,12 @@ from opus_core.errors import (
     TaskCancelledError,
     TaskTimeoutError,
 )
-from opus_core.events import Notifier, display_name
 from opus_core.graph import Plan
-from opus_core.manifest import Task
+from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence, check_state, json_copy
+from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor
-from opus_core.records import RunRecords, TaskRecord
+from opus_core.records import RunRecords
 from opus_core.report import RunReport, TaskResult, TaskStatus
 from opus_core.runners.base import SIGNAL_CHECK, BaseTaskRun, Runner
 from opus_core.store import KeyValueStore
@@ -227,17 +227,17 @@ class Scheduler:
         runner: Runner,
         values: Mapping[str, Any],
         persistence: StatePersistence,
-        notifier: Notifier,
+        hooks: PluginManager,
         fail_fast: bool = False,
         records: RunRecords | None = None,
-        resume: bool = False,
+        restored: list[dict[str, Any] | None] | None = None,
         freeze_every: int | None = None,
     ) -> None:
         self.plan = plan
         self.processors = processors
         self.runner = runner
         self.persistence = persistence
-        self.notify = notifier
+        self.notify = hooks
         self.fail_fast = fail_fast
         n = len(plan.tasks)
         self.completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -257,25 +257,13 @@ class Scheduler:
         self.limit = runner.max_concurrency
         self.records = records
         self.record_error: OpusError | None = None
-        self.resumable: list[TaskRecord | None] = (
-            self._resumable(records) if resume and records else []
-        )
+        self.restored = restored or []
         # A large run keeps a result and a record per finished task until it ends. Set
         # aside from the collector (gc.freeze) at the start and every `freeze_every`
         # finished tasks, each is walked once or twice rather than at every full pass;
         # everything is handed back (gc.unfreeze) when the run ends.
         self.freeze_every = freeze_every
         self.next_freeze = -1  # the count of finished tasks at which to freeze next, if any
-
-    def _resumable(self, records: RunRecords) -> list[TaskRecord | None]:
-        """Per task, the record that lets it be skipped: its own, and all its dependencies'."""
-        found: list[TaskRecord | None] = []
-        for index, task in enumerate(self.plan.tasks):
-            record = None
-            if task.meta.name and all(found[d] is not None for d in self.plan.deps[index]):
-                record = records.resumable(task)
-            found.append(record)
-        return found
 
     # -- the loop ------------------------------------------------------------
 
@@ -379,8 +367,8 @@ class Scheduler:
         return _View(entries)
 
     def _start(self, index: int) -> None:
-        if self.resumable and (record := self.resumable[index]) is not None:
-            self._succeeded(index, AttemptOutcome(record.published or {}, None), resumed=True)
+        if self.restored and (values := self.restored[index]) is not None:
+            self._succeeded(index, AttemptOutcome(values, None), restored=True)
             return
         task = self.plan.tasks[index]
         view = self._view(index)
@@ -433,7 +421,7 @@ class Scheduler:
         else:
             self._failed_attempt(index, exc)
 
-    def _succeeded(self, index: int, outcome: AttemptOutcome, resumed: bool = False) -> None:
+    def _succeeded(self, index: int, outcome: AttemptOutcome, restored: bool = False) -> None:
         if outcome.writes:
             for key, data in outcome.writes.items():
                 if data is None:
@@ -448,7 +436,7 @@ class Scheduler:
             self.published[index] = outcome.published
             view = _View(entries)
         self.exported[index] = view
-        self._finish(index, TaskStatus.SUCCEEDED, None, resumed=resumed)
+        self._finish(index, TaskStatus.RESTORED if restored else TaskStatus.SUCCEEDED, None)
         for dependent in self.plan.dependents[index]:
             self.waiting[dependent] -= 1
             if self.waiting[dependent] == 0 and self.results[dependent] is None:
@@ -490,9 +478,7 @@ class Scheduler:
                 self._finish(i, TaskStatus.SKIPPED, f"dependency {failed!r} did not succeed")
                 pending.extend(self.plan.dependents[i])
 
-    def _finish(
-        self, index: int, status: TaskStatus, error: str | None, resumed: bool = False
-    ) -> None:
+    def _finish(self, index: int, status: TaskStatus, error: str | None) -> None:
         task = self.plan.tasks[index]
         start = self.first_start[index]
         result = TaskResult(
@@ -502,14 +488,13 @@ class Scheduler:
             attempts=self.attempts[index],
             duration=time.monotonic() - start if start else 0.0,
             error=error,
-            resumed=resumed,
         )
         self.results[index] = result
         self.finished += 1
         if self.finished >= self.next_freeze >= 0:
             gc.freeze()
             self.next_freeze += self.freeze_every or 0
-        if self.records is not None and task.meta.name and result.attempts and not resumed:
+        if self.records is not None and task.meta.name and result.attempts:
             self._record(index, task, result)
         self.notify.task_finished(task, result)
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from cli_helpers import interruptible
 from harness import Harness
 
-from opus_core import StatePersistence, Task, TaskProcessor
-from opus_core.events import RunObserver
+from opus_core import StatePersistence, Task, TaskProcessor, hookimpl
 
 
 def test_independent_tasks_run_at_the_same_time(make_harness) -> None:
@@ -123,29 +122,36 @@ def test_a_killed_task_process_fails_that_task(make_harness) -> None:
     assert report["after"].status == "skipped"
 
 
-class Recorder(RunObserver):
+class Recorder:
+    """A plugin object recording the lifecycle hooks."""
+
     def __init__(self) -> None:
         self.events: list[tuple] = []
 
-    def run_started(self, plan):
+    @hookimpl
+    def opus_run_started(self, plan):
         self.events.append(("run_started", len(plan.tasks)))
 
-    def task_started(self, task, attempt):
+    @hookimpl
+    def opus_task_started(self, task, attempt):
         self.events.append(("task_started", task.task_id, attempt))
 
-    def task_retrying(self, task, attempt, error, delay):
+    @hookimpl
+    def opus_task_retrying(self, task, attempt, error, delay):
         self.events.append(("task_retrying", task.task_id, attempt, delay))
 
-    def task_finished(self, task, result):
+    @hookimpl
+    def opus_task_finished(self, task, result):
         self.events.append(("task_finished", task.task_id, str(result.status)))
 
-    def run_finished(self, report):
+    @hookimpl
+    def opus_run_finished(self, report):
         self.events.append(("run_finished", report.ok))
 
 
-def test_observers_see_the_lifecycle_in_order(make_harness) -> None:
+def test_plugins_see_the_lifecycle_in_order(make_harness) -> None:
     recorder = Recorder()
-    h: Harness = make_harness("process", observers=[recorder])
+    h: Harness = make_harness("process", plugins=[recorder])
     h.add("flaky", spec={"fail_attempts": 1}, retries=1, retry_sleep_time=0.01)
     h.add("next", dependencies=["flaky"])
     h.run()
@@ -161,19 +167,20 @@ def test_observers_see_the_lifecycle_in_order(make_harness) -> None:
     ]
 
 
-def test_an_observer_that_raises_does_not_break_the_run(make_harness, capsys) -> None:
-    class Broken(RunObserver):
-        def task_finished(self, task, result):
-            raise RuntimeError("observer bug")
+def test_a_lifecycle_hook_that_raises_does_not_break_the_run(make_harness, capsys) -> None:
+    class Broken:
+        @hookimpl
+        def opus_task_finished(self, task, result):
+            raise RuntimeError("plugin bug")
 
-    h: Harness = make_harness(observers=[Broken()])
+    h: Harness = make_harness(plugins=[Broken()])
     h.tasks.logger.level = 0
     h.add("a")
+    h.add("b")
     assert h.run().ok
-    assert (
-        "observer Broken failed in task_finished: RuntimeError: observer bug"
-        in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert out.count("plugin 'Broken' failed in opus_task_finished: RuntimeError: plugin bug") == 1
+    assert "task 'a' succeeded" in out and "task 'b' succeeded" in out
 
 
 INTERRUPTIBLE = textwrap.dedent(

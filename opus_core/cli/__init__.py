@@ -1,7 +1,8 @@
 """The `opus` command line.
 
-This module imports nothing but argparse, so `opus --help` and `opus --version`
-stay fast; each command's module is imported only when that command runs.
+Every command, the core's own included, is added by a plugin through
+`opus_register_commands`; a command's module is imported only when it runs,
+so `opus --help` costs little more than finding the plugins.
 """
 
 from __future__ import annotations
@@ -10,9 +11,16 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from opus_core.version import __version__
+
+if TYPE_CHECKING:
+    from opus_core.plugin.manager import PluginManager
+
+DEBUG_ENV = "OPUS_DEBUG"  # as opus_core.plugin.manager, which start-up does not import yet
+PLUGINS_ENV = "OPUS_PLUGINS"
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -36,99 +44,129 @@ def _common() -> Parser:
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
     )
+    common.add_argument(
+        "-p",
+        dest="plugins",
+        metavar="MODULE",
+        action="append",
+        default=argparse.SUPPRESS,
+        help="load MODULE as a plugin (repeatable; as $OPUS_PLUGINS)",
+    )
     return common
 
 
-def build_parser() -> Parser:
-    """The parser of `opus` and its commands."""
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Commands:
+    """What `opus_register_commands` receives: `add` puts a subcommand on `opus`."""
+
+    def __init__(self, subparsers: Any, common: Parser) -> None:
+        self._subparsers = subparsers
+        self._common = common
+        self.names: list[str] = []
+
+    def add(
+        self, name: str, handler: Handler | str | None, help: str, **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        """Add `opus NAME`; returns its parser, for arguments and sub-subcommands.
+
+        `handler` is a function of the parsed arguments returning the exit
+        status, or a `"module:function"` string imported when the command runs
+        (None for a group whose subcommands have handlers). Other keyword
+        arguments go to `argparse`'s `add_parser` (`description`, `epilog`, ...).
+        """
+        if name in self.names:
+            raise ValueError(f"opus already has a command {name!r}")
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(
+            name, help=help, parents=[self._common], **kwargs
+        )
+        if handler is not None:
+            parser.set_defaults(handler=handler)
+        self.names.append(name)
+        return parser
+
+    def group(self, parser: argparse.ArgumentParser) -> Commands:
+        """The subcommands of `parser` (`opus NAME ACTION`), added the same way."""
+        actions = parser.add_subparsers(
+            dest="action", metavar="ACTION", required=True, parser_class=Parser
+        )
+        return Commands(actions, self._common)
+
+
+def build_parser(manager: PluginManager | None = None) -> Parser:
+    """The parser of `opus` with every plugin's commands (the core's are a plugin's too)."""
+    from opus_core.plugin.manager import PluginManager
+
     common = _common()
     parser = Parser(
-        prog="opus", parents=[common], description="opus: a local-first task processing engine."
+        prog="opus",
+        parents=[common],
+        description="opus: a local-first task processing engine.",
+        epilog="Exit status: 0 all well, 1 a task failed, 2 a usage, configuration or "
+        "plugin error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"opus {__version__}")
-    commands = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
-
-    plugins = commands.add_parser("plugins", help="list the installed plugins", parents=[common])
-    plugins_commands = plugins.add_subparsers(
-        dest="action", metavar="ACTION", required=True, parser_class=Parser
-    )
-    listing = plugins_commands.add_parser(
-        "list", help="every plugin, built-ins included", parents=[common]
-    )
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.set_defaults(handler="plugins:list_plugins")
-
-    run = commands.add_parser(
-        "run", help="run the [[tasks]] of the configuration", parents=[common]
-    )
-    run.add_argument("--command", default="apply", help="the command to run (default: apply)")
-    run.add_argument("--context", default="default", help="the context (default: default)")
-    run.add_argument("--runner", default=None, help="a runner name, overriding [opus] runner")
-    run.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip tasks that already succeeded with the same manifest",
-    )
-    run.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the plan (order, and what is left out and why); run nothing",
-    )
-    run.set_defaults(handler="run:run")
-
-    config = commands.add_parser(
-        "config", help="show, create or locate opus.toml", parents=[common]
-    )
-    config_commands = config.add_subparsers(
-        dest="action", metavar="ACTION", required=True, parser_class=Parser
-    )
-    show = config_commands.add_parser(
-        "show", parents=[common], help="the merged configuration and where each value is from"
-    )
-    show.set_defaults(handler="config:show")
-    init = config_commands.add_parser(
-        "init", parents=[common], help="write a commented starter opus.toml"
-    )
-    init.add_argument("path", nargs="?", default="opus.toml", help="where (default: ./opus.toml)")
-    init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    init.set_defaults(handler="config:init")
-    path = config_commands.add_parser(
-        "path", parents=[common], help="which configuration files are read"
-    )
-    path.set_defaults(handler="config:path")
-
-    state = commands.add_parser(
-        "state", help="what the configured persistence holds", parents=[common]
-    )
-    state_commands = state.add_subparsers(
-        dest="action", metavar="ACTION", required=True, parser_class=Parser
-    )
-    state_commands.add_parser(
-        "list", parents=[common], help="every identifier with state"
-    ).set_defaults(handler="state:list_state")
-    state_show = state_commands.add_parser("show", parents=[common], help="the state of one id")
-    state_show.add_argument("id")
-    state_show.set_defaults(handler="state:show")
-    clear = state_commands.add_parser(
-        "clear", parents=[common], help="forget the state of one id, or of all"
-    )
-    clear.add_argument("id", nargs="?")
-    clear.set_defaults(handler="state:clear")
+    subparsers = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
+    (manager or PluginManager()).register_commands(Commands(subparsers, common))
     return parser
+
+
+def _early(argv: list[str]) -> argparse.Namespace:
+    """The options that decide which plugins load, read before the full parse."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config", default=None)
+    early.add_argument("--debug", action="store_true")
+    early.add_argument("-p", dest="plugins", action="append", default=[])
+    known, _ = early.parse_known_args(argv)
+    return known
+
+
+def _manager(config: str | None) -> PluginManager:
+    """The plugin manager for the command line, honouring `[opus] disable_plugins`.
+
+    A configuration that cannot be read is ignored here; the command that
+    needs it reports it.
+    """
+    from opus_core.config import load_config
+    from opus_core.errors import OpusError
+    from opus_core.plugin.manager import PluginManager
+
+    try:
+        disabled = load_config(config).opus("disable_plugins", ())
+    except OpusError:
+        disabled = ()
+    return PluginManager(disabled=disabled)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `opus` console script; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # answered before any plugin loads
+        print(f"opus {__version__}")
+        return 0
+    early = _early(argv)
+    debug = early.debug
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    if early.plugins:
+        from opus_core.plugin.manager import plugin_modules
+
+        os.environ[PLUGINS_ENV] = plugin_modules(early.plugins)
+    try:
+        parser = build_parser(_manager(early.config))
+    except Exception as exc:
+        return _failed(exc, debug)
     args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
+    handler = getattr(args, "handler", None)
+    if handler is None:
         parser.print_help()
         return USAGE_ERROR
-    debug = getattr(args, "debug", False)
-    module_name, _, function_name = args.handler.partition(":")
     try:
-        module: Any = importlib.import_module(f"opus_core.cli.{module_name}")
-        status: int = getattr(module, function_name)(args)
+        if isinstance(handler, str):
+            module_name, _, function_name = handler.partition(":")
+            handler = getattr(importlib.import_module(module_name), function_name)
+        status: int = handler(args)
         return status
     except KeyboardInterrupt:
         sys.stderr.write("opus: interrupted\n")
@@ -138,21 +176,26 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as exc:
-        from opus_core.errors import OpusError
+        return _failed(exc, debug)
 
-        if debug:
-            import traceback
 
-            traceback.print_exc()
-        if not isinstance(exc, OpusError):
-            if not debug:
-                sys.stderr.write(
-                    f"opus: internal error: {type(exc).__name__}: {exc} (--debug shows where)\n"
-                )
-            return USAGE_ERROR
-        message = " ".join(str(exc).split())
-        sys.stderr.write(f"opus: error: {message}\n")
+def _failed(exc: Exception, debug: bool) -> int:
+    """Report an error that ended a command: one line (the traceback under --debug)."""
+    from opus_core.errors import OpusError
+
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    message = " ".join(str(exc).split())
+    if not isinstance(exc, OpusError):
+        if not debug:
+            sys.stderr.write(
+                f"opus: internal error: {type(exc).__name__}: {message} (--debug shows where)\n"
+            )
         return USAGE_ERROR
+    sys.stderr.write(f"opus: error: {message}\n")
+    return USAGE_ERROR
 
 
 if __name__ == "__main__":

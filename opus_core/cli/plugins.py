@@ -6,7 +6,7 @@ import argparse
 
 from opus_core.cli.output import emit
 from opus_core.config import load_config
-from opus_core.plugin_manager import PluginManager
+from opus_core.plugin.manager import PluginManager
 
 
 def list_plugins(args: argparse.Namespace) -> int:

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opus_core.cli.output import ProgressLine, report_table, table
+from opus_core.cli.output import report_table, table
 from opus_core.engine import Tasks
-from opus_core.events import display_name
+from opus_core.manifest import display_name
+from opus_core.plugin.defaults import Selection
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `[[tasks]]`; 0 when all succeeded, 1 when any did not, 130 when interrupted."""
+    """Run the tasks; 0 when all succeeded, 1 when any did not, 130 when interrupted."""
     tasks = Tasks.from_config(getattr(args, "config", None), runner=args.runner)
+    manager = tasks.manager()
+    if args.names:
+        manager.register(Selection(args.names), name="selection")
     if args.dry_run:
         return dry_run(tasks, args.command, args.context)
     if sys.stderr.isatty():
-        progress = ProgressLine(sys.stderr)
-        tasks.observers.insert(0, progress.clearer)
-        tasks.observers.append(progress)
+        from opus_core.cli.progress import Progress
+
+        manager.register(Progress(sys.stderr), name="progress")
     report = tasks.process_context(command=args.command, context=args.context, resume=args.resume)
     print(report_table(report))
     print(report.summary() + (" (interrupted)" if report.interrupted else ""))

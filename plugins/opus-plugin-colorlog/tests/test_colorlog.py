@@ -8,7 +8,7 @@ from cli_helpers import opus, opus_on_a_terminal
 from opus_plugin_colorlog import ColorLogger
 
 from opus_core import Tasks
-from opus_core.plugin_manager import PluginManager
+from opus_core.plugin.manager import PluginManager
 
 ESC = "\x1b["
 

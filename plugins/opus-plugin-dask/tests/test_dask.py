@@ -15,7 +15,7 @@ from harness import Harness
 from opus_plugin_dask import DaskConnectionError, DaskRunner, DaskTaskRun
 
 from opus_core import ConfigError, StatePersistence, Tasks, task
-from opus_core.plugin_manager import PluginManager
+from opus_core.plugin.manager import PluginManager
 
 # Functions defined here travel to the workers by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

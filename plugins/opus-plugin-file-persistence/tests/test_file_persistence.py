@@ -18,7 +18,7 @@ from cli_helpers import opus
 from opus_plugin_file_persistence import FilePersistence, StateFileError, file_name
 
 from opus_core import OpusError, StatePersistence, Tasks
-from opus_core.plugin_manager import PluginManager
+from opus_core.plugin.manager import PluginManager
 
 HOSTILE_IDS = [
     "../../etc/passwd",

@@ -11,7 +11,7 @@ from harness import Harness
 from opus_plugin_threadpool import ThreadPoolRunner, ThreadTaskRun, default_max_workers
 
 from opus_core import ConfigError, TaskCancelledError, Tasks, task
-from opus_core.plugin_manager import PluginManager
+from opus_core.plugin.manager import PluginManager
 
 
 def test_registered_through_its_entry_point() -> None:

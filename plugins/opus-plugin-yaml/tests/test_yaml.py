@@ -65,7 +65,7 @@ class Echo(TaskProcessor):
 CONFIG = """\
 [opus]
 manifests = ["tasks/*.yaml"]
-processors = ["procs:Echo"]
+processors = ["yaml_test_procs:Echo"]
 """
 
 
@@ -212,7 +212,7 @@ def test_an_alias_bomb_is_refused_quickly_and_in_little_memory(
 
 
 def project(tmp_path: Path, manifests: str = DEPLOY) -> Path:
-    write(tmp_path / "project" / "procs.py", PROCESSORS)
+    write(tmp_path / "project" / "yaml_test_procs.py", PROCESSORS)
     write(tmp_path / "project" / "tasks" / "deploy.yaml", manifests)
     return write(tmp_path / "project" / "opus.toml", CONFIG)
 

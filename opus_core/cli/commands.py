@@ -1,0 +1,89 @@
+"""The core's own commands, added through `opus_register_commands` like any plugin's."""
+
+from __future__ import annotations
+
+from opus_core.cli import Commands
+
+RUN_EPILOG = """\
+examples:
+  opus run                        every task in scope for apply in context default
+  opus run deploy --context prod  the task deploy and what it depends on
+  opus run --resume               skip what already succeeded with the same manifest
+  opus run --dry-run              the plan: order, dependencies, what is left out and why
+
+exit status: 0 all well, 1 a task did not succeed, 2 a usage, configuration or
+plugin error, 130 interrupted."""
+
+
+def add_core_commands(commands: Commands) -> None:
+    """`run`, `plugins`, `config` and `state`."""
+    run = commands.add(
+        "run",
+        "opus_core.cli.run:run",
+        help="run the tasks of the configuration",
+        description="Run the tasks in scope for a command and context, in dependency order.",
+        epilog=RUN_EPILOG,
+        formatter_class=_raw(),
+    )
+    run.add_argument(
+        "names", nargs="*", metavar="NAME", help="run only these tasks and what they depend on"
+    )
+    run.add_argument("--command", default="apply", help="the command to run (default: apply)")
+    run.add_argument("--context", default="default", help="the context (default: default)")
+    run.add_argument("--runner", default=None, help="a runner name, overriding [opus] runner")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip tasks that already succeeded with the same manifest",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (order, and what is left out and why); run nothing",
+    )
+
+    plugins = commands.group(
+        commands.add("plugins", None, help="list the installed plugins, or start a new one")
+    )
+    listing = plugins.add(
+        "list", "opus_core.cli.plugins:list_plugins", help="every plugin, built-ins included"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    new = plugins.add(
+        "new",
+        "opus_core.cli.scaffold:new",
+        help="write a new plugin distribution, with a passing test",
+    )
+    new.add_argument("name", help="the plugin's name: opus-plugin-NAME, module opus_plugin_NAME")
+    new.add_argument("--directory", default=".", help="where to write it (default: here)")
+    new.add_argument("--force", action="store_true", help="overwrite an existing directory")
+
+    config = commands.group(commands.add("config", None, help="show, create or locate opus.toml"))
+    config.add(
+        "show",
+        "opus_core.cli.config:show",
+        help="the merged configuration and where each value is from",
+    )
+    init = config.add(
+        "init", "opus_core.cli.config:init", help="write a commented starter opus.toml"
+    )
+    init.add_argument("path", nargs="?", default="opus.toml", help="where (default: ./opus.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    config.add("path", "opus_core.cli.config:path", help="which configuration files are read")
+
+    state = commands.group(
+        commands.add("state", None, help="what the configured persistence holds")
+    )
+    state.add("list", "opus_core.cli.state:list_state", help="every identifier with state")
+    show = state.add("show", "opus_core.cli.state:show", help="the state of one id")
+    show.add_argument("id")
+    clear = state.add(
+        "clear", "opus_core.cli.state:clear", help="forget the state of one id, or of all"
+    )
+    clear.add_argument("id", nargs="?")
+
+
+def _raw() -> type:
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter

@@ -1,0 +1,273 @@
+"""Every hook a plugin can implement, the whole plugin contract in one file.
+
+Implement a hook by defining a function of the same name marked with
+`opus_core.plugin.hookimpl`; it may take any subset of the hook's arguments,
+by name. Hooks are called through pluggy: `tryfirst`/`trylast`, wrappers
+(`wrapper=True`, and the older `hookwrapper=True`) and `firstresult` behave
+as pluggy documents.
+
+Where opus needs one answer per plugin (what it provides, its options),
+every implementation is asked and each answer is kept with the plugin that
+gave it. A registration hook that raises or returns the wrong type marks
+*that* plugin as broken (`opus plugins list` shows it as `error`); a lifecycle
+hook that raises — `SystemExit` included — is reported once naming the plugin
+and the hook, and the run goes on.
+
+`docs/hooks.md` is generated from this file (`python -m opus_core.plugin.docs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opus_core.plugin import hookspec
+
+if TYPE_CHECKING:
+    from opus_core.cli import Commands
+    from opus_core.graph import Plan
+    from opus_core.logger import LoggerWrapper
+    from opus_core.manifest import Task
+    from opus_core.persistence import StatePersistence
+    from opus_core.processor import TaskProcessor
+    from opus_core.report import RunReport, TaskResult
+    from opus_core.runners.base import Runner
+
+
+# -- registration: what a plugin provides ------------------------------------------------
+
+
+@hookspec
+def opus_register_runners() -> Iterable[type[Runner]]:
+    """Return the `Runner` subclasses this plugin provides.
+
+    Called once per plugin manager, in the main thread of the `opus` process
+    (or of the program that built a `Tasks`), the first time opus needs to know
+    which runners exist. Each class sets a unique `name` — what users write in
+    `[opus] runner` and `runner=` — and takes its options, from
+    `[runners.<name>]`, as keyword arguments of `__init__` (checked against its
+    signature and type hints). Two plugins providing one name is an error
+    naming both.
+
+    Example::
+
+        @hookimpl
+        def opus_register_runners():
+            return [NiceRunner]
+    """
+
+
+@hookspec
+def opus_register_persistence() -> Iterable[type[StatePersistence]]:
+    """Return the `StatePersistence` subclasses this plugin provides.
+
+    Called once per plugin manager, like `opus_register_runners`. Each class
+    sets a unique `name` (what `[opus] persistence` selects) and takes its
+    options, from `[persistence.<name>]`, as keyword arguments.
+
+    Example::
+
+        @hookimpl
+        def opus_register_persistence():
+            return [RedisPersistence]
+    """
+
+
+@hookspec
+def opus_register_loggers() -> Iterable[type[LoggerWrapper]]:
+    """Return the `LoggerWrapper` subclasses this plugin provides.
+
+    Called once per plugin manager, like `opus_register_runners`. Each class
+    sets a unique `name` (what `[opus] logger` selects) and takes its options,
+    from `[loggers.<name>]`, as keyword arguments; `level` is passed from
+    `[opus] log_level` unless the section sets it.
+
+    Example::
+
+        @hookimpl
+        def opus_register_loggers():
+            return [JsonLogger]
+    """
+
+
+@hookspec
+def opus_register_processors() -> Iterable[TaskProcessor | type[TaskProcessor]]:
+    """Return `TaskProcessor` instances or classes for every engine built from plugins.
+
+    Called once per plugin manager. The processors are registered into every
+    `Tasks` built from configuration (`Tasks.from_config`, `opus run`) or given
+    `plugins=`; classes are instantiated with the engine's logger.
+
+    Example::
+
+        @hookimpl
+        def opus_register_processors():
+            return [Deploy]
+    """
+
+
+@hookspec
+def opus_register_commands(commands: Commands) -> None:
+    """Add subcommands to `opus` with `commands.add(name, handler, help=...)`.
+
+    Called once each time `opus` starts, before the command line is parsed, so
+    keep it cheap: `handler` may be a function of the parsed arguments
+    (`argparse.Namespace`) returning an exit status, or a `"module:function"`
+    string imported only when the command runs. `add` returns the
+    `argparse.ArgumentParser` of the new command, for its arguments. The core's
+    own `run`, `plugins`, `config` and `state` are added through this hook.
+
+    Example::
+
+        @hookimpl
+        def opus_register_commands(commands):
+            parser = commands.add("hello", "opus_plugin_hello.cli:hello", help="say hello")
+            parser.add_argument("--name", default="world")
+    """
+
+
+@hookspec
+def opus_plugin_options() -> type | None:
+    """Return the class of this plugin's options, read from `[plugins.<name>]`.
+
+    `<name>` is the plugin's entry-point name. The class — usually a
+    dataclass — takes each option as a keyword argument; opus checks the
+    table against its signature and type hints as it checks runner options
+    (an unknown key or a wrong type is an error naming the file and the key),
+    makes an instance, and hands it to this plugin's `opus_configure`.
+
+    Example::
+
+        @dataclass
+        class Options:
+            channel: str = "#ops"
+            quiet: bool = False
+
+        @hookimpl
+        def opus_plugin_options():
+            return Options
+    """
+
+
+@hookspec
+def opus_configure(options: Any) -> None:
+    """Receive this plugin's options, once the configuration is read.
+
+    `options` is the instance of the class `opus_plugin_options` returned,
+    made from `[plugins.<name>]` (every option at its default when the table
+    is absent). Called for each plugin alone — a plugin sees only its own
+    options — once per configuration, before any task is loaded or run.
+
+    Example::
+
+        @hookimpl
+        def opus_configure(options):
+            global CHANNEL
+            CHANNEL = options.channel
+    """
+
+
+# -- tasks: what runs ------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def opus_load_tasks(path: Path) -> Iterable[Task] | None:
+    """Return the tasks of the manifest file at `path`, or None if this plugin does not read it.
+
+    firstresult: the first plugin to return something other than None wins.
+    Called once for each file matched by `[opus] manifests` (globs relative to
+    the configuration file), in the main thread, when an engine is built from
+    configuration. The core reads `.toml` (a file of `[[tasks]]`) and `.json`
+    (a list of manifests); opus-plugin-yaml reads `.yaml`/`.yml`. A file that
+    cannot be read should raise `ManifestError` naming the file and, where
+    known, the line.
+
+    Example::
+
+        @hookimpl
+        def opus_load_tasks(path):
+            if path.suffix != ".ini":
+                return None
+            return [Task(kind=..., version=..., metadata=..., spec=...) for ... in ...]
+    """
+
+
+@hookspec
+def opus_modify_tasks(tasks: list[Task], command: str, context: str) -> None:
+    """Deselect or reorder `tasks` in place before the run is planned.
+
+    Called once per run (and per `--dry-run`, `opus tasks` and `opus graph`)
+    with every task the engine holds, before scope and dependencies are
+    resolved, as pytest's `pytest_collection_modifyitems`. Removing a task
+    another task depends on by name makes planning fail naming both. The
+    core's task selection (`opus run NAME ...`) is an implementation.
+
+    Example::
+
+        @hookimpl
+        def opus_modify_tasks(tasks, command, context):
+            tasks[:] = [t for t in tasks if t.meta.labels.get("tier") != "slow"]
+    """
+
+
+@hookspec(firstresult=True)
+def opus_task_restore(
+    task: Task, command: str, context: str, persistence: StatePersistence
+) -> Mapping[str, Any] | None:
+    """Return the values `task` would publish to skip running it, or None to run it.
+
+    firstresult: the first plugin to return a mapping wins; the task is then
+    reported as `restored` and its dependents see the returned values. Asked,
+    in the thread running the engine, for each task in scope whose
+    dependencies were all restored, before the run starts. The core's
+    `--resume` is an implementation: it answers from the task's last
+    successful record for the same command, context and checksum.
+
+    Example (make-style: skip a task whose output is newer than its input)::
+
+        @hookimpl
+        def opus_task_restore(task):
+            src, out = Path(task.spec["input"]), Path(task.spec["output"])
+            if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+                return {}
+            return None
+    """
+
+
+# -- run lifecycle: notifications ------------------------------------------------------
+
+
+@hookspec
+def opus_run_started(plan: Plan) -> None:
+    """A run is about to start its first task.
+
+    `plan.command` and `plan.context` say what runs; `plan.tasks` lists the
+    tasks in scope in a dependency order, `plan.excluded` those left out and
+    why. Lifecycle hooks are called in the thread that runs the engine
+    (`process_context`), one notification at a time, whatever the runner.
+    """
+
+
+@hookspec
+def opus_task_started(task: Task, attempt: int) -> None:
+    """`task` was handed to the runner for attempt number `attempt` (from 1)."""
+
+
+@hookspec
+def opus_task_retrying(task: Task, attempt: int, error: str, delay: float) -> None:
+    """Attempt `attempt` of `task` failed with `error` (one line); the next starts in `delay` s."""
+
+
+@hookspec
+def opus_task_finished(task: Task, result: TaskResult) -> None:
+    """`task` reached its final status; `result` is its entry in the run report.
+
+    Called for every task in scope, including those skipped, cancelled or
+    restored without starting.
+    """
+
+
+@hookspec
+def opus_run_finished(report: RunReport) -> None:
+    """The run ended; `report` is what `Tasks.process_context` returns."""
