@@ -165,7 +165,7 @@ class Assembly:
         broken = self.manager.broken()
         for info in broken:
             if wanted is None or info.distribution == wanted:
-                message += f"; {info.describe()} is broken: {info.error}"
+                message += f"; {info.describe()} {info.failure}: {info.error}"
         if wanted and not any(i.distribution == wanted for i in broken):
             message += f" (pip install {wanted} provides it)"
         raise ConfigError(message)
@@ -187,10 +187,10 @@ class Assembly:
                     continue
                 known = ", ".join(sorted(accepted)) or "none"
                 close = difflib.get_close_matches(key, list(accepted), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = f" (did you mean {close[0]!r}?)" if close and len(accepted) > 1 else ""
                 raise ConfigError(
-                    f"{self.config.where(at)}: unknown option {key!r} for {what}{hint}; "
-                    f"it accepts: {known}"
+                    f"{self.config.where(at)}: unknown option {key!r} for {what}; "
+                    f"it accepts: {known}{hint}"
                 )
             hint = accepted[key]
             if not _matches(value, hint):

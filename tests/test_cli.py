@@ -74,14 +74,19 @@ def test_version(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"opus {__version__}"
 
 
-def test_help_imports_no_plugin(tmp_path: Path) -> None:
+def test_version_imports_no_plugin_and_help_survives_a_broken_one(tmp_path: Path) -> None:
     site = tmp_path / "site"
     make_distribution(site, "noisy-plugin", "noisy_plugin", "raise ImportError('imported!')")
     env = {"PYTHONPATH": str(site)}
-    for args in (["--help"], ["--version"], ["run", "--help"]):
+    version = opus("--version", cwd=tmp_path, env=env)
+    assert version.returncode == 0 and version.stderr == ""
+    for args in (["--help"], ["run", "--help"]):  # --help lists plugins' commands: it loads them
         result = opus(*args, cwd=tmp_path, env=env)
-        assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert "imported!" in opus("plugins", "list", cwd=tmp_path, env=env).stderr
+        assert result.returncode == 0 and "usage: opus" in result.stdout
+        assert result.stderr == (
+            "opus: warning: plugin 'noisy_plugin' (noisy-plugin 1.0) failed to load: "
+            "ImportError: imported!\n"
+        )
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
@@ -359,7 +364,7 @@ def test_broken_plugin_is_a_warning_and_an_error_row(tmp_path: Path) -> None:
     (root / "opus.toml").write_text('[opus]\nrunner = "broken-runner"\n')
     message = one_line_error(opus("run", cwd=root, env=env))
     assert "no runner named 'broken-runner'" in message
-    assert "plugin 'broken' failed to load: ModuleNotFoundError" in message
+    assert "plugin 'broken' (broken-plugin 1.0) failed to load: ModuleNotFoundError" in message
 
 
 def test_autoload_can_be_disabled(tmp_path: Path) -> None:
@@ -410,7 +415,12 @@ def test_two_plugins_providing_one_runner_name_both_distributions(tmp_path: Path
             return [Nice]
     """,
     )
-    message = one_line_error(opus("plugins", "list", cwd=tmp_path, env={"PYTHONPATH": str(site)}))
+    env = {"PYTHONPATH": str(site)}
+    listing = opus("plugins", "list", cwd=tmp_path, env=env)
+    assert listing.returncode == 0  # listing still works, with a warning
+    assert "runner 'nice' is provided by both" in listing.stderr
+    (tmp_path / "opus.toml").write_text('[opus]\nrunner = "nice"\n')
+    message = one_line_error(opus("run", cwd=tmp_path, env=env))
     assert "runner 'nice' is provided by both" in message
     assert "opus-nice-runner" in message and "copycat-runner" in message
 

@@ -437,6 +437,7 @@ def test_report_counts_and_summary(make_harness) -> None:
         "skipped": 1,
         "timed_out": 0,
         "cancelled": 0,
+        "restored": 0,
     }
     assert report.summary().startswith("1 succeeded, 1 failed, 1 skipped")
     assert report.with_status("skipped") == ["c"]

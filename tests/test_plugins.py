@@ -21,14 +21,14 @@ from opus_core import (
 )
 from opus_core.assembly import Assembly
 from opus_core.config import load_config
-from opus_core.plugin_manager import PluginManager
+from opus_core.plugin.manager import PluginManager
 from opus_core.runners import SequentialRunner
 
 HOOKS = [name for name in dir(hookspecs) if name.startswith("opus_")]
 
 
 def test_every_hookspec_is_documented_and_typed() -> None:
-    assert len(HOOKS) == 9
+    assert len(HOOKS) == 15
     for name in HOOKS:
         function = getattr(hookspecs, name)
         assert inspect.getdoc(function) and len(inspect.getdoc(function)) > 40, name
@@ -133,12 +133,18 @@ def test_in_process_plugin_provides_a_runner_and_processors() -> None:
     assert Counting.submitted == 1
 
 
-def test_plugin_returning_something_that_is_not_a_runner() -> None:
+def test_plugin_returning_something_that_is_not_a_runner(capsys) -> None:
     plugin = SimpleNamespace(opus_register_runners=hookimpl(lambda: [dict]), __name__="odd")
     manager = PluginManager(autoload=False)
     manager.register(plugin)
-    with pytest.raises(PluginError, match="plugin 'odd': opus_register_runners returned"):
-        manager.runners()
+    assert set(manager.runners()) == {"sequential", "process"}  # the rest keeps working
+    odd = next(info for info in manager.plugins() if info.name == "odd")
+    assert odd.status == "error"
+    assert odd.error == (
+        "opus_register_runners failed: PluginError: returned <class 'dict'>, "
+        "which is not a Runner subclass"
+    )
+    assert f"plugin 'odd' is broken: {odd.error}" in capsys.readouterr().err
 
 
 def test_two_in_process_plugins_with_one_runner_name() -> None:
@@ -148,8 +154,11 @@ def test_two_in_process_plugins_with_one_runner_name() -> None:
     plugin = SimpleNamespace(opus_register_runners=hookimpl(lambda: [Again]), __name__="again")
     manager = PluginManager(autoload=False)
     manager.register(plugin)
-    with pytest.raises(PluginError, match="runner 'sequential' is provided by both opus-core"):
-        manager.runners()
+    assert manager.runners()["process"]  # other names are unaffected
+    with pytest.raises(PluginError, match="runner 'sequential' is provided by both") as raised:
+        manager.runners()["sequential"]
+    assert "plugin 'builtin' (opus-core" in str(raised.value)
+    assert "plugin 'again'" in str(raised.value)
 
 
 class Pathy(StatePersistence):

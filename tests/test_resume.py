@@ -59,10 +59,10 @@ def test_resume_skips_what_succeeded_and_restores_its_values(tmp_path: Path) -> 
     assert report.ok
     assert h.started() == ["new"]
     assert sorted(r.task_id for r in report if r.resumed) == ["a", "b", "c", "side"]
-    assert report["a"].attempts == 0 and report["a"].status == "succeeded"
+    assert report["a"].attempts == 0 and report["a"].status == "restored"
     assert h.seen("new") == {"from_a": 1, "from_b": 2, "from_c": 3}
     assert h.tasks.key_value_store.store == {"from_a": 1, "from_b": 2, "from_c": 3, "side": True}
-    assert "4 resumed" in report.summary()
+    assert "4 restored" in report.summary()
 
 
 def test_a_changed_spec_reruns_that_task_and_everything_downstream(tmp_path: Path) -> None:
@@ -205,7 +205,7 @@ def test_killed_after_task_k_then_resumed_runs_every_task_once(tmp_path: Path, k
     assert second.returncode == 0, second.stdout + second.stderr
     ran = (root / "ran.log").read_text().split()
     assert sorted(ran) == sorted(f"step-{i}" for i in range(STEPS))  # each exactly once
-    assert f"{k} resumed" in second.stdout or k == 0
+    assert f"{k} restored" in second.stdout or k == 0
     check_state_files(root)
 
 
@@ -233,9 +233,9 @@ def test_state_clear_forgets_so_everything_runs_again(tmp_path: Path) -> None:
     listing = opus("state", "list", cwd=root)
     assert listing.stdout.count("succeeded") == STEPS
     resumed = run_opus(root, "--resume")
-    assert f"{STEPS} resumed" in resumed.stdout and "(resumed)" in resumed.stdout
+    assert f"{STEPS} restored" in resumed.stdout and "restored" in resumed.stdout
     assert opus("state", "clear", cwd=root).stdout.strip() == f"cleared {STEPS} record(s)"
-    assert run_opus(root, "--resume").stdout.count("(resumed)") == 0
+    assert run_opus(root, "--resume").stdout.count("restored") == 0
     assert len((root / "ran.log").read_text().split()) == 2 * STEPS
 
 

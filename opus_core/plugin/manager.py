@@ -89,6 +89,8 @@ class PluginInfo:
     )
     hooks: list[str] = field(default_factory=list)
     plugin: object = None
+    failure: str = "is broken"
+    """How messages introduce `error`: "failed to load" or "is broken"."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of `opus plugins list --json`."""
@@ -258,7 +260,7 @@ class PluginManager:
             plugin = _load(entry_point)
         except _LoadFailed as failed:
             self.infos[info.name] = info
-            self._broken(info.name, f"failed to load: {_one_line(failed.error)}", failed.error)
+            self._broken(info.name, _one_line(failed.error), failed.error, "failed to load")
             return
         self._add(plugin, info)
 
@@ -272,7 +274,7 @@ class PluginManager:
             raise
         except BaseException as exc:
             self.infos[info.name] = info
-            self._broken(info.name, f"failed to load (${PLUGINS_ENV}): {_one_line(exc)}", exc)
+            self._broken(info.name, _one_line(exc), exc, f"failed to load (${PLUGINS_ENV})")
             return
         if self._registered(module) is not None:
             return  # installed too, and loaded through its entry point
@@ -367,14 +369,18 @@ class PluginManager:
 
         return functools.wraps(function)(answer)
 
-    def _broken(self, name: str, message: str, exc: BaseException | None = None) -> None:
+    def _broken(
+        self, name: str, error: str, exc: BaseException | None = None, what: str = "is broken"
+    ) -> None:
+        """Mark plugin `name` as `error`: one warning line (its traceback under --debug)."""
         info = self.infos[name]
         if info.status == "error":
             return
         info.status = "error"
-        info.error = message
+        info.error = error
+        info.failure = what
         info.traceback = _format(exc) if exc is not None else None
-        warn(f"{info.describe()} {message}", info.traceback)
+        warn(f"{info.describe()} {what}: {error}", info.traceback)
 
     def _hook_failed(self, plugin: str, hook: str, exc: BaseException) -> None:
         if (plugin, hook) in self._reported:
@@ -450,11 +456,14 @@ class PluginManager:
                 name: str = cls.name
                 if name in registry.providers and registry.providers[name] != provider:
                     first = self.infos[registry.providers[name]].describe()
-                    raise PluginError(
+                    registry.conflicts[name] = (
                         f"{kind.singular} {name!r} is provided by both {first} and "
                         f"{self.infos[provider].describe()}; uninstall one, or list one in "
                         "[opus] disable_plugins"
                     )
+                    warn(registry.conflicts[name])
+                    self.infos[provider].provides[kind.section].append(name)
+                    continue
                 registry.classes[name], registry.providers[name] = cls, provider
                 self.infos[provider].provides[kind.section].append(name)
         self._processors = []
@@ -486,9 +495,13 @@ class PluginManager:
         """What plugins provide for `section`: "runners", "persistence" or "loggers"."""
         return self._collect()[section]
 
-    def runners(self) -> dict[str, type[Runner]]:
+    def runners(self) -> Mapping[str, type[Runner]]:
         """Every runner class by name."""
-        return dict(self.registry("runners").classes)
+        return self.registry("runners")
+
+    def provider(self, section: str, name: str) -> PluginInfo:
+        """The plugin that provides `name` in `section` ("runners", "persistence", "loggers")."""
+        return self.infos[self.registry(section).providers[name]]
 
     def processors(self, logger: LoggerWrapper | None = None) -> list[TaskProcessor]:
         """Instances of every processor plugins register (classes made with `logger`)."""

@@ -9,7 +9,7 @@ plugin that provided each.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 
@@ -38,19 +38,34 @@ class Kind:
         return f"opus.{self.singular}"
 
 
-@dataclass(slots=True)
-class Registry:
-    """What plugins provide of one kind: name to class, and the plugin behind each name."""
+class Registry(Mapping[str, type]):
+    """What plugins provide of one kind: name to class, and the plugin behind each name.
 
-    kind: Kind
-    classes: dict[str, type] = field(default_factory=dict)
-    providers: dict[str, str] = field(default_factory=dict)
+    A name two plugins provide is in `conflicts`; asking for it raises `PluginError`
+    naming both.
+    """
 
-    def __contains__(self, name: object) -> bool:
-        return name in self.classes
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self.classes: dict[str, type] = {}
+        self.providers: dict[str, str] = {}
+        self.conflicts: dict[str, str] = {}
 
     def __getitem__(self, name: str) -> type:
+        if name in self.conflicts:
+            from opus_core.errors import PluginError
+
+            raise PluginError(self.conflicts[name])
         return self.classes[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.classes or name in self.conflicts
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
 
     def names(self) -> list[str]:
         """Every name, sorted."""

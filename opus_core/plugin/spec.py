@@ -251,12 +251,20 @@ def opus_run_started(plan: Plan) -> None:
 
 @hookspec
 def opus_task_started(task: Task, attempt: int) -> None:
-    """`task` was handed to the runner for attempt number `attempt` (from 1)."""
+    """`task` was handed to the runner for attempt number `attempt` (from 1).
+
+    Called before the work starts, so a plugin may record the start time; a
+    restored or skipped task never starts (only `opus_task_finished` is called).
+    """
 
 
 @hookspec
 def opus_task_retrying(task: Task, attempt: int, error: str, delay: float) -> None:
-    """Attempt `attempt` of `task` failed with `error` (one line); the next starts in `delay` s."""
+    """Attempt `attempt` of `task` failed; the next attempt starts in `delay` seconds.
+
+    `error` is the failure in one line (type and message). Called only when
+    the task has retries left (`metadata.retries`, `@task(retries=...)`).
+    """
 
 
 @hookspec
@@ -270,4 +278,8 @@ def opus_task_finished(task: Task, result: TaskResult) -> None:
 
 @hookspec
 def opus_run_finished(report: RunReport) -> None:
-    """The run ended; `report` is what `Tasks.process_context` returns."""
+    """The run ended; `report` is what `Tasks.process_context` returns.
+
+    Called once per run, after every task's `opus_task_finished`, also when
+    the run was interrupted (`report.interrupted`) or stopped by `fail_fast`.
+    """

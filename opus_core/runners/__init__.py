@@ -6,6 +6,7 @@ Plugins add more (`threadpool`, `dask`, ...) through `opus_register_runners`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from opus_core.errors import ConfigError
@@ -35,7 +36,7 @@ RunnerSpec = str | Runner | type[Runner] | type[BaseTaskRun]
 
 
 def resolve_runner(
-    spec: RunnerSpec, available: dict[str, type[Runner]] | None = None, **options: Any
+    spec: RunnerSpec, available: Mapping[str, type[Runner]] | None = None, **options: Any
 ) -> Runner:
     """Turn a `runner=` value into a runner instance.
 
