@@ -741,6 +741,22 @@ def test_disable_plugins_disables_without_importing_and_warns_about_unknown_name
     assert "'slowpoke'" in message and "disable" in message and "'slow'" in message
 
 
+def test_a_disabled_plugin_is_not_imported_to_explain_an_unknown_runner_name(
+    tmp_path: Path,
+) -> None:
+    # SPEC, Configuration: disable_plugins are "entry-point names not to load"
+    install(tmp_path, "touchy", 'open("touchy-was-imported", "w").close()\n')
+    root = project(
+        tmp_path,
+        GOOD_PROJECT.replace('"careful"', '"nosuch"').replace(
+            "[opus]\n", '[opus]\ndisable_plugins = ["touchy"]\n'
+        ),
+    )
+    message = one_line_error(opus("run", cwd=root, env=env_for(tmp_path)))
+    assert "no runner named 'nosuch'" in message
+    assert not (root / "touchy-was-imported").exists()
+
+
 def test_opus_disable_plugin_autoload_loads_no_entry_points(tmp_path: Path) -> None:
     install(tmp_path, "good", GOOD)
     install(tmp_path, "touchy", 'open("touchy-was-imported", "w").close()\nraise SystemExit(9)\n')
