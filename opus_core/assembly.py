@@ -150,18 +150,22 @@ class Assembly:
             return registry[name]
         kind = registry.kind
         where = self.config.where(key)
-        disabled = self.manager.disabled_provider(section, name)
-        if disabled is not None:
-            raise ConfigError(
-                f"{where}: {kind.singular} {name!r} is provided by {disabled.describe()}, which "
-                "[opus] disable_plugins disables; remove it from that list"
-            )
+        wanted = kind.known.get(name)
+        disabled = self.manager.disabled_plugins()
+        for info in disabled:
+            if wanted is not None and info.distribution == wanted:
+                raise ConfigError(
+                    f"{where}: {kind.singular} {name!r} is provided by {info.describe()}, which "
+                    "[opus] disable_plugins disables; remove it from that list"
+                )
         installed = ", ".join(registry.names()) or "none"
         message = f"{where}: no {kind.singular} named {name!r}; installed {section}: {installed}"
         close = difflib.get_close_matches(name, registry.names(), n=1)
         if close:
             message += f"; did you mean {close[0]!r}?"
-        wanted = kind.known.get(name)
+        if disabled and wanted is None:
+            names = ", ".join(repr(info.name) for info in disabled)
+            message += f"; [opus] disable_plugins keeps {names} from loading"
         broken = self.manager.broken()
         for info in broken:
             if wanted is None or info.distribution == wanted:
@@ -351,13 +355,19 @@ class Assembly:
 
     def tasks(self) -> list[Task]:
         """The `[[tasks]]` of the configuration, then those of `[opus] manifests`, in order."""
+        return [task for task, _ in self.tasks_with_sources()]
+
+    def tasks_with_sources(self) -> list[tuple[Task, str]]:
+        """Each task with where it was written: `file: tasks[i]` or the manifest file."""
         from opus_core.plugin.defaults import manifests
 
         entries = self.config.data.get("tasks", [])
+        origin = str(self.config.origin("tasks"))
         try:
-            tasks = manifests(entries, str(self.config.origin("tasks"))) if entries else []
+            tasks = manifests(entries, origin) if entries else []
         except ManifestError as exc:
             raise ConfigError(str(exc)) from None
+        found = [(task, f"{origin}: tasks[{index}]") for index, task in enumerate(tasks)]
         for path in self.manifest_files():
             try:
                 loaded = self.manager.load_tasks(path)
@@ -377,8 +387,8 @@ class Assembly:
                     f"{self.config.where('opus.manifests')}: no plugin reads {path} "
                     f"(opus_load_tasks); the core reads .toml and .json files{hint}"
                 )
-            tasks.extend(loaded)
-        return tasks
+            found.extend((task, str(path)) for task in loaded)
+        return found
 
     def manifest_files(self) -> list[Path]:
         """The files `[opus] manifests` names (globs relative to the file that set them)."""

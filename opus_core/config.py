@@ -7,16 +7,15 @@ or plugin takes) live in `opus_core.assembly`; this module checks the rest.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opus_core.errors import ConfigError
-from opus_core.logger import LEVELS
-from opus_core.manifest import TASK_KEYS
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The log levels `[opus] log_level` (and every logger) accepts."""
 FILENAME = "opus.toml"
 CONFIG_ENV = "OPUS_CONFIG"
 SECTIONS = ("opus", "runners", "persistence", "loggers", "plugins", "tasks")
@@ -105,6 +104,8 @@ def find_project_config(explicit: str | os.PathLike[str] | None = None) -> tuple
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse one TOML file; errors name the file (and, for syntax, the line)."""
+    import tomllib
+
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -173,6 +174,8 @@ def check_structure(data: Mapping[str, Any], file: Path) -> None:
                 f"{', '.join(f'[{s}]' for s in SECTIONS[:-1])} or [[tasks]]"
             )
         if section == "tasks":
+            from opus_core.manifest import TASK_KEYS
+
             if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
                 raise ConfigError(f"{file}: tasks must be an array of tables ([[tasks]])")
             for index, task in enumerate(value):

@@ -110,12 +110,15 @@ class Tasks:
         tasks.config = assembly.config
         for processor in assembly.processors(logger):
             tasks.register_task_processor(processor)
-        for index, task in enumerate(assembly.tasks()):
+        for task, where in assembly.tasks_with_sources():
             try:
                 tasks.add_task(task)
             except ManifestError as exc:
-                where = assembly.config.origin("tasks")
-                raise ConfigError(f"{where}: tasks[{index}]: {exc}") from None
+                broken = "".join(
+                    f"; {info.describe()} {info.failure}: {info.error}"
+                    for info in assembly.manager.broken()
+                )
+                raise ConfigError(f"{where}: {exc}{broken}") from None
         return tasks
 
     def manager(self) -> PluginManager:

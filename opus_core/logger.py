@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import ClassVar, TextIO
 
+from opus_core.config import LEVELS
+
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stdout` is at the time of the record (so redirection works)."""
@@ -17,9 +19,6 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: TextIO) -> None:
         pass
-
-
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_level(level: str | int) -> int:

@@ -154,10 +154,12 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ[PLUGINS_ENV] = plugin_modules(early.plugins)
     try:
-        parser = build_parser(_manager(early.config))
+        manager = _manager(early.config)
+        parser = build_parser(manager)
     except Exception as exc:
         return _failed(exc, debug)
     args = parser.parse_args(argv)
+    args.plugin_manager = manager  # the plugins loaded for the command line, for commands
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

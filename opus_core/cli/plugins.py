@@ -11,8 +11,10 @@ from opus_core.plugin.manager import PluginManager
 
 def list_plugins(args: argparse.Namespace) -> int:
     """Every plugin with its version, distribution, what it provides, hooks and status."""
-    config = load_config(getattr(args, "config", None))
-    manager = PluginManager(disabled=config.opus("disable_plugins", ()))
+    manager = getattr(args, "plugin_manager", None)
+    if manager is None:
+        config = load_config(getattr(args, "config", None))
+        manager = PluginManager(disabled=config.opus("disable_plugins", ()))
     infos = manager.plugins()
     rows = []
     for info in infos:

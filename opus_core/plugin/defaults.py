@@ -11,13 +11,10 @@ classes, registered per engine or per run: `LogLines` (the engine's log lines),
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opus_core.manifest import display_name
 from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
@@ -72,6 +69,8 @@ def opus_register_commands(commands: Commands) -> None:
 @hookimpl(trylast=True)
 def opus_load_tasks(path: Path) -> list[Task] | None:
     """`.toml` (a file of `[[tasks]]`) and `.json` (a list of manifests, or one)."""
+    import json
+
     from opus_core.config import read_toml
     from opus_core.errors import ManifestError
 
@@ -139,11 +138,16 @@ class LogLines:
     """The engine's log lines: each engine registers one, with its logger, as `log`."""
 
     def __init__(self, logger: LoggerWrapper) -> None:
+        from opus_core.manifest import display_name
+
         self.logger = logger
         self._debug = self._info = True
+        self._name = display_name
 
     @hookimpl
     def opus_run_started(self, plan: Plan) -> None:
+        import logging
+
         enabled = getattr(self.logger, "is_enabled_for", None)  # the level, as of this run
         self._debug = True if enabled is None else bool(enabled(logging.DEBUG))
         self._info = True if enabled is None else bool(enabled(logging.INFO))
@@ -155,17 +159,17 @@ class LogLines:
     @hookimpl
     def opus_task_started(self, task: Task, attempt: int) -> None:
         if self._debug:
-            self.logger.debug(f"task {display_name(task)!r} started (attempt {attempt})")
+            self.logger.debug(f"task {self._name(task)!r} started (attempt {attempt})")
 
     @hookimpl
     def opus_task_retrying(self, task: Task, attempt: int, error: str, delay: float) -> None:
         self.logger.warning(
-            f"task {display_name(task)!r} attempt {attempt} failed: {error}; retrying in {delay:g}s"
+            f"task {self._name(task)!r} attempt {attempt} failed: {error}; retrying in {delay:g}s"
         )
 
     @hookimpl
     def opus_task_finished(self, task: Task, result: TaskResult) -> None:
-        name = display_name(task)
+        name = self._name(task)
         status = result.status
         if status == "succeeded":
             if self._info:

@@ -91,9 +91,18 @@ class PluginInfo:
     plugin: object = None
     failure: str = "is broken"
     """How messages introduce `error`: "failed to load" or "is broken"."""
+    dist: Any = None
+    """The `importlib.metadata.Distribution`, read for name and version only when shown."""
+
+    def _read_dist(self) -> None:
+        if self.dist is not None:
+            metadata = self.dist.metadata  # parsed on each access: once here
+            self.distribution, self.version = metadata["Name"], metadata["Version"]
+            self.dist = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of `opus plugins list --json`."""
+        self._read_dist()
         return {
             "name": self.name,
             "version": self.version,
@@ -107,6 +116,7 @@ class PluginInfo:
 
     def describe(self) -> str:
         """How messages name the plugin: `plugin 'x' (dist 1.0)`."""
+        self._read_dist()
         if not self.distribution:
             return f"plugin {self.name!r}"
         return f"plugin {self.name!r} ({self.distribution} {self.version or '?'})"
@@ -238,13 +248,7 @@ class PluginManager:
             self._load_module(module_name.strip())
 
     def _load_entry_point(self, entry_point: EntryPoint) -> None:
-        dist = entry_point.dist
-        info = PluginInfo(
-            entry_point.name,
-            dist.version if dist else None,
-            dist.metadata["Name"] if dist else None,
-            builtin=False,
-        )
+        info = PluginInfo(entry_point.name, None, None, builtin=False, dist=entry_point.dist)
         if entry_point.name in self.infos:
             other = self.infos[entry_point.name]
             info.status = "error"
@@ -414,6 +418,8 @@ class PluginManager:
     def plugins(self) -> list[PluginInfo]:
         """Every plugin, built-ins first, with what each provides."""
         self._collect()
+        for info in self.infos.values():
+            info._read_dist()
         return list(self.infos.values())
 
     def _ask(self, hook: str, **kwargs: Any) -> list[Any]:
@@ -501,7 +507,9 @@ class PluginManager:
 
     def provider(self, section: str, name: str) -> PluginInfo:
         """The plugin that provides `name` in `section` ("runners", "persistence", "loggers")."""
-        return self.infos[self.registry(section).providers[name]]
+        info = self.infos[self.registry(section).providers[name]]
+        info._read_dist()
+        return info
 
     def processors(self, logger: LoggerWrapper | None = None) -> list[TaskProcessor]:
         """Instances of every processor plugins register (classes made with `logger`)."""
@@ -510,8 +518,7 @@ class PluginManager:
 
     def broken(self) -> list[PluginInfo]:
         """Plugins that failed to load or register."""
-        self._collect()
-        return [info for info in self.infos.values() if info.status == "error"]
+        return [info for info in self.plugins() if info.status == "error"]
 
     def options_class(self, plugin: str) -> type | None:
         """The class of `plugin`'s options (`opus_plugin_options`), if it takes any."""
@@ -523,23 +530,9 @@ class PluginManager:
         others = [p for name, p in self.pm.list_name_plugin() if name != plugin]
         self._call(self.pm.subset_hook_caller("opus_configure", others), options=options)
 
-    def disabled_provider(self, section: str, name: str) -> PluginInfo | None:
-        """The disabled plugin that would provide `name` in `section`, if one would."""
-        hook = f"opus_register_{section}"
-        for info in self.infos.values():
-            if info.status != "disabled":
-                continue
-            scratch = pluggy.PluginManager(PROJECT)
-            scratch.add_hookspecs(spec)
-            try:
-                entry_point = next(e for e in discover() if e.name == info.name)
-                scratch.register(_load(entry_point), name=info.name)
-                provided = getattr(scratch.hook, hook)()
-            except Exception:
-                continue
-            if any(getattr(cls, "name", None) == name for result in provided for cls in result):
-                return info
-        return None
+    def disabled_plugins(self) -> list[PluginInfo]:
+        """Installed plugins that `[opus] disable_plugins` keeps from loading (never imported)."""
+        return [info for info in self.plugins() if info.status == "disabled"]
 
     # -- hooks that change what opus does -----------------------------------------------------
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import OpusError, TaskCancelledError, hookimpl
-from opus_core.runners import BaseTaskRun, Runner
-from opus_core.runners.base import run_name
+from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
 if TYPE_CHECKING:
     from distributed import Client, Future, LocalCluster
@@ -138,6 +136,8 @@ class DaskRunner(Runner):
         name = run_name(fn)
         run = DaskTaskRun(name)
         # Dask keeps statistics per key prefix: tasks of one kind share one.
+        import uuid  # here: slow to import, and opus --help loads this module
+
         key = f"{getattr(fn, 'opus_group', name)}-{uuid.uuid4().hex}"
         cheaper = getattr(fn, "opus_call", None)  # the engine's attempts offer one
         if cheaper is not None and not args and not kwargs:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import TaskCancelledError, hookimpl
-from opus_core.runners import BaseTaskRun, Runner
-from opus_core.runners.base import run_name
+from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +35,8 @@ class ThreadTaskRun(BaseTaskRun):
         self.future: Future[Any] | None = None
 
     def _from_future(self, future: Future[Any]) -> None:
+        from concurrent.futures import CancelledError  # here: opus --help imports this module
+
         try:
             value = future.result()  # done already: this only reads the outcome
         except CancelledError:
