@@ -9,7 +9,6 @@ noisy, so compare ratios) and reports the median of several repetitions.
 from __future__ import annotations
 
 import argparse
-import compileall
 import concurrent.futures
 import gc
 import json
