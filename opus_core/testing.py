@@ -93,6 +93,7 @@ class OpusProject:
         """The registered plugin modules, in the order they were registered."""
         self._monkeypatch = monkeypatch
         self._on_sys_path = False
+        self._names: list[str] = []
         self.environment: dict[str, str] = {
             "XDG_CONFIG_HOME": str(root / "xdg" / "config"),
             "XDG_STATE_HOME": str(root / "xdg" / "state"),
@@ -104,11 +105,13 @@ class OpusProject:
             Path(value).mkdir(parents=True, exist_ok=True)
             monkeypatch.setenv(key, value)
 
-    def register(self, plugin: ModuleType | str) -> None:
+    def register(self, plugin: ModuleType | str, name: str | None = None) -> None:
         """Load `plugin` — a module, or the name of one — in `tasks()` and in `run()`.
 
         A name is imported with the project folder first on `sys.path`, so a
-        module written with `write` can be registered by name.
+        module written with `write` can be registered by name. `name` is the
+        plugin's name (its entry-point name once installed: what `[plugins.NAME]`
+        and `disable_plugins` use); by default the module's name.
         """
         if isinstance(plugin, str):
             if not self._on_sys_path:
@@ -117,6 +120,9 @@ class OpusProject:
             plugin = importlib.import_module(plugin)
         if plugin not in self.plugins:
             self.plugins.append(plugin)
+            self._names.append(f"{name}={plugin.__name__}" if name else plugin.__name__)
+        # Every plugin manager of the test (in-process and in `run`) loads them by name.
+        self._monkeypatch.setenv("OPUS_PLUGINS", ",".join(self._names))
 
     def write(self, relative: str, text: str) -> Path:
         """Write `text`, dedented, to `relative` (inside the project folder); its path."""
@@ -150,7 +156,7 @@ class OpusProject:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
         environment.update(self.environment)
         if self.plugins:
-            environment["OPUS_PLUGINS"] = ",".join(plugin.__name__ for plugin in self.plugins)
+            environment["OPUS_PLUGINS"] = ",".join(self._names)
         folders: list[str] = []
         for plugin in self.plugins:
             root = import_root(plugin)

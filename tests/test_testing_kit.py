@@ -158,3 +158,44 @@ def test_importing_the_pytest_plugin_imports_no_other_opus_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "['opus_core', 'opus_core.testing', 'opus_core.version']"
+
+
+OPTIONED = """
+    from dataclasses import dataclass
+
+    from opus_core.plugin import hookimpl
+
+    SEEN = []
+
+
+    @dataclass
+    class Options:
+        volume: int = 1
+
+
+    @hookimpl
+    def opus_plugin_options():
+        return Options
+
+
+    @hookimpl
+    def opus_configure(options):
+        SEEN.append(options.volume)
+        print(f"volume {options.volume}")
+"""
+
+
+def test_a_plugin_registered_with_a_name_reads_its_plugins_table_uninstalled(
+    opus_project: OpusProject,
+) -> None:
+    opus_project.write("kit_loud.py", OPTIONED)
+    opus_project.register("kit_loud", name="loud")
+    opus_project.write_config("[plugins.loud]\nvolume = 11\n")
+    opus_project.tasks()
+    assert importlib.import_module("kit_loud").SEEN == [11]
+    listed = opus_project.run("plugins", "list", "--json")
+    assert {"name": "loud", "status": "enabled"}.items() <= next(
+        p for p in json.loads(listed.stdout) if p["name"] == "loud"
+    ).items()
+    ran = opus_project.run("run", "--dry-run")
+    assert "volume 11" in ran.stdout, (ran.stdout, ran.stderr)

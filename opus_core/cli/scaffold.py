@@ -193,7 +193,7 @@ TASKS = """
 def test_the_processor_publishes_a_greeting(
     opus_project: OpusProject, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    opus_project.register($module)
+    opus_project.register($module, name="$name")
     opus_project.write_config(TASKS)
     tasks = opus_project.tasks()
     report = tasks.process_context()
@@ -203,9 +203,7 @@ def test_the_processor_publishes_a_greeting(
 
 
 def test_opus_run_greets_with_the_configured_greeting(opus_project: OpusProject) -> None:
-    # `[plugins.$name]` names the plugin by its entry point: install it first
-    # (`pip install -e '.[test]'`), or opus knows it only as `$module`.
-    opus_project.register($module)
+    opus_project.register($module, name="$name")  # its entry-point name, installed or not
     opus_project.write_config(
         """
         [plugins.$name]

@@ -268,10 +268,13 @@ class PluginManager:
             return
         self._add(plugin, info)
 
-    def _load_module(self, module_name: str) -> None:
-        if module_name in self.infos:
+    def _load_module(self, spec: str) -> None:
+        """Load a `$OPUS_PLUGINS` entry: `module`, or `name=module` to give it a name."""
+        name, _, module_name = spec.rpartition("=")
+        name, module_name = (name or module_name).strip(), module_name.strip()
+        if name in self.infos:
             return
-        info = PluginInfo(module_name, None, None, builtin=False)
+        info = PluginInfo(name, None, None, builtin=False)
         try:
             module = importlib.import_module(module_name)
         except KeyboardInterrupt:
