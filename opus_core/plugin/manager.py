@@ -547,7 +547,7 @@ class PluginManager:
             return caller(**kwargs)
         except (OpusError, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: a plugin must not end opus
             culprit = self._culprit(exc)
             hook = getattr(caller, "name", "a hook")
             who = f"plugin {culprit!r}" if culprit else "a plugin"
