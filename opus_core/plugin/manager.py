@@ -254,7 +254,7 @@ class PluginManager:
             info.status = "error"
             info.error = f"entry point name {info.name!r} is also used by {other.describe()}"
             warn(f"{info.describe()} is not loaded: {info.error}")
-            self.infos[f"{info.name} ({info.distribution})"] = info
+            self.infos[f"{info.name}#{len(self.infos)}"] = info  # listed, never looked up
             return
         if self.pm.is_blocked(entry_point.name):
             info.status = "disabled"
@@ -318,7 +318,8 @@ class PluginManager:
         info = self.infos.pop(name, None)
         if info is not None and self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
-            self._registries = None
+            if REGISTRATION_HOOKS.intersection(info.hooks):
+                self._registries = None
 
     def _add(self, plugin: object, info: PluginInfo) -> None:
         self.infos[info.name] = info
@@ -342,7 +343,8 @@ class PluginManager:
             self._broken(info.name, " ".join(str(exc).split()), exc)
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(proxy) or [])
-        self._registries = None
+        if REGISTRATION_HOOKS.intersection(info.hooks):
+            self._registries = None  # what plugins provide is asked again
 
     def _guard(self, function: Any, plugin: str, hook: str) -> Any:
         """`function` reporting what it raises (lifecycle) or checking what it returns.
