@@ -60,3 +60,33 @@ def test_hello_world_opus_toml_is_the_main_job(tmp_path: Path) -> None:
     assert "2 succeeded" in result.stdout
     written = Path(tempfile.gettempdir()) / "opus-hello-again.txt"
     assert written.read_text() == "Hello World!"
+
+
+def test_manifests_example_leaves_the_slow_task_out_and_runs_the_rest_in_order() -> None:
+    result = run_example(str(EXAMPLES / "manifests.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split()[:2] for line in result.stdout.splitlines() if "attempts=" in line]
+    assert rows == [
+        ["network", "succeeded"],
+        ["database", "succeeded"],
+        ["web", "succeeded"],
+        ["smoke-test", "succeeded"],
+    ]
+    assert "left out (slow; --slow runs them): soak-test" in result.stdout
+    assert "database: database on net-42 (owner: dba-team)" in result.stdout
+    assert "4 succeeded" in result.stdout
+
+
+def test_manifests_example_runs_the_slow_task_when_asked() -> None:
+    result = run_example(str(EXAMPLES / "manifests.py"), "--slow")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "soak-test    succeeded" in result.stdout
+    assert "left out" not in result.stdout
+
+
+def test_manifests_opus_toml_runs_with_opus_run(tmp_path: Path) -> None:
+    from cli_helpers import opus
+
+    result = opus("run", "--config", str(EXAMPLES / "manifests" / "opus.toml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 succeeded" in result.stdout
