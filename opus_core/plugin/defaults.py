@@ -234,7 +234,8 @@ class Selection:
 
             close = difflib.get_close_matches(missing[0], list(by_name), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            known = ", ".join(sorted(by_name)) or "none"
-            raise DependencyError(f"no task named {missing[0]!r}{hint} (tasks: {known})")
+            names = sorted(by_name)
+            known = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if names[10:] else "")
+            raise DependencyError(f"no task named {missing[0]!r}{hint} (tasks: {known or 'none'})")
         keep = close_over_dependencies(tasks, [by_name[n] for n in self.names])
         tasks[:] = [t for t in tasks if id(t) in keep]
