@@ -2,17 +2,27 @@
 
 Built in: `SequentialRunner` (`"sequential"`) and `ProcessRunner` (`"process"`).
 Plugins add more (`threadpool`, `dask`, ...) through `opus_register_runners`.
+
+Names are imported on first use: a plugin that subclasses `Runner` does not
+pay for the process runner at `opus --help`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from opus_core.errors import ConfigError
-from opus_core.runners.base import BaseTaskRun, Runner
-from opus_core.runners.process import MultiprocessTaskRun, ProcessRunner
-from opus_core.runners.sequential import SequentialRunner, SequentialTaskRun
+_EXPORTS = {
+    "BaseTaskRun": "opus_core.runners.base",
+    "Runner": "opus_core.runners.base",
+    "MultiprocessTaskRun": "opus_core.runners.process",
+    "ProcessRunner": "opus_core.runners.process",
+    "SequentialRunner": "opus_core.runners.sequential",
+    "SequentialTaskRun": "opus_core.runners.sequential",
+    "BUILTIN_RUNNERS": "opus_core.runners.resolve",
+    "RunnerSpec": "opus_core.runners.resolve",
+    "resolve_runner": "opus_core.runners.resolve",
+}
 
 __all__ = [
     "BUILTIN_RUNNERS",
@@ -26,41 +36,18 @@ __all__ = [
     "resolve_runner",
 ]
 
-BUILTIN_RUNNERS: dict[str, type[Runner]] = {
-    SequentialRunner.name: SequentialRunner,
-    ProcessRunner.name: ProcessRunner,
-}
 
-RunnerSpec = str | Runner | type[Runner] | type[BaseTaskRun]
-"""What `runner=` accepts: a name, a runner, a runner class, or a seed run class."""
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'opus_core.runners' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-def resolve_runner(
-    spec: RunnerSpec, available: Mapping[str, type[Runner]] | None = None, **options: Any
-) -> Runner:
-    """Turn a `runner=` value into a runner instance.
-
-    Names are looked up in `available` (default: the built-in runners); a class
-    is instantiated with `options`; an instance is returned as it is.
-    """
-    if isinstance(spec, Runner):
-        return spec
-    if isinstance(spec, type):
-        if issubclass(spec, SequentialTaskRun):
-            return SequentialRunner()
-        if issubclass(spec, MultiprocessTaskRun):
-            return ProcessRunner()
-        if issubclass(spec, Runner):
-            return spec(**options)
-    if isinstance(spec, str):
-        runners = BUILTIN_RUNNERS if available is None else available
-        try:
-            cls = runners[spec]
-        except KeyError:
-            known = ", ".join(sorted(runners)) or "none"
-            raise ConfigError(f"unknown runner {spec!r}; installed runners: {known}") from None
-        return cls(**options)
-    raise ConfigError(
-        "runner must be a runner name, a Runner instance or class, "
-        f"SequentialTaskRun or MultiprocessTaskRun; got {spec!r}"
-    )
+if TYPE_CHECKING:
+    from opus_core.runners.base import BaseTaskRun, Runner
+    from opus_core.runners.process import MultiprocessTaskRun, ProcessRunner
+    from opus_core.runners.resolve import BUILTIN_RUNNERS, RunnerSpec, resolve_runner
+    from opus_core.runners.sequential import SequentialRunner, SequentialTaskRun
