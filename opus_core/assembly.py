@@ -267,8 +267,11 @@ class Assembly:
             )
             try:
                 instance = cls(**options)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{self.config.where(f'plugins.{name}')}: {exc}") from None
+            except Exception as exc:  # the plugin's own class: whatever it raises is its
+                raise ConfigError(
+                    f"{self.config.where(f'plugins.{name}')}: plugin {name!r} rejected its "
+                    f"options: {type(exc).__name__}: {exc}"
+                ) from None
             try:
                 self.manager.configure(name, instance)
             except PluginError as exc:

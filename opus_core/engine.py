@@ -131,8 +131,8 @@ class Tasks:
         if manager is None:
             manager = self.plugin_manager = PluginManager()
         if manager.logger is not self.logger:
-            manager.unregister("log")
-            manager.register(LogLines(self.logger), name="log")
+            manager.unregister("builtin.log")
+            manager.register(LogLines(self.logger), name="builtin.log", core=True)
             manager.logger = self.logger
         return manager
 
@@ -183,7 +183,13 @@ class Tasks:
             known = {id(task) for task in self.tasks}
             added = next((t for t in selected if id(t) not in known), None)
             if added is not None or len({id(t) for t in selected}) != len(selected):
-                what = f"added task {display_name(added)!r}" if added else "listed a task twice"
+                what = (
+                    "listed a task twice"
+                    if added is None
+                    else f"added task {display_name(added)!r}"
+                    if isinstance(added, Task)
+                    else f"added {added!r}"
+                )
                 raise PluginError(
                     f"opus_modify_tasks {what}; it may only remove or reorder tasks "
                     "(Tasks.add_task adds them)"
@@ -268,8 +274,8 @@ class Tasks:
         """
         manager = self.manager()
         if resume:
-            manager.unregister("resume")
-            manager.register(Resume(), name="resume")
+            manager.unregister("builtin.resume")
+            manager.register(Resume(), name="builtin.resume", core=True)
         try:
             if not manager.restores():
                 return None
@@ -284,7 +290,7 @@ class Tasks:
             return restored
         finally:
             if resume:
-                manager.unregister("resume")
+                manager.unregister("builtin.resume")
 
     def stop(self) -> None:
         """Stop the current run from another thread: running tasks stop, the rest are cancelled."""

@@ -1176,3 +1176,236 @@ def test_hook_call_monitoring_sees_the_lifecycle_hooks_of_process_context() -> N
     assert names.index("opus_run_started") < names.index("opus_task_started")
     assert names[-1] == "opus_run_finished"
     assert after_calls.count("opus_task_finished") == 2
+
+
+# -- what an attack on the plugin system found ----------------------------------------------------
+
+THIEF = """
+from opus_core import hookimpl
+
+
+@hookimpl
+def opus_register_commands(commands):
+    commands.add("run", lambda args: print("hijacked run") or 0, help="not opus's run")
+"""
+
+
+def test_a_plugin_cannot_take_a_core_command(tmp_path: Path) -> None:
+    install(tmp_path, "thief", THIEF)
+    root = project(tmp_path, "")
+    env = env_for(tmp_path)
+    ran = opus("run", "--dry-run", cwd=root, env=env)
+    assert ran.returncode == 0 and "hijacked" not in ran.stdout, (ran.stdout, ran.stderr)
+    records = listing(opus("plugins", "list", "--json", cwd=root, env=env))
+    assert records["thief"]["status"] == "error"
+    assert "already has a command 'run'" in records["thief"]["error"]
+    assert records["builtin"]["status"] == "enabled"
+
+
+def test_a_second_distribution_with_the_same_entry_point_name_leaves_the_first_working(
+    tmp_path: Path,
+) -> None:
+    install(tmp_path, "good", GOOD)
+    make_distribution(tmp_path / "site", "opus-copy", "copy_of_good", GOOD, entry_point="good")
+    make_distribution(tmp_path / "site", "opus-fake-core", "fake_core", GOOD, entry_point="builtin")
+    root = project(tmp_path, GOOD_PROJECT)
+    env = env_for(tmp_path)
+    run = opus("run", cwd=root, env=env)
+    assert run.returncode == 0, run.stderr
+    assert lines(root / "good-finished.log") == ["one succeeded", "two succeeded"]
+    records = json.loads(opus("plugins", "list", "--json", cwd=root, env=env).stdout)
+    good = [r for r in records if r["name"] == "good"]
+    assert sorted(r["status"] for r in good) == ["enabled", "error"]
+    assert next(r for r in good if r["status"] == "enabled")["provides"]["runners"] == ["careful"]
+    core = [r for r in records if r["name"] == "builtin"]
+    assert [r["status"] for r in core] == ["enabled", "error"]  # the core, then the impostor
+    assert "sequential" in core[0]["provides"]["runners"]
+
+
+def test_the_core_plugin_cannot_be_disabled(tmp_path: Path) -> None:
+    root = project(tmp_path, '[opus]\ndisable_plugins = ["builtin"]\n')
+    result = opus("plugins", "list", "--json", cwd=root, env=env_for(tmp_path))
+    assert listing(result)["builtin"]["status"] == "enabled"
+    assert warnings(result) == [
+        "opus: warning: [opus] disable_plugins names 'builtin': the core's own plugins stay enabled"
+    ]
+
+
+LOUD_WRAPPERS = """
+from opus_core import hookimpl
+
+
+@hookimpl(wrapper=True)
+def opus_task_finished(task):
+    raise RuntimeError("before yield")
+
+
+@hookimpl(hookwrapper=True)
+def opus_task_started(task):
+    yield
+    raise RuntimeError("after yield")
+"""
+
+
+def test_a_lifecycle_wrapper_that_raises_silences_no_one_else(tmp_path: Path) -> None:
+    install(tmp_path, "good", GOOD)
+    install(tmp_path, "loud", LOUD_WRAPPERS)
+    root = project(tmp_path, GOOD_PROJECT)
+    run = opus("run", cwd=root, env=env_for(tmp_path))
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert lines(root / "good-finished.log") == ["one succeeded", "two succeeded"]
+    assert "task 'one' succeeded" in output and "task 'two' succeeded" in output
+    assert output.count("plugin 'loud' failed in opus_task_finished: RuntimeError: before yield") == 1
+    assert output.count("plugin 'loud' failed in opus_task_started: RuntimeError: after yield") == 1
+    assert "Warning" not in output  # no PluggyTeardownRaisedWarning
+
+
+REJECTING_OPTIONS = """
+from opus_core import hookimpl
+
+
+class Options:
+    def __init__(self, level: int = 1):
+        raise RuntimeError("options init exploded")
+
+
+@hookimpl
+def opus_plugin_options():
+    return Options
+"""
+
+
+def test_options_a_plugin_rejects_are_one_line_naming_it(tmp_path: Path) -> None:
+    install(tmp_path, "picky", REJECTING_OPTIONS)
+    root = project(tmp_path, "[plugins.picky]\nlevel = 2\n")
+    message = one_line_error(opus("run", cwd=root, env=env_for(tmp_path)))
+    assert "plugins.picky: plugin 'picky' rejected its options: RuntimeError: options" in message
+
+
+ODD_IMPLS = """
+from opus_core import hookimpl
+
+
+class Odd:
+    @hookimpl
+    @staticmethod
+    def opus_task_finished(task):
+        with open("static.log", "a") as log:
+            log.write(task.task_id + "\\n")
+"""
+
+
+def test_hookimpls_marked_on_a_staticmethod_are_called(tmp_path: Path) -> None:
+    namespace: dict[str, Any] = {}
+    exec(ODD_IMPLS, namespace)
+    os.chdir(tmp_path)
+
+    class Noop(TaskProcessor):
+        kind = "Noop"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            return {}
+
+    tasks = Tasks(logger=LoggerWrapper("ERROR"), plugins=[namespace["Odd"]()])
+    tasks.register_task_processor(Noop())
+    tasks.add_task(Task("Noop", "v1", metadata={"name": "n"}))
+    assert tasks.process_context().ok
+    assert lines(tmp_path / "static.log") == ["n"]
+
+
+GARBAGE_LOADER = """
+from opus_core import hookimpl
+
+
+@hookimpl
+def opus_load_tasks(path):
+    if path.suffix == ".int":
+        return 5
+    if path.suffix == ".gen":
+        return explode(path)
+    return None
+
+
+def explode(path):
+    raise RuntimeError("the loader broke halfway")
+    yield
+"""
+
+
+def test_a_task_loader_returning_garbage_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    install(tmp_path, "garbage", GARBAGE_LOADER)
+    env = env_for(tmp_path)
+    for suffix, expected in (
+        ("int", "opus_load_tasks returned int for"),
+        ("gen", "plugin 'garbage' failed in opus_load_tasks for"),
+    ):
+        root = project(tmp_path, f'[opus]\nmanifests = ["tasks.{suffix}"]\n', directory=suffix)
+        (root / f"tasks.{suffix}").write_text("")
+        message = one_line_error(opus("run", cwd=root, env=env))
+        assert expected in message and f"tasks.{suffix}" in message, message
+
+
+SLOW_IMPORT = """
+import time
+
+time.sleep(30)
+"""
+
+
+def test_ctrl_c_while_plugins_load_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
+    import signal
+
+    from cli_helpers import OPUS, interruptible
+
+    install(tmp_path, "slow", SLOW_IMPORT)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    environment.update(env_for(tmp_path))
+    process = interruptible([str(OPUS), "plugins", "list"], cwd=tmp_path, env=environment)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "opus: interrupted" in stderr
+
+
+HELLO_WITH_OPTIONS = """
+from dataclasses import dataclass
+
+from opus_core import hookimpl
+
+GREETING = "unset"
+
+
+@dataclass
+class Options:
+    greeting: str = "hello"
+
+
+@hookimpl
+def opus_plugin_options():
+    return Options
+
+
+@hookimpl
+def opus_configure(options):
+    global GREETING
+    GREETING = options.greeting
+
+
+def hello(args):
+    print(GREETING)
+    return 0
+
+
+@hookimpl
+def opus_register_commands(commands):
+    commands.add("hello", hello, help="say the configured greeting")
+"""
+
+
+def test_a_plugins_own_command_gets_its_options(tmp_path: Path) -> None:
+    install(tmp_path, "hello", HELLO_WITH_OPTIONS)
+    root = project(tmp_path, '[plugins.hello]\ngreeting = "bonjour"\n')
+    result = opus("hello", cwd=root, env=env_for(tmp_path))
+    assert result.returncode == 0 and result.stdout.strip() == "bonjour", result.stderr

@@ -50,7 +50,7 @@ def _common() -> Parser:
         metavar="MODULE",
         action="append",
         default=argparse.SUPPRESS,
-        help="load MODULE as a plugin (repeatable; as $OPUS_PLUGINS)",
+        help="load MODULE (or NAME=MODULE) as a plugin (repeatable; as $OPUS_PLUGINS)",
     )
     return common
 
@@ -145,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # answered before any plugin loads
         print(f"opus {__version__}")
         return 0
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C, wherever it lands: loading plugins, parsing, running
+        sys.stderr.write("opus: interrupted\n")
+        return INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     early = _early(argv)
     debug = early.debug
     if debug:
@@ -168,17 +176,24 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(handler, str):
             module_name, _, function_name = handler.partition(":")
             handler = getattr(importlib.import_module(module_name), function_name)
+        if not getattr(handler, "__module__", "").startswith("opus_core."):
+            _configure_plugins(args, manager)  # a plugin's command gets its [plugins.NAME]
         status: int = handler(args)
         return status
-    except KeyboardInterrupt:
-        sys.stderr.write("opus: interrupted\n")
-        return INTERRUPTED
     except BrokenPipeError:  # the reader went away (`opus ... | head`): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as exc:
         return _failed(exc, debug)
+
+
+def _configure_plugins(args: argparse.Namespace, manager: PluginManager) -> None:
+    """Check `[plugins.*]` and hand each plugin its options (`opus_configure`)."""
+    from opus_core.assembly import Assembly
+    from opus_core.config import load_config
+
+    Assembly(load_config(getattr(args, "config", None)), manager=manager).configure_plugins()
 
 
 def _failed(exc: Exception, debug: bool) -> int:

@@ -16,13 +16,13 @@ def run(args: argparse.Namespace) -> int:
     tasks = Tasks.from_config(getattr(args, "config", None), runner=args.runner)
     manager = tasks.manager()
     if args.names:
-        manager.register(Selection(args.names), name="selection")
+        manager.register(Selection(args.names), name="builtin.selection", core=True)
     if args.dry_run:
         return dry_run(tasks, args.command, args.context)
     if sys.stderr.isatty():
         from opus_core.cli.progress import Progress
 
-        manager.register(Progress(sys.stderr), name="progress")
+        manager.register(Progress(sys.stderr), name="builtin.progress", core=True)
     report = tasks.process_context(command=args.command, context=args.context, resume=args.resume)
     print(report_table(report))
     print(report.summary() + (" (interrupted)" if report.interrupted else ""))

@@ -55,6 +55,14 @@ def plugin_names(name: str) -> PluginNames:
             f"{name!r} is not a valid plugin name: use lowercase letters, digits, '-' and '_', "
             "starting with a letter (e.g. 'hello' or 'slack-notify')"
         )
+    if name == "builtin" or name.startswith("builtin."):
+        raise ConfigError(f"{name!r} is the name of opus's own plugin; choose another")
+    for prefix in ("opus-plugin-", "opus_plugin_"):
+        if name.startswith(prefix):
+            raise ConfigError(
+                f"{name!r} would make a distribution called opus-plugin-{name}; "
+                f"give the plugin's own name: {name.removeprefix(prefix)!r}"
+            )
     return PluginNames(name)
 
 

@@ -55,9 +55,9 @@ def opus_register_loggers() -> Iterable[type[LoggerWrapper]]:
     return [LoggerWrapper]
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def opus_register_commands(commands: Commands) -> None:
-    """`run`, `plugins`, `config` and `state`."""
+    """`run`, `plugins`, `config` and `state`: first, so no plugin can take their names."""
     from opus_core.cli.commands import add_core_commands
 
     add_core_commands(commands)

@@ -51,6 +51,7 @@ AUTOLOAD_ENV = "OPUS_DISABLE_PLUGIN_AUTOLOAD"
 PLUGINS_ENV = "OPUS_PLUGINS"
 DEBUG_ENV = "OPUS_DEBUG"
 BUILTIN = "builtin"
+"""The core's own plugin; the per-engine ones are `builtin.log`, `builtin.resume`, ..."""
 
 REGISTRATION_HOOKS = frozenset(
     {
@@ -89,6 +90,8 @@ class PluginInfo:
     )
     hooks: list[str] = field(default_factory=list)
     plugin: object = None
+    registered: object = None
+    """What pluggy holds for the plugin (its hookimpls, guarded), while registered."""
     failure: str = "is broken"
     """How messages introduce `error`: "failed to load" or "is broken"."""
     dist: Any = None
@@ -220,6 +223,7 @@ class PluginManager:
         self._answers: dict[str, list[tuple[str, list[Any]]]] = {}
         self._reported: set[tuple[str, str]] = set()
         self._codes: dict[object, str] = {}
+        self._answered: dict[str, str] = {}
 
     # -- loading ------------------------------------------------------------------------
 
@@ -232,27 +236,36 @@ class PluginManager:
 
         self._add(defaults, PluginInfo(BUILTIN, __version__, "opus-core", builtin=True))
         for name in self.disabled:
-            self.pm.set_blocked(name)
+            if _reserved(name):
+                warn(f"[opus] disable_plugins names {name!r}: the core's own plugins stay enabled")
+            else:
+                self.pm.set_blocked(name)
         if self.autoload:
             for entry_point in discover():
                 self._load_entry_point(entry_point)
             installed = {info.name for info in self.infos.values() if not info.builtin}
             for name in self.disabled:
-                if name not in installed:
+                if name not in installed and not _reserved(name):
                     names = ", ".join(sorted(installed)) or "none"
                     warn(
                         f"[opus] disable_plugins names {name!r}, which no installed plugin is "
                         f"called; installed plugins: {names}"
                     )
-        for module_name in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
-            self._load_module(module_name.strip())
+        for entry in os.environ.get(PLUGINS_ENV, "").split(","):
+            if entry.strip():
+                self._load_module(entry.strip())
 
     def _load_entry_point(self, entry_point: EntryPoint) -> None:
         info = PluginInfo(entry_point.name, None, None, builtin=False, dist=entry_point.dist)
-        if entry_point.name in self.infos:
-            other = self.infos[entry_point.name]
+        if entry_point.name in self.infos or _reserved(entry_point.name):
+            other = self.infos.get(entry_point.name)
             info.status = "error"
-            info.error = f"entry point name {info.name!r} is also used by {other.describe()}"
+            info.failure = "is not loaded"
+            info.error = (
+                f"entry point name {info.name!r} is also used by {other.describe()}"
+                if other is not None
+                else f"the name {info.name!r} is the core's own; rename the entry point"
+            )
             warn(f"{info.describe()} is not loaded: {info.error}")
             self.infos[f"{info.name}#{len(self.infos)}"] = info  # listed, never looked up
             return
@@ -272,7 +285,9 @@ class PluginManager:
         """Load a `$OPUS_PLUGINS` entry: `module`, or `name=module` to give it a name."""
         name, _, module_name = spec.rpartition("=")
         name, module_name = (name or module_name).strip(), module_name.strip()
-        if name in self.infos:
+        if name in self.infos or _reserved(name) or not name or not module_name:
+            if self.infos.get(name) is None or self.infos[name].plugin is None:
+                warn(f"${PLUGINS_ENV}: {spec!r} is not loaded: the name is taken or empty")
             return
         info = PluginInfo(name, None, None, builtin=False)
         try:
@@ -287,23 +302,28 @@ class PluginManager:
             return  # installed too, and loaded through its entry point
         self._add(module, info)
 
-    def register(self, plugin: object, name: str | None = None) -> PluginInfo:
+    def register(
+        self, plugin: object, name: str | None = None, *, core: bool = False
+    ) -> PluginInfo:
         """Register an in-process plugin (a module, or any object with hookimpls).
 
         Registering a plugin that is already registered — a module that is also
         installed, loaded through its entry point — returns what is known of it.
         Raises `PluginError` if the plugin is invalid or its name is taken.
+        `core` is for the core's own (`builtin.*`) plugins.
         """
         self.load()
         known = self._registered(plugin)
         if known is not None:
             return known
         plugin_name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-        if plugin_name in self.infos:
+        if plugin_name in self.infos or (_reserved(plugin_name) and not core):
             raise PluginError(
                 f"a plugin named {plugin_name!r} is already registered; pass another name"
             )
-        info = PluginInfo(plugin_name, None, None, builtin=False)
+        info = PluginInfo(
+            plugin_name, __version__ if core else None, "opus-core" if core else None, core
+        )
         self._add(plugin, info)
         if info.status == "error":
             del self.infos[plugin_name]
@@ -316,8 +336,9 @@ class PluginManager:
     def unregister(self, name: str) -> None:
         """Remove the plugin registered as `name` (nothing if there is none)."""
         info = self.infos.pop(name, None)
-        if info is not None and self.pm.get_plugin(name) is not None:
-            self.pm.unregister(name=name)
+        if info is not None and info.registered is not None:
+            self.pm.unregister(info.registered)
+            info.registered = None
             if REGISTRATION_HOOKS.intersection(info.hooks):
                 self._registries = None
 
@@ -326,14 +347,12 @@ class PluginManager:
         info.plugin = plugin
         proxy = _Guarded(plugin)
         for attribute in dir(plugin):
-            if self.pm.parse_hookimpl_opts(plugin, attribute) is None:
+            opts = self.pm.parse_hookimpl_opts(plugin, attribute)
+            if opts is None:
                 continue
             function = getattr(plugin, attribute)
             self._codes[getattr(function, "__code__", None)] = info.name
-            if attribute in LIFECYCLE_HOOKS or attribute in REGISTRATION_HOOKS:
-                if not (function.opus_impl.get("wrapper") or function.opus_impl.get("hookwrapper")):
-                    function = self._guard(function, info.name, attribute)
-            setattr(proxy, attribute, function)
+            setattr(proxy, attribute, self._guard(function, opts, info.name, attribute))
         try:
             self.pm.register(proxy, name=info.name)
             self.pm.check_pending()  # every earlier plugin passed: a failure is this one's
@@ -342,41 +361,61 @@ class PluginManager:
                 self.pm.unregister(proxy)
             self._broken(info.name, " ".join(str(exc).split()), exc)
             return
+        info.registered = proxy
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(proxy) or [])
         if REGISTRATION_HOOKS.intersection(info.hooks):
             self._registries = None  # what plugins provide is asked again
 
-    def _guard(self, function: Any, plugin: str, hook: str) -> Any:
-        """`function` reporting what it raises (lifecycle) or checking what it returns.
+    def _guard(self, function: Any, opts: Mapping[str, Any], plugin: str, hook: str) -> Any:
+        """`function` as pluggy will call it, guarded where opus promises that a failure
+        stays the plugin's: a lifecycle hook's is reported, a registration hook's marks
+        the plugin broken (and so does a wrong answer), and the call goes on without it.
 
         The guard keeps the function's name, signature (`__wrapped__`) and hookimpl
-        marker, so pluggy sees the same implementation with the same options.
+        options, so pluggy sees the same implementation with the same options.
         """
-        if hook in LIFECYCLE_HOOKS:
 
-            def notify(*args: Any) -> None:
-                try:
-                    function(*args)
-                except KeyboardInterrupt:
-                    raise
-                except BaseException as exc:
-                    self._hook_failed(plugin, hook, exc)
-
-            return functools.wraps(function)(notify)
+        def failed(exc: BaseException) -> None:
+            if hook in LIFECYCLE_HOOKS:
+                self._hook_failed(plugin, hook, exc)
+            else:
+                self._broken(plugin, f"{hook} failed: {_one_line(exc)}", exc)
 
         def answer(*args: Any) -> Any:
             try:
-                result = _checked(hook, function(*args))
+                result = function(*args)
+                if hook in REGISTRATION_HOOKS:
+                    result = _checked(hook, result)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:
-                self._broken(plugin, f"{hook} failed: {_one_line(exc)}", exc)
+                failed(exc)
                 return None
-            if result is not None:
+            if result is not None and hook in REGISTRATION_HOOKS:
                 self._answers.setdefault(hook, []).append((plugin, result))
             return result
 
-        return functools.wraps(function)(answer)
+        def answered(*args: Any) -> Any:
+            result = function(*args)
+            if result is not None:
+                self._answered[hook] = plugin  # for messages about what it returned
+            return result
+
+        if hook not in LIFECYCLE_HOOKS and hook not in REGISTRATION_HOOKS:
+            # A failure is the caller's to report (`_call`), naming the plugin.
+            guarded = answered if spec_opts(hook).get("firstresult") else function
+        elif opts.get("wrapper") or opts.get("hookwrapper"):
+            guarded = _guarded_wrapper(function, failed, new_style=bool(opts.get("wrapper")))
+        else:
+            guarded = answer
+        marker = f"{PROJECT}_impl"
+        if guarded is function:
+            if getattr(function, marker, None) == opts:
+                return function
+            guarded = lambda *args: function(*args)  # noqa: E731  (to carry the marker)
+        guarded = functools.wraps(function)(guarded)
+        setattr(guarded, marker, dict(opts))  # even where it sat on a staticmethod
+        return guarded
 
     def _broken(
         self, name: str, error: str, exc: BaseException | None = None, what: str = "is broken"
@@ -415,8 +454,9 @@ class PluginManager:
 
     def _drop_broken(self) -> None:
         for info in self.infos.values():
-            if info.status == "error" and self.pm.get_plugin(info.name) is not None:
-                self.pm.unregister(name=info.name)
+            if info.status == "error" and info.registered is not None:
+                self.pm.unregister(info.registered)
+                info.registered = None
 
     # -- what plugins provide -------------------------------------------------------------
 
@@ -428,19 +468,10 @@ class PluginManager:
         return list(self.infos.values())
 
     def _ask(self, hook: str, **kwargs: Any) -> list[Any]:
-        """Call a registration hook, dropping (and marking) plugins whose wrapper raised."""
-        while True:
-            try:
-                results: list[Any] = getattr(self.hook, hook)(**kwargs)
-                return results
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:
-                culprit = self._culprit(exc)
-                if culprit is None or culprit == BUILTIN:
-                    raise
-                self._broken(culprit, f"{hook} failed: {_one_line(exc)}", exc)
-                self._drop_broken()
+        """Call a registration hook, then drop the plugins its guards found broken."""
+        results: list[Any] = getattr(self.hook, hook)(**kwargs) or []
+        self._drop_broken()
+        return results
 
     def _collect(self) -> dict[str, Registry]:
         self.load()
@@ -559,20 +590,35 @@ class PluginManager:
         """Let every plugin add its `opus` subcommands."""
         self.load()
         self._ask("opus_register_commands", commands=commands)
-        self._drop_broken()
 
     def load_tasks(self, path: Path) -> list[Task] | None:
         """The tasks of the manifest file `path`, from the first plugin that reads it."""
+        from opus_core.errors import OpusError
         from opus_core.manifest import Task
 
         self._collect()
         found = self._call(self.hook.opus_load_tasks, path=path)
         if found is None:
             return None
-        tasks = list(found)
+        who = f"plugin {self._answered.get('opus_load_tasks', '?')!r}"
+        if isinstance(found, (str, bytes, Mapping)) or not isinstance(found, Iterable):
+            raise PluginError(
+                f"{who}: opus_load_tasks returned {type(found).__name__} for {path}; "
+                "return a list of Task, or None for a file the plugin does not read"
+            )
+        try:
+            tasks = list(found)  # a generator runs here
+        except (OpusError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise PluginError(
+                f"{who} failed in opus_load_tasks for {path}: {_one_line(exc)}"
+            ) from exc
         for task in tasks:
             if not isinstance(task, Task):
-                raise PluginError(f"opus_load_tasks returned {task!r} for {path}, not a Task")
+                raise PluginError(
+                    f"{who}: opus_load_tasks returned {task!r} for {path}, not a Task"
+                )
         return tasks
 
     def modifies_tasks(self) -> bool:
@@ -603,8 +649,9 @@ class PluginManager:
         if found is None:
             return None
         if not isinstance(found, Mapping):
+            who = self._answered.get("opus_task_restore", "?")
             raise PluginError(
-                f"opus_task_restore returned {type(found).__name__} for task "
+                f"plugin {who!r}: opus_task_restore returned {type(found).__name__} for task "
                 f"{task.task_id!r}; return a dict of values, or None to run the task"
             )
         return dict(found)
@@ -640,6 +687,61 @@ class PluginManager:
     def run_finished(self, report: RunReport) -> None:
         """Call `opus_run_finished`."""
         self._notify(self.hook.opus_run_finished, report=report)
+
+
+def spec_opts(hook: str) -> dict[str, Any]:
+    """The hookspec options of `hook` (`firstresult`, ...)."""
+    opts: dict[str, Any] = getattr(getattr(spec, hook, None), f"{PROJECT}_spec", {})
+    return opts
+
+
+def _reserved(name: str) -> bool:
+    """Names of the core's own plugins, which no other plugin may take."""
+    return name == BUILTIN or name.startswith(BUILTIN + ".")
+
+
+def _guarded_wrapper(
+    function: Any, failed: Callable[[BaseException], None], new_style: bool
+) -> Any:
+    """A hook wrapper that, should it fail before or after its `yield`, is reported by
+    `failed` and the call goes on as if it were not there."""
+
+    def guarded(*args: Any) -> Any:
+        try:
+            wrapper = function(*args)
+            next(wrapper)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            failed(exc)
+            return (yield)
+        try:
+            outcome = yield
+        except BaseException as inner:  # a new-style wrapper is told what the others raised
+            try:
+                wrapper.throw(inner)
+            except StopIteration as stop:
+                return stop.value
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                if exc is not inner:
+                    failed(exc)
+            raise
+        try:
+            wrapper.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            failed(exc)
+            return outcome if new_style else None
+        wrapper.close()
+        failed(RuntimeError("the wrapper yielded more than once"))
+        return outcome if new_style else None
+
+    return guarded
 
 
 class _Guarded:

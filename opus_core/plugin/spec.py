@@ -197,8 +197,8 @@ def opus_load_tasks(path: Path) -> Iterable[Task] | None:
 def opus_modify_tasks(tasks: list[Task], command: str, context: str) -> None:
     """Deselect or reorder `tasks` in place before the run is planned.
 
-    Called once per run (and per `--dry-run`, `opus tasks` and `opus graph`)
-    with every task the engine holds, before scope and dependencies are
+    Called each time a plan is made (each run, and `opus run --dry-run`) with
+    every task the engine holds, before scope and dependencies are
     resolved, as pytest's `pytest_collection_modifyitems`. Removing a task
     another task depends on by name makes planning fail naming both. The
     core's task selection (`opus run NAME ...`) is an implementation.
