@@ -148,6 +148,19 @@ def test_a_bad_name_is_refused_saying_what_is_allowed(tmp_path: Path, name: str)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("builtin", "'builtin' is the name of opus's own plugin; choose another"),
+        ("opus-plugin-foo", "give the plugin's own name: 'foo'"),
+    ],
+)
+def test_a_reserved_or_doubled_name_is_refused(tmp_path: Path, name: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        scaffold(tmp_path, name)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_existing_distribution_is_overwritten_only_with_force(tmp_path: Path) -> None:
     scaffold(tmp_path)
     readme = tmp_path / "opus-plugin-hello" / "README.md"
