@@ -173,18 +173,9 @@ def check_structure(data: Mapping[str, Any], file: Path) -> None:
                 f"{file}: unknown section [{section}]; expected one of "
                 f"{', '.join(f'[{s}]' for s in SECTIONS[:-1])} or [[tasks]]"
             )
-        if section == "tasks":
-            from opus_core.manifest import TASK_KEYS
-
+        if section == "tasks":  # each manifest's keys: when the tasks are built
             if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
                 raise ConfigError(f"{file}: tasks must be an array of tables ([[tasks]])")
-            for index, task in enumerate(value):
-                unknown = sorted(set(task) - set(TASK_KEYS))
-                if unknown:
-                    raise ConfigError(
-                        f"{file}: tasks[{index}]: unknown key {unknown[0]!r}; "
-                        f"expected {', '.join(TASK_KEYS)}"
-                    )
             continue
         if not isinstance(value, Mapping):
             raise ConfigError(f"{file}: {section} must be a table ([{section}])")
