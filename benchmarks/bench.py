@@ -351,6 +351,22 @@ def task_process(quick: bool) -> None:
             receiver.recv()
             process.join()
 
+    def forked() -> None:
+        """The floor: os.fork and a pipe per task, nothing around them."""
+        children = []
+        for _ in range(n):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child
+                os.write(write_end, b"x")
+                os._exit(0)
+            os.close(write_end)
+            children.append((pid, read_end))
+        for pid, read_end in children:
+            os.read(read_end, 1)
+            os.close(read_end)
+            os.waitpid(pid, 0)
+
     woflo_task = woflo.task(_noop)
 
     def with_woflo() -> None:
@@ -365,7 +381,7 @@ def task_process(quick: bool) -> None:
         for run in runs:
             run.get_result()
 
-    base, wf, mine = interleaved((bare, with_woflo, ours), repeat=3 if quick else 5)
+    base, fork, wf, mine = interleaved((bare, forked, with_woflo, ours), repeat=3 if quick else 5)
     add(
         "5",
         f"@task on process, {n} no-op calls",
@@ -384,6 +400,7 @@ def task_process(quick: bool) -> None:
         "<= 1.3x",
         mine / base <= 1.3,
     )
+    add("5", "", "", f"bare os.fork + pipe {fork / n * 1e3:.2f} ms", mine / fork, "report", None)
 
 
 # -- 6. dask ---------------------------------------------------------------------------------------

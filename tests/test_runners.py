@@ -7,7 +7,6 @@ import faulthandler
 import multiprocessing
 import os
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -291,24 +290,6 @@ def test_max_workers_must_be_positive() -> None:
 
 def test_timeout_error_is_an_opus_error_and_a_timeout_error() -> None:
     assert issubclass(TaskTimeoutError, OpusError) and issubclass(TaskTimeoutError, TimeoutError)
-
-
-def test_without_pidfds_a_pipe_tells_when_the_process_ends(monkeypatch) -> None:
-    from opus_core.runners import process
-
-    monkeypatch.setattr(process._reaper, "pidfd", False)  # as on kernels before Linux 5.3
-    runner = ProcessRunner()
-    assert runner.submit(os.getpid).get_result(timeout=5) != os.getpid()
-    payload = os.urandom(1_000_000)
-    assert runner.submit(bytes, payload).get_result(timeout=10) == payload
-    with pytest.raises(CustomError, match="boom"):
-        runner.submit(_raise_custom, "boom").get_result(timeout=5)
-    died = runner.submit(os._exit, 7).get_result(timeout=5, raise_exceptions=False)
-    assert isinstance(died, ProcessDiedError) and "exited with code 7" in str(died)
-    run = runner.submit(time.sleep, 30)
-    assert stat.S_ISFIFO(os.fstat(run._exit_fd).st_mode)  # not a pidfd
-    run.stop()
-    assert run.status == "cancelled" and wait_until(lambda: not alive(run.pid))
 
 
 def _raise_custom(message: str) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -24,6 +26,21 @@ PLUGINS_ENV = "OPUS_PLUGINS"
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
+TERMINATED = 143
+_terminated = False
+
+
+def interrupted_status() -> int:
+    """The exit status of a run that was stopped: 143 after SIGTERM, 130 after Ctrl-C."""
+    return TERMINATED if _terminated else INTERRUPTED
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM (docker stop, systemd, a CI time-out) ends opus as Ctrl-C does: running work
+    # is stopped, records are kept, the summary is printed; only the exit status differs.
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
 
 
 class Parser(argparse.ArgumentParser):
@@ -104,7 +121,7 @@ def build_parser(manager: PluginManager | None = None) -> Parser:
         parents=[common],
         description="opus: a local-first task processing engine.",
         epilog="Exit status: 0 all well, 1 a task failed, 2 a usage, configuration or "
-        "plugin error, 130 interrupted.",
+        "plugin error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"opus {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
@@ -145,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # answered before any plugin loads
         print(f"opus {__version__}")
         return 0
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C, wherever it lands: loading plugins, parsing, running
-        sys.stderr.write("opus: interrupted\n")
-        return INTERRUPTED
+        sys.stderr.write("opus: terminated\n" if _terminated else "opus: interrupted\n")
+        return interrupted_status()
 
 
 def _main(argv: list[str]) -> int:

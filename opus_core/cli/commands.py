@@ -12,7 +12,7 @@ examples:
   opus run --dry-run              the plan: order, dependencies, what is left out and why
 
 exit status: 0 all well, 1 a task did not succeed, 2 a usage, configuration or
-plugin error, 130 interrupted."""
+plugin error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
 
 
 def add_core_commands(commands: Commands) -> None:

@@ -12,7 +12,7 @@ from opus_core.plugin.defaults import Selection
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the tasks; 0 when all succeeded, 1 when any did not, 130 when interrupted."""
+    """Run the tasks; 0 when all succeeded, 1 when any did not, 130/143 when stopped."""
     tasks = Tasks.from_config(getattr(args, "config", None), runner=args.runner)
     manager = tasks.manager()
     if args.names:
@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     print(report_table(report))
     print(report.summary() + (" (interrupted)" if report.interrupted else ""))
     if report.interrupted:
-        return 130
+        from opus_core.cli import interrupted_status
+
+        return interrupted_status()
     return 0 if report.ok else 1
 
 

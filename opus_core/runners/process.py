@@ -1,28 +1,39 @@
-"""The `process` runner: one forked OS process per task, killed on stop or timeout.
+"""The `process` runner: one OS process per task, killed on stop or timeout.
 
-Each task process is forked directly (`os.fork`), without `multiprocessing`'s
-start-up work, which cost more than the fork itself. The child sends its
-result back through a pipe as one length-prefixed pickle. One reaper thread
-watches every task's pipe and its exit (a pidfd where the kernel has them,
-else a pipe the child holds open until it exits).
+Each task runs in a `multiprocessing` process of the `fork` context, so
+functions defined anywhere, closures included, run without being pickled.
+The result comes back as one message on a `multiprocessing` pipe the moment
+the function returns. One watcher thread waits on every task's pipe and on
+its process's sentinel (`Process.sentinel`), registered once each with an
+epoll selector.
+
+Task processes die with the process that started them, whatever ends it:
+
+* each puts itself in a process group of its own, so `stop()` and timeouts
+  kill the task and everything it started (`os.killpg`);
+* each watches a *lifeline*, a pipe only the parent holds open for writing:
+  when the parent ends — exit, crash, SIGKILL — the pipe reads end-of-file
+  and the task's whole group is killed;
+* `ProcessRunner.shutdown()`, and the interpreter's exit, kill a task process
+  that sent its result but lingers on (a thread the task left running).
 """
 
 from __future__ import annotations
 
-import gc
+import atexit
+import multiprocessing
 import os
 import signal
-import struct
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar, NoReturn
+from multiprocessing.connection import Connection
+from typing import Any, ClassVar
 
 from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
 from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
-_LENGTH = struct.Struct("!Q")  # each message: its length, then a pickle of (ok, payload)
-_CHUNK = 1 << 16
+_CONTEXT = multiprocessing.get_context("fork")
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -36,14 +47,21 @@ def _portable(exc: BaseException) -> BaseException:
         pickle.loads(pickle.dumps(exc))
     except Exception:
         kind = type(exc)
-        portable = RemoteTaskError(f"{kind.__module__}.{kind.__qualname__}", str(exc))
+        portable = RemoteTaskError(f"{kind.__module__}.{kind.__qualname__}", _text(exc))
         portable.add_note(f"(raised in the task's process)\n{detail}")
         return portable
     return exc
 
 
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose message cannot be shown>"
+
+
 def _message(fn: Callable[..., Any], args: Any, kwargs: Any) -> bytes:
-    """Run `fn` and pickle what it returned or raised, framed with its length."""
+    """Run `fn` and pickle what it returned or raised."""
     import pickle
 
     try:
@@ -51,48 +69,14 @@ def _message(fn: Callable[..., Any], args: Any, kwargs: Any) -> bytes:
     except BaseException as exc:
         message = (False, _portable(exc))
     try:
-        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         what = "result" if message[0] else "exception"
         error = OpusError(
             f"the {what} of task {run_name(fn)!r} could not be sent "
             f"back from its process: {type(exc).__name__}: {exc}"
         )
-        data = pickle.dumps((False, error), pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(data)) + data
-
-
-def _begin_child() -> None:
-    """Start the child as `multiprocessing` starts its own, so tasks may use it as in one."""
-    try:
-        os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
-    except OSError:
-        pass
-    try:  # tasks do not read the caller's terminal (multiprocessing closes stdin too)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-    except OSError:
-        pass
-    util = sys.modules.get("multiprocessing.util")  # if not imported, there is nothing to do
-    if util is not None:
-        from multiprocessing import process
-
-        process._children = set()  # type: ignore[attr-defined]  # the parent's are not ours
-        util._finalizer_registry.clear()
-        util._run_after_forkers()  # e.g. a multiprocessing.Queue passed to a task
-
-
-def _end_child() -> None:
-    """Wait for the task's own threads and processes, as a `multiprocessing` child would."""
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        util._exit_function()
-    _flush_std_streams()
+        return pickle.dumps((False, error), pickle.HIGHEST_PROTOCOL)
 
 
 def _flush_std_streams() -> None:
@@ -104,61 +88,73 @@ def _flush_std_streams() -> None:
             pass
 
 
-def _child_main(
-    result_fd: int, fn: Callable[..., Any], args: Any, kwargs: Any
-) -> NoReturn:  # pragma: no cover - runs in the child, which ends with os._exit
-    # What the child inherits is set aside from the collector: a collection walking it would
-    # write to every page of the parent's heap, and each such write copies the page.
-    gc.freeze()
-    code = 1
-    try:
-        _begin_child()
-        data = _message(fn, args, kwargs)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(result_fd, view) :]
-        os.close(result_fd)
-        _end_child()
-        code = 0
-    except BaseException:
-        try:
-            import traceback
+# -- the lifeline -----------------------------------------------------------------------------
 
-            traceback.print_exc()
-            sys.stderr.flush()
-        except BaseException:
+_lifeline: tuple[int, int] | None = None  # (read end, write end), made by the first task
+_lifeline_lock = threading.Lock()
+
+
+def _lifeline_fds() -> tuple[int, int]:
+    global _lifeline
+    with _lifeline_lock:
+        if _lifeline is None:
+            _lifeline = os.pipe()
+            atexit.register(_end_lingering)  # after multiprocessing's: so it runs before it
+        return _lifeline
+
+
+def _forked() -> None:
+    """In every forked child: the parent's lifeline is the parent's alone to hold open."""
+    global _lifeline
+    if _lifeline is not None:
+        os.close(_lifeline[1])  # only the parent may keep the pipe open for writing
+        _lifeline = None  # a task that starts tasks makes a lifeline of its own
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _die_with_parent(read_end: int) -> None:  # pragma: no cover - runs in the child
+    try:
+        while os.read(read_end, 1):
             pass
-    finally:
-        os._exit(code)  # never return into the caller's code: this is a copy of it
+    except OSError:
+        pass
+    os.killpg(0, signal.SIGKILL)  # the parent is gone: so are this task and what it started
 
 
-def _has_pidfd() -> bool:
-    """Whether this kernel has pidfds (Linux 5.3+): an exit to wait on without a pipe."""
+def _child(
+    send: Connection, lifeline: int, fn: Callable[..., Any], args: Any, kwargs: Any
+) -> None:  # pragma: no cover - runs in the child
     try:
-        os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):
-        return False
-    return True
+        os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
+    except OSError:
+        pass
+    threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True).start()
+    try:  # tasks do not read the caller's terminal
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    except OSError:
+        pass
+    message = _message(fn, args, kwargs)
+    _flush_std_streams()  # what the task printed is out before its result is
+    send.send_bytes(message)
+    send.close()
+    # multiprocessing ends the process: it waits for the task's own threads and
+    # processes, flushes the standard streams and exits.
 
 
-class _Reaper:
-    """One thread that collects what every task process sends back, and its end.
+# -- the watcher ---------------------------------------------------------------------------------
 
-    It reads each run's result pipe as data arrives (a child blocked writing a
-    large result must be read from before it can exit) and waits for its exit.
-    Each is registered once with an epoll (or the platform's best) selector, so
-    a wake costs the same with 5 or 500 processes running.
-    """
+
+class _Watcher:
+    """One thread that collects what every task process sends back, and its end."""
 
     def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._selector: Any = None
-        self._timeout: float | None = None
         self._thread: threading.Thread | None = None
-        self.pidfd: bool | None = None
 
     def watch(self, run: MultiprocessTaskRun) -> None:
         import selectors
@@ -166,14 +162,10 @@ class _Reaper:
         with self._lock:
             if self._selector is None:
                 self._selector = selectors.DefaultSelector()
-                # epoll and kqueue see a registration made while another thread waits;
-                # select() and poll() only at their next call, so those wake up to look.
-                live = ("EpollSelector", "KqueueSelector", "DevpollSelector")
-                self._timeout = None if type(self._selector).__name__ in live else 0.05
-            self._selector.register(run._result_fd, selectors.EVENT_READ, (run, "result"))
-            self._selector.register(run._exit_fd, selectors.EVENT_READ, (run, "exit"))
+            self._selector.register(run._receive.fileno(), selectors.EVENT_READ, (run, True))
+            self._selector.register(run._process.sentinel, selectors.EVENT_READ, (run, False))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="opus-reaper", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name="opus-watcher", daemon=True)
                 self._thread.start()
 
     def forget(self, fd: int) -> None:
@@ -183,15 +175,17 @@ class _Reaper:
                 self._selector.unregister(fd)
 
     def _loop(self) -> None:
-        # Ctrl-C is for the thread that waits on the runs, not for this one.
+        # Ctrl-C and SIGTERM are for the thread that waits on the runs, not for this one.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        selector = self._selector
+        # epoll sees a registration made while this thread waits; other selectors only
+        # at their next call, so those wake up to look.
+        timeout = None if type(self._selector).__name__ == "EpollSelector" else 0.05
         while True:
-            for key, _ in selector.select(self._timeout):
-                run, what = key.data
+            for key, _ in self._selector.select(timeout):
+                run, is_result = key.data
                 try:
-                    if what == "result":
-                        run._read()
+                    if is_result:
+                        run._receive_result()
                     else:
                         run._reap()
                 except Exception as exc:  # this thread must go on for every other run
@@ -202,106 +196,98 @@ class _Reaper:
                         )
                     )
 
-    def _after_fork_in_child(self) -> None:
-        # A forked child starts with no reaper thread, and must not share the parent's epoll
-        # set: a task that starts processes itself gets a reaper of its own.
-        self._reset()
+
+_watcher = _Watcher()
+_live: dict[MultiprocessTaskRun, ProcessRunner | None] = {}  # runs whose process is not reaped
+_live_lock = threading.Lock()
 
 
-_reaper = _Reaper()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reaper._after_fork_in_child)
+def _reset_after_fork() -> None:
+    global _watcher
+    _watcher = _Watcher()  # the parent's thread and selector are not this process's
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _end_lingering(owner: ProcessRunner | None = None, everything: bool = False) -> None:
+    """Kill task processes that sent their result but live on (or, with `everything`, all)."""
+    with _live_lock:
+        runs = [run for run, runner in _live.items() if owner is None or runner is owner]
+    for run in runs:
+        if everything or run.done():
+            run._kill()
 
 
 class MultiprocessTaskRun(BaseTaskRun):
-    """A run in a child process of its own; `stop()` kills the process and its children."""
+    """A run in a process of its own; `stop()` kills the process and its children."""
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        runner: ProcessRunner | None = None,
+    ):
         super().__init__(run_name(fn))
-        if _reaper.pidfd is None:
-            _reaper.pidfd = _has_pidfd()
         # What the child will import, imported here first: a module another thread is
         # importing at the moment of the fork stays locked in the child for ever.
         import pickle  # noqa: F401
         import selectors  # noqa: F401
         import traceback  # noqa: F401
 
-        result_fd, result_w = os.pipe()
-        exit_fd, exit_w = (-1, -1) if _reaper.pidfd else os.pipe()
-        _flush_std_streams()  # or the child would print what the caller printed again
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            os.close(result_fd)
-            if exit_fd >= 0:
-                os.close(exit_fd)  # exit_w stays open until the child ends
-            _child_main(result_w, fn, args, kwargs)
-        self._pid = pid
-        self._result_fd = result_fd
-        self._exit_fd = exit_fd
-        self._buffer = bytearray()
+        lifeline, _ = _lifeline_fds()
+        receive, send = _CONTEXT.Pipe(duplex=False)
+        self._receive = receive
+        self._process = _CONTEXT.Process(
+            target=_child, args=(send, lifeline, fn, args, kwargs), name=f"opus-{self.name}"
+        )
         self._reaped = False
+        self._kill_lock = threading.Lock()
+        _flush_std_streams()  # or the child would print what the caller printed again
         try:
-            os.close(result_w)
-            if exit_w >= 0:
-                os.close(exit_w)
+            self._process.start()
+        finally:
+            send.close()
+        self._pid: int = self._process.pid  # type: ignore[assignment]
+        try:
             try:
-                os.setpgid(pid, pid)
+                os.setpgid(self._pid, self._pid)
             except OSError:
                 pass  # the child did it first, or has already ended
-            if _reaper.pidfd:
-                self._exit_fd = os.pidfd_open(pid)
-            os.set_blocking(result_fd, False)
-            _reaper.watch(self)
+            with _live_lock:
+                _live[self] = runner
+            _watcher.watch(self)
         except BaseException:
-            # Ctrl-C (or anything else) between the fork and the watch: nobody would ever
-            # stop or collect this child, so it goes now.
-            self._halt()
-            os.waitpid(pid, 0)
+            # Ctrl-C (or anything else) between the start and the watch: nobody would ever
+            # stop or collect this process, so it goes now.
+            self._kill()
+            self._process.join()
             self._reaped = True
-            for fd in {result_fd, self._exit_fd} - {-1}:
-                _reaper.forget(fd)
-                os.close(fd)
+            self._closed()
             raise
 
     @property
     def pid(self) -> int:
-        """The child's process id."""
+        """The task process's id."""
         return self._pid
 
-    def _read(self, drain: bool = False) -> None:
-        """Take what the result pipe holds (with `drain`, all of it); finish once it is whole.
-
-        The pipe is closed once the whole message is in, or at its end of file.
-        """
-        while self._result_fd >= 0:
-            try:
-                chunk = os.read(self._result_fd, _CHUNK)
-            except BlockingIOError:
-                return  # more to come: the selector says when
-            except OSError:
-                chunk = b""
-            if chunk:
-                self._buffer += chunk
-                if not self._deliver():
-                    if drain:
-                        continue
-                    return
-            _reaper.forget(self._result_fd)
-            os.close(self._result_fd)
-            self._result_fd = -1
-
-    def _deliver(self) -> bool:
-        """Finish the run if the whole message has arrived; True if it has."""
-        buffer = self._buffer
-        if len(buffer) < _LENGTH.size:
-            return False
-        (length,) = _LENGTH.unpack_from(buffer)
-        if len(buffer) < _LENGTH.size + length:
-            return False
+    def _receive_result(self) -> None:
+        """The pipe is readable: the result, or its end because the process ended without one."""
         import pickle
 
+        if self._receive.closed:
+            return  # taken already, when the process's end was seen first
+        _watcher.forget(self._receive.fileno())
         try:
-            ok, payload = pickle.loads(buffer[_LENGTH.size : _LENGTH.size + length])
+            data = self._receive.recv_bytes()
+        except (EOFError, OSError):
+            return  # no result: the sentinel says how the process ended
+        finally:
+            self._receive.close()
+        try:
+            ok, payload = pickle.loads(data)
         except Exception as exc:
             ok, payload = (
                 False,
@@ -310,24 +296,24 @@ class MultiprocessTaskRun(BaseTaskRun):
                     f"process: {type(exc).__name__}: {exc}"
                 ),
             )
-        self._buffer = bytearray()
         if ok:
             self._finish(value=payload)
         else:
             self._finish(exception=payload)
-        return True
 
     def _reap(self) -> None:
         """The process ended: collect it, and say how it died if it sent no result."""
-        _reaper.forget(self._exit_fd)
-        os.close(self._exit_fd)
-        try:
-            _, status = os.waitpid(self._pid, 0)
-            code: int | None = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            code = None  # collected by someone else
-        self._reaped = True
-        self._read(drain=True)  # what the child wrote before it ended
+        if self._reaped:
+            return
+        _watcher.forget(self._process.sentinel)
+        if not self._receive.closed and self._receive.poll():
+            self._receive_result()  # what the process sent just before it ended
+        with self._kill_lock:
+            while self._process.exitcode is None:  # another thread may be collecting it
+                self._process.join(0.05)
+            self._reaped = True
+        code = self._process.exitcode
+        self._closed()
         if self.done():
             return
         how = (
@@ -342,23 +328,40 @@ class MultiprocessTaskRun(BaseTaskRun):
             )
         )
 
+    def _closed(self) -> None:
+        """The process is collected: let go of it and of the pipe."""
+        with _live_lock:
+            _live.pop(self, None)
+        if not self._receive.closed:
+            _watcher.forget(self._receive.fileno())
+            self._receive.close()
+        self._process.close()  # its sentinel, and its place among multiprocessing's children
+
+    def _kill(self) -> None:
+        """Kill the task's process group (its process, and whatever it started)."""
+        with self._kill_lock:
+            if self._reaped:
+                return  # its pid may belong to another process by now
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(self._pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
     def _halt(self) -> None:
-        if self._reaped:
-            return  # its pid may belong to another process by now
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(self._pid, signal.SIGKILL)
-            except OSError:
-                pass
+        self._kill()
 
 
 class ProcessRunner(Runner):
     """Runs each task in a new OS process (`"process"`).
 
-    Processes are forked, so functions defined anywhere, closures included,
-    run without being pickled; the result or exception comes back pickled.
-    `max_workers` caps how many tasks of a graph run at once (default: the
-    number of CPUs plus four, at most 32); `@task` calls are not capped.
+    Processes are forked (`multiprocessing`'s `fork` context), so functions
+    defined anywhere, closures included, run without being pickled; the
+    result or exception comes back pickled. `max_workers` caps how many tasks
+    of a graph run at once (default: the number of CPUs plus four, at most
+    32); `@task` calls are not capped. `shutdown()` kills what is left of the
+    processes it started: all of them with `wait=False`, else those that sent
+    their result but live on.
     """
 
     name: ClassVar[str] = "process"
@@ -380,5 +383,9 @@ class ProcessRunner(Runner):
         return self.max_workers or min(32, (os.cpu_count() or 1) + 4)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
-        """Fork a process that runs `fn(*args, **kwargs)`."""
-        return self.run_class(fn, args, kwargs)
+        """Start a process that runs `fn(*args, **kwargs)`."""
+        return self.run_class(fn, args, kwargs, self)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Kill this runner's task processes that linger (all of them, without `wait`)."""
+        _end_lingering(self, everything=not wait)

@@ -1,0 +1,194 @@
+"""Task processes never outlive the opus that started them, whatever ends it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from cli_helpers import OPUS, interruptible
+
+PROCESSOR = """
+import os, threading, time
+from pathlib import Path
+from opus_core import TaskProcessor
+
+
+class Sleepy(TaskProcessor):
+    kind = "Sleepy"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        Path(task.spec["pidfile"]).write_text(str(os.getpid()))
+        if task.spec.get("linger"):  # a thread the task leaves running
+            threading.Thread(target=time.sleep, args=(60,)).start()
+            return {"done": True}
+        time.sleep(task.spec.get("seconds", 60))
+        return {"done": True}
+"""
+
+
+def project(root: Path, tasks: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sleepy.py").write_text(PROCESSOR)
+    (root / "opus.toml").write_text(
+        textwrap.dedent(
+            """
+            [opus]
+            runner = "process"
+            persistence = "file"
+            processors = ["sleepy:Sleepy"]
+
+            [persistence.file]
+            directory = "state"
+            """
+        )
+        + textwrap.dedent(tasks)
+    )
+    return root
+
+
+def environment(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_CONFIG_HOME"] = str(root / ".user-config")
+    return env
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except OSError:
+        return False
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def started(pidfile: Path) -> int:
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    return int(pidfile.read_text())
+
+
+TWO_SLEEPERS = """
+[[tasks]]
+kind = "Sleepy"
+version = "v1"
+metadata = { name = "quick" }
+spec = { pidfile = "quick.pid", seconds = 0 }
+
+[[tasks]]
+kind = "Sleepy"
+version = "v1"
+metadata = { name = "slow", dependencies = ["quick"] }
+spec = { pidfile = "slow.pid" }
+"""
+
+
+def test_a_killed_opus_takes_its_task_processes_with_it(tmp_path: Path) -> None:
+    root = project(tmp_path, TWO_SLEEPERS)
+    opus = subprocess.Popen([str(OPUS), "run"], cwd=root, env=environment(root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    task = started(root / "slow.pid")
+    opus.send_signal(signal.SIGKILL)
+    opus.wait(timeout=10)
+    assert wait_for(lambda: not alive(task)), "the task process outlived opus"
+
+
+def test_sigterm_stops_the_run_like_ctrl_c_and_exits_143(tmp_path: Path) -> None:
+    root = project(tmp_path, TWO_SLEEPERS)
+    opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
+    task = started(root / "slow.pid")
+    opus.send_signal(signal.SIGTERM)
+    stdout, stderr = opus.communicate(timeout=30)
+    assert opus.returncode == 143, (stdout, stderr)
+    assert "Traceback" not in stderr
+    assert "1 succeeded, 1 cancelled" in stdout and "(interrupted)" in stdout
+    assert wait_for(lambda: not alive(task))
+    state = subprocess.run(
+        [str(OPUS), "state", "list"], cwd=root, env=environment(root),
+        capture_output=True, text=True, timeout=30,
+    )
+    records = {line.split()[0]: line.split()[1] for line in state.stdout.splitlines()[1:]}
+    assert records.get("opus-run:apply:default:quick") == "succeeded", state.stdout  # kept
+
+
+def test_a_thread_a_task_leaves_running_does_not_keep_its_process_after_opus(
+    tmp_path: Path,
+) -> None:
+    root = project(
+        tmp_path,
+        """
+        [[tasks]]
+        kind = "Sleepy"
+        version = "v1"
+        metadata = { name = "lingerer" }
+        spec = { pidfile = "lingerer.pid", linger = true }
+        """,
+    )
+    start = time.monotonic()
+    result = subprocess.run([str(OPUS), "run"], cwd=root, env=environment(root),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 20  # opus did not wait for the thread's minute
+    task = int((root / "lingerer.pid").read_text())
+    assert wait_for(lambda: not alive(task)), "the lingering task process outlived opus"
+
+
+SCRIPT = """
+import os, sys, threading, time
+from opus_core import task
+
+
+@task
+def leave_a_thread():
+    threading.Thread(target=time.sleep, args=(60,)).start()
+    return os.getpid()
+
+
+print(leave_a_thread().get_result(timeout=10), flush=True)
+"""
+
+
+def test_a_script_ends_at_once_and_its_lingering_task_process_with_it(tmp_path: Path) -> None:
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path,
+                            env=environment(tmp_path), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 20
+    task = int(result.stdout.strip())
+    assert wait_for(lambda: not alive(task))
+
+
+def test_shutdown_ends_the_processes_a_runner_started(tmp_path: Path) -> None:
+    from opus_core.runners import ProcessRunner
+
+    runner = ProcessRunner()
+    lingering = runner.submit(_leave_a_thread)
+    pid = lingering.get_result(timeout=10)
+    running = runner.submit(time.sleep, 60)
+    runner.shutdown(wait=True)  # what sent its result and lingers goes
+    assert wait_for(lambda: not alive(pid))
+    assert running.is_running() and alive(running.pid)
+    runner.shutdown(wait=False)  # everything goes
+    assert wait_for(lambda: not alive(running.pid))
+
+
+def _leave_a_thread() -> int:
+    import threading
+
+    threading.Thread(target=time.sleep, args=(60,)).start()
+    return os.getpid()
