@@ -7,7 +7,9 @@ or plugin takes) live in `opus_core.assembly`; this module checks the rest.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,50 @@ def user_config_path() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("opus")) / FILENAME
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def project_state_dir(project: Path | None) -> Path:
+    """The project's own state folder: `<name>-<hash>` under `platformdirs.user_state_dir("opus")`.
+
+    `project` is the project's `opus.toml`; with none, the current directory is
+    the project. The name is the project folder's (sanitised, for people); the
+    hash — 12 hex digits of the sha256 of the resolved path — keeps two
+    checkouts of one project, or two projects with one folder name, apart.
+    """
+    import hashlib
+
+    import platformdirs
+
+    # The file's folder is resolved, not the file: checkouts whose opus.toml is a
+    # symlink to one shared file are still two projects.
+    folder = (project.parent if project is not None else Path.cwd()).resolve()
+    anchor = folder / project.name if project is not None else folder
+    name = _UNSAFE.sub("_", folder.name).strip("._-")[:40] or "project"
+    digest = hashlib.sha256(os.fsencode(anchor)).hexdigest()[:12]
+    return Path(platformdirs.user_state_dir("opus")) / f"{name}-{digest}"
+
+
+_LOADED: ContextVar[tuple[Path | None]] = ContextVar("opus_loaded_project")
+
+
+def current_state_dir() -> Path:
+    """The state folder of the project whose configuration was loaded last (`load_config`).
+
+    With none loaded yet in this context, the project is the one `opus.toml`
+    lookup finds ($OPUS_CONFIG, else the current directory or its parents).
+    Persistence plugins use it for their default location.
+    """
+    loaded = _LOADED.get(None)
+    if loaded is not None:
+        return project_state_dir(loaded[0])
+    try:
+        project, _ = find_project_config()
+    except ConfigError:
+        project = None
+    return project_state_dir(project)
 
 
 @dataclass
@@ -74,6 +120,11 @@ class Config:
     def base_dir(self) -> Path:
         """The directory of the project file (else the current directory)."""
         return self.project.parent if self.project else Path.cwd()
+
+    @property
+    def state_dir(self) -> Path:
+        """This project's default state folder (see `project_state_dir`)."""
+        return project_state_dir(self.project)
 
     @property
     def files(self) -> list[Path]:
@@ -151,6 +202,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, user: bool = True
     """Find, read, merge and check the configuration (no file at all is an empty config)."""
     project, found_by = find_project_config(path)
     config = Config(project=project, found_by=found_by)
+    _LOADED.set((project,))  # whose state a persistence built from it keeps by default
     user_path = user_config_path() if user else None
     if user_path is not None and user_path.is_file() and user_path != project:
         config.user = user_path

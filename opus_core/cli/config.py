@@ -11,7 +11,7 @@ from typing import Any
 
 import tomli_w
 
-from opus_core.config import load_config, user_config_path
+from opus_core.config import Config, load_config, user_config_path
 from opus_core.errors import ConfigError
 
 
@@ -121,4 +121,22 @@ def path(args: argparse.Namespace) -> int:
         print(f"project: none (no opus.toml in {Path.cwd()} or its parents)")
     user = user_config_path()
     print(f"user:    {user} ({'read' if user.is_file() else 'not present'})")
+    print(f"state:   {_state(args, config)}")
     return 0
+
+
+def _state(args: argparse.Namespace, config: Config) -> str:
+    """Where the configured persistence keeps state (this project's folder by default)."""
+    from opus_core.assembly import Assembly
+    from opus_core.cli.state import location
+    from opus_core.errors import OpusError
+    from opus_core.persistence import StatePersistence
+
+    try:
+        persistence = Assembly(config, manager=getattr(args, "plugin_manager", None)).persistence()
+    except OpusError as exc:
+        return f"{config.state_dir} (this project's folder; the persistence is unusable: {exc})"
+    where = location(persistence)
+    if type(persistence) is StatePersistence:  # nothing on disk; say where files would go
+        where += f"; this project's folder: {config.state_dir}"
+    return where

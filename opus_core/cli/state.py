@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 from opus_core.assembly import Assembly
 from opus_core.cli.output import table
@@ -17,9 +19,25 @@ def _persistence(args: argparse.Namespace) -> StatePersistence:
     return assembly.persistence()
 
 
+def location(persistence: StatePersistence) -> str:
+    """Where `persistence` keeps state: its folder or file, else what it is."""
+    for attribute in ("directory", "path"):
+        where = getattr(persistence, attribute, None)
+        if isinstance(where, (str, os.PathLike)):
+            return f"{os.fspath(where)} (persistence {persistence.name!r})"
+    if type(persistence) is StatePersistence:
+        return "in memory, for this process only (persistence 'memory')"
+    return f"persistence {persistence.name!r}"
+
+
 def list_state(args: argparse.Namespace) -> int:
-    """Every identifier that has state, with its status when it is a task record."""
-    state = _persistence(args).retrieve_all_state_from_persistence()
+    """Every identifier that has state, with its status when it is a task record.
+
+    The first line, on stderr, says where the state is (stdout stays the table).
+    """
+    persistence = _persistence(args)
+    sys.stderr.write(f"state: {location(persistence)}\n")
+    state = persistence.retrieve_all_state_from_persistence()
     if not state:
         print("no state")
         return 0

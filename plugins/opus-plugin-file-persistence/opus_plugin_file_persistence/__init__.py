@@ -60,10 +60,13 @@ def file_name(object_identifier: str) -> str:
 
 
 def default_directory() -> Path:
-    """`platformdirs.user_state_dir("opus")`."""
-    import platformdirs
+    """The project's own folder under `platformdirs.user_state_dir("opus")`.
 
-    return Path(platformdirs.user_state_dir("opus"))
+    See `opus_core.config.project_state_dir`: two checkouts never share records.
+    """
+    from opus_core.config import current_state_dir
+
+    return current_state_dir()
 
 
 class StateFileError(OpusError):
@@ -73,7 +76,7 @@ class StateFileError(OpusError):
 class FilePersistence(StatePersistence):
     """Task state as JSON files in `directory` (`"file"`).
 
-    Options: `directory` (default: `platformdirs.user_state_dir("opus")`;
+    Options: `directory` (default: the project's folder under `user_state_dir("opus")`;
     relative to the opus.toml that sets it) and `lock_timeout` (seconds a
     write waits for another process's, default 30).
     """
