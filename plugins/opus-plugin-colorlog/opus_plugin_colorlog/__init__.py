@@ -78,6 +78,29 @@ def make_formatter(fmt: str, colour: bool) -> logging.Formatter:
     return HighlightingFormatter(fmt, log_colors=LEVEL_COLORS, no_color=not colour)
 
 
+def checked_formatter(fmt: str, colour: bool) -> logging.Formatter:
+    """`make_formatter(fmt, colour)`, after formatting one sample record with it.
+
+    Raises ValueError for a format that cannot format a line — an unknown field
+    (`%(task)s`), a bad conversion (`%(message)d`), a stray `%` — so that a bad
+    format is a configuration error when the logger is made, not a "--- Logging
+    error ---" traceback on every line of the run.
+    """
+    if not isinstance(fmt, str):
+        raise ValueError(f"format must be a string, got {type(fmt).__name__}")
+    record = logging.LogRecord("opus", logging.INFO, __file__, 1, "a message", None, None)
+    try:
+        formatter = make_formatter(fmt, colour)
+        formatter.format(record)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(
+            f"format {fmt!r} cannot format a log line ({exc}); it may use LogRecord "
+            "attributes (levelname, message, asctime, name, ...), %(log_color)s, "
+            "%(reset)s and colour names"
+        ) from None
+    return formatter
+
+
 class ColorLogger(LoggerWrapper):
     """Logs through `colorlog` to standard output (`"colorlog"`).
 
@@ -90,15 +113,16 @@ class ColorLogger(LoggerWrapper):
 
     def __init__(self, level: str = "INFO", format: str = DEFAULT_FORMAT) -> None:
         super().__init__(level)
-        self.format = format
         self.colour = colour_wanted(sys.stdout)
+        formatter = checked_formatter(format, self.colour)
+        self.format = format
         self.logger = logging.getLogger("opus.colorlog")
         self.logger.propagate = False
         self.logger.setLevel(logging.DEBUG)  # each wrapper filters by its own level
         for handler in list(self.logger.handlers):
             self.logger.removeHandler(handler)
         handler = logging.StreamHandler(_StreamProxy())  # type: ignore[arg-type]
-        handler.setFormatter(make_formatter(format, self.colour))
+        handler.setFormatter(formatter)
         self.logger.addHandler(handler)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli_helpers import opus, opus_on_a_terminal
+from cli_helpers import one_line_error, opus, opus_on_a_terminal
 from opus_plugin_colorlog import ColorLogger
 
 from opus_core import Tasks
@@ -99,3 +99,35 @@ def test_level_and_format_options(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "[ERROR] task 'broken' failed" in out
     assert "WARNING" not in out and "[INFO]" not in out
+
+
+def test_a_format_that_cannot_format_a_line_is_a_config_error_naming_the_section(
+    tmp_path: Path,
+) -> None:
+    # issue 14, item 15: checked when the logger is made, not on every line of the run
+    for bad, reason in [
+        ("%(task)s %(message)s", "Formatting field not found in record: 'task'"),
+        ("%(message)d", "%d format"),
+        ("%(message)s %", "incomplete format"),
+    ]:
+        project(tmp_path)
+        with (tmp_path / "opus.toml").open("a") as f:
+            f.write(f'\n[loggers.colorlog]\nformat = "{bad}"\n')
+        result = opus("run", cwd=tmp_path)
+        error = one_line_error(result)
+        assert error.startswith(f"opus: error: {tmp_path / 'opus.toml'}: loggers.colorlog: "), error
+        assert f"format {bad!r} cannot format a log line" in error and reason in error, error
+        assert "Logging error" not in result.stdout + result.stderr
+
+
+def test_formats_with_colours_and_record_attributes_are_accepted(tmp_path: Path) -> None:
+    project(tmp_path)
+    with (tmp_path / "opus.toml").open("a") as f:
+        f.write(
+            '\n[loggers.colorlog]\nformat = "%(asctime)s %(bold_red)s%(log_color)s'
+            '%(levelname)-8s%(reset)s %(name)s: %(message)s"\n'
+        )
+    result = opus("run", cwd=tmp_path)
+    assert result.returncode == 1  # the 'broken' task fails, as it should
+    assert "Logging error" not in result.stderr and "Traceback" not in result.stderr
+    assert "ERROR    opus.colorlog: task 'broken' failed: RuntimeError: flaked" in result.stdout
