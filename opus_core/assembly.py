@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from opus_core.config import Config, load_config
-from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
+from opus_core.errors import (
+    ConfigError,
+    ManifestError,
+    OpusError,
+    PluginError,
+    describe_exception,
+)
 from opus_core.logger import LoggerWrapper
 from opus_core.manifest import Task
 from opus_core.persistence import StatePersistence
@@ -122,6 +128,42 @@ def describe_type(hint: Any) -> str:
     if origin in (dict, collections.abc.Mapping):
         return "a table"
     return getattr(hint, "__name__", str(hint))
+
+
+# -- naming what plugins provide ------------------------------------------------------
+
+
+def provided_by(manager: PluginManager | None, section: str, what: object) -> str:
+    """How messages name a runner, persistence or logger and the plugin that provides it.
+
+    `what` is the instance or class; section is "runners", "persistence" or
+    "loggers". Gives `runner 'x' (plugin 'p' (dist 1.0))`, or `runner 'x'` alone
+    when no plugin registered that class under that name. Never raises.
+    """
+    cls = what if isinstance(what, type) else type(what)
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        name = cls.__name__
+    singular = {"runners": "runner", "loggers": "logger"}.get(section, section)
+    label = f"{singular} {name!r}"
+    if manager is None:
+        return label
+    try:
+        registry = manager.registry(section)
+        if registry.classes.get(name) is cls and name in registry.providers:
+            return f"{label} ({manager.provider(section, name).describe()})"
+    except Exception:  # naming the culprit must not hide the error being reported
+        pass
+    return label
+
+
+def plugin_failed(
+    manager: PluginManager | None, section: str, what: object, doing: str, exc: BaseException
+) -> PluginError:
+    """A `PluginError`: `runner 'x' (plugin 'p') failed to DOING: Type: message`."""
+    return PluginError(
+        f"{provided_by(manager, section, what)} failed to {doing}: {describe_exception(exc)}"
+    )
 
 
 # -- the assembly -------------------------------------------------------------------
@@ -226,6 +268,8 @@ class Assembly:
             raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.config.where(f'{section}.{name}')}: {exc}") from None
+        except Exception as exc:  # the plugin's own code: name it
+            raise plugin_failed(self.manager, section, cls, "start", exc) from None
 
     def check(self) -> None:
         """Check every name and option table the configuration holds, before building anything.
@@ -325,10 +369,16 @@ class Assembly:
             sys.path.insert(0, base)
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a script-style module's argparse
+            what = (
+                f"SystemExit({exc.code!r}): it calls sys.exit() when imported"
+                if isinstance(exc, SystemExit)
+                else describe_exception(exc)
+            )
             raise ConfigError(
-                f"{where}: cannot import {module_name!r} for processor {path!r}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{where}: cannot import {module_name!r} for processor {path!r}: {what}"
             ) from None
         try:
             found = getattr(module, attribute)
@@ -348,10 +398,12 @@ class Assembly:
             if isinstance(processor, type):
                 try:
                     processor = processor(logger=logger)
-                except Exception as exc:
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:
                     raise ConfigError(
                         f"{self.config.where('opus.processors')}: cannot create {path!r}: "
-                        f"{type(exc).__name__}: {exc}"
+                        f"{describe_exception(exc)}"
                     ) from None
             found.append(processor)
         return found

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -11,7 +10,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from opus_core.errors import TaskTimeoutError
 from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import Attempted
-from opus_core.timeouts import call_with_alarm, deadlines
+from opus_core.timeouts import call_with_alarm, check_task_number, deadlines
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,22 +76,15 @@ class TaskFunction(Generic[P, R]):
             raise ValueError(f"@task needs a callable, got {fn!r}")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"@task name must be a non-empty string, got {name!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"@task retries must be a whole number of at least 0, got {retries!r}")
-        if (
-            isinstance(retry_sleep_time, bool)
-            or not isinstance(retry_sleep_time, (int, float))
-            or not math.isfinite(retry_sleep_time)
-            or retry_sleep_time < 0
-        ):
-            raise ValueError(
-                f"@task retry_sleep_time must be a number of seconds of at least 0, "
-                f"got {retry_sleep_time!r}"
-            )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise ValueError(f"@task timeout must be a number of seconds above 0, got {timeout!r}")
+        label = name or str(getattr(fn, "__name__", type(fn).__name__))
+        numbers = {"retries": retries, "retry_sleep_time": retry_sleep_time}
+        if timeout is not None:
+            numbers["timeout"] = timeout
+        for key, value in numbers.items():
+            try:
+                check_task_number(key, value)
+            except ValueError as exc:
+                raise ValueError(f"@task {exc} (task {label!r})") from None
         if runner is not None and not isinstance(runner, (str, Runner, type)):
             raise ValueError(
                 f"@task runner must be a runner name, a Runner, or a run class, got {runner!r}"

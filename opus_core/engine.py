@@ -15,7 +15,7 @@ from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence
 from opus_core.plugin.defaults import LogLines, Resume
 from opus_core.plugin.manager import PluginManager
-from opus_core.processor import TaskProcessor
+from opus_core.processor import TaskProcessor, check_processor
 from opus_core.records import RunRecords
 from opus_core.report import RunReport
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
@@ -144,6 +144,7 @@ class Tasks:
             processor = processor(logger=self.logger)
         if not isinstance(processor, TaskProcessor):
             raise OpusError(f"register_task_processor needs a TaskProcessor, got {processor!r}")
+        check_processor(processor)
         for version in processor.versions:
             self.processors[processor.kind, version] = processor
 
@@ -230,9 +231,11 @@ class Tasks:
         runner, owned = self._runner()
         try:
             runner.start()
-        except BaseException:
+        except BaseException as exc:
             if owned:
                 runner.shutdown(wait=False)
+            if isinstance(exc, Exception) and not isinstance(exc, OpusError):
+                raise self._plugin_failed("runners", runner, "start", exc) from None
             raise
         scheduler = Scheduler(
             plan,
@@ -258,13 +261,24 @@ class Tasks:
             if owned:
                 runner.shutdown(wait=not scheduler.interrupted)
         self.key_value_store.store.update(scheduler.final_values())
-        self.state_persistence.persist_all_state()
-        if scheduler.record_error is not None:
-            raise OpusError(
-                f"run stopped: a task record could not be saved: {scheduler.record_error} "
-                f"({report.summary()})"
-            )
+        try:
+            self.state_persistence.persist_all_state()
+        except Exception as exc:  # a third-party persistence raises what it likes
+            if scheduler.fatal_error is None:
+                scheduler.fatal_error = self._plugin_failed(
+                    "persistence", self.state_persistence, "make the run's state durable", exc
+                )
+        if scheduler.fatal_error is not None:
+            # The error, then the summary: a run that stops still says how each task ended.
+            error = scheduler.fatal_error
+            raise type(error)(f"{error} ({report.summary()})")
         return report
+
+    def _plugin_failed(self, section: str, what: object, doing: str, exc: Exception) -> OpusError:
+        """`runner 'x' (plugin 'p' (dist 1.0)) failed to DOING: Type: message`."""
+        from opus_core.assembly import plugin_failed
+
+        return plugin_failed(self.plugin_manager, section, what, doing, exc)
 
     def _restored(self, plan: Plan, resume: bool) -> list[dict[str, Any] | None] | None:
         """Per task, the values plugins restore instead of running it (`opus_task_restore`).
@@ -293,7 +307,14 @@ class Tasks:
                 manager.unregister("builtin.resume")
 
     def stop(self) -> None:
-        """Stop the current run from another thread: running tasks stop, the rest are cancelled."""
+        """Stop the current run from another thread: no further task starts.
+
+        Tasks not started are reported `cancelled`. A running task is stopped if
+        its runner can stop it (`process` kills it) and reported `cancelled`.
+        Under `sequential` (the default) the running task runs in the thread that
+        called `process_context`, where it cannot be interrupted: it runs to its
+        end and is reported as it ended; `process_context` returns right after.
+        """
         with self._lock:
             if self._scheduler is not None:
                 self._scheduler.stop()
@@ -316,10 +337,15 @@ class Tasks:
         available = self.manager().runners() if isinstance(spec, str) else None
         try:
             return resolve_runner(spec, available, **options), True
+        except OpusError:
+            raise
         except (TypeError, ValueError) as exc:
             name = getattr(spec, "name", spec)
             where = config.where(f"runners.{name}") if config else f"runner {name!r}"
             raise ConfigError(f"{where}: {exc}") from None
+        except Exception as exc:  # the runner's own __init__: name it and its plugin
+            cls = available[spec] if available is not None and isinstance(spec, str) else spec
+            raise self._plugin_failed("runners", cls, "start", exc) from None
 
     def __repr__(self) -> str:
         return f"<Tasks {len(self.tasks)} task(s), {len(self.processors)} processor(s)>"

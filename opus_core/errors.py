@@ -68,3 +68,22 @@ class RemoteTaskError(OpusError):
 
 class RunFailedError(OpusError):
     """Raised by `RunReport.raise_on_failure()` when any task did not succeed."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message` for one line of a report, whatever the exception does.
+
+    An `OpusError` is its message alone. An exception whose `__str__` raises (or
+    returns something that is not a string) is described by its type name,
+    saying its message could not be shown: describing a failure never fails.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as failure:
+        return f"{name} (its message could not be shown: {type(failure).__name__})"
+    if isinstance(exc, OpusError):
+        return text
+    return f"{name}: {text}" if text else name

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from opus_core.errors import ManifestError
 from opus_core.substitution import needs_substitution
+from opus_core.timeouts import check_task_number
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
 """Canonical JSON of a manifest: what its checksum is taken of."""
@@ -89,15 +89,6 @@ def _labels(where: str, key: str, value: object) -> dict[str, str]:
     return dict(value)
 
 
-def _number(where: str, key: str, value: object, *, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ManifestError(f"{where}: metadata.{key} must be a number, got {value!r}")
-    if value < minimum or (strict and value == minimum):
-        relation = "greater than" if strict else "at least"
-        raise ManifestError(f"{where}: metadata.{key} must be {relation} {minimum}, got {value!r}")
-    return float(value)
-
-
 def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
     """Validate a manifest's metadata; `where` names the task in error messages."""
     if not isinstance(metadata, Mapping):
@@ -125,8 +116,7 @@ def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
         elif key == "annotations":
             if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
                 raise ManifestError(
-                    f"{where}: metadata.annotations must be a table with string keys, "
-                    f"got {value!r}"
+                    f"{where}: metadata.annotations must be a table with string keys, got {value!r}"
                 )
             fields["annotations"] = dict(value)
         elif key == "dependencies":
@@ -135,16 +125,11 @@ def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
             fields[key] = frozenset(_string_list(where, key, value))
         elif key in ("exclude_contexts", "exclude_commands"):
             fields[key] = frozenset(_string_list(where, key, value))
-        elif key == "retries":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ManifestError(
-                    f"{where}: metadata.retries must be a whole number of at least 0, got {value!r}"
-                )
-            fields["retries"] = value
-        elif key == "retry_sleep_time":
-            fields[key] = _number(where, key, value, minimum=0, strict=False)
-        else:  # timeout
-            fields[key] = _number(where, key, value, minimum=0, strict=True)
+        else:  # retries, retry_sleep_time, timeout: checked as @task checks them
+            try:
+                fields[key] = check_task_number(key, value)
+            except ValueError as exc:
+                raise ManifestError(f"{where}: metadata.{exc}") from None
     return TaskMetadata(**fields)
 
 

@@ -47,14 +47,15 @@ class TaskProcessor:
         if kind is not None:
             self.kind = kind  # type: ignore[misc]
         if kind_versions is not None:
-            self.versions = tuple(kind_versions)  # type: ignore[misc]
+            self.versions = _names(self, "versions", kind_versions)  # type: ignore[misc]
         if supported_commands is not None:
-            self.commands = tuple(supported_commands)  # type: ignore[misc]
+            self.commands = _names(self, "commands", supported_commands)  # type: ignore[misc]
         if not isinstance(self.kind, str) or not self.kind:
             raise OpusError(
                 f"{type(self).__name__} has no kind: set the class attribute `kind` "
                 "or pass kind=... to TaskProcessor.__init__"
             )
+        check_processor(self)
         self.logger = logger if logger is not None else LoggerWrapper()
 
     @property
@@ -85,3 +86,37 @@ class TaskProcessor:
         Raise to fail the task.
         """
         raise NotImplementedError(f"{type(self).__name__}.process_task is not implemented")
+
+
+_WHAT = {"versions": "version strings", "commands": "command names"}
+
+
+def _names(processor: object, attribute: str, value: object) -> tuple[str, ...]:
+    """`value` as `processor`'s `versions` or `commands`: a non-empty list of non-empty strings.
+
+    A string is refused rather than split into its characters.
+    """
+    if (
+        isinstance(value, (str, bytes, Mapping))
+        or not isinstance(value, Iterable)
+        or not (names := tuple(value))
+        or not all(isinstance(name, str) and name for name in names)
+    ):
+        raise OpusError(
+            f"{type(processor).__name__}.{attribute} must be a list of {_WHAT[attribute]}, "
+            f"got {value!r}"
+        )
+    return names
+
+
+def check_processor(processor: TaskProcessor) -> None:
+    """Check `processor`'s `versions` and `commands` (an `OpusError` naming its class)."""
+    for attribute in ("versions", "commands"):
+        value = getattr(processor, attribute)
+        if (
+            type(value) is not tuple
+            or not value
+            or not all(isinstance(name, str) and name for name in value)
+        ):
+            _names(processor, attribute, value)  # raises for what it cannot take
+            setattr(processor, attribute, tuple(value))  # a valid list: kept as a tuple

@@ -23,8 +23,10 @@ from typing import Any
 from opus_core.errors import (
     MissingValueError,
     OpusError,
+    PluginError,
     TaskCancelledError,
     TaskTimeoutError,
+    describe_exception,
 )
 from opus_core.graph import Plan
 from opus_core.manifest import Task, display_name
@@ -210,11 +212,8 @@ class Attempt:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for a report: the exception's type and message."""
-    if isinstance(exc, OpusError):
-        return str(exc)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """One line for a report: the exception's type and message (see `describe_exception`)."""
+    return describe_exception(exc)
 
 
 class Scheduler:
@@ -256,7 +255,7 @@ class Scheduler:
         self.finished = 0
         self.limit = runner.max_concurrency
         self.records = records
-        self.record_error: OpusError | None = None
+        self.fatal_error: OpusError | None = None  # what stopped the run, if not the tasks
         self.restored = restored or []
         # A large run keeps a result and a record per finished task until it ends. Set
         # aside from the collector (gc.freeze) at the start and every `freeze_every`
@@ -268,7 +267,13 @@ class Scheduler:
     # -- the loop ------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the run to stop (thread-safe): nothing new starts, running tasks are stopped."""
+        """Ask the run to stop (thread-safe): nothing new starts, running tasks are stopped.
+
+        A blocking runner (`sequential`) runs each task in the thread that runs the
+        graph, where the task cannot be interrupted: the task running then ends as
+        it would have (and is reported so), and no further task starts.
+        """
+        self.halted = self.halted or "stopped"  # seen by _can_start: nothing new starts
         self.completions.put(_STOP)
 
     def run(self) -> RunReport:
@@ -282,6 +287,9 @@ class Scheduler:
                 while self._can_start():
                     self._start(self.ready.popleft())
                 self.runner.flush()
+                if self.halted == "stopped" and not self.interrupted:
+                    self._halt("stopped")  # stop() was called from another thread
+                    break
                 if self.finished == len(self.results) or (self.halted and not self.running):
                     break
                 item = self._next_event()
@@ -397,12 +405,15 @@ class Scheduler:
         )
         self.notify.task_started(task, self.attempts[index])
         try:
-            run = runner.submit(attempt)
+            run: object = runner.submit(attempt)  # a broken runner returns anything
         except KeyboardInterrupt:
             self._finish(index, TaskStatus.CANCELLED, "interrupted while running")
             raise
         except Exception as exc:
             self._failed_attempt(index, exc)
+            return
+        if not isinstance(run, BaseTaskRun):
+            self._runner_returned(index, run)
             return
         if runner.blocking and run.done():
             self._completed(index, run)
@@ -421,13 +432,55 @@ class Scheduler:
         else:
             self._failed_attempt(index, exc)
 
+    def _runner_returned(self, index: int, returned: object) -> None:
+        """The runner's `submit` returned something that is not a run: the run stops."""
+        from opus_core.assembly import provided_by
+
+        try:
+            shown = repr(returned)[:80]
+        except Exception:
+            shown = f"a {type(returned).__name__}"
+        error = PluginError(
+            f"run stopped: {provided_by(self.notify, 'runners', self.runner)} is broken: "
+            f"its submit returned {shown}, not a BaseTaskRun"
+        )
+        self._finish(index, TaskStatus.CANCELLED, str(error))
+        self._fatal(error)
+
+    def _fatal(self, error: OpusError) -> None:
+        """Stop the run because of `error` (the first one is kept for the engine to raise)."""
+        if self.fatal_error is None:
+            self.fatal_error = error
+        if not self.interrupted:
+            self._halt("stopped")
+
+    def _persistence_failed(self, what: str, doing: str, exc: Exception) -> None:
+        """Persistence raised (anything) while saving: name it and its plugin, stop the run."""
+        from opus_core.assembly import provided_by
+
+        culprit = provided_by(self.notify, "persistence", self.persistence)
+        message = describe_exception(exc)
+        self._fatal(
+            OpusError(
+                f"run stopped: {what} could not be saved: {culprit} failed to {doing}: {message}"
+            )
+        )
+
     def _succeeded(self, index: int, outcome: AttemptOutcome, restored: bool = False) -> None:
         if outcome.writes:
-            for key, data in outcome.writes.items():
-                if data is None:
-                    self.persistence.delete_object_state(key)
-                else:
-                    self.persistence.save_object_state(key, data)
+            try:
+                for key, data in outcome.writes.items():
+                    if data is None:
+                        self.persistence.delete_object_state(key)
+                    else:
+                        self.persistence.save_object_state(key, data)
+            except Exception as exc:
+                task = display_name(self.plan.tasks[index])
+                why = f"its state could not be saved: {describe_exception(exc)}"
+                self._finish(index, TaskStatus.FAILED, why)
+                self._skip_dependents(index)
+                self._persistence_failed("a task's state", f"save the state {task!r} wrote", exc)
+                return
         view = self._view(index)
         if outcome.published:
             entries = dict(view.entries)
@@ -505,10 +558,9 @@ class Scheduler:
         assert self.records is not None
         try:
             self.records.save(task, result, self.published[index])
-        except OpusError as exc:
-            if self.record_error is None:
-                self.record_error = exc
-                self._halt("stopped")
+        except Exception as exc:  # a third-party persistence raises what it likes
+            what = f"save the record of task {display_name(task)!r}"
+            self._persistence_failed("a task record", what, exc)
 
     def _report(self, duration: float) -> RunReport:
         report = RunReport(
@@ -526,6 +578,11 @@ class Scheduler:
             if published:
                 values.update(published)
         return values
+
+    @property
+    def record_error(self) -> OpusError | None:
+        """The older name of `fatal_error`."""
+        return self.fatal_error
 
 
 def run_attempt(*fields: Any) -> AttemptOutcome:

@@ -1,9 +1,14 @@
-"""Enforcing timeouts: an alarm for work running in the caller, a watcher for the rest."""
+"""Enforcing timeouts: an alarm for work running in the caller, a watcher for the rest.
+
+`check_task_number` is the one check of a task's `timeout`, `retries` and
+`retry_sleep_time`, shared by manifests (and so `opus.toml`) and `@task`.
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import signal
 import threading
 import time
@@ -16,6 +21,53 @@ if TYPE_CHECKING:
     from opus_core.runners.base import BaseTaskRun
 
 
+MAX_SECONDS = 10 * 365 * 24 * 3600
+"""The longest `timeout` or `retry_sleep_time` accepted (ten years): longer ones overflow
+the clocks and waits that enforce them (`time.monotonic()` arithmetic, `threading` waits)."""
+
+TASK_NUMBERS = ("retries", "retry_sleep_time", "timeout")
+"""The numbers `check_task_number` checks."""
+
+
+def check_task_number(key: str, value: object) -> int | float:
+    """`value` checked as a task's `key` ("retries", "retry_sleep_time" or "timeout").
+
+    Raises `ValueError` with a message starting with `key` ("timeout must be ...");
+    callers prefix where the value was written. NaN, infinities, booleans,
+    negative numbers and numbers too large for a clock are refused.
+    """
+    if key == "retries":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"retries must be a whole number of at least 0, got {value!r}")
+        return value
+    if key not in TASK_NUMBERS:
+        raise ValueError(f"{key} is not a task number; expected one of {', '.join(TASK_NUMBERS)}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != value  # NaN; also safe for ints too large for a float
+    ):
+        raise ValueError(f"{key} must be a number of seconds, got {value!r}")
+    if key == "timeout" and value <= 0:
+        raise ValueError(f"timeout must be greater than 0 seconds, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{key} must be at least 0 seconds, got {value!r}")
+    if value == math.inf:
+        hint = "; leave timeout out for no time limit" if key == "timeout" else ""
+        raise ValueError(f"{key} must be a finite number of seconds, got {value!r}{hint}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"{key} must be at most {MAX_SECONDS} seconds (ten years), got {value!r}")
+    return float(value)
+
+
+def _enforceable(timeout: float) -> bool:
+    """Whether a clock can hold `timeout` (a checked one always can)."""
+    try:
+        return 0 < timeout <= MAX_SECONDS
+    except TypeError:
+        return False
+
+
 class _Alarm(BaseException):
     """Raised into the work by SIGALRM; a BaseException so `except Exception` cannot swallow it."""
 
@@ -26,8 +78,8 @@ def call_with_alarm(fn: Callable[[], Any], timeout: float | None, name: str) -> 
     In the main thread the call is interrupted by SIGALRM. Elsewhere a signal
     cannot reach it, so the call runs to its end and then counts as timed out.
     """
-    if timeout is None:
-        return fn()
+    if timeout is None or not _enforceable(timeout):
+        return fn()  # no timeout, or one no clock can hold (check_task_number refuses it)
     message = f"task {name!r} timed out after {timeout:g}s"
     if threading.current_thread() is not threading.main_thread():
         start = time.monotonic()
@@ -51,7 +103,11 @@ def call_with_alarm(fn: Callable[[], Any], timeout: float | None, name: str) -> 
 
 
 class DeadlineWatcher:
-    """One daemon thread that times out runs whose deadline has passed."""
+    """One daemon thread that times out runs whose deadline has passed.
+
+    One bad deadline never stops it: a timeout no clock can hold is never due,
+    and a run whose `time_out` raises is passed over.
+    """
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, BaseTaskRun, float]] = []
@@ -60,12 +116,18 @@ class DeadlineWatcher:
         self._thread: threading.Thread | None = None
 
     def watch(self, run: BaseTaskRun, timeout: float) -> None:
-        """Call `run.time_out(timeout)` if it is still running `timeout` seconds from now."""
+        """Call `run.time_out(timeout)` if it is still running `timeout` seconds from now.
+
+        A timeout that is not a number of seconds a clock can hold (NaN,
+        infinite, beyond `MAX_SECONDS`) never falls due.
+        """
+        if not _enforceable(timeout):
+            return
         with self._wakeup:
             heapq.heappush(
                 self._heap, (time.monotonic() + timeout, next(self._counter), run, timeout)
             )
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="opus-deadlines", daemon=True
                 )
@@ -80,11 +142,14 @@ class DeadlineWatcher:
                 deadline, _, run, timeout = self._heap[0]
                 delay = deadline - time.monotonic()
                 if delay > 0:
-                    self._wakeup.wait(delay)
+                    self._wakeup.wait(min(delay, threading.TIMEOUT_MAX))
                     continue
                 heapq.heappop(self._heap)
-            if not run.done():
-                run.time_out(timeout)
+            try:
+                if not run.done():
+                    run.time_out(timeout)
+            except Exception:  # a broken run class: it alone goes unwatched
+                pass
 
 
 deadlines = DeadlineWatcher()

@@ -15,8 +15,15 @@ class SequentialTaskRun(BaseTaskRun):
 class SequentialRunner(Runner):
     """Runs each task in the calling thread, one at a time (`"sequential"`).
 
-    Exceptions are kept in the run for `get_result`; KeyboardInterrupt and
-    SystemExit go on up to the caller, as in a plain call.
+    Exceptions are kept in the run for `get_result`, and so are the other
+    BaseExceptions a task may raise (`asyncio.CancelledError`, `GeneratorExit`):
+    they end that run, not the caller. KeyboardInterrupt and SystemExit go on up
+    to the caller, as in a plain call (the engine's manifest tasks turn a
+    processor's SystemExit into a failure of the task).
+
+    The work runs in the caller's thread, so `stop()` cannot interrupt it: a
+    stopped graph starts no further task, and the one running ends as it would
+    have.
     """
 
     name: ClassVar[str] = "sequential"
@@ -33,7 +40,9 @@ class SequentialRunner(Runner):
         run = self.run_class(run_name(fn))
         try:
             value = fn(*args, **kwargs)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
             run._finish(exception=exc)
         else:
             run._finish(value=value)
