@@ -161,12 +161,34 @@ def read_toml(path: Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    data: dict[str, Any] | None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or _too_deep(data):
+        raise ConfigError(f"{path}: arrays or tables nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+MAX_DEPTH = 64
+"""How deeply arrays and tables of a configuration file may nest."""
+
+
+def _too_deep(data: Mapping[str, Any]) -> bool:
+    """Whether `data` nests deeper than `MAX_DEPTH` (checked without recursion)."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, Mapping) else value
+        pending.extend((v, depth + 1) for v in children if isinstance(v, (Mapping, list)))
+    return False
 
 
 def _merge(
