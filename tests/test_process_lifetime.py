@@ -192,3 +192,47 @@ def _leave_a_thread() -> int:
 
     threading.Thread(target=time.sleep, args=(60,)).start()
     return os.getpid()
+
+
+STUCK = """
+import threading
+from opus_core import TaskProcessor
+
+
+class Stuck(TaskProcessor):
+    kind = "Stuck"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        threading.Event().wait()  # never returns, and a thread cannot be killed
+"""
+
+
+def stuck_project(root: Path, timeout: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "stuck.py").write_text(STUCK)
+    (root / "opus.toml").write_text(
+        '[opus]\nrunner = "threadpool"\nprocessors = ["stuck:Stuck"]\n\n'
+        f'[[tasks]]\nkind = "Stuck"\nversion = "v1"\nmetadata = {{ name = "stuck"{timeout} }}\n'
+    )
+    return root
+
+
+def test_a_timed_out_thread_does_not_keep_opus_running(tmp_path: Path) -> None:
+    root = stuck_project(tmp_path, ", timeout = 0.3")
+    start = time.monotonic()
+    result = subprocess.run([str(OPUS), "run"], cwd=root, env=environment(root),
+                            capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - start < 15
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "1 timed_out" in result.stdout
+    assert "1 task thread(s) that cannot be killed were still running" in result.stderr
+
+
+def test_ctrl_c_with_a_stuck_thread_exits_at_once_without_a_traceback(tmp_path: Path) -> None:
+    root = stuck_project(tmp_path, "")
+    opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
+    time.sleep(1.5)
+    opus.send_signal(signal.SIGINT)
+    stdout, stderr = opus.communicate(timeout=15)
+    assert opus.returncode == 130, (stdout, stderr)
+    assert "1 cancelled" in stdout and "Traceback" not in stderr

@@ -29,8 +29,35 @@ def run(args: argparse.Namespace) -> int:
     if report.interrupted:
         from opus_core.cli import interrupted_status
 
-        return interrupted_status()
-    return 0 if report.ok else 1
+        status = interrupted_status()
+    else:
+        status = 0 if report.ok else 1
+    _leave_abandoned_threads(status)
+    return status
+
+
+def _leave_abandoned_threads(status: int) -> None:
+    """End opus now if task threads it stopped waiting for still run.
+
+    A Python thread cannot be killed: a task that timed out or was stopped on a
+    thread runner runs on, and the interpreter would wait for it at exit — for
+    ever, if it never returns. The run is over and its records are saved, so
+    opus exits with its status and leaves those threads behind, saying so.
+    """
+    import os
+    import threading
+
+    main = threading.main_thread()
+    left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+    if not left:
+        return
+    sys.stderr.write(
+        f"opus: {len(left)} task thread(s) that cannot be killed were still running; "
+        "exiting without waiting for them\n"
+    )
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
 
 
 def dry_run(tasks: Tasks, command: str, context: str) -> int:

@@ -33,6 +33,8 @@ class ThreadTaskRun(BaseTaskRun):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.future: Future[Any] | None = None
+        self.abandoned = False
+        """Stopped or timed out while its thread runs: nobody waits for that thread."""
 
     def _from_future(self, future: Future[Any]) -> None:
         from concurrent.futures import CancelledError  # here: opus --help imports this module
@@ -47,8 +49,8 @@ class ThreadTaskRun(BaseTaskRun):
             self._finish(value=value)
 
     def _halt(self) -> None:
-        if self.future is not None:
-            self.future.cancel()  # only a run that has not started can really be stopped
+        if self.future is not None and not self.future.cancel():
+            self.abandoned = True  # it runs on: a thread cannot be stopped
 
 
 class ThreadPoolRunner(Runner):
@@ -75,6 +77,7 @@ class ThreadPoolRunner(Runner):
         self.thread_name_prefix = thread_name_prefix
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._runs: set[ThreadTaskRun] = set()  # submitted and not yet ended
 
     @property
     def max_concurrency(self) -> int | None:
@@ -95,16 +98,35 @@ class ThreadPoolRunner(Runner):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
         """Queue `fn(*args, **kwargs)` on the pool."""
         run = ThreadTaskRun(run_name(fn))
+        with self._lock:
+            self._runs.add(run)
         future = run.future = self._pool().submit(fn, *args, **kwargs)
-        future.add_done_callback(run._from_future)
+        future.add_done_callback(lambda done: self._ended(run, done))
         return run
 
+    def _ended(self, run: ThreadTaskRun, future: Future[Any]) -> None:
+        with self._lock:
+            self._runs.discard(run)
+        run._from_future(future)
+
     def shutdown(self, wait: bool = True) -> None:
-        """Cancel what has not started; let the threads go (after their work, with `wait`)."""
+        """Cancel what has not started and let the threads go.
+
+        With `wait`, first wait for the work still running — but not for work that
+        was stopped or timed out: its thread cannot be killed and is left to finish
+        (or not) on its own.
+        """
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait, cancel_futures=True)
+        if executor is None:
+            return
+        if wait:
+            from concurrent.futures import wait as wait_for
+
+            with self._lock:
+                running = [r.future for r in self._runs if r.future and not r.abandoned]
+            wait_for(running)
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 @hookimpl
