@@ -70,6 +70,10 @@ def clear(args: argparse.Namespace) -> int:
         for key in keys:
             persistence.delete_object_state(key)
         cleared = len(keys)
+    # A persistence that can find damaged entries (the file one) removes them too, or their
+    # warning would repeat on every command with nothing to clear them by.
+    remove_damaged = getattr(persistence, "remove_damaged", None)
+    damaged = remove_damaged() if args.id is None and callable(remove_damaged) else 0
     persistence.persist_all_state()
-    print(f"cleared {cleared} record(s)")
+    print(f"cleared {cleared} record(s)" + (f" and {damaged} damaged file(s)" if damaged else ""))
     return 0

@@ -494,3 +494,17 @@ def test_remove_damaged_removes_every_damaged_entry_and_says_how_many(tmp_path: 
     assert persistence.remove_damaged() == 0
     assert FilePersistence(tmp_path / "missing").remove_damaged() == 0
     assert not (tmp_path / "missing").exists()
+
+
+def test_state_clear_removes_damaged_files_too_and_their_warning_stops(tmp_path: Path) -> None:
+    root = state_project(tmp_path)
+    persistence = FilePersistence(root / "state")
+    persistence.save_object_state("good", {"ok": True})
+    damaged = root / "state" / "t-broken.json"
+    damaged.write_text("{not json")
+    assert warnings_naming(opus("state", "list", cwd=root).stderr, damaged)
+    cleared = opus("state", "clear", cwd=root)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "cleared 1 record(s) and 1 damaged file(s)" in cleared.stdout
+    after = opus("state", "list", cwd=root)
+    assert not warnings_naming(after.stderr, damaged) and not damaged.exists()
