@@ -163,7 +163,7 @@ class BadStr(Exception):
         ("bad-str", "BadStr (its message could not be shown: RuntimeError)"),
     ],
 )
-@pytest.mark.parametrize("runner", ["sequential", "threadpool"])
+@pytest.mark.parametrize("runner", ["sequential", "threadpool", "process"])
 def test_odd_exceptions_fail_only_their_task(
     tmp_path: Path, runner: str, how: str, expected: str
 ) -> None:
@@ -424,3 +424,28 @@ def test_a_processor_with_versions_as_a_string_in_opus_toml(tmp_path: Path) -> N
     project(tmp_path, '[opus]\nprocessors = ["odd:P"]\n', odd=module)
     message = one_line_error(opus("run", cwd=tmp_path))
     assert "P.versions must be a list of version strings, got 'v1'" in message
+
+
+def test_an_exception_that_cannot_be_pickled_comes_back_from_a_process(tmp_path: Path) -> None:
+    import threading
+
+    class Unpicklable(Exception):
+        def __init__(self) -> None:
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    class Raiser(TaskProcessor):
+        kind = "Raiser"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+            raise Unpicklable()
+
+    h = Harness(tmp_path, "process")
+    h.tasks.register_task_processor(Raiser())
+    h.tasks.add_task(Task("Raiser", "v1", metadata={"name": "bad"}))
+    h.add("other")
+    report = h.run()
+    assert report["bad"].status == "failed"
+    assert "Unpicklable: holds a lock" in report["bad"].error
+    assert "exited with code" not in report["bad"].error
+    assert report["other"].status == "succeeded"
