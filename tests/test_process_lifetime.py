@@ -22,6 +22,10 @@ class Sleepy(TaskProcessor):
     kind = "Sleepy"
 
     def process_task(self, task, command, context, key_value_store, state_persistence):
+        if task.spec.get("grandchild"):  # something the task started: dies with it too
+            import subprocess
+            sleeper = subprocess.Popen(["sleep", "60"])
+            Path(task.spec["grandchild"]).write_text(str(sleeper.pid))
         Path(task.spec["pidfile"]).write_text(str(os.getpid()))
         if task.spec.get("linger"):  # a thread the task leaves running
             threading.Thread(target=time.sleep, args=(60,)).start()
@@ -94,7 +98,7 @@ spec = { pidfile = "quick.pid", seconds = 0 }
 kind = "Sleepy"
 version = "v1"
 metadata = { name = "slow", dependencies = ["quick"] }
-spec = { pidfile = "slow.pid" }
+spec = { pidfile = "slow.pid", grandchild = "sleeper.pid" }
 """
 
 
@@ -103,9 +107,11 @@ def test_a_killed_opus_takes_its_task_processes_with_it(tmp_path: Path) -> None:
     opus = subprocess.Popen([str(OPUS), "run"], cwd=root, env=environment(root),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     task = started(root / "slow.pid")
+    sleeper = started(root / "sleeper.pid")
     opus.send_signal(signal.SIGKILL)
     opus.wait(timeout=10)
     assert wait_for(lambda: not alive(task)), "the task process outlived opus"
+    assert wait_for(lambda: not alive(sleeper)), "what the task started outlived opus"
 
 
 def test_sigterm_stops_the_run_like_ctrl_c_and_exits_143(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ Task processes die with the process that started them, whatever ends it:
 * each puts itself in a process group of its own, so `stop()` and timeouts
   kill the task and everything it started (`os.killpg`);
 * each watches a *lifeline*, a pipe only the parent holds open for writing:
-  when the parent ends — exit, crash, SIGKILL — the pipe reads end-of-file
-  and the task's whole group is killed;
+  when the parent ends — exit, crash, SIGKILL — the pipe closes and the
+  task's whole group is killed (on Linux by SIGIO, which the kernel sends the
+  group when the pipe closes; elsewhere by a thread that waits for it);
 * `ProcessRunner.shutdown()`, and the interpreter's exit, kill a task process
   that sent its result but lingers on (a thread the task left running).
 """
@@ -114,23 +115,53 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def _die_with_parent(read_end: int) -> None:  # pragma: no cover - runs in the child
+def _die_with_parent(
+    read_end: int, parent: int, own_group: bool
+) -> None:  # pragma: no cover - runs in the child
+    """Arrange for this task's process group to be killed when the parent ends.
+
+    On Linux the lifeline is reopened (a description of its own) and set to send
+    SIGIO to the group when it changes — which happens only when the parent's
+    end closes; SIGIO's default action ends each process of the group at once,
+    even one blocked in C code. Elsewhere a thread waits for the end of file.
+    """
+    try:
+        import fcntl
+
+        own = os.open(f"/proc/self/fd/{read_end}", os.O_RDONLY)
+        # The group this process leads; never a group it shares with others.
+        fcntl.fcntl(own, fcntl.F_SETOWN, -os.getpid() if own_group else os.getpid())
+        fcntl.fcntl(own, fcntl.F_SETFL, os.O_RDONLY | os.O_ASYNC)
+    except (OSError, ImportError, AttributeError, ValueError):
+        waiter = threading.Thread(target=_wait_for_parent, args=(read_end, own_group), daemon=True)
+        waiter.start()
+        return
+    if os.getppid() != parent:  # the parent ended before the signal was armed
+        if own_group:
+            os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
+
+def _wait_for_parent(read_end: int, own_group: bool) -> None:  # pragma: no cover - in the child
     try:
         while os.read(read_end, 1):
             pass
     except OSError:
         pass
-    os.killpg(0, signal.SIGKILL)  # the parent is gone: so are this task and what it started
+    if own_group:  # the parent is gone: so are this task and what it started
+        os.killpg(0, signal.SIGKILL)
+    os._exit(1)
 
 
 def _child(
-    send: Connection, lifeline: int, fn: Callable[..., Any], args: Any, kwargs: Any
+    send: Connection, lifeline: int, parent: int, fn: Callable[..., Any], args: Any, kwargs: Any
 ) -> None:  # pragma: no cover - runs in the child
     try:
         os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
+        own_group = True
     except OSError:
-        pass
-    threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True).start()
+        own_group = False
+    _die_with_parent(lifeline, parent, own_group)
     try:  # tasks do not read the caller's terminal
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -233,6 +264,7 @@ class MultiprocessTaskRun(BaseTaskRun):
         super().__init__(run_name(fn))
         # What the child will import, imported here first: a module another thread is
         # importing at the moment of the fork stays locked in the child for ever.
+        import fcntl  # noqa: F401
         import pickle  # noqa: F401
         import selectors  # noqa: F401
         import traceback  # noqa: F401
@@ -241,7 +273,9 @@ class MultiprocessTaskRun(BaseTaskRun):
         receive, send = _CONTEXT.Pipe(duplex=False)
         self._receive = receive
         self._process = _CONTEXT.Process(
-            target=_child, args=(send, lifeline, fn, args, kwargs), name=f"opus-{self.name}"
+            target=_child,
+            args=(send, lifeline, os.getpid(), fn, args, kwargs),
+            name=f"opus-{self.name}",
         )
         self._reaped = False
         self._kill_lock = threading.Lock()
