@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from opus_core.cli import Commands
+
+if TYPE_CHECKING:
+    from opus_core.plugin.defaults import KeywordExpression
 
 RUN_EPILOG = """\
 examples:
@@ -27,6 +32,16 @@ def add_core_commands(commands: Commands) -> None:
     )
     run.add_argument(
         "names", nargs="*", metavar="NAME", help="run only these tasks and what they depend on"
+    )
+    run.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="EXPR",
+        type=keyword_expression,
+        default=None,
+        help="run only the tasks EXPR matches and what they depend on: words found in task "
+        "names, or key=value for a label, with and, or, not and parentheses "
+        "(-k 'tier=data and not cache')",
     )
     run.add_argument("--command", default="apply", help="the command to run (default: apply)")
     run.add_argument("--context", default="default", help="the context (default: default)")
@@ -81,6 +96,18 @@ def add_core_commands(commands: Commands) -> None:
         "clear", "opus_core.cli.state:clear", help="forget the state of one id, or of all"
     )
     clear.add_argument("id", nargs="?")
+
+
+def keyword_expression(text: str) -> KeywordExpression:
+    """The `-k EXPR` argument: a parsed expression, or a usage error naming it."""
+    import argparse
+
+    from opus_core.plugin.defaults import KeywordExpression
+
+    try:
+        return KeywordExpression(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _raw() -> type:
