@@ -8,7 +8,7 @@ import sys
 from opus_core.cli.output import report_table, table
 from opus_core.engine import Tasks
 from opus_core.manifest import display_name
-from opus_core.plugin.defaults import Selection
+from opus_core.plugin.defaults import KeywordSelection, Selection
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,6 +17,8 @@ def run(args: argparse.Namespace) -> int:
     manager = tasks.manager()
     if args.names:
         manager.register(Selection(args.names), name="builtin.selection", core=True)
+    if getattr(args, "keyword", None) is not None:
+        manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
     if args.dry_run:
         return dry_run(tasks, args.command, args.context)
     if sys.stderr.isatty():
