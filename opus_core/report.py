@@ -26,7 +26,13 @@ _OK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.RESTORED})
 
 @dataclass
 class TaskResult:
-    """One task's outcome in a run."""
+    """One task's outcome in a run.
+
+    `error` is the failure in one line (type and message); `traceback` is the
+    formatted traceback of the last failed attempt, as the process or worker
+    that ran it formatted it — None when the task did not fail by raising
+    (succeeded, skipped, restored, or failed before it could start).
+    """
 
     task_id: str
     kind: str
@@ -34,6 +40,7 @@ class TaskResult:
     attempts: int = 0
     duration: float = 0.0
     error: str | None = None
+    traceback: str | None = None
 
     @property
     def resumed(self) -> bool:
@@ -54,6 +61,8 @@ class RunReport:
     results: dict[str, TaskResult] = field(default_factory=dict)
     duration: float = 0.0
     interrupted: bool = False
+    started_at: float = 0.0
+    """When the run started, in seconds since the epoch (0.0 when unknown)."""
 
     @property
     def ok(self) -> bool:
@@ -95,3 +104,34 @@ class RunReport:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         stopped = "run was interrupted; " if self.interrupted else ""
         raise RunFailedError(f"{stopped}{len(bad)} task(s) did not succeed: {names}{more}{detail}")
+
+
+REMOTE_TRACEBACK = "(raised in the task's process)\n"
+"""How an exception note carrying the traceback formatted where the task ran begins.
+
+The `process` runner adds such a note in the task's process, before the
+exception travels back; `format_traceback` prefers it to the local frames.
+"""
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback of a failed attempt as text, as the process that ran it formatted it.
+
+    An exception sent back from another process carries that process's text in
+    a note (see `REMOTE_TRACEBACK`); otherwise the exception's own frames are
+    formatted here (a runner that rebuilds remote frames, as dask's does with
+    tblib, gives the remote ones). Never raises.
+    """
+    for note in reversed(getattr(exc, "__notes__", None) or ()):  # the last: the outermost
+        if isinstance(note, str) and note.startswith(REMOTE_TRACEBACK):
+            return note[len(REMOTE_TRACEBACK) :].rstrip()
+    import traceback
+
+    try:
+        return "".join(traceback.format_exception(exc)).rstrip()
+    except Exception:  # an exception whose __str__ or notes cannot be shown
+        try:
+            lines = traceback.format_tb(exc.__traceback__)
+        except Exception:
+            lines = []
+        return "".join([*lines, f"{type(exc).__qualname__}: <message cannot be shown>"]).rstrip()

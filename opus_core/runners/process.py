@@ -32,24 +32,29 @@ from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
 from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
+from opus_core.report import REMOTE_TRACEBACK
 from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
 _CONTEXT = multiprocessing.get_context("fork")
 
 
 def _portable(exc: BaseException) -> BaseException:
-    """`exc` if it survives pickling, else a `RemoteTaskError` with its type and message."""
+    """`exc` if it survives pickling, else a `RemoteTaskError` with its type and message.
+
+    Either way it carries this process's traceback as text in a note (see
+    `opus_core.report.format_traceback`): the frames themselves cannot travel.
+    """
     import pickle
     import traceback
 
     detail = "".join(traceback.format_exception(exc)).rstrip()
     try:
-        exc.add_note(f"(raised in the task's process)\n{detail}")
+        exc.add_note(f"{REMOTE_TRACEBACK}{detail}")
         pickle.loads(pickle.dumps(exc))
     except Exception:
         kind = type(exc)
         portable = RemoteTaskError(f"{kind.__module__}.{kind.__qualname__}", _text(exc))
-        portable.add_note(f"(raised in the task's process)\n{detail}")
+        portable.add_note(f"{REMOTE_TRACEBACK}{detail}")
         return portable
     return exc
 
