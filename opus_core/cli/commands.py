@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from opus_core.cli import Commands
 
 if TYPE_CHECKING:
+    import argparse
+
     from opus_core.plugin.defaults import KeywordExpression
 
 RUN_EPILOG = """\
@@ -57,6 +59,8 @@ def add_core_commands(commands: Commands) -> None:
         help="print the plan (order, and what is left out and why); run nothing",
     )
 
+    _add_tasks_and_graph(commands)
+
     plugins = commands.group(
         commands.add("plugins", None, help="list the installed plugins, or start a new one")
     )
@@ -96,6 +100,65 @@ def add_core_commands(commands: Commands) -> None:
         "clear", "opus_core.cli.state:clear", help="forget the state of one id, or of all"
     )
     clear.add_argument("id", nargs="?")
+
+
+def _add_tasks_and_graph(commands: Commands) -> None:
+    """`opus tasks` and `opus graph`: what `opus run` would run, listed or drawn."""
+    tasks = commands.add(
+        "tasks",
+        "opus_core.cli.tasks:tasks",
+        help="list the tasks in scope: kind, labels, dependencies",
+        description="List the tasks in scope for a command and context, in run order, with "
+        "their kind, labels and dependencies; then those out of scope and why.",
+    )
+    _selection_arguments(tasks)
+    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    graph = commands.add(
+        "graph",
+        "opus_core.cli.graph:graph",
+        help="draw the task graph (Mermaid, DOT or a text tree)",
+        description="Print the task graph: Mermaid (renders on GitHub), DOT for Graphviz "
+        "(opus graph --format dot | dot -Tsvg > graph.svg) or an indented text tree. Tasks "
+        "out of scope are dashed and grey; above 200 tasks, one node per kind.",
+    )
+    _selection_arguments(graph)
+    graph.add_argument(
+        "--format",
+        choices=("mermaid", "dot", "text"),
+        default="mermaid",
+        help="mermaid (default), dot or text",
+    )
+    graph.add_argument(
+        "--group-by",
+        metavar="WHAT",
+        default="auto",
+        type=_group_by,
+        help="auto (kind above 200 tasks), none, kind, or label:KEY (default: auto)",
+    )
+
+
+def _selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """`NAME ...`, `-k EXPR`, `--command`, `--context`: what `opus run` would run."""
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help="only these tasks and what they depend on"
+    )
+    parser.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="EXPR",
+        type=keyword_expression,
+        default=None,
+        help="only the tasks EXPR matches (as opus run -k) and what they depend on",
+    )
+    parser.add_argument("--command", default="apply", help="the command (default: apply)")
+    parser.add_argument("--context", default="default", help="the context (default: default)")
+
+
+def _group_by(text: str) -> str:
+    from opus_core.cli.graph import group_by_argument
+
+    return group_by_argument(text)
 
 
 def keyword_expression(text: str) -> KeywordExpression:

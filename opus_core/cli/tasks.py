@@ -1,0 +1,141 @@
+"""`opus tasks`: the tasks in scope for a command and context, and those left out and why.
+
+`scope()` is also what `opus graph` draws: both plan through `Tasks.plan`, so
+`NAME ...`, `-k EXPR` and every plugin's `opus_modify_tasks` apply as they do
+for `opus run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from opus_core.manifest import Task, display_name
+
+
+@dataclass(slots=True)
+class ScopedTask:
+    """One task as the listing commands show it; `after` holds positions in `Scope.tasks`."""
+
+    task: Task
+    name: str
+    in_scope: bool
+    why: str | None = None
+    after: list[int] = field(default_factory=list)
+
+    @property
+    def labels(self) -> str:
+        """`key=value, ...`, or `-`."""
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.task.meta.labels.items())) or "-"
+
+
+@dataclass(slots=True)
+class Scope:
+    """The tasks of a plan: those in scope in run order, then those out of scope.
+
+    The dependencies of a task in scope are the plan's; those of a task out of
+    scope are what its manifest names, among the tasks shown. `deselected`
+    counts the tasks `NAME ...`, `-k` or a plugin removed before planning.
+    """
+
+    command: str
+    context: str
+    tasks: list[ScopedTask]
+    deselected: int
+
+    @property
+    def in_scope(self) -> int:
+        """How many tasks would run."""
+        return sum(1 for t in self.tasks if t.in_scope)
+
+    def summary(self) -> str:
+        """`N task(s) in scope for command C in context X; M out of scope; K not selected`."""
+        out = len(self.tasks) - self.in_scope
+        text = (
+            f"{self.in_scope} task(s) in scope for command {self.command!r} "
+            f"in context {self.context!r}"
+        )
+        if out:
+            text += f"; {out} out of scope"
+        if self.deselected:
+            text += f"; {self.deselected} not selected"
+        return text
+
+
+def scope(args: argparse.Namespace) -> Scope:
+    """Plan the configuration for `args.command` and `args.context`, with `NAME ...` and `-k`."""
+    from opus_core.engine import Tasks
+    from opus_core.plugin.defaults import KeywordSelection, Selection
+
+    engine = Tasks.from_config(getattr(args, "config", None))
+    manager = engine.manager()
+    if args.names:
+        manager.register(Selection(args.names), name="builtin.selection", core=True)
+    if args.keyword is not None:
+        manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
+    plan = engine.plan(args.command, args.context)
+    shown = [
+        ScopedTask(t, display_name(t), True, None, list(d))
+        for t, d in zip(plan.tasks, plan.deps, strict=True)
+    ]
+    shown += [ScopedTask(t, display_name(t), False, why) for t, why in plan.excluded]
+    _declared_dependencies(shown)
+    return Scope(args.command, args.context, shown, len(engine.tasks) - len(shown))
+
+
+def _declared_dependencies(shown: list[ScopedTask]) -> None:
+    """Fill `after` for tasks out of scope from their manifests: names, then label selectors."""
+    by_name = {s.task.meta.name: i for i, s in enumerate(shown) if s.task.meta.name}
+    by_label: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, s in enumerate(shown):
+        for pair in s.task.meta.labels.items():
+            by_label[pair].append(i)
+    for i, s in enumerate(shown):
+        if s.in_scope:
+            continue
+        meta = s.task.meta
+        found = [by_name[n] for n in meta.dependency_names if n in by_name]
+        for selector in meta.dependency_selectors:
+            candidates = min((by_label.get(pair, []) for pair in selector.labels), key=len)
+            found += [
+                j
+                for j in candidates
+                if j != i and all(shown[j].task.meta.labels.get(k) == v for k, v in selector.labels)
+            ]
+        s.after = list(dict.fromkeys(found))
+
+
+def tasks(args: argparse.Namespace) -> int:
+    """List the tasks in scope (kind, labels, dependencies), then those out of scope and why."""
+    from opus_core.cli.output import emit
+
+    found = scope(args)
+    names = [s.name for s in found.tasks]
+    rows = [
+        (
+            s.name,
+            s.task.kind,
+            s.labels,
+            ", ".join(names[j] for j in s.after) or "-",
+            "in" if s.in_scope else f"out: {s.why}",
+        )
+        for s in found.tasks
+    ]
+    records = [
+        {
+            "name": s.task.meta.name,
+            "id": s.task.task_id,
+            "kind": s.task.kind,
+            "version": s.task.version,
+            "labels": dict(s.task.meta.labels),
+            "dependencies": [names[j] for j in s.after],
+            "in_scope": s.in_scope,
+            "why": s.why,
+        }
+        for s in found.tasks
+    ]
+    emit(("TASK", "KIND", "LABELS", "DEPENDS ON", "SCOPE"), rows, records, args.json)
+    if not args.json:
+        print(found.summary())
+    return 0
