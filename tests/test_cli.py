@@ -495,7 +495,7 @@ def test_state_commands_over_memory_persistence(tmp_path: Path) -> None:
     assert opus("state", "list", cwd=tmp_path).stdout.strip() == "no state"
     assert "no state for 'web'" in one_line_error(opus("state", "show", "web", cwd=tmp_path))
     assert "no state for 'web'" in one_line_error(opus("state", "clear", "web", cwd=tmp_path))
-    assert opus("state", "clear", cwd=tmp_path).stdout.strip() == "cleared 0 record(s)"
+    assert opus("state", "clear", "--yes", cwd=tmp_path).stdout.strip() == "cleared 0 record(s)"
 
 
 def test_tasks_without_a_runner_uses_the_configured_one(tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ def test_state_clear_forgets_so_everything_runs_again(tmp_path: Path) -> None:
     assert listing.stdout.count("succeeded") == STEPS
     resumed = run_opus(root, "--resume")
     assert f"{STEPS} restored" in resumed.stdout and "restored" in resumed.stdout
-    assert opus("state", "clear", cwd=root).stdout.strip() == f"cleared {STEPS} record(s)"
+    assert opus("state", "clear", "--yes", cwd=root).stdout.strip() == f"cleared {STEPS} record(s)"
     assert run_opus(root, "--resume").stdout.count("restored") == 0
     assert len((root / "ran.log").read_text().split()) == 2 * STEPS
 

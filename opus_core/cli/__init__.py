@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -47,7 +48,26 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        message = _suggest_choice(message)
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)$")
+
+
+def _suggest_choice(message: str) -> str:
+    """argparse's "invalid choice" message, with "did you mean" when a choice is close."""
+    found = _INVALID_CHOICE.search(message)
+    if found is None or "did you mean" in message:
+        return message
+    import difflib
+
+    choices = re.findall(r"'([^']*)'", found["choices"])
+    close = difflib.get_close_matches(found["value"], choices, n=1)
+    if not close:
+        return message
+    value = found["value"]
+    return f"{message[: found.start()]}invalid choice: {value!r}; did you mean {close[0]!r}?"
 
 
 def _common() -> Parser:
@@ -103,12 +123,36 @@ class Commands:
         self.names.append(name)
         return parser
 
-    def group(self, parser: argparse.ArgumentParser) -> Commands:
-        """The subcommands of `parser` (`opus NAME ACTION`), added the same way."""
+    def group(self, parser: argparse.ArgumentParser, default: str | None = None) -> Commands:
+        """The subcommands of `parser` (`opus NAME ACTION`), added the same way.
+
+        With `default`, `opus NAME` alone runs `opus NAME DEFAULT` (as `llm
+        plugins` lists them); without, an action is required.
+        """
         actions = parser.add_subparsers(
-            dest="action", metavar="ACTION", required=True, parser_class=Parser
+            dest="action", metavar="ACTION", required=default is None, parser_class=Parser
         )
+        if default is not None:
+            parser.set_defaults(handler=DefaultAction(actions, default))
         return Commands(actions, self._common)
+
+
+class DefaultAction:
+    """The handler of a group run without an action: the action it defaults to."""
+
+    def __init__(self, actions: Any, name: str) -> None:
+        self.actions = actions
+        self.name = name
+
+    def resolve(self, args: argparse.Namespace) -> Handler | str | None:
+        """Fill `args` with the default action's own defaults; return its handler."""
+        parser: argparse.ArgumentParser = self.actions.choices[self.name]
+        for key, value in vars(parser.parse_args([])).items():
+            if key == "handler" or not hasattr(args, key):
+                setattr(args, key, value)
+        args.action = self.name
+        handler: Handler | str | None = getattr(args, "handler", None)
+        return handler
 
 
 def build_parser(manager: PluginManager | None = None) -> Parser:
@@ -188,6 +232,8 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.plugin_manager = manager  # the plugins loaded for the command line, for commands
     handler = getattr(args, "handler", None)
+    if isinstance(handler, DefaultAction):  # `opus state`: `opus state list`
+        handler = handler.resolve(args)
     if handler is None:
         parser.print_help()
         return USAGE_ERROR

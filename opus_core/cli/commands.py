@@ -23,7 +23,7 @@ plugin error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
 
 
 def add_core_commands(commands: Commands) -> None:
-    """`run`, `plugins`, `config` and `state`."""
+    """`run`, `plugins`, `config`, `state` and `completion`."""
     run = commands.add(
         "run",
         "opus_core.cli.run:run",
@@ -62,7 +62,13 @@ def add_core_commands(commands: Commands) -> None:
     _add_tasks_and_graph(commands)
 
     plugins = commands.group(
-        commands.add("plugins", None, help="list the installed plugins, or start a new one")
+        commands.add(
+            "plugins",
+            None,
+            help="list the installed plugins, or start a new one",
+            description="Without an action: opus plugins list.",
+        ),
+        default="list",
     )
     listing = plugins.add(
         "list", "opus_core.cli.plugins:list_plugins", help="every plugin, built-ins included"
@@ -77,29 +83,83 @@ def add_core_commands(commands: Commands) -> None:
     new.add_argument("--directory", default=".", help="where to write it (default: here)")
     new.add_argument("--force", action="store_true", help="overwrite an existing directory")
 
-    config = commands.group(commands.add("config", None, help="show, create or locate opus.toml"))
-    config.add(
+    config = commands.group(
+        commands.add(
+            "config",
+            None,
+            help="show, create or locate opus.toml",
+            description="Without an action: opus config show.",
+        ),
+        default="show",
+    )
+    config_show = config.add(
         "show",
         "opus_core.cli.config:show",
-        help="the merged configuration and where each value is from",
+        help="the merged configuration, defaults included, and where each value is from",
     )
+    config_show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     init = config.add(
         "init", "opus_core.cli.config:init", help="write a commented starter opus.toml"
     )
-    init.add_argument("path", nargs="?", default="opus.toml", help="where (default: ./opus.toml)")
+    init.add_argument(
+        "path",
+        nargs="?",
+        default="opus.toml",
+        help="the file to write, or a directory to write opus.toml in (default: ./opus.toml)",
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     config.add("path", "opus_core.cli.config:path", help="which configuration files are read")
 
     state = commands.group(
-        commands.add("state", None, help="what the configured persistence holds")
+        commands.add(
+            "state",
+            None,
+            help="what the configured persistence holds",
+            description="Without an action: opus state list.",
+        ),
+        default="list",
     )
-    state.add("list", "opus_core.cli.state:list_state", help="every identifier with state")
-    show = state.add("show", "opus_core.cli.state:show", help="the state of one id")
-    show.add_argument("id")
+    state_list = state.add(
+        "list", "opus_core.cli.state:list_state", help="every identifier with state"
+    )
+    state_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    state_show = state.add(
+        "show",
+        "opus_core.cli.state:show",
+        help="the state of one id, or the record of one task",
+        description="The state of ID, or the last record of the task NAME for a command and "
+        "context (the id opus-run:COMMAND:CONTEXT:NAME).",
+    )
+    state_show.add_argument("id", metavar="ID|NAME", help="a state id, or a task's name")
+    state_show.add_argument(
+        "--command", default="apply", help="the command of a task's record (default: apply)"
+    )
+    state_show.add_argument(
+        "--context", default="default", help="the context of a task's record (default: default)"
+    )
+    state_show.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
     clear = state.add(
-        "clear", "opus_core.cli.state:clear", help="forget the state of one id, or of all"
+        "clear",
+        "opus_core.cli.state:clear",
+        help="forget the state of one id, or of all",
+        description="Forget the state of ID; without ID, everything the persistence holds "
+        "(asked on a terminal, --yes elsewhere).",
     )
-    clear.add_argument("id", nargs="?")
+    clear.add_argument("id", metavar="ID", nargs="?", help="the id to forget (default: all)")
+    clear.add_argument("-y", "--yes", action="store_true", help="forget everything without asking")
+
+    completion = commands.add(
+        "completion",
+        "opus_core.cli.completion:completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for bash or zsh.",
+        epilog=COMPLETION_EPILOG,
+        formatter_class=_raw(),
+    )
+    completion.add_argument("shell", nargs="?", choices=("bash", "zsh"), help="the shell")
+    completion.add_argument(  # what the scripts call for names that depend on the project
+        "--list", choices=("runners", "tasks", "contexts"), help=argparse_suppress()
+    )
 
 
 def _add_tasks_and_graph(commands: Commands) -> None:
@@ -171,6 +231,20 @@ def keyword_expression(text: str) -> KeywordExpression:
         return KeywordExpression(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+COMPLETION_EPILOG = """\
+install:
+  bash:  opus completion bash > ~/.local/share/bash-completion/completions/opus
+  zsh:   opus completion zsh > "${fpath[1]}/_opus"   (then start a new shell)
+  or, for this shell only:  source <(opus completion bash)"""
+
+
+def argparse_suppress() -> str:
+    """`argparse.SUPPRESS`, for an option left out of --help."""
+    import argparse
+
+    return argparse.SUPPRESS
 
 
 def _raw() -> type:

@@ -7,22 +7,27 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from opus_core.config import Config, load_config, user_config_path
+from opus_core.config import FILENAME, OPUS_KEYS, Config, load_config, user_config_path
 from opus_core.errors import ConfigError
 
+if TYPE_CHECKING:
+    from opus_core.plugin.manager import PluginManager
 
-def _leaves(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    found: list[tuple[str, Any]] = []
+
+def _leaves(
+    data: dict[str, Any], prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], Any]]:
+    found: list[tuple[tuple[str, ...], Any]] = []
     for key, value in data.items():
-        dotted = f"{prefix}{key}"
+        path = (*prefix, key)
         if isinstance(value, dict) and value:
-            found.extend(_leaves(value, dotted + "."))
+            found.extend(_leaves(value, path))
         else:
-            found.append((dotted, value))
+            found.append((path, value))
     return found
 
 
@@ -39,16 +44,141 @@ def inline(value: Any) -> str:
     return str(value)
 
 
+DEFAULT = "default"
+"""The source `opus config show` gives a value nobody set."""
+
+OPUS_DEFAULTS: dict[str, Any] = {
+    "log_level": "INFO",
+    "disable_plugins": [],
+    "processors": [],
+    "fail_fast": False,
+    "manifests": [],
+}
+"""The `[opus]` defaults that need no plugin to know (runner, persistence, logger do)."""
+
+
+def _defaults(config: Config, manager: PluginManager) -> dict[tuple[str, ...], Any]:
+    """Every value in effect that no file sets: `[opus]` keys and the chosen classes' options."""
+    found: dict[tuple[str, ...], Any] = {}
+    chosen: list[tuple[str, str, type | None]] = []
+    for section in ("runners", "persistence", "loggers"):
+        registry = manager.registry(section)
+        kind = registry.kind
+        found[("opus", kind.singular)] = kind.default
+        name = config.opus(kind.singular) or kind.default
+        cls: type | None
+        try:
+            cls = registry[name]
+        except Exception:  # an unknown or contested name: `opus run` reports it, not this
+            cls = None
+        chosen.append((section, name, cls))
+    found.update({("opus", key): value for key, value in OPUS_DEFAULTS.items()})
+    for section, name, cls in chosen:
+        if cls is None:
+            continue
+        for option, value in _option_defaults(cls).items():
+            if section == "loggers" and option == "level":
+                continue  # [opus] log_level is the level unless the logger's table sets one
+            found[(section, name, option)] = value
+    return found
+
+
+def _option_defaults(cls: type) -> dict[str, Any]:
+    """The keyword options of `cls(...)` whose default TOML can write (None cannot)."""
+    import inspect
+
+    from opus_core.assembly import NOT_OPTIONS
+
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return {}
+    found: dict[str, Any] = {}
+    for name, parameter in parameters.items():
+        default = parameter.default
+        if name in NOT_OPTIONS or parameter.kind in (
+            parameter.VAR_POSITIONAL,
+            parameter.VAR_KEYWORD,
+        ):
+            continue
+        if isinstance(default, os.PathLike):
+            default = os.fspath(default)
+        if isinstance(default, (bool, int, float, str)) or (
+            isinstance(default, (list, tuple))
+            and all(isinstance(v, (bool, int, float, str)) for v in default)
+        ):
+            found[name] = list(default) if isinstance(default, tuple) else default
+    return found
+
+
+def effective(
+    config: Config, manager: PluginManager
+) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[Any, str]]]:
+    """The configuration in effect: the merged files with every default filled in.
+
+    Returns the data (tasks included) and, for each value outside `tasks`, the
+    value and where it came from: a file, or `DEFAULT`.
+    """
+    import copy
+
+    data = copy.deepcopy(config.data)
+    data.setdefault("opus", {})
+    tasks = data.pop("tasks", None)
+    defaults = _defaults(config, manager)
+    entries: dict[tuple[str, ...], tuple[Any, str]] = {}
+    opus: dict[str, Any] = {}
+    for key in OPUS_KEYS:  # the [opus] table first, in its documented order
+        path: tuple[str, ...] = ("opus", key)
+        if key in data["opus"]:
+            opus[key] = data["opus"][key]
+            entries[path] = (opus[key], str(config.origin(f"opus.{key}")))
+        elif path in defaults:
+            opus[key] = defaults[path]
+            entries[path] = (opus[key], DEFAULT)
+    data["opus"] = opus
+    for path, value in _leaves(data):
+        if path in entries or (value == {} and any(d[: len(path)] == path for d in defaults)):
+            continue
+        entries[path] = (value, str(config.origin(".".join(path))))
+    for path, value in defaults.items():
+        if path not in entries:
+            entries[path] = (value, DEFAULT)
+            table = data
+            for part in path[:-1]:
+                table = table.setdefault(part, {})
+            table[path[-1]] = value
+    if tasks is not None:
+        data["tasks"] = tasks
+    return data, entries
+
+
 def show(args: argparse.Namespace) -> int:
-    """The merged configuration as TOML, each value followed by the file it came from."""
+    """The configuration in effect as TOML lines, each with the file it came from or `# default`."""
     config = load_config(getattr(args, "config", None))
+    manager = getattr(args, "plugin_manager", None)
+    if manager is None:
+        from opus_core.plugin.manager import PluginManager
+
+        manager = PluginManager(disabled=config.opus("disable_plugins", ()))
+    data, entries = effective(config, manager)
+    tasks = data.get("tasks") or []
+    if getattr(args, "json", False):
+        print(
+            json.dumps(
+                {
+                    "files": [str(f) for f in config.files],
+                    "config": data,
+                    "sources": {".".join(path): source for path, (_, source) in entries.items()},
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
     if not config.files:
         print("# no configuration file found; every setting has its default")
-        return 0
-    data = dict(config.data)
-    tasks = data.pop("tasks", None)
-    for dotted, value in _leaves(data):
-        print(f"{dotted} = {inline(value)}  # {config.origin(dotted)}")
+    for path, (value, source) in entries.items():
+        print(f"{'.'.join(path)} = {inline(value)}  # {source}")
     if tasks:
         print(f"\n# {len(tasks)} task(s) from {config.origin('tasks')}")
         print(tomli_w.dumps({"tasks": tasks}).rstrip())
@@ -93,23 +223,46 @@ STARTER_TAIL = """
 def init(args: argparse.Namespace) -> int:
     """Write a commented starter opus.toml; refuse to overwrite without --force."""
     target = Path(args.path)
+    if target.is_dir():  # `opus config init myproject`: myproject/opus.toml
+        target = target / FILENAME
+    if target.is_dir():
+        raise ConfigError(
+            f"{target} is a directory; opus config init writes a file: give another path"
+        )
     if target.exists() and not args.force:
         raise ConfigError(f"{target} already exists; pass --force to overwrite it")
+    blocking = next((d for d in target.parents if d.exists() and not d.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"cannot write {target}: {blocking} is not a directory")
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{target} is not a regular file; opus config init writes a file")
     parts = ["# opus configuration; `opus config show` prints what is in effect.\n"]
     for name, table in STARTER.items():
         parts.append(f"{STARTER_COMMENTS[name]}\n{tomli_w.dumps({name: table})}")
     text = "\n".join(parts) + STARTER_TAIL
+    try:
+        _write(target, text)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename and str(exc.filename) != str(target) else ""
+        raise ConfigError(f"cannot write {target}: {where}{exc.strerror or exc}") from None
+    print(f"wrote {target}")
+    return 0
+
+
+def _write(target: Path, text: str) -> None:
+    """Write `target` whole or not at all (a temporary file beside it, then a rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an editor would make it, not mkstemp's 0600
         os.replace(temporary, target)
     except BaseException:
         os.unlink(temporary)
         raise
-    print(f"wrote {target}")
-    return 0
 
 
 def path(args: argparse.Namespace) -> int:

@@ -6,16 +6,20 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from opus_core.assembly import Assembly
-from opus_core.cli.output import table
+from opus_core.cli.output import duration, emit, iso, timestamp, to_json
 from opus_core.config import load_config
 from opus_core.errors import OpusError
-from opus_core.persistence import StatePersistence
+from opus_core.persistence import RUN_RECORDS, StatePersistence
+from opus_core.records import RECORD_KIND, record_id
 
 
 def _persistence(args: argparse.Namespace) -> StatePersistence:
-    assembly = Assembly(load_config(getattr(args, "config", None)))
+    assembly = Assembly(
+        load_config(getattr(args, "config", None)), manager=getattr(args, "plugin_manager", None)
+    )
     return assembly.persistence()
 
 
@@ -30,36 +34,177 @@ def location(persistence: StatePersistence) -> str:
     return f"persistence {persistence.name!r}"
 
 
+# -- times: `output`'s, for values that may be anything (state is whatever was saved) ---------
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(value)
+
+
+def _local(value: Any) -> str:
+    try:
+        return timestamp(_seconds(value))
+    except (OverflowError, OSError, ValueError):
+        return "-"
+
+
+def _iso(value: Any) -> Any:
+    try:
+        return iso(_seconds(value)) if _seconds(value) is not None else value
+    except (OverflowError, OSError, ValueError):
+        return value
+
+
+def _duration(value: Any) -> str:
+    seconds = _seconds(value)
+    return duration(seconds) if seconds is not None and 0 <= seconds < 1e9 else "-"
+
+
+def _is_record(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("record") == RECORD_KIND
+
+
+def _for_json(data: Any) -> Any:
+    """A state as JSON output: a task record's `finished_at` in ISO 8601."""
+    if _is_record(data) and "finished_at" in data:
+        return {**data, "finished_at": _iso(data["finished_at"])}
+    return data
+
+
+# -- list -----------------------------------------------------------------------------
+
+
 def list_state(args: argparse.Namespace) -> int:
-    """Every identifier that has state, with its status when it is a task record.
+    """Every identifier that has state, with its status, finish time and duration.
 
     The first line, on stderr, says where the state is (stdout stays the table).
     """
     persistence = _persistence(args)
     sys.stderr.write(f"state: {location(persistence)}\n")
     state = persistence.retrieve_all_state_from_persistence()
-    if not state:
+    as_json = getattr(args, "json", False)
+    if not state and not as_json:
         print("no state")
         return 0
-    rows = [
-        (key, value.get("status", "-"), len(json.dumps(value)))
-        for key, value in sorted(state.items())
-    ]
-    print(table(("ID", "STATUS", "BYTES"), rows))
+    rows = []
+    records = []
+    for key, value in sorted(state.items()):
+        data = value if isinstance(value, dict) else {}
+        size = len(json.dumps(value))
+        rows.append(
+            (
+                key,
+                data.get("status", "-"),
+                _local(data.get("finished_at")),
+                _duration(data.get("duration")),
+                size,
+            )
+        )
+        records.append(
+            {
+                "id": key,
+                "task": data.get("task") if _is_record(data) else None,
+                "command": data.get("command") if _is_record(data) else None,
+                "context": data.get("context") if _is_record(data) else None,
+                "status": data.get("status"),
+                "attempts": data.get("attempts"),
+                "finished_at": _iso(data.get("finished_at")),
+                "duration": _seconds(data.get("duration")),
+                "bytes": size,
+            }
+        )
+    emit(("ID", "STATUS", "FINISHED", "DURATION", "BYTES"), rows, records, as_json)
     return 0
+
+
+# -- show -----------------------------------------------------------------------------
+
+
+def resolve(persistence: StatePersistence, wanted: str, command: str, context: str) -> str:
+    """The state id `wanted` names: itself, else the record of the task so named.
+
+    Raises an `OpusError` with the closest ids and task names when neither has state.
+    """
+    if persistence.get_object_state(wanted):
+        return wanted
+    as_task = record_id(command, context, wanted)
+    if persistence.get_object_state(as_task):
+        return as_task
+    ids = list(persistence.retrieve_all_state_from_persistence())
+    raise OpusError(_not_found(wanted, ids, command, context))
+
+
+def _not_found(wanted: str, ids: list[str], command: str, context: str) -> str:
+    import difflib
+
+    prefix = record_id(command, context, "")
+    names = [key[len(prefix) :] for key in ids if key.startswith(prefix)]
+    message = (
+        f"no state for {wanted!r}, and no task {wanted!r} has a record for command "
+        f"{command!r} in context {context!r}"
+    )
+    # The same task under another command or context is the likeliest slip.
+    elsewhere = sorted(
+        key for key in ids if key.startswith(RUN_RECORDS) and key.rpartition(":")[2] == wanted
+    )
+    close = difflib.get_close_matches(wanted, names + ids, n=3)
+    if elsewhere:
+        scopes = [key[len(RUN_RECORDS) :].rsplit(":", 1)[0].split(":", 1) for key in elsewhere]
+        options = "; ".join(f"--command {c} --context {x}" for c, x in scopes[:3])
+        return f"{message}; it has records with {options}"
+    if close:
+        return f"{message}; did you mean {' or '.join(repr(c) for c in close)}?"
+    return f"{message}; `opus state list` shows what there is"
 
 
 def show(args: argparse.Namespace) -> int:
-    """The state of one identifier, as JSON."""
-    data = _persistence(args).get_object_state(args.id)
-    if not data:
-        raise OpusError(f"no state for {args.id!r}; `opus state list` shows what there is")
-    print(json.dumps(data, indent=2, sort_keys=True))
+    """The state of one identifier or task: a task record for people, else JSON."""
+    persistence = _persistence(args)
+    key = resolve(persistence, args.id, args.command, args.context)
+    data = persistence.get_object_state(key)
+    if getattr(args, "json", False):
+        print(to_json({"id": key, "state": _for_json(data)}))
+    elif _is_record(data):
+        print(_describe_record(key, data))
+    else:
+        print(json.dumps(data, indent=2, sort_keys=True))
     return 0
 
 
+def _describe_record(key: str, data: dict[str, Any]) -> str:
+    lines = [f"id:        {key}"]
+    for field in ("task", "command", "context", "status", "attempts"):
+        if field in data:
+            lines.append(f"{field + ':':<10} {data[field]}")
+    lines.append(f"{'finished:':<10} {_local(data.get('finished_at'))}")
+    lines.append(f"{'duration:':<10} {_duration(data.get('duration'))}")
+    if data.get("checksum"):
+        lines.append(f"{'checksum:':<10} {data['checksum']}")
+    if data.get("error"):
+        lines.append(f"{'error:':<10} {data['error']}")
+    shown = {"record", "task", "command", "context", "status", "attempts", "finished_at"}
+    shown |= {"duration", "checksum", "error", "published", "traceback"}
+    for field in sorted(set(data) - shown):  # what newer records add
+        lines.append(f"{field + ':':<10} {json.dumps(data[field])}")
+    if data.get("published") is not None:
+        published = json.dumps(data["published"], indent=2, sort_keys=True)
+        lines.append("published:\n" + _indent(published))
+    if data.get("traceback"):
+        lines.append("traceback:\n" + _indent(str(data["traceback"]).rstrip()))
+    return "\n".join(lines)
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+# -- clear ----------------------------------------------------------------------------
+
+
 def clear(args: argparse.Namespace) -> int:
-    """Forget one identifier's state, or everything."""
+    """Forget one identifier's state, or everything (asked first, or `--yes`)."""
     persistence = _persistence(args)
     if args.id is not None:
         if not persistence.delete_object_state(args.id):
@@ -67,6 +212,9 @@ def clear(args: argparse.Namespace) -> int:
         cleared = 1
     else:
         keys = list(persistence.retrieve_all_state_from_persistence())
+        if not getattr(args, "yes", False) and not _confirmed(persistence, len(keys)):
+            sys.stderr.write("nothing cleared\n")
+            return 0
         for key in keys:
             persistence.delete_object_state(key)
         cleared = len(keys)
@@ -77,3 +225,17 @@ def clear(args: argparse.Namespace) -> int:
     persistence.persist_all_state()
     print(f"cleared {cleared} record(s)" + (f" and {damaged} damaged file(s)" if damaged else ""))
     return 0
+
+
+def _confirmed(persistence: StatePersistence, count: int) -> bool:
+    """Ask on a terminal whether to forget everything; elsewhere, `--yes` is required."""
+    where = location(persistence)
+    if not sys.stdin.isatty():
+        raise OpusError(
+            f"`opus state clear` forgets all {count} record(s) in {where}; "
+            "pass --yes to confirm (stdin is not a terminal), or give one ID"
+        )
+    sys.stderr.write(f"Forget all {count} record(s) in {where}? [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")

@@ -261,7 +261,7 @@ def test_state_commands_over_the_file_persistence(tmp_path: Path) -> None:
     shown = opus("state", "show", "web", cwd=tmp_path)
     assert json.loads(shown.stdout) == {"status": "succeeded", "checksum": "abc"}
     assert opus("state", "clear", "web", cwd=tmp_path).stdout.strip() == "cleared 1 record(s)"
-    assert opus("state", "clear", cwd=tmp_path).stdout.strip() == "cleared 1 record(s)"
+    assert opus("state", "clear", "--yes", cwd=tmp_path).stdout.strip() == "cleared 1 record(s)"
     assert opus("state", "list", cwd=tmp_path).stdout.strip() == "no state"
 
 
@@ -503,7 +503,7 @@ def test_state_clear_removes_damaged_files_too_and_their_warning_stops(tmp_path:
     damaged = root / "state" / "t-broken.json"
     damaged.write_text("{not json")
     assert warnings_naming(opus("state", "list", cwd=root).stderr, damaged)
-    cleared = opus("state", "clear", cwd=root)
+    cleared = opus("state", "clear", "--yes", cwd=root)
     assert cleared.returncode == 0, cleared.stderr
     assert "cleared 1 record(s) and 1 damaged file(s)" in cleared.stdout
     after = opus("state", "list", cwd=root)
