@@ -10,15 +10,21 @@ from opus_core.config import LEVELS
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time of the record (so redirection works)."""
+    """Writes to whatever `sys.stdout` (or `sys.stderr`, as `LoggerWrapper.stream` says) is
+    at the time of the record, so redirection works."""
 
     @property
     def stream(self) -> TextIO:
-        return sys.stdout
+        return output_stream(LoggerWrapper.stream)
 
     @stream.setter
     def stream(self, _value: TextIO) -> None:
         pass
+
+
+def output_stream(name: str) -> TextIO:
+    """`sys.stderr` for "stderr", else `sys.stdout` — as they are now."""
+    return sys.stderr if name == "stderr" else sys.stdout
 
 
 def parse_level(level: str | int) -> int:
@@ -44,13 +50,21 @@ def _plain_logger() -> logging.Logger:
 
 
 class LoggerWrapper:
-    """The default logger: plain lines on standard output through the stdlib logger `"opus"`.
+    """The default logger: plain lines on standard output through the stdlib logger `"opus"`
+    (standard error under the `opus` command: see `stream`).
 
     Subclass it (and give the subclass a `name`) to log elsewhere; every method takes
     the message as its one argument, as `message=` in the seed's style too.
     """
 
     name: ClassVar[str] = "plain"
+    stream: ClassVar[str] = "stdout"
+    """Where log lines go: "stdout" (the default, as the seed's) or "stderr".
+
+    Looked up as each line is written. The `opus` command sets it to "stderr"
+    (`LoggerWrapper.stream = "stderr"`) so that standard output carries only
+    results; a subclass writing elsewhere may honour it too.
+    """
 
     def __init__(self, level: str | int = "INFO") -> None:
         self.level = parse_level(level)

@@ -35,6 +35,8 @@ class TaskRecord:
     `published` is the values the task published, as they were (decoded from
     the record, see `encode`), or None when they could not be stored
     faithfully and so cannot be restored (a resumed run then runs the task again).
+    `traceback` is the formatted traceback of the last failed attempt (None
+    unless it raised; records written before it existed have none).
     """
 
     task: str
@@ -47,6 +49,7 @@ class TaskRecord:
     duration: float
     error: str | None
     published: dict[str, Any] | None
+    traceback: str | None = None
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> TaskRecord | None:
@@ -225,6 +228,7 @@ class RunRecords:
             result.duration,
             result.error,
             storable(published),
+            result.traceback,
         )
         self.persistence.save_record(f"{self.prefix}{task.task_id}", record)
 
@@ -248,6 +252,7 @@ class PendingRecord:
     duration: float
     error: str | None
     published: dict[str, Any] | None
+    traceback: str | None = None
 
     def to_state(self) -> dict[str, Any]:
         """The record as state: a `TaskRecord`'s fields plus the `record` marker."""
@@ -262,5 +267,6 @@ class PendingRecord:
             "finished_at": self.finished_at,
             "duration": self.duration,
             "error": self.error,
+            "traceback": self.traceback,
             "published": copy.deepcopy(self.published),
         }

@@ -34,7 +34,7 @@ from opus_core.persistence import StatePersistence, check_state, json_copy
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor
 from opus_core.records import RunRecords
-from opus_core.report import RunReport, TaskResult, TaskStatus
+from opus_core.report import RunReport, TaskResult, TaskStatus, format_traceback
 from opus_core.runners.base import SIGNAL_CHECK, BaseTaskRun, Runner
 from opus_core.store import KeyValueStore
 from opus_core.substitution import substitute
@@ -277,6 +277,7 @@ class Scheduler:
         self.completions.put(_STOP)
 
     def run(self) -> RunReport:
+        started_at = time.time()
         started = time.monotonic()
         if self.freeze_every:
             gc.freeze()  # what exists now (tasks, plan, these tables) lives as long as the run
@@ -307,6 +308,7 @@ class Scheduler:
             if self.freeze_every:
                 gc.unfreeze()
         report = self._report(time.monotonic() - started)
+        report.started_at = started_at
         self.notify.run_finished(report)
         return report
 
@@ -498,18 +500,22 @@ class Scheduler:
     def _failed_attempt(self, index: int, exc: BaseException) -> None:
         error = describe_error(exc)
         task = self.plan.tasks[index]
+        trace: str | None = None
         if isinstance(exc, TaskTimeoutError):
             status = TaskStatus.TIMED_OUT
+            if exc.__traceback__ is not None or getattr(exc, "__notes__", None):
+                trace = format_traceback(exc)  # where the task was when its alarm went off
         elif isinstance(exc, TaskCancelledError):
             status = TaskStatus.CANCELLED
         else:
             status = TaskStatus.FAILED
+            trace = format_traceback(exc)
             if self.attempts[index] <= task.meta.retries and not self.halted:
                 delay = task.meta.retry_sleep_time
-                self.notify.task_retrying(task, self.attempts[index], error, delay)
+                self.notify.task_retrying(task, self.attempts[index], error, delay, trace)
                 heapq.heappush(self.retries, (time.monotonic() + delay, index))
                 return
-        self._finish(index, status, error)
+        self._finish(index, status, error, trace)
         self._skip_dependents(index)
         if self.fail_fast and status is not TaskStatus.CANCELLED and not self.halted:
             self.halted = "fail_fast"
@@ -531,16 +537,19 @@ class Scheduler:
                 self._finish(i, TaskStatus.SKIPPED, f"dependency {failed!r} did not succeed")
                 pending.extend(self.plan.dependents[i])
 
-    def _finish(self, index: int, status: TaskStatus, error: str | None) -> None:
+    def _finish(
+        self, index: int, status: TaskStatus, error: str | None, trace: str | None = None
+    ) -> None:
         task = self.plan.tasks[index]
         start = self.first_start[index]
         result = TaskResult(
-            task_id=task.task_id,
-            kind=task.kind,
-            status=status,
-            attempts=self.attempts[index],
-            duration=time.monotonic() - start if start else 0.0,
-            error=error,
+            task.task_id,
+            task.kind,
+            status,
+            self.attempts[index],
+            time.monotonic() - start if start else 0.0,
+            error,
+            trace,
         )
         self.results[index] = result
         self.finished += 1

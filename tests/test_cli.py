@@ -120,7 +120,9 @@ def test_context_command_and_runner_options(tmp_path: Path) -> None:
     result = opus("run", "--context", "prod", "--runner", "process", cwd=root)
     assert result.returncode == 0, result.stderr
     assert "3 succeeded" in result.stdout
-    assert "0 task(s)" in opus("run", "--command", "launch", cwd=root).stdout
+    nothing = opus("run", "--command", "launch", cwd=root)
+    assert nothing.returncode == 5 and nothing.stdout == ""
+    assert "nothing to run" in nothing.stderr and "commands the tasks use: apply" in nothing.stderr
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path: Path) -> None:
@@ -283,7 +285,8 @@ def test_config_init_writes_a_starter_and_refuses_to_overwrite(tmp_path: Path) -
     assert opus("config", "init", cwd=tmp_path).returncode == 0
     text = (tmp_path / "opus.toml").read_text()
     assert text.startswith("#") and "[opus]" in text and "# [[tasks]]" in text
-    assert opus("run", cwd=tmp_path).returncode == 0  # the starter is valid
+    started = opus("run", cwd=tmp_path)  # the starter is valid, with no task yet: exit 5
+    assert started.returncode == 5 and "has no tasks" in started.stderr, started.stderr
     message = one_line_error(opus("config", "init", cwd=tmp_path))
     assert "already exists; pass --force" in message
     (tmp_path / "opus.toml").write_text("# mine\n")
@@ -458,7 +461,7 @@ def test_custom_runner_example_runs_with_its_option(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "custom_runner"
     result = opus("run", "--config", str(example / "opus.toml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "background-job ran at niceness 5" in result.stdout
+    assert "background-job ran at niceness 5" in result.stderr  # a log line
 
 
 def test_task_decorator_uses_the_configured_runner(tmp_path: Path) -> None:

@@ -1195,7 +1195,8 @@ def test_a_plugin_cannot_take_a_core_command(tmp_path: Path) -> None:
     root = project(tmp_path, "")
     env = env_for(tmp_path)
     ran = opus("run", "--dry-run", cwd=root, env=env)
-    assert ran.returncode == 0 and "hijacked" not in ran.stdout, (ran.stdout, ran.stderr)
+    assert ran.returncode == 5 and "hijacked" not in ran.stdout, (ran.stdout, ran.stderr)
+    assert "plan for command 'apply'" in ran.stdout  # opus's run: nothing in scope
     records = listing(opus("plugins", "list", "--json", cwd=root, env=env))
     assert records["thief"]["status"] == "error"
     assert "already has a command 'run'" in records["thief"]["error"]

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from cli_helpers import OPUS, one_line_error, opus
+from cli_helpers import OPUS, opus
 from harness import Harness
 
 from opus_core import StatePersistence, Task, TaskProcessor
@@ -249,7 +249,10 @@ def test_a_full_disk_stops_the_run_with_one_line_and_earlier_state_intact(tmp_pa
     )
     (root / "ran.log").unlink()
     result = run_opus(root, PYTHONPATH=str(root))
-    message = one_line_error(result)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("opus: ")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
+    message = errors[0]
     assert "run stopped: a task record could not be saved" in message
     assert "cannot save state for 'opus-run:apply:default:step-0'" in message
     assert "the previous state is intact" in message

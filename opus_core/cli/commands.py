@@ -17,9 +17,15 @@ examples:
   opus run deploy --context prod  the task deploy and what it depends on
   opus run --resume               skip what already succeeded with the same manifest
   opus run --dry-run              the plan: order, dependencies, what is left out and why
+  opus run -x -j 8 --tb=long      stop at the first failure, 8 workers, whole tracebacks
+  opus run --json > report.json   the report as JSON (logs stay on stderr)
+
+Logs and errors go to stderr; the summary table, the failures with their
+tracebacks, and JSON go to stdout.
 
 exit status: 0 all well, 1 a task did not succeed, 2 a usage, configuration or
-plugin error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+plugin error, 5 nothing in scope to run, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM)."""
 
 
 def add_core_commands(commands: Commands) -> None:
@@ -57,6 +63,32 @@ def add_core_commands(commands: Commands) -> None:
         "--dry-run",
         action="store_true",
         help="print the plan (order, and what is left out and why); run nothing",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report (or with --dry-run the plan) as JSON instead of tables",
+    )
+    run.add_argument(
+        "--tb",
+        choices=("short", "long", "line", "no"),
+        default="short",
+        help="tracebacks of failed tasks: the last frames (short, the default), all of "
+        "them (long), one line per task (line), or none (no)",
+    )
+    run.add_argument(
+        "-x",
+        "--fail-fast",
+        action="store_true",
+        help="start no new task after the first failure (overrides [opus] fail_fast)",
+    )
+    run.add_argument(
+        "-j",
+        "--workers",
+        metavar="N",
+        type=_workers,
+        default=None,
+        help="run at most N tasks at once (overrides the runner's max_workers)",
     )
 
     _add_tasks_and_graph(commands)
@@ -245,6 +277,19 @@ def argparse_suppress() -> str:
     import argparse
 
     return argparse.SUPPRESS
+
+
+def _workers(value: str) -> int:
+    """`-j N`: a whole number of at least 1."""
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
 
 
 def _raw() -> type:

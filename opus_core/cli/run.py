@@ -1,41 +1,254 @@
-"""`opus run`: run the configuration's tasks, with progress and a summary."""
+"""`opus run`: run the configuration's tasks, with progress and a summary.
+
+Logs, warnings and errors go to standard error; results — the summary table,
+the failures with their tracebacks, the plan of `--dry-run`, and the JSON of
+`--json` — to standard output.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
-from opus_core.cli.output import report_table, table
+from opus_core.cli.output import report_records, report_table, table, terminal_width, to_json
 from opus_core.engine import Tasks
+from opus_core.errors import OpusError
 from opus_core.manifest import display_name
 from opus_core.plugin.defaults import KeywordSelection, Selection
+from opus_core.report import TaskStatus
+
+if TYPE_CHECKING:
+    from opus_core.graph import Plan
+    from opus_core.report import RunReport, TaskResult
+
+NOTHING_IN_SCOPE = 5
+"""The exit status of a run with no task in scope (as pytest's "no tests collected")."""
+
+TB_STYLES = ("short", "long", "line", "no")
+SHORT_FRAMES = 5
+"""How many of a traceback's last frames `--tb=short` shows."""
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the tasks; 0 when all succeeded, 1 when any did not, 130/143 when stopped."""
+    """Run the tasks; 0 when all succeeded, 1 when any did not, 5 when none was in scope,
+    130/143 when stopped."""
+    from opus_core.logger import LoggerWrapper
+
+    previous = LoggerWrapper.stream
+    LoggerWrapper.stream = "stderr"  # stdout carries the results only
+    try:
+        return _run(args)
+    finally:
+        LoggerWrapper.stream = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     tasks = Tasks.from_config(getattr(args, "config", None), runner=args.runner)
+    _override(tasks, args)
     manager = tasks.manager()
     if args.names:
         manager.register(Selection(args.names), name="builtin.selection", core=True)
     if getattr(args, "keyword", None) is not None:
         manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
     if args.dry_run:
-        return dry_run(tasks, args.command, args.context)
+        return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
     if sys.stderr.isatty():
         from opus_core.cli.progress import Progress
 
         manager.register(Progress(sys.stderr), name="builtin.progress", core=True)
     report = tasks.process_context(command=args.command, context=args.context, resume=args.resume)
-    print(report_table(report))
-    print(report.summary() + (" (interrupted)" if report.interrupted else ""))
+    if args.json:
+        print(to_json(report_records(report)))
+    elif len(report):
+        print(report_table(report))
+        failures = failures_section(report, args.tb)
+        if failures:
+            print(failures)
+        print(report.summary() + (" (interrupted)" if report.interrupted else ""))
     if report.interrupted:
         from opus_core.cli import interrupted_status
 
         status = interrupted_status()
+    elif not len(report):
+        sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
+        status = NOTHING_IN_SCOPE
     else:
         status = 0 if report.ok else 1
     _leave_abandoned_threads(status)
     return status
+
+
+def _override(tasks: Tasks, args: argparse.Namespace) -> None:
+    """`-x/--fail-fast` over `[opus] fail_fast`; `-j/--workers N` over `max_workers`."""
+    if args.fail_fast:
+        tasks.fail_fast = True
+    workers = getattr(args, "workers", None)
+    if workers is None:
+        return
+    from opus_core.assembly import accepted_options
+
+    runner = tasks.runner
+    name = getattr(runner, "name", str(runner))
+    accepted, open_ended = accepted_options(runner) if isinstance(runner, type) else ({}, False)
+    if "max_workers" not in accepted and not open_ended:
+        raise OpusError(
+            f"-j/--workers: runner {name!r} takes no max_workers option "
+            "(threadpool and process do; choose one with --runner or [opus] runner)"
+        )
+    tasks.runner_options["max_workers"] = workers
+
+
+# -- what `opus run` prints -------------------------------------------------------------------
+
+
+def failures_section(report: RunReport, style: str = "short", width: int | None = None) -> str:
+    """The tasks that failed or timed out, each with its traceback in `style`, as pytest's
+    FAILURES: "short" the last frames and the exception, "long" all of it, "line" one
+    line per task, "no" nothing (an empty string)."""
+    failed = [r for r in report if r.status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT)]
+    if not failed or style == "no":
+        return ""
+    width = min(width or terminal_width() or 80, 120)
+    if style == "line":
+        return "\n".join(_one_line(r) for r in failed)
+    parts = [_rule(" FAILURES ", "=", width)]
+    for result in failed:
+        tries = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
+        parts.append(_rule(f" {result.task_id} ({result.status}, {tries}) ", "_", width))
+        if result.traceback:
+            parts.append(result.traceback if style == "long" else short_traceback(result.traceback))
+        else:
+            parts.append(result.error or result.status.value)
+    return "\n".join(parts)
+
+
+def _rule(title: str, fill: str, width: int) -> str:
+    side = max(3, (width - len(title)) // 2)
+    return f"{fill * side}{title}{fill * side}"
+
+
+def _one_line(result: TaskResult) -> str:
+    """`name: file:line: Error: message` (where it was raised, when the traceback says)."""
+    where = ""
+    for line in reversed((result.traceback or "").splitlines()):
+        stripped = line.strip()
+        if stripped.startswith('File "') and ", line " in stripped:
+            path, _, rest = stripped[len('File "') :].partition('", line ')
+            where = f"{path}:{rest.split(',')[0]}: "
+            break
+    return f"{result.task_id}: {where}{result.error or result.status.value}"
+
+
+def short_traceback(text: str, frames: int = SHORT_FRAMES) -> str:
+    """The last exception of a formatted traceback with its last `frames` frames.
+
+    Frames of opus itself at the top (the runner calling the processor) are
+    left out first; exceptions it was chained from are summed up in one line.
+    Text that is not a traceback is returned as it is.
+    """
+    lines = text.splitlines()
+    header = "Traceback (most recent call last):"
+    starts = [i for i, line in enumerate(lines) if line == header]
+    if not starts:
+        return text
+    start = starts[-1]
+    blocks: list[list[str]] = []
+    end = start + 1
+    while end < len(lines) and lines[end].startswith(" "):
+        if lines[end].startswith('  File "') or not blocks:
+            blocks.append([lines[end]])
+        else:
+            blocks[-1].append(lines[end])
+        end += 1
+    exception = lines[end:]
+    own = _opus_dirs()
+    while len(blocks) > 1 and any(f'"{d}' in blocks[0][0] for d in own):
+        blocks.pop(0)
+    hidden = len(blocks) - frames
+    shown = blocks[-frames:] if hidden > 0 else blocks
+    out = []
+    if len(starts) > 1:
+        chained = len(starts) - 1
+        out.append(f"({chained} chained exception(s) before this one; --tb=long shows them)")
+    out.append(header)
+    if hidden > 0:
+        out.append(f"  ... {hidden} frame(s) above (--tb=long shows them)")
+    for block in shown:
+        out.extend(block)
+    out.extend(exception)
+    return "\n".join(out)
+
+
+def _opus_dirs() -> tuple[str, ...]:
+    """Where opus's own modules are: their frames say nothing about a task's failure."""
+    import os
+
+    import opus_core
+
+    return (os.path.dirname(opus_core.__file__) + os.sep,)
+
+
+def nothing_in_scope(tasks: Tasks, plan: Plan, args: argparse.Namespace) -> str:
+    """Why no task is in scope, and what the tasks do use (stderr of exit status 5)."""
+    command, context = args.command, args.context
+    config = getattr(tasks, "config", None)
+    if not tasks.tasks:
+        if config is None or config.project is None:
+            return (
+                "opus: nothing to run: no opus.toml here or in any parent folder; "
+                "`opus config init` writes a starter one (or name one with --config)\n"
+            )
+        return (
+            f"opus: nothing to run: {config.project} has no tasks "
+            "(add [[tasks]], or manifest files in [opus] manifests)\n"
+        )
+    considered = [task for task, _ in plan.excluded]
+    if not considered:
+        chosen = " ".join(args.names) if args.names else ""
+        keyword = getattr(args, "keyword", None)
+        what = " and ".join(
+            x for x in (chosen and f"NAME {chosen}", keyword and f"-k {keyword!r}") if x
+        )
+        return f"opus: nothing to run: {what or 'the selection'} selects no task\n"
+    commands: set[str] = set()
+    contexts: set[str] = set()
+    anywhere = 0
+    for task in considered:
+        meta = task.meta
+        processor = tasks.processors.get((task.kind, task.version))
+        supported = set(getattr(processor, "commands", ()) or ())
+        usable = supported if meta.commands is None else supported & set(meta.commands)
+        commands |= usable - set(meta.exclude_commands)
+        if meta.contexts is None:
+            anywhere += 1
+        else:
+            contexts |= set(meta.contexts) - set(meta.exclude_contexts)
+    selected = " selected" if args.names or getattr(args, "keyword", None) else ""
+    lines = [
+        f"opus: nothing to run: none of the {len(considered)}{selected} task(s) is in scope "
+        f"for command {command!r} in context {context!r}"
+    ]
+    lines.append(f"  commands the tasks use: {_listing(commands)}{_close(command, commands)}")
+    where = _listing(contexts) if contexts else ""
+    if anywhere:
+        where += ("; " if where else "") + f"{anywhere} task(s) run in any context"
+    lines.append(f"  contexts the tasks use: {where or 'none'}{_close(context, contexts)}")
+    lines.append("  (`opus run --dry-run` shows why each task is left out)")
+    return "\n".join(lines) + "\n"
+
+
+def _listing(names: set[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def _close(name: str, names: set[str]) -> str:
+    if name in names:
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _leave_abandoned_threads(status: int) -> None:
@@ -62,17 +275,53 @@ def _leave_abandoned_threads(status: int) -> None:
     os._exit(status)
 
 
-def dry_run(tasks: Tasks, command: str, context: str) -> int:
-    """Print what would run, in order, with dependencies, and what is left out and why."""
+def dry_run(
+    tasks: Tasks,
+    command: str,
+    context: str,
+    as_json: bool = False,
+    args: argparse.Namespace | None = None,
+) -> int:
+    """Print what would run, in order, with dependencies, and what is left out and why.
+
+    Exit status 5 (with the reason on stderr) when nothing is in scope.
+    """
     plan = tasks.plan(command, context)
-    rows = []
-    for position, task in enumerate(plan.tasks, start=1):
-        deps = ", ".join(display_name(plan.tasks[d]) for d in plan.deps[position - 1])
-        rows.append((position, display_name(task), task.kind, deps or "-"))
-    print(f"plan for command {command!r} in context {context!r}: {len(plan.tasks)} task(s)")
-    if rows:
-        print(table(("#", "TASK", "KIND", "AFTER"), rows))
-    if plan.excluded:
-        print(f"left out: {len(plan.excluded)} task(s)")
-        print(table(("TASK", "WHY"), [(display_name(t), why) for t, why in plan.excluded]))
+    if as_json:
+        print(to_json(plan_records(plan)))
+    else:
+        rows = []
+        for position, task in enumerate(plan.tasks, start=1):
+            deps = ", ".join(display_name(plan.tasks[d]) for d in plan.deps[position - 1])
+            rows.append((position, display_name(task), task.kind, deps or "-"))
+        print(f"plan for command {command!r} in context {context!r}: {len(plan.tasks)} task(s)")
+        if rows:
+            print(table(("#", "TASK", "KIND", "AFTER"), rows))
+        if plan.excluded:
+            print(f"left out: {len(plan.excluded)} task(s)")
+            print(table(("TASK", "WHY"), [(display_name(t), why) for t, why in plan.excluded]))
+    if not plan.tasks:
+        if args is None:
+            args = argparse.Namespace(command=command, context=context, names=[], keyword=None)
+        sys.stderr.write(nothing_in_scope(tasks, plan, args))
+        return NOTHING_IN_SCOPE
     return 0
+
+
+def plan_records(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON data: the tasks in order with what each runs after, and those left out."""
+    return {
+        "command": plan.command,
+        "context": plan.context,
+        "tasks": [
+            {
+                "position": position,
+                "task": display_name(task),
+                "kind": task.kind,
+                "version": task.version,
+                "after": [display_name(plan.tasks[d]) for d in plan.deps[position - 1]],
+            }
+            for position, task in enumerate(plan.tasks, start=1)
+        ],
+        "excluded": [{"task": display_name(t), "why": why} for t, why in plan.excluded],
+    }

@@ -674,10 +674,17 @@ class PluginManager:
         """Call `opus_task_started`."""
         self._notify(self.hook.opus_task_started, task=task, attempt=attempt)
 
-    def task_retrying(self, task: Task, attempt: int, error: str, delay: float) -> None:
+    def task_retrying(
+        self, task: Task, attempt: int, error: str, delay: float, traceback: str | None = None
+    ) -> None:
         """Call `opus_task_retrying`."""
         self._notify(
-            self.hook.opus_task_retrying, task=task, attempt=attempt, error=error, delay=delay
+            self.hook.opus_task_retrying,
+            task=task,
+            attempt=attempt,
+            error=error,
+            delay=delay,
+            traceback=traceback,
         )
 
     def task_finished(self, task: Task, result: TaskResult) -> None:

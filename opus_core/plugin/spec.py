@@ -259,17 +259,24 @@ def opus_task_started(task: Task, attempt: int) -> None:
 
 
 @hookspec
-def opus_task_retrying(task: Task, attempt: int, error: str, delay: float) -> None:
+def opus_task_retrying(
+    task: Task, attempt: int, error: str, delay: float, traceback: str | None
+) -> None:
     """Attempt `attempt` of `task` failed; the next attempt starts in `delay` seconds.
 
-    `error` is the failure in one line (type and message). Called only when
-    the task has retries left (`metadata.retries`, `@task(retries=...)`).
+    `error` is the failure in one line (type and message); `traceback` is the
+    attempt's formatted traceback, as the process or worker that ran it
+    formatted it. Called only when the task has retries left
+    (`metadata.retries`, `@task(retries=...)`).
     """
 
 
 @hookspec
 def opus_task_finished(task: Task, result: TaskResult) -> None:
     """`task` reached its final status; `result` is its entry in the run report.
+
+    `result.error` is a failure in one line and `result.traceback` the
+    formatted traceback of the last failed attempt (None unless it raised).
 
     Called for every task in scope, including those skipped, cancelled or
     restored without starting.

@@ -42,13 +42,18 @@ def colour_wanted(stream: TextIO) -> bool:
 
 
 class _StreamProxy:
-    """Whatever `sys.stdout` is when a record is written."""
+    """Whatever `sys.stdout` is when a record is written — `sys.stderr` when
+    `LoggerWrapper.stream` says so (as under the `opus` command)."""
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        return _stream().write(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        _stream().flush()
+
+
+def _stream() -> TextIO:
+    return sys.stderr if ColorLogger.stream == "stderr" else sys.stdout
 
 
 def make_formatter(fmt: str, colour: bool) -> logging.Formatter:
@@ -102,7 +107,8 @@ def checked_formatter(fmt: str, colour: bool) -> logging.Formatter:
 
 
 class ColorLogger(LoggerWrapper):
-    """Logs through `colorlog` to standard output (`"colorlog"`).
+    """Logs through `colorlog` to standard output (`"colorlog"`), or standard error under the
+    `opus` command (`LoggerWrapper.stream`).
 
     Options: `level` (DEBUG, INFO, WARNING, ERROR or CRITICAL; default: `[opus]
     log_level`, else INFO) and `format` (a `colorlog` format string; `%(log_color)s`
@@ -113,7 +119,7 @@ class ColorLogger(LoggerWrapper):
 
     def __init__(self, level: str = "INFO", format: str = DEFAULT_FORMAT) -> None:
         super().__init__(level)
-        self.colour = colour_wanted(sys.stdout)
+        self.colour = colour_wanted(_stream())
         formatter = checked_formatter(format, self.colour)
         self.format = format
         self.logger = logging.getLogger("opus.colorlog")

@@ -83,8 +83,8 @@ def test_no_color_gives_plain_text_on_a_terminal(tmp_path: Path) -> None:
 def test_plain_text_when_not_a_terminal(tmp_path: Path) -> None:
     result = opus("run", cwd=project(tmp_path))
     assert result.returncode == 1
-    assert ESC not in result.stdout
-    assert "ERROR    task 'broken' failed: RuntimeError: flaked" in result.stdout
+    assert ESC not in result.stdout + result.stderr
+    assert "ERROR    task 'broken' failed: RuntimeError: flaked" in result.stderr
 
 
 def test_level_and_format_options(tmp_path: Path, capsys) -> None:
@@ -130,4 +130,4 @@ def test_formats_with_colours_and_record_attributes_are_accepted(tmp_path: Path)
     result = opus("run", cwd=tmp_path)
     assert result.returncode == 1  # the 'broken' task fails, as it should
     assert "Logging error" not in result.stderr and "Traceback" not in result.stderr
-    assert "ERROR    opus.colorlog: task 'broken' failed: RuntimeError: flaked" in result.stdout
+    assert "ERROR    opus.colorlog: task 'broken' failed: RuntimeError: flaked" in result.stderr
