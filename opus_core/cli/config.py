@@ -223,7 +223,7 @@ STARTER_TAIL = """
 def init(args: argparse.Namespace) -> int:
     """Write a commented starter opus.toml; refuse to overwrite without --force."""
     target = Path(args.path)
-    if target.is_dir():  # `opus config init myproject`: myproject/opus.toml
+    if target.is_dir() and target.suffix != ".toml":  # `opus config init app`: app/opus.toml
         target = target / FILENAME
     if target.is_dir():
         raise ConfigError(
