@@ -52,12 +52,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)$")
+_INVALID_CHOICE = r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)$"
 
 
 def _suggest_choice(message: str) -> str:
     """argparse's "invalid choice" message, with "did you mean" when a choice is close."""
-    found = _INVALID_CHOICE.search(message)
+    found = re.search(_INVALID_CHOICE, message)  # compiled on a usage error only
     if found is None or "did you mean" in message:
         return message
     import difflib
