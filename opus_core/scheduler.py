@@ -502,9 +502,7 @@ class Scheduler:
         task = self.plan.tasks[index]
         trace: str | None = None
         if isinstance(exc, TaskTimeoutError):
-            status = TaskStatus.TIMED_OUT
-            if exc.__traceback__ is not None or getattr(exc, "__notes__", None):
-                trace = format_traceback(exc)  # where the task was when its alarm went off
+            status = TaskStatus.TIMED_OUT  # opus ended it: its frames would be opus's own
         elif isinstance(exc, TaskCancelledError):
             status = TaskStatus.CANCELLED
         else:

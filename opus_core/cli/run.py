@@ -90,7 +90,10 @@ def _override(tasks: Tasks, args: argparse.Namespace) -> None:
 
     runner = tasks.runner
     name = getattr(runner, "name", str(runner))
-    accepted, open_ended = accepted_options(runner) if isinstance(runner, type) else ({}, False)
+    accepted: dict[str, Any] = {}
+    open_ended = False
+    if isinstance(runner, type) and runner.__init__ is not object.__init__:
+        accepted, open_ended = accepted_options(runner)
     if "max_workers" not in accepted and not open_ended:
         raise OpusError(
             f"-j/--workers: runner {name!r} takes no max_workers option "
@@ -143,8 +146,9 @@ def _one_line(result: TaskResult) -> str:
 def short_traceback(text: str, frames: int = SHORT_FRAMES) -> str:
     """The last exception of a formatted traceback with its last `frames` frames.
 
-    Frames of opus itself at the top (the runner calling the processor) are
-    left out first; exceptions it was chained from are summed up in one line.
+    The frames above the task's own code (the runner and opus calling the
+    processor) are left out first; exceptions it was chained from are summed
+    up in one line.
     Text that is not a traceback is returned as it is.
     """
     lines = text.splitlines()
@@ -162,9 +166,11 @@ def short_traceback(text: str, frames: int = SHORT_FRAMES) -> str:
             blocks[-1].append(lines[end])
         end += 1
     exception = lines[end:]
-    own = _opus_dirs()
-    while len(blocks) > 1 and any(f'"{d}' in blocks[0][0] for d in own):
-        blocks.pop(0)
+    own = [any(f'"{d}' in block[0] for d in _opus_dirs()) for block in blocks]
+    for i in range(len(blocks) - 1):  # where opus (or a runner around it) calls the task's code
+        if own[i] and not own[i + 1]:
+            del blocks[: i + 1]
+            break
     hidden = len(blocks) - frames
     shown = blocks[-frames:] if hidden > 0 else blocks
     out = []

@@ -48,6 +48,19 @@ class DaskTaskRun(BaseTaskRun):
             self.future.cancel()
 
 
+def _with_remote_traceback(future: Future) -> BaseException:
+    """The future's exception with the frames it had on the worker (distributed rebuilds
+    them with tblib), so that a failed task's traceback shows where it failed there."""
+    exc: BaseException = future.exception()
+    try:
+        remote = future.traceback()
+    except Exception:  # no traceback to be had: the local one, as it is
+        return exc
+    if remote is not None and exc.__traceback__ is None:
+        exc = exc.with_traceback(remote)
+    return exc
+
+
 class DaskRunner(Runner):
     """Runs tasks on a Dask cluster (`"dask"`).
 
@@ -213,7 +226,7 @@ class DaskRunner(Runner):
                     message = f"task run {run.instance_name} was cancelled"
                     run._finish(exception=TaskCancelledError(message))
                 else:
-                    run._finish(exception=future.exception())
+                    run._finish(exception=_with_remote_traceback(future))
 
     def shutdown(self, wait: bool = True) -> None:
         """Close the client, and the local cluster if this runner started it."""
