@@ -347,3 +347,10 @@ def test_workers_flag_overrides_max_workers(tmp_path: Path) -> None:
     sequential = opus("run", "-j", "2", "--runner", "sequential", cwd=root)
     assert sequential.returncode == 2 and "-j/--workers" in sequential.stderr
     assert "'sequential' takes no max_workers" in sequential.stderr
+
+
+def test_log_level_debug_logs_the_traceback_on_stderr(tmp_path: Path) -> None:
+    root = project(tmp_path, 'log_level = "DEBUG"')
+    result = opus("run", "--context", "dev", "--tb=no", cwd=root)
+    assert "task 'transform' traceback:\nTraceback (most recent call last):" in result.stderr
+    assert "Traceback" not in result.stdout

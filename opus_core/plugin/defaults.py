@@ -184,6 +184,8 @@ class LogLines:
             self.logger.warning(f"task {name!r} cancelled")
         else:
             self.logger.error(f"task {name!r} {status}: {result.error}")
+            if self._debug and result.traceback:
+                self.logger.debug(f"task {name!r} traceback:\n{result.traceback}")
 
     @hookimpl
     def opus_run_finished(self, report: RunReport) -> None:
