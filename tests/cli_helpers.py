@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,12 +72,20 @@ def make_distribution(
     (info / "entry_points.txt").write_text(f"[opus]\n{entry_point or module} = {module}\n")
 
 
+LOG_LINE = re.compile(r"\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+"""A line of the plain logger, which `opus` writes to stderr (a run stopped by an error logs
+what happened before it)."""
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert `result` is a usage error: status 2, one line on stderr, no traceback."""
+    """Assert `result` is a usage error: status 2, one line on stderr besides warnings and
+    log lines, no traceback."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if not line.startswith("opus: warning:")]
+    errors = [
+        line for line in lines if not line.startswith("opus: warning:") and not LOG_LINE.match(line)
+    ]
     assert len(errors) == 1, result.stderr
     return errors[0]
 
