@@ -26,6 +26,13 @@ class Sleepy(TaskProcessor):
             import subprocess
             sleeper = subprocess.Popen(["sleep", "60"])
             Path(task.spec["grandchild"]).write_text(str(sleeper.pid))
+        if task.spec.get("ignore_sigio"):  # a task that does not want the lifeline's signal
+            import signal
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
+        if task.spec.get("pool"):  # multiprocessing inside a task ends cleanly
+            import multiprocessing
+            with multiprocessing.Pool(2) as pool:
+                assert pool.map(abs, [-1, -2]) == [1, 2]
         Path(task.spec["pidfile"]).write_text(str(os.getpid()))
         if task.spec.get("linger"):  # a thread the task leaves running
             threading.Thread(target=time.sleep, args=(60,)).start()
@@ -242,3 +249,60 @@ def test_ctrl_c_with_a_stuck_thread_exits_at_once_without_a_traceback(tmp_path: 
     stdout, stderr = opus.communicate(timeout=15)
     assert opus.returncode == 130, (stdout, stderr)
     assert "1 cancelled" in stdout and "Traceback" not in stderr
+
+
+def test_a_task_ignoring_sigio_still_dies_with_a_killed_opus(tmp_path: Path) -> None:
+    root = project(tmp_path, TWO_SLEEPERS.replace('spec = { pidfile = "slow.pid", grandchild = "sleeper.pid" }', 'spec = { pidfile = "slow.pid", ignore_sigio = true }'))
+    opus = subprocess.Popen([str(OPUS), "run"], cwd=root, env=environment(root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    task = started(root / "slow.pid")
+    opus.send_signal(signal.SIGKILL)
+    opus.wait(timeout=10)
+    assert wait_for(lambda: not alive(task)), "the task process outlived opus"
+
+
+def test_a_pool_inside_a_task_ends_without_a_traceback(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        """
+        [[tasks]]
+        kind = "Sleepy"
+        version = "v1"
+        metadata = { name = "pooled" }
+        spec = { pidfile = "pooled.pid", pool = true, seconds = 0 }
+        """,
+    )
+    result = subprocess.run([str(OPUS), "run"], cwd=root, env=environment(root),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+
+
+UNFINISHED = """
+import os, time
+from pathlib import Path
+from opus_core import task
+
+
+@task
+def forever():
+    Path("forever.pid").write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+run = forever()
+while not Path("forever.pid").exists():
+    time.sleep(0.02)
+"""
+
+
+def test_a_script_that_ends_with_a_task_still_running_ends_at_once_and_so_does_the_task(
+    tmp_path: Path,
+) -> None:
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", UNFINISHED], cwd=tmp_path,
+                            env=environment(tmp_path), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 20
+    task = int((tmp_path / "forever.pid").read_text())
+    assert wait_for(lambda: not alive(task))

@@ -15,8 +15,11 @@ Task processes die with the process that started them, whatever ends it:
   when the parent ends — exit, crash, SIGKILL — the pipe closes and the
   task's whole group is killed (on Linux by SIGIO, which the kernel sends the
   group when the pipe closes; elsewhere by a thread that waits for it);
-* `ProcessRunner.shutdown()`, and the interpreter's exit, kill a task process
-  that sent its result but lingers on (a thread the task left running).
+* a task process the main thread started also has Linux's parent-death
+  signal (SIGKILL) set, so it dies with opus even if it ignores SIGIO;
+* `ProcessRunner.shutdown()` kills a task process that sent its result but
+  lingers on (a thread the task left running), and the program's exit kills
+  every task process still there: a program that wants a result waits for it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from opus_core.report import REMOTE_TRACEBACK
 from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
 _CONTEXT = multiprocessing.get_context("fork")
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -105,7 +109,9 @@ def _lifeline_fds() -> tuple[int, int]:
     with _lifeline_lock:
         if _lifeline is None:
             _lifeline = os.pipe()
-            atexit.register(_end_lingering)  # after multiprocessing's: so it runs before it
+            # Registered after multiprocessing's own exit function, so it runs before it: the
+            # task processes still running are killed rather than waited for.
+            atexit.register(_end_lingering, everything=True)
         return _lifeline
 
 
@@ -147,6 +153,21 @@ def _die_with_parent(
         os._exit(1)
 
 
+def _parent_death_signal() -> None:  # pragma: no cover - runs in the child
+    """Linux's PR_SET_PDEATHSIG: SIGKILL this process when the thread that forked it ends.
+
+    Set only for forks made by the main thread, whose end is the program's: a task
+    that ignores SIGIO still dies with opus.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
 def _wait_for_parent(read_end: int, own_group: bool) -> None:  # pragma: no cover - in the child
     try:
         while os.read(read_end, 1):
@@ -159,13 +180,26 @@ def _wait_for_parent(read_end: int, own_group: bool) -> None:  # pragma: no cove
 
 
 def _child(
-    send: Connection, lifeline: int, parent: int, fn: Callable[..., Any], args: Any, kwargs: Any
+    send: Connection,
+    lifeline: int,
+    parent: int,
+    main_thread: bool,
+    fn: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
 ) -> None:  # pragma: no cover - runs in the child
+    # The task starts with the signal handling of a plain Python program, not with what the
+    # program that started it set up (the `opus` command's SIGTERM handler, say).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)  # masked across the fork
     try:
         os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
         own_group = True
     except OSError:
         own_group = False
+    if main_thread:
+        _parent_death_signal()
     _die_with_parent(lifeline, parent, own_group)
     try:  # tasks do not read the caller's terminal
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -269,6 +303,7 @@ class MultiprocessTaskRun(BaseTaskRun):
         super().__init__(run_name(fn))
         # What the child will import, imported here first: a module another thread is
         # importing at the moment of the fork stays locked in the child for ever.
+        import ctypes  # noqa: F401
         import fcntl  # noqa: F401
         import pickle  # noqa: F401
         import selectors  # noqa: F401
@@ -279,16 +314,29 @@ class MultiprocessTaskRun(BaseTaskRun):
         self._receive = receive
         self._process = _CONTEXT.Process(
             target=_child,
-            args=(send, lifeline, os.getpid(), fn, args, kwargs),
+            args=(
+                send,
+                lifeline,
+                os.getpid(),
+                threading.current_thread() is threading.main_thread(),
+                fn,
+                args,
+                kwargs,
+            ),
             name=f"opus-{self.name}",
         )
         self._reaped = False
         self._kill_lock = threading.Lock()
         _flush_std_streams()  # or the child would print what the caller printed again
+        # Ctrl-C or SIGTERM arriving in the middle of the fork would run its handler in
+        # whichever at-fork hook is running (logging's holds a lock): it waits until the
+        # child is started, and is then raised here, where the child is cleaned up.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
         try:
             self._process.start()
         finally:
             send.close()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
         self._pid: int = self._process.pid  # type: ignore[assignment]
         try:
             try:
