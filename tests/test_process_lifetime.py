@@ -306,3 +306,14 @@ def test_a_script_that_ends_with_a_task_still_running_ends_at_once_and_so_does_t
     assert time.monotonic() - start < 20
     task = int((tmp_path / "forever.pid").read_text())
     assert wait_for(lambda: not alive(task))
+
+
+def test_two_signals_at_once_still_stop_cleanly_with_the_summary(tmp_path: Path) -> None:
+    root = stuck_project(tmp_path, "")
+    opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
+    time.sleep(1.5)
+    opus.send_signal(signal.SIGTERM)
+    opus.send_signal(signal.SIGTERM)
+    stdout, stderr = opus.communicate(timeout=15)
+    assert opus.returncode == 143, (stdout, stderr)
+    assert "1 cancelled" in stdout and "Traceback" not in stderr

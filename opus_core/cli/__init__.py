@@ -29,6 +29,7 @@ USAGE_ERROR = 2
 INTERRUPTED = 130
 TERMINATED = 143
 _terminated = False
+_signals = 0
 
 
 def interrupted_status() -> int:
@@ -36,12 +37,41 @@ def interrupted_status() -> int:
     return TERMINATED if _terminated else INTERRUPTED
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    # SIGTERM (docker stop, systemd, a CI time-out) ends opus as Ctrl-C does: running work
-    # is stopped, records are kept, the summary is printed; only the exit status differs.
-    global _terminated
-    _terminated = True
-    raise KeyboardInterrupt
+def _on_stop_signal(signum: int, frame: object) -> None:
+    # Ctrl-C and SIGTERM (docker stop, systemd, a CI time-out) stop opus the same way:
+    # running work is stopped, records are kept, the summary is printed; only the exit
+    # status differs. A second signal while that happens is ignored — raised again, it
+    # would cut the clean-up short — and a third ends opus at once.
+    global _terminated, _signals
+    _signals += 1
+    if _signals == 1:
+        _terminated = signum == signal.SIGTERM
+        raise KeyboardInterrupt
+    if _signals >= 3:
+        sys.stderr.write("opus: stopped without cleaning up (a third signal)\n")
+        sys.stderr.flush()
+        os._exit(interrupted_status())
+
+
+def exit_leaving_threads(status: int) -> None:
+    """End opus now with `status` if task threads it stopped waiting for still run.
+
+    A Python thread cannot be killed: a task that timed out or was stopped on a
+    thread runner runs on, and the interpreter would wait for it at exit — for
+    ever, if it never returns. The run is over and its records are saved, so
+    opus exits and leaves those threads behind, saying so.
+    """
+    main = threading.main_thread()
+    left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+    if not left:
+        return
+    sys.stderr.write(
+        f"opus: {len(left)} task thread(s) that cannot be killed were still running; "
+        "exiting without waiting for them\n"
+    )
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
 
 
 class Parser(argparse.ArgumentParser):
@@ -207,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"opus {__version__}")
         return 0
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, _on_stop_signal)
+        signal.signal(signal.SIGINT, _on_stop_signal)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C, wherever it lands: loading plugins, parsing, running
         sys.stderr.write("opus: terminated\n" if _terminated else "opus: interrupted\n")
+        exit_leaving_threads(interrupted_status())
         return interrupted_status()
 
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from opus_core.cli import exit_leaving_threads, interrupted_status
 from opus_core.cli.output import report_records, report_table, table, terminal_width, to_json
 from opus_core.engine import Tasks
 from opus_core.errors import OpusError
@@ -67,15 +68,13 @@ def _run(args: argparse.Namespace) -> int:
             print(failures)
         print(report.summary() + (" (interrupted)" if report.interrupted else ""))
     if report.interrupted:
-        from opus_core.cli import interrupted_status
-
         status = interrupted_status()
     elif not len(report):
         sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
         status = NOTHING_IN_SCOPE
     else:
         status = 0 if report.ok else 1
-    _leave_abandoned_threads(status)
+    exit_leaving_threads(status)
     return status
 
 
@@ -255,30 +254,6 @@ def _close(name: str, names: set[str]) -> str:
 
     close = difflib.get_close_matches(name, sorted(names), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _leave_abandoned_threads(status: int) -> None:
-    """End opus now if task threads it stopped waiting for still run.
-
-    A Python thread cannot be killed: a task that timed out or was stopped on a
-    thread runner runs on, and the interpreter would wait for it at exit — for
-    ever, if it never returns. The run is over and its records are saved, so
-    opus exits with its status and leaves those threads behind, saying so.
-    """
-    import os
-    import threading
-
-    main = threading.main_thread()
-    left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
-    if not left:
-        return
-    sys.stderr.write(
-        f"opus: {len(left)} task thread(s) that cannot be killed were still running; "
-        "exiting without waiting for them\n"
-    )
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(status)
 
 
 def dry_run(
