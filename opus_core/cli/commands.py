@@ -90,6 +90,25 @@ def add_core_commands(commands: Commands) -> None:
         default=None,
         help="run at most N tasks at once (overrides the runner's max_workers)",
     )
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress line, even on a terminal",
+    )
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", help="log warnings and errors only"
+    )
+    loudness.add_argument(
+        "-v", "--verbose", action="store_true", help="log everything (DEBUG), tracebacks too"
+    )
+    loudness.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default=None,
+        help="the log level (overrides [opus] log_level)",
+    )
 
     _add_tasks_and_graph(commands)
 

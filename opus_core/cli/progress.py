@@ -1,68 +1,104 @@
 """The live `[done/total] running N, failed N` line of `opus run` on a terminal.
 
-It is a plugin: `opus run` registers it when stderr is a terminal. Each of its
-hooks is a wrapper, so the line is cleared before any other plugin (the log
-lines included) writes, and drawn again after all of them.
+It is a plugin: `opus run` registers it when standard error is a terminal (and
+`--no-progress` is not given). While the run lasts, what the program writes to
+the terminal — opus's log lines, a processor's logging or `print`, a plugin's
+warning — goes through `Progress.attached()`, which clears the progress line,
+writes the complete lines, and draws the progress line again below them: a log
+line and the progress line never share a line of the screen. Task processes
+(the `process` runner) write to the terminal themselves; the line is drawn
+again at the next change.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 import threading
-from collections.abc import Generator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
     from opus_core.graph import Plan
-    from opus_core.report import RunReport, TaskResult
+    from opus_core.report import TaskResult
+
+CLEAR = "\r\033[K"
 
 
 class Progress:
-    """Counts from the lifecycle hooks, drawn on one line of `stream`."""
+    """Counts from the lifecycle hooks, drawn on the last line of `stream`."""
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.total = self.done = self.running = self.failed = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._shown = False
 
-    def _clear(self) -> None:
-        self.stream.write("\r\033[K")
-        self.stream.flush()
+    def _line(self) -> str:
+        return f"[{self.done}/{self.total}] running {self.running}, failed {self.failed}"
 
     def _draw(self) -> None:
-        line = f"[{self.done}/{self.total}] running {self.running}, failed {self.failed}"
-        self.stream.write(f"\r\033[K{line}")  # stays until the next notification clears it
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(CLEAR + self._line())  # no newline: the next write replaces it
+            self.stream.flush()
+            self._shown = True
 
-    @hookimpl(wrapper=True)
-    def opus_run_started(self, plan: Plan) -> Generator[None, None, None]:
-        self._clear()
-        yield
-        self.total = len(plan.tasks)
-        self._draw()
+    def _clear(self) -> None:
+        if self._shown:
+            self.stream.write(CLEAR)
+            self._shown = False
 
-    @hookimpl(wrapper=True)
-    def opus_task_started(self) -> Generator[None, None, None]:
-        self._clear()
-        yield
+    def write_lines(self, target: TextIO, text: str) -> None:
+        """Write complete lines to `target` above the progress line, then draw it again."""
+        with self._lock:
+            self._clear()
+            self.stream.flush()
+            target.write(text)
+            target.flush()
+            self._draw()
+
+    @contextmanager
+    def attached(self) -> Iterator[None]:
+        """Route what is written to the terminal (stdout and stderr) through the display."""
+        saved = sys.stdout, sys.stderr
+        proxies = [
+            _AboveProgress(self, stream) if _is_terminal(stream) else stream for stream in saved
+        ]
+        sys.stdout, sys.stderr = proxies
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+            with self._lock:
+                for proxy in proxies:
+                    if isinstance(proxy, _AboveProgress):
+                        proxy.close_line()
+                self._clear()
+                self.stream.flush()
+
+    # -- the lifecycle, after every other plugin has reacted --------------------------------
+
+    @hookimpl(tryfirst=True)
+    def opus_run_started(self, plan: Plan) -> None:
+        self.total = len(plan.tasks)  # before the other plugins write: the line they redraw
+
+    @hookimpl(trylast=True)
+    def opus_task_started(self) -> None:
         with self._lock:
             self.running += 1
             self._draw()
 
-    @hookimpl(wrapper=True)
-    def opus_task_retrying(self) -> Generator[None, None, None]:
-        self._clear()
-        yield
+    @hookimpl(trylast=True)
+    def opus_task_retrying(self) -> None:
         with self._lock:
             self.running -= 1
             self._draw()
 
-    @hookimpl(wrapper=True)
-    def opus_task_finished(self, result: TaskResult) -> Generator[None, None, None]:
-        self._clear()
-        yield
+    @hookimpl(trylast=True)
+    def opus_task_finished(self, result: TaskResult) -> None:
         with self._lock:
             if result.attempts and result.status != "skipped":
                 self.running = max(0, self.running - 1)
@@ -71,8 +107,61 @@ class Progress:
                 self.failed += 1
             self._draw()
 
-    @hookimpl(wrapper=True)
-    def opus_run_finished(self, report: RunReport) -> Generator[None, None, None]:
-        self._clear()
-        yield
-        self._clear()
+    @hookimpl(trylast=True)
+    def opus_run_finished(self) -> None:
+        with self._lock:
+            self._clear()
+            self.stream.flush()
+
+
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _AboveProgress(io.TextIOBase):
+    """A terminal stream whose complete lines are written above the progress line.
+
+    A partial line (`print` writes the text, then the newline) waits for its end, or
+    for the run's end; each thread's separately, so lines printed by tasks running at
+    once on a thread pool come out whole.
+    """
+
+    def __init__(self, progress: Progress, target: TextIO) -> None:
+        super().__init__()
+        self.progress = progress
+        self.target = target
+        self.pending: dict[int, str] = {}
+
+    def write(self, text: str) -> int:
+        thread = threading.get_ident()
+        with self.progress._lock:
+            pending = self.pending.pop(thread, "") + text
+            complete, newline, rest = pending.rpartition("\n")
+            if rest:
+                self.pending[thread] = rest
+            if newline:
+                self.progress.write_lines(self.target, complete + newline)
+        return len(text)
+
+    def close_line(self) -> None:
+        """Write what is left of partial lines (at the end of the run)."""
+        if self.pending:
+            self.progress._clear()
+            self.target.write("\n".join(self.pending.values()))
+            self.pending.clear()
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")

@@ -54,11 +54,20 @@ def _run(args: argparse.Namespace) -> int:
         manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
     if args.dry_run:
         return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
-    if sys.stderr.isatty():
+    progress = None
+    if sys.stderr.isatty() and not args.no_progress:
         from opus_core.cli.progress import Progress
 
-        manager.register(Progress(sys.stderr), name="builtin.progress", core=True)
-    report = tasks.process_context(command=args.command, context=args.context, resume=args.resume)
+        progress = Progress(sys.stderr)
+        manager.register(progress, name="builtin.progress", core=True)
+        # The line shows what succeeded; failures, retries and time-outs are still logged.
+        log_lines = manager.infos["builtin.log"].plugin
+        log_lines.success_level = "debug"  # type: ignore[attr-defined]
+    if progress is None:
+        report = tasks.process_context(args.command, args.context, resume=args.resume)
+    else:
+        with progress.attached():
+            report = tasks.process_context(args.command, args.context, resume=args.resume)
     if args.json:
         print(to_json(report_records(report)))
     elif len(report):
@@ -79,9 +88,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _override(tasks: Tasks, args: argparse.Namespace) -> None:
-    """`-x/--fail-fast` over `[opus] fail_fast`; `-j/--workers N` over `max_workers`."""
+    """`-x/--fail-fast` over `[opus] fail_fast`; `-j/--workers N` over `max_workers`;
+    `-q`/`-v`/`--log-level` over `[opus] log_level`."""
     if args.fail_fast:
         tasks.fail_fast = True
+    level = "WARNING" if args.quiet else "DEBUG" if args.verbose else args.log_level
+    if level is not None:
+        from opus_core.logger import parse_level
+
+        tasks.logger.level = parse_level(level)
     workers = getattr(args, "workers", None)
     if workers is None:
         return

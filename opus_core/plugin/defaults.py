@@ -143,6 +143,8 @@ class LogLines:
 
         self.logger = logger
         self._debug = self._info = True
+        self.success_level = "info"
+        """"debug" while a progress line shows what succeeded."""
         self._name = display_name
 
     @hookimpl
@@ -173,7 +175,10 @@ class LogLines:
         name = self._name(task)
         status = result.status
         if status == "succeeded":
-            if self._info:
+            if self.success_level == "debug":
+                if self._debug:
+                    self.logger.debug(f"task {name!r} succeeded in {result.duration:.3f}s")
+            elif self._info:
                 self.logger.info(f"task {name!r} succeeded in {result.duration:.3f}s")
         elif status == "restored":
             if self._info:

@@ -120,11 +120,15 @@ class ThreadPoolRunner(Runner):
             executor, self._executor = self._executor, None
         if executor is None:
             return
+        with self._lock:
+            abandoned = any(run.abandoned for run in self._runs)
+            running = [r.future for r in self._runs if r.future and not r.abandoned]
+        if wait and not abandoned:
+            executor.shutdown(wait=True, cancel_futures=True)  # the threads end with their work
+            return
         if wait:
             from concurrent.futures import wait as wait_for
 
-            with self._lock:
-                running = [r.future for r in self._runs if r.future and not r.abandoned]
             wait_for(running)
         executor.shutdown(wait=False, cancel_futures=True)
 
