@@ -120,15 +120,32 @@ def published_values(returned: object, given: Mapping[str, Any]) -> dict[str, An
         )
     published: dict[str, Any] = {}
     for key, value in returned.items():
-        if key in given:
-            old = given[key]
-            try:
-                if old is value or old == value:
-                    continue
-            except Exception:  # a value whose == raises or is ambiguous counts as changed
-                pass
+        if key in given and _unchanged(given[key], value):
+            continue
         published[key] = value
     return published
+
+
+def _unchanged(old: Any, new: Any, depth: int = 0) -> bool:
+    """Whether `new` is `old` again: equal, and of the same types all the way down (`True`
+    after `1`, `2.0` after `2` or a tuple after a list is a change a dependent must see).
+    A value whose `==` raises, or nested too deep to compare, counts as changed."""
+    if old is new:
+        return True
+    if type(old) is not type(new) or depth > 100:
+        return False
+    try:
+        if isinstance(old, dict):
+            return old.keys() == new.keys() and all(
+                _unchanged(old[k], new[k], depth + 1) for k in old
+            )
+        if isinstance(old, (list, tuple)):
+            return len(old) == len(new) and all(
+                _unchanged(a, b, depth + 1) for a, b in zip(old, new, strict=True)
+            )
+        return bool(old == new)
+    except Exception:
+        return False
 
 
 class Attempt:

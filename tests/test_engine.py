@@ -306,6 +306,35 @@ def test_unchanged_values_in_a_returned_store_are_not_republished(make_harness) 
     assert h.seen("end") == {"x": "from b", "late": True}
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(1, True), (2, 2.0), ([1, 2], (1, 2)), ({"k": [1]}, {"k": [True]}), ({1, 2}, frozenset({1, 2}))],
+)
+def test_a_value_that_changes_type_is_published_even_when_equal(make_harness, before, after) -> None:
+    class Replace(TaskProcessor):
+        kind = "Replace"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            return {"x": after}
+
+    class Look(TaskProcessor):
+        kind = "Look"
+        seen: list = []
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            Look.seen.append(key_value_store.store["x"])
+            return {}
+
+    h = make_harness()
+    h.tasks.key_value_store.save("x", before)
+    h.tasks.register_task_processor(Replace())
+    h.tasks.register_task_processor(Look())
+    h.tasks.add_task(Task("Replace", "v1", metadata={"name": "replace"}))
+    h.tasks.add_task(Task("Look", "v1", metadata={"name": "look", "dependencies": ["replace"]}))
+    assert h.run().ok
+    assert Look.seen == [after] and type(Look.seen[0]) is type(after)
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_placeholders_are_filled_from_published_values(make_harness, runner: str) -> None:
     h = make_harness(runner)
