@@ -227,7 +227,7 @@ class Tasks:
         finally:
             if paused:
                 gc.enable()
-        restored = self._restored(plan, resume)
+        restored = self.restored(plan, resume)
         runner, owned = self._runner()
         try:
             runner.start()
@@ -280,8 +280,10 @@ class Tasks:
 
         return plugin_failed(self.plugin_manager, section, what, doing, exc)
 
-    def _restored(self, plan: Plan, resume: bool) -> list[dict[str, Any] | None] | None:
-        """Per task, the values plugins restore instead of running it (`opus_task_restore`).
+    def restored(self, plan: Plan, resume: bool = False) -> list[dict[str, Any] | None] | None:
+        """Per task of `plan`, the values plugins would restore instead of running it
+        (`opus_task_restore`), or None for a task that would run; None when no plugin
+        restores anything.
 
         A task is asked only when every task it depends on was restored. With
         `resume`, the core's `Resume` answers too, registered for this run.

@@ -258,3 +258,33 @@ def test_a_full_disk_stops_the_run_with_one_line_and_earlier_state_intact(tmp_pa
     assert "the previous state is intact" in message
     after = {p.name: p.read_text() for p in (root / "state").glob("*.json")}
     assert after == before
+
+
+def test_dry_run_with_resume_lists_what_would_be_restored(tmp_path: Path) -> None:
+    root = crash_project(tmp_path)
+    assert run_opus(root).returncode == 0
+    (root / "opus.toml").write_text(
+        (root / "opus.toml").read_text().replace(
+            'metadata = { name = "step-7", dependencies = ["step-6"] }',
+            'metadata = { name = "step-7", dependencies = ["step-6"] }\nspec = { changed = true }',
+        )
+    )
+    plan = run_opus(root, "--dry-run", "--resume")
+    assert plan.returncode == 0, plan.stderr
+    would = {line.split()[1]: line.split()[-1] for line in plan.stdout.splitlines() if line[:1].isdigit()}
+    assert [would[f"step-{i}"] for i in range(STEPS)] == ["restore"] * 7 + ["run"] * 3
+    assert "7 task(s) would be restored, not run" in plan.stdout
+    as_json = json.loads(run_opus(root, "--dry-run", "--resume", "--json").stdout)
+    assert [t["restored"] for t in as_json["tasks"]] == [True] * 7 + [False] * 3
+    assert "would be restored" not in run_opus(root, "--dry-run").stdout  # without --resume
+    assert (root / "ran.log").read_text().split() == [f"step-{i}" for i in range(STEPS)]
+
+
+def test_resume_with_the_memory_persistence_warns(tmp_path: Path) -> None:
+    root = crash_project(tmp_path)
+    (root / "opus.toml").write_text(
+        (root / "opus.toml").read_text().replace('persistence = "file"', 'persistence = "memory"')
+    )
+    result = run_opus(root, "--resume")
+    assert result.returncode == 0
+    assert "opus: warning: --resume with the memory persistence restores nothing" in result.stderr

@@ -52,6 +52,11 @@ def _run(args: argparse.Namespace) -> int:
         manager.register(Selection(args.names), name="builtin.selection", core=True)
     if getattr(args, "keyword", None) is not None:
         manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
+    if args.resume and type(tasks.state_persistence).name == "memory":
+        sys.stderr.write(
+            "opus: warning: --resume with the memory persistence restores nothing: it keeps "
+            'no state between runs; set [opus] persistence = "file" in opus.toml\n'
+        )
     if args.dry_run:
         return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
     progress = None
@@ -283,16 +288,22 @@ def dry_run(
     Exit status 5 (with the reason on stderr) when nothing is in scope.
     """
     plan = tasks.plan(command, context)
+    resume = bool(getattr(args, "resume", False))
+    restored = tasks.restored(plan, resume) or [None] * len(plan.tasks)
     if as_json:
-        print(to_json(plan_records(plan)))
+        print(to_json(plan_records(plan, restored)))
     else:
         rows = []
         for position, task in enumerate(plan.tasks, start=1):
             deps = ", ".join(display_name(plan.tasks[d]) for d in plan.deps[position - 1])
-            rows.append((position, display_name(task), task.kind, deps or "-"))
+            then = "restore" if restored[position - 1] is not None else "run"
+            rows.append((position, display_name(task), task.kind, deps or "-", then))
         print(f"plan for command {command!r} in context {context!r}: {len(plan.tasks)} task(s)")
         if rows:
-            print(table(("#", "TASK", "KIND", "AFTER"), rows))
+            print(table(("#", "TASK", "KIND", "AFTER", "WOULD"), rows))
+        would = sum(1 for values in restored if values is not None)
+        if would:
+            print(f"{would} task(s) would be restored, not run")
         if plan.excluded:
             print(f"left out: {len(plan.excluded)} task(s)")
             print(table(("TASK", "WHY"), [(display_name(t), why) for t, why in plan.excluded]))
@@ -304,8 +315,12 @@ def dry_run(
     return 0
 
 
-def plan_records(plan: Plan) -> dict[str, Any]:
-    """The plan as JSON data: the tasks in order with what each runs after, and those left out."""
+def plan_records(
+    plan: Plan, restored: list[dict[str, Any] | None] | None = None
+) -> dict[str, Any]:
+    """The plan as JSON data: the tasks in order with what each runs after and whether it
+    would be restored rather than run, and those left out."""
+    restored = restored or [None] * len(plan.tasks)
     return {
         "command": plan.command,
         "context": plan.context,
@@ -316,6 +331,7 @@ def plan_records(plan: Plan) -> dict[str, Any]:
                 "kind": task.kind,
                 "version": task.version,
                 "after": [display_name(plan.tasks[d]) for d in plan.deps[position - 1]],
+                "restored": restored[position - 1] is not None,
             }
             for position, task in enumerate(plan.tasks, start=1)
         ],
