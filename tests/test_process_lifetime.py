@@ -317,3 +317,33 @@ def test_two_signals_at_once_still_stop_cleanly_with_the_summary(tmp_path: Path)
     stdout, stderr = opus.communicate(timeout=15)
     assert opus.returncode == 143, (stdout, stderr)
     assert "1 cancelled" in stdout and "Traceback" not in stderr
+
+
+OUT_OF_FILES = """
+import resource, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from opus_core import OpusError, task
+
+
+@task
+def sleepy():
+    time.sleep(1)
+
+
+runs = []
+try:
+    for _ in range(200):
+        runs.append(sleepy())
+except OpusError as exc:
+    print(exc)
+"""
+
+
+def test_running_out_of_file_descriptors_is_a_clear_error_and_exit_is_clean(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run([sys.executable, "-c", OUT_OF_FILES], cwd=tmp_path,
+                            env=environment(tmp_path), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "too many open files with" in result.stdout and "ulimit -n" in result.stdout
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr

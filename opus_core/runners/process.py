@@ -282,12 +282,33 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _end_lingering(owner: ProcessRunner | None = None, everything: bool = False) -> None:
-    """Kill task processes that sent their result but live on (or, with `everything`, all)."""
+    """Kill task processes that sent their result but live on (or, with `everything`, all),
+    and wait (briefly) for the watcher to collect them."""
+    import time
+
     with _live_lock:
         runs = [run for run, runner in _live.items() if owner is None or runner is owner]
-    for run in runs:
-        if everything or run.done():
-            run._kill()
+    killed = [run for run in runs if everything or run.done()]
+    for run in killed:
+        run._kill()
+    deadline = time.monotonic() + 5
+    while any(not run._reaped for run in killed) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _out_of_files(exc: OSError, name: str) -> BaseException:
+    """A clear error for a task that cannot start for want of file descriptors."""
+    import errno
+
+    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+        return exc
+    with _live_lock:
+        running = len(_live)
+    return OpusError(
+        f"cannot start task {name!r}: too many open files with {running} task process(es) "
+        "running (each holds three); wait for some runs, cap them with max_workers, or "
+        "raise the limit (ulimit -n)"
+    )
 
 
 class MultiprocessTaskRun(BaseTaskRun):
@@ -310,7 +331,10 @@ class MultiprocessTaskRun(BaseTaskRun):
         import traceback  # noqa: F401
 
         lifeline, _ = _lifeline_fds()
-        receive, send = _CONTEXT.Pipe(duplex=False)
+        try:
+            receive, send = _CONTEXT.Pipe(duplex=False)
+        except OSError as exc:
+            raise _out_of_files(exc, self.name) from None
         self._receive = receive
         self._process = _CONTEXT.Process(
             target=_child,
@@ -334,6 +358,9 @@ class MultiprocessTaskRun(BaseTaskRun):
         signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
         try:
             self._process.start()
+        except OSError as exc:
+            receive.close()
+            raise _out_of_files(exc, self.name) from None
         finally:
             send.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
