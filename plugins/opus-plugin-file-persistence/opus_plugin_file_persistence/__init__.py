@@ -236,8 +236,16 @@ class FilePersistence(StatePersistence):
         try:
             fd = os.open(path, flags, 0o600)
         except OSError as exc:
-            reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
-            raise StateFileError(f"cannot open the lock file {path}: {reason}; remove it") from None
+            if exc.errno == errno.ELOOP:
+                advice = "it is a symbolic link; remove it"
+            elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                advice = (
+                    f"{exc.strerror}; state needs a writable directory: choose another with "
+                    "[persistence.file] directory"
+                )
+            else:
+                advice = f"{exc.strerror or exc}"
+            raise StateFileError(f"cannot open the lock file {path}: {advice}") from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise StateFileError(
