@@ -25,20 +25,28 @@ Task processes die with the process that started them, whatever ends it:
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
 from opus_core.report import REMOTE_TRACEBACK
 from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
-_CONTEXT = multiprocessing.get_context("fork")
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+
+def _context() -> Any:
+    """`multiprocessing`'s fork context, imported with the first task (not at start-up)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork")
+
+
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -108,6 +116,8 @@ def _lifeline_fds() -> tuple[int, int]:
     global _lifeline
     with _lifeline_lock:
         if _lifeline is None:
+            import multiprocessing.util  # noqa: F401  (its exit function registers first)
+
             _lifeline = os.pipe()
             # Registered after multiprocessing's own exit function, so it runs before it: the
             # task processes still running are killed rather than waited for.
@@ -332,11 +342,11 @@ class MultiprocessTaskRun(BaseTaskRun):
 
         lifeline, _ = _lifeline_fds()
         try:
-            receive, send = _CONTEXT.Pipe(duplex=False)
+            receive, send = _context().Pipe(duplex=False)
         except OSError as exc:
             raise _out_of_files(exc, self.name) from None
         self._receive = receive
-        self._process = _CONTEXT.Process(
+        self._process = _context().Process(
             target=_child,
             args=(
                 send,
@@ -364,7 +374,7 @@ class MultiprocessTaskRun(BaseTaskRun):
         finally:
             send.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
-        self._pid: int = self._process.pid  # type: ignore[assignment]
+        self._pid: int = self._process.pid
         try:
             try:
                 os.setpgid(self._pid, self._pid)

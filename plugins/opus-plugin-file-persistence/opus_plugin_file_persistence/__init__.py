@@ -45,7 +45,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import stat
 import sys
 import time
@@ -349,7 +348,7 @@ class FilePersistence(StatePersistence):
         with self._locked():
             self._remove_leftovers()
             temporary = self.directory / (
-                f"{_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.json"
+                f"{_TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}.json"
             )
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
