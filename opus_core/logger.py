@@ -79,26 +79,26 @@ class LoggerWrapper:
         if level >= self.level:
             self.logger.log(level, message)
 
-    def debug(self, message: str) -> None:
-        """Log at DEBUG."""
-        self.log(logging.DEBUG, message)
+    def debug(self, message: str, *args: object) -> None:
+        """Log at DEBUG; `args` are formatted into `message` with `%`."""
+        self.log(logging.DEBUG, message % args if args else message)
 
-    def info(self, message: str) -> None:
-        """Log at INFO."""
-        self.log(logging.INFO, message)
+    def info(self, message: str, *args: object) -> None:
+        """Log at INFO; `args` are formatted into `message` with `%`."""
+        self.log(logging.INFO, message % args if args else message)
 
-    def warning(self, message: str) -> None:
-        """Log at WARNING."""
-        self.log(logging.WARNING, message)
+    def warning(self, message: str, *args: object) -> None:
+        """Log at WARNING; `args` are formatted into `message` with `%`."""
+        self.log(logging.WARNING, message % args if args else message)
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, *args: object) -> None:
         """Log at WARNING (the seed's spelling)."""
-        self.log(logging.WARNING, message)
+        self.warning(message, *args)
 
-    def error(self, message: str) -> None:
-        """Log at ERROR."""
-        self.log(logging.ERROR, message)
+    def error(self, message: str, *args: object) -> None:
+        """Log at ERROR; `args` are formatted into `message` with `%`."""
+        self.log(logging.ERROR, message % args if args else message)
 
-    def critical(self, message: str) -> None:
-        """Log at CRITICAL."""
-        self.log(logging.CRITICAL, message)
+    def critical(self, message: str, *args: object) -> None:
+        """Log at CRITICAL; `args` are formatted into `message` with `%`."""
+        self.log(logging.CRITICAL, message % args if args else message)

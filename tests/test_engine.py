@@ -530,3 +530,12 @@ def test_garbage_cycles_made_by_tasks_of_a_large_run_are_collected_after_it() ->
     assert len(made) == 25_000
     gc.collect()
     assert sum(ref() is not None for ref in made) == 0
+
+
+def test_logger_methods_take_logging_style_arguments(capsys) -> None:
+    logger = LoggerWrapper("DEBUG")
+    logger.info("%d rows from %s", 3, "orders.csv")
+    logger.warn("%s", "seed spelling")
+    logger.error("100% plain")  # no arguments: the message is left as it is
+    out = capsys.readouterr().out
+    assert "3 rows from orders.csv" in out and "seed spelling" in out and "100% plain" in out

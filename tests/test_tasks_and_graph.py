@@ -118,6 +118,9 @@ def test_run_k_narrows_the_named_tasks(shop: Path) -> None:
 
 def test_run_k_matching_nothing_runs_nothing(shop: Path) -> None:
     assert ran(shop, "-k", "nosuchtask") == []
+    result = opus("run", "-k", "nosuchtask", cwd=shop)
+    assert result.returncode == 5
+    assert "opus: nothing to run: -k 'nosuchtask' selects no task" in result.stderr
 
 
 def test_quoted_words_hold_spaces_and_reserved_words(shop: Path) -> None:

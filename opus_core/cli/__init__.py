@@ -195,7 +195,7 @@ def build_parser(manager: PluginManager | None = None) -> Parser:
         parents=[common],
         description="opus: a local-first task processing engine.",
         epilog="Exit status: 0 all well, 1 a task failed, 2 a usage, configuration or "
-        "plugin error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
+        "plugin error, 5 nothing in scope, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"opus {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)

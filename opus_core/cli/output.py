@@ -98,7 +98,9 @@ def terminal_width() -> int | None:
         return int(columns)
     try:
         if sys.stdout.isatty():
-            return os.get_terminal_size(sys.stdout.fileno()).columns
+            # A terminal that reports no size (a pseudo-terminal nobody sized) is taken
+            # as 80 columns wide, as shutil.get_terminal_size does.
+            return os.get_terminal_size(sys.stdout.fileno()).columns or 80
     except (AttributeError, OSError, ValueError):
         pass
     return None

@@ -233,7 +233,12 @@ def nothing_in_scope(tasks: Tasks, plan: Plan, args: argparse.Namespace) -> str:
         chosen = " ".join(args.names) if args.names else ""
         keyword = getattr(args, "keyword", None)
         what = " and ".join(
-            x for x in (chosen and f"NAME {chosen}", keyword and f"-k {keyword!r}") if x
+            x
+            for x in (
+                chosen and f"NAME {chosen}",
+                keyword is not None and f"-k {getattr(keyword, 'text', keyword)!r}",
+            )
+            if x
         )
         return f"opus: nothing to run: {what or 'the selection'} selects no task\n"
     commands: set[str] = set()

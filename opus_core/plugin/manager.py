@@ -296,7 +296,7 @@ class PluginManager:
             raise
         except BaseException as exc:
             self.infos[info.name] = info
-            self._broken(info.name, _one_line(exc), exc, f"failed to load (${PLUGINS_ENV})")
+            self._broken(info.name, _one_line(exc), exc, f"failed to load (-p / ${PLUGINS_ENV})")
             return
         if self._registered(module) is not None:
             return  # installed too, and loaded through its entry point

@@ -16,7 +16,8 @@ Task processes die with the process that started them, whatever ends it:
   task's whole group is killed (on Linux by SIGIO, which the kernel sends the
   group when the pipe closes; elsewhere by a thread that waits for it);
 * a task process the main thread started also has Linux's parent-death
-  signal (SIGKILL) set, so it dies with opus even if it ignores SIGIO;
+  signal set, whose handler kills the task's group, so it dies with opus even
+  if it ignores SIGIO;
 * `ProcessRunner.shutdown()` kills a task process that sent its result but
   lingers on (a thread the task left running), and the program's exit kills
   every task process still there: a program that wants a result waits for it.
@@ -48,6 +49,7 @@ def _context() -> Any:
 
 
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
+_PARENT_GONE = getattr(signal, "SIGRTMIN", signal.SIGUSR2) + 2  # a real-time signal nobody uses
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -163,18 +165,27 @@ def _die_with_parent(
         os._exit(1)
 
 
-def _parent_death_signal() -> None:  # pragma: no cover - runs in the child
-    """Linux's PR_SET_PDEATHSIG: SIGKILL this process when the thread that forked it ends.
+def _parent_death_signal(own_group: bool) -> None:  # pragma: no cover - runs in the child
+    """Linux's PR_SET_PDEATHSIG, for a task that ignores SIGIO: a signal when the thread that
+    forked this process ends, whose handler kills the task's group.
 
-    Set only for forks made by the main thread, whose end is the program's: a task
-    that ignores SIGIO still dies with opus.
+    Set only for forks made by the main thread, whose end is the program's. The signal
+    is handled (not SIGKILL) so that the whole group goes: the task's own death would
+    otherwise close the lifeline description SIGIO is armed on before the kernel sends it.
     """
+
+    def parent_gone(signum: int, frame: object) -> None:
+        if own_group:
+            os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
     try:
         import ctypes
 
+        signal.signal(_PARENT_GONE, parent_gone)
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError, ImportError):
+        libc.prctl(1, int(_PARENT_GONE), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError, ImportError, ValueError):
         pass
 
 
@@ -209,7 +220,7 @@ def _child(
     except OSError:
         own_group = False
     if main_thread:
-        _parent_death_signal()
+        _parent_death_signal(own_group)
     _die_with_parent(lifeline, parent, own_group)
     try:  # tasks do not read the caller's terminal
         devnull = os.open(os.devnull, os.O_RDONLY)
