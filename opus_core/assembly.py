@@ -8,7 +8,6 @@ provide and every option against what the class that receives it accepts.
 from __future__ import annotations
 
 import collections.abc
-import difflib
 import importlib
 import inspect
 import os
@@ -27,6 +26,7 @@ from opus_core.errors import (
     OpusError,
     PluginError,
     describe_exception,
+    did_you_mean,
 )
 from opus_core.logger import LoggerWrapper
 from opus_core.manifest import Task
@@ -202,9 +202,7 @@ class Assembly:
                 )
         installed = ", ".join(registry.names()) or "none"
         message = f"{where}: no {kind.singular} named {name!r}; installed {section}: {installed}"
-        close = difflib.get_close_matches(name, registry.names(), n=1)
-        if close:
-            message += f"; did you mean {close[0]!r}?"
+        message += did_you_mean(name, registry.names())
         if disabled and wanted is None:
             names = ", ".join(repr(info.name) for info in disabled)
             message += f"; [opus] disable_plugins keeps {names} from loading"
@@ -232,8 +230,7 @@ class Assembly:
                 if open_ended:
                     continue
                 known = ", ".join(sorted(accepted)) or "none"
-                close = difflib.get_close_matches(key, list(accepted), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close and len(accepted) > 1 else ""
+                hint = did_you_mean(key, accepted) if len(accepted) > 1 else ""
                 raise ConfigError(
                     f"{self.config.where(at)}: unknown option {key!r} for {what}; "
                     f"it accepts: {known}{hint}"
@@ -294,8 +291,7 @@ class Assembly:
             where = self.config.where(f"plugins.{name}")
             if info is None:
                 installed = ", ".join(sorted(n for n, i in infos.items() if not i.builtin))
-                close = difflib.get_close_matches(name, list(infos), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(name, infos)
                 raise ConfigError(
                     f"{where}: no plugin named {name!r}{hint}; installed plugins: "
                     f"{installed or 'none'}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opus_core.errors import ConfigError
+from opus_core.errors import ConfigError, did_you_mean
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The log levels `[opus] log_level` (and every logger) accepts."""
@@ -244,8 +244,8 @@ def check_structure(data: Mapping[str, Any], file: Path) -> None:
     for section, value in data.items():
         if section not in SECTIONS:
             raise ConfigError(
-                f"{file}: unknown section [{section}]; expected one of "
-                f"{', '.join(f'[{s}]' for s in SECTIONS[:-1])} or [[tasks]]"
+                f"{file}: unknown section [{section}]{did_you_mean(section, SECTIONS)}; "
+                f"expected one of {', '.join(f'[{s}]' for s in SECTIONS[:-1])} or [[tasks]]"
             )
         if section == "tasks":  # each manifest's keys: when the tasks are built
             if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
@@ -267,7 +267,8 @@ def _check_opus_table(table: Mapping[str, Any], file: Path) -> None:
     for key, value in table.items():
         if key not in OPUS_KEYS:
             raise ConfigError(
-                f"{file}: unknown key opus.{key}; expected one of {', '.join(OPUS_KEYS)}"
+                f"{file}: unknown key opus.{key}{did_you_mean(key, OPUS_KEYS)}; "
+                f"expected one of {', '.join(OPUS_KEYS)}"
             )
         kind, expected = OPUS_KEYS[key]
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):

@@ -6,6 +6,16 @@ what would fix it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`" (did you mean 'x'?)"` when a choice is close to `word` (difflib), else `""`."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class OpusError(Exception):
     """Root of every error opus raises on purpose."""

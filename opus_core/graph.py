@@ -8,10 +8,10 @@ and labels are looked up in indexes built once per plan.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from opus_core.errors import CycleError, DependencyError
+from opus_core.errors import CycleError, DependencyError, did_you_mean
 from opus_core.manifest import Task
 from opus_core.processor import TaskProcessor
 
@@ -87,7 +87,7 @@ def build_plan(
         for name in task.meta.dependency_names:
             j = by_name.get(name)
             if j is None:
-                raise _missing_dependency(task, name, excluded_by_name, command, context)
+                raise _missing_dependency(task, name, excluded_by_name, command, context, by_name)
             found.append(j)
         for selector in task.meta.dependency_selectors:
             candidates = min((by_label.get(pair, []) for pair in selector.labels), key=len)
@@ -120,7 +120,12 @@ def build_plan(
 
 
 def _missing_dependency(
-    task: Task, name: str, excluded: Mapping[str, str], command: str, context: str
+    task: Task,
+    name: str,
+    excluded: Mapping[str, str],
+    command: str,
+    context: str,
+    known: Iterable[str] = (),
 ) -> DependencyError:
     if name in excluded:
         return DependencyError(
@@ -130,6 +135,7 @@ def _missing_dependency(
         )
     return DependencyError(
         f"task {task.task_id!r} depends on {name!r}, but no task is named {name!r}"
+        f"{did_you_mean(name, known)}"
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opus_core.errors import ManifestError
+from opus_core.errors import ManifestError, did_you_mean
 from opus_core.substitution import needs_substitution
 from opus_core.timeouts import check_task_number
 
@@ -97,8 +97,9 @@ def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
         return _EMPTY_METADATA
     unknown = metadata.keys() - _METADATA_KEYS
     if unknown:
+        key = sorted(unknown)[0]
         raise ManifestError(
-            f"{where}: unknown metadata key {sorted(unknown)[0]!r}; "
+            f"{where}: unknown metadata key {key!r}{did_you_mean(key, _METADATA_KEYS)}; "
             f"expected one of {', '.join(sorted(_METADATA_KEYS))}"
         )
     fields: dict[str, Any] = {}

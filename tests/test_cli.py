@@ -533,3 +533,17 @@ def test_tasks_without_a_runner_uses_the_configured_one(tmp_path: Path) -> None:
     assert where() == "True"  # no opus.toml: sequential, in this process
     (tmp_path / "opus.toml").write_text('[opus]\nrunner = "process"\n')
     assert where() == "False"  # the configured runner: a process of its own
+
+
+def test_misspelt_keys_and_names_get_a_suggestion(tmp_path: Path) -> None:
+    cases = {
+        '[opus]\nruner = "sequential"\n': "unknown key opus.runer (did you mean 'runner'?)",
+        "[runer]\n": "unknown section [runer] (did you mean 'runners'?)",
+        BASIC.replace('metadata = { name = "second"', 'metadata = { name = "second", dependancies = []'):
+            "unknown metadata key 'dependancies' (did you mean 'dependencies'?)",
+        BASIC.replace('dependencies = ["first"]', 'dependencies = ["frist"]'):
+            "but no task is named 'frist' (did you mean 'first'?)",
+    }
+    for index, (toml, expected) in enumerate(cases.items()):
+        root = project(tmp_path / str(index), toml)
+        assert expected in one_line_error(opus("run", cwd=root))
