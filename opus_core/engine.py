@@ -227,6 +227,8 @@ class Tasks:
         finally:
             if paused:
                 gc.enable()
+        for warning in plan.warnings:
+            self.logger.warning(warning)
         restored = self.restored(plan, resume)
         runner, owned = self._runner()
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opus_core.errors import CycleError, DependencyError, did_you_mean
 from opus_core.manifest import Task
@@ -30,6 +30,8 @@ class Plan:
     deps: list[list[int]]
     dependents: list[list[int]]
     excluded: list[tuple[Task, str]]
+    warnings: list[str] = field(default_factory=list)
+    """What planning noticed but allows: a label dependency that no task's labels match."""
 
 
 def out_of_scope_reason(
@@ -82,6 +84,8 @@ def build_plan(
             by_label[pair].append(i)
 
     deps: list[list[int]] = []
+    warnings: list[str] = []
+    every_label: set[tuple[str, str]] | None = None  # made only if a selector matches nothing
     for i, task in enumerate(scoped):
         found: list[int] = []
         for name in task.meta.dependency_names:
@@ -92,6 +96,15 @@ def build_plan(
         for selector in task.meta.dependency_selectors:
             candidates = min((by_label.get(pair, []) for pair in selector.labels), key=len)
             wanted = selector.labels
+            if not candidates:
+                if every_label is None:
+                    every_label = {pair for t in tasks for pair in t.meta.labels.items()}
+                unknown = [f"{k}={v}" for k, v in wanted if (k, v) not in every_label]
+                if unknown:
+                    warnings.append(
+                        f"task {task.task_id!r} depends on every task labelled {selector}, but "
+                        f"no task has the label {unknown[0]}: it orders nothing (misspelt?)"
+                    )
             if len(wanted) == 1:  # every candidate already carries the one label
                 found.extend(j for j in candidates if j != i)
                 continue
@@ -116,6 +129,7 @@ def build_plan(
         deps=ordered_deps,
         dependents=dependents,
         excluded=excluded,
+        warnings=warnings,
     )
 
 

@@ -547,3 +547,19 @@ def test_misspelt_keys_and_names_get_a_suggestion(tmp_path: Path) -> None:
     for index, (toml, expected) in enumerate(cases.items()):
         root = project(tmp_path / str(index), toml)
         assert expected in one_line_error(opus("run", cwd=root))
+
+
+def test_a_label_dependency_no_task_could_match_is_warned_about(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        BASIC.replace(
+            'dependencies = ["first"]', 'dependencies = [{ labels = { tier = "dbb" } }]'
+        ),
+    )
+    expected = (
+        "task 'second' depends on every task labelled {labels = {tier = \"dbb\"}}, but no task "
+        "has the label tier=dbb: it orders nothing (misspelt?)"
+    )
+    assert expected in opus("run", "--dry-run", cwd=root).stderr
+    ran = opus("run", cwd=root)
+    assert ran.returncode == 0 and expected in ran.stderr

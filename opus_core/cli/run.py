@@ -293,6 +293,8 @@ def dry_run(
     Exit status 5 (with the reason on stderr) when nothing is in scope.
     """
     plan = tasks.plan(command, context)
+    for warning in plan.warnings:
+        sys.stderr.write(f"opus: warning: {warning}\n")
     resume = bool(getattr(args, "resume", False))
     restored = tasks.restored(plan, resume) or [None] * len(plan.tasks)
     if as_json:
