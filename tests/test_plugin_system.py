@@ -1410,3 +1410,50 @@ def test_a_plugins_own_command_gets_its_options(tmp_path: Path) -> None:
     root = project(tmp_path, '[plugins.hello]\ngreeting = "bonjour"\n')
     result = opus("hello", cwd=root, env=env_for(tmp_path))
     assert result.returncode == 0 and result.stdout.strip() == "bonjour", result.stderr
+
+
+def test_a_wrapper_on_a_firstresult_hook_works_and_a_bad_str_breaks_nothing(tmp_path: Path) -> None:
+    from opus_core.plugin.manager import PluginManager
+
+    seen: list[str] = []
+
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def opus_load_tasks(self, path):
+            seen.append(f"before {path.name}")
+            result = yield
+            seen.append("after")
+            return result
+
+    class BadStr(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no words")
+
+    class Raising:
+        @hookimpl
+        def opus_register_runners(self):
+            raise BadStr()
+
+    manager = PluginManager(autoload=False)
+    manager.register(Wrapping(), name="wrapping")
+    manager.register(Raising(), name="raising")
+    manifest = tmp_path / "tasks.json"
+    manifest.write_text('[{"kind": "K", "version": "v1", "metadata": {"name": "k"}}]')
+    assert [t.task_id for t in manager.load_tasks(manifest)] == ["k"]
+    assert seen == ["before tasks.json", "after"]
+    infos = {info.name: info for info in manager.plugins()}
+    assert infos["wrapping"].status == "enabled"
+    assert infos["raising"].status == "error"
+    assert "BadStr (its message could not be shown: RuntimeError)" in (infos["raising"].error or "")
+    assert "sequential" in manager.runners()
+
+
+def test_main_called_in_process_leaves_the_signal_handlers_as_they_were(tmp_path: Path) -> None:
+    import signal
+
+    from opus_core.cli import main
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    os.chdir(tmp_path)
+    main(["plugins", "list", "--json"])
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -93,3 +93,46 @@ def test_nothing_is_drawn_off_a_terminal(tmp_path: Path) -> None:
     assert not PROGRESS.search(result.stdout + result.stderr)
     assert "\r" not in result.stdout + result.stderr
     assert textwrap.dedent(result.stdout).count("t0") >= 1
+
+
+BYTES = """
+import sys
+from opus_core import TaskProcessor
+
+
+class Bytes(TaskProcessor):
+    kind = "Bytes"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        sys.stdout.buffer.write(b"raw bytes line\\n")
+        sys.stdout.flush()
+        sys.stdout.write("no newline at the end")
+        return {}
+"""
+
+
+def test_a_task_writing_bytes_or_a_partial_line_works_on_a_terminal(tmp_path: Path) -> None:
+    for runner in ("threadpool", "process"):
+        root = tmp_path / runner
+        root.mkdir()
+        (root / "bytes_task.py").write_text(BYTES)
+        (root / "opus.toml").write_text(
+            f'[opus]\nrunner = "{runner}"\nprocessors = ["bytes_task:Bytes"]\n'
+            '[[tasks]]\nkind = "Bytes"\nversion = "v1"\nmetadata = { name = "b" }\n'
+        )
+        status, output = opus_on_a_terminal("run", cwd=root)
+        assert status == 0, output
+        assert "raw bytes line" in output and "no newline at the end" in output, output
+
+
+def test_a_failed_run_piped_into_head_still_exits_1(tmp_path: Path) -> None:
+    import subprocess
+
+    from cli_helpers import OPUS
+
+    root = project(tmp_path, "sequential")
+    pipeline = subprocess.run(
+        f"'{OPUS}' run 2>/dev/null | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", cwd=root, capture_output=True, text=True, timeout=60,
+    )
+    assert pipeline.returncode == 1, pipeline.stdout

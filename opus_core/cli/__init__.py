@@ -236,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # answered before any plugin loads
         print(f"opus {__version__}")
         return 0
+    global _terminated, _signals
+    _terminated, _signals = False, 0
+    saved = None
     if threading.current_thread() is threading.main_thread():
+        saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGTERM, _on_stop_signal)
         signal.signal(signal.SIGINT, _on_stop_signal)
     try:
@@ -245,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("opus: terminated\n" if _terminated else "opus: interrupted\n")
         exit_leaving_threads(interrupted_status())
         return interrupted_status()
+    finally:
+        if saved is not None:  # as they were, for a program that called main() itself
+            signal.signal(signal.SIGTERM, saved[0])
+            signal.signal(signal.SIGINT, saved[1])
 
 
 def _main(argv: list[str]) -> int:
@@ -280,7 +288,8 @@ def _main(argv: list[str]) -> int:
     except BrokenPipeError:  # the reader went away (`opus ... | head`): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        status = getattr(args, "exit_status", 0)  # a run that failed still says so
+        return int(status)
     except Exception as exc:
         return _failed(exc, debug)
 

@@ -6,13 +6,15 @@ the terminal — opus's log lines, a processor's logging or `print`, a plugin's
 warning — goes through `Progress.attached()`, which clears the progress line,
 writes the complete lines, and draws the progress line again below them: a log
 line and the progress line never share a line of the screen. Task processes
-(the `process` runner) write to the terminal themselves; the line is drawn
-again at the next change.
+(the `process` runner) get the terminal back and write to it themselves: a
+line they print can land beside the progress line, which is drawn again at
+the next change.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -114,6 +116,18 @@ class Progress:
             self.stream.flush()
 
 
+def _detach_in_child() -> None:
+    """A forked task process writes to the terminal itself: it gets the real streams back
+    (its copy of the display would draw a line of its own, and keep partial lines)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _AboveProgress):
+            setattr(sys, name, stream.target)
+
+
+os.register_at_fork(after_in_child=_detach_in_child)
+
+
 def _is_terminal(stream: TextIO | None) -> bool:
     try:
         return stream is not None and stream.isatty()
@@ -147,10 +161,10 @@ class _AboveProgress(io.TextIOBase):
         return len(text)
 
     def close_line(self) -> None:
-        """Write what is left of partial lines (at the end of the run)."""
+        """Write what is left of partial lines (at the end of the run), each ended."""
         if self.pending:
             self.progress._clear()
-            self.target.write("\n".join(self.pending.values()))
+            self.target.write("".join(f"{line}\n" for line in self.pending.values()))
             self.pending.clear()
 
     def flush(self) -> None:
@@ -158,6 +172,12 @@ class _AboveProgress(io.TextIOBase):
 
     def isatty(self) -> bool:
         return True
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.target, name)  # buffer, errors, ...: the terminal's own
 
     def fileno(self) -> int:
         return self.target.fileno()

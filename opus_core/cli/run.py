@@ -73,6 +73,13 @@ def _run(args: argparse.Namespace) -> int:
     else:
         with progress.attached():
             report = tasks.process_context(args.command, args.context, resume=args.resume)
+    if report.interrupted:
+        status = interrupted_status()
+    elif not len(report):
+        status = NOTHING_IN_SCOPE
+    else:
+        status = 0 if report.ok else 1
+    args.exit_status = status  # what `opus run | head` exits with, if the reader goes away
     if args.json:
         print(to_json(report_records(report)))
     elif len(report):
@@ -81,13 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         if failures:
             print(failures)
         print(report.summary() + (" (interrupted)" if report.interrupted else ""))
-    if report.interrupted:
-        status = interrupted_status()
-    elif not len(report):
+    if status == NOTHING_IN_SCOPE:
         sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
-        status = NOTHING_IN_SCOPE
-    else:
-        status = 0 if report.ok else 1
     exit_leaving_threads(status)
     return status
 
@@ -273,12 +275,9 @@ def _listing(names: set[str]) -> str:
 
 
 def _close(name: str, names: set[str]) -> str:
-    if name in names:
-        return ""
-    import difflib
+    from opus_core.errors import did_you_mean
 
-    close = difflib.get_close_matches(name, sorted(names), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return "" if name in names else did_you_mean(name, sorted(names))
 
 
 def dry_run(

@@ -188,8 +188,13 @@ def _format(exc: BaseException) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) if not isinstance(exc, SystemExit) else f"code {exc.code!r}"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """`Type: message` on one line, whatever the exception does (`SystemExit`: its code)."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: code {exc.code!r}"
+    from opus_core.errors import OpusError, describe_exception
+
+    text = " ".join(describe_exception(exc).split())
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, OpusError) else text
 
 
 def _truthy(value: str | None) -> bool:
@@ -286,8 +291,10 @@ class PluginManager:
         name, _, module_name = spec.rpartition("=")
         name, module_name = (name or module_name).strip(), module_name.strip()
         if name in self.infos or _reserved(name) or not name or not module_name:
-            if self.infos.get(name) is None or self.infos[name].plugin is None:
-                warn(f"${PLUGINS_ENV}: {spec!r} is not loaded: the name is taken or empty")
+            holder = self.infos.get(name)
+            module = sys.modules.get(module_name)
+            if holder is None or module is None or holder.plugin is not module:
+                warn(f"-p / ${PLUGINS_ENV}: {spec!r} is not loaded: the name is taken or empty")
             return
         info = PluginInfo(name, None, None, builtin=False)
         try:
@@ -403,7 +410,9 @@ class PluginManager:
 
         if hook not in LIFECYCLE_HOOKS and hook not in REGISTRATION_HOOKS:
             # A failure is the caller's to report (`_call`), naming the plugin.
-            guarded = answered if spec_opts(hook).get("firstresult") else function
+            firstresult = spec_opts(hook).get("firstresult")
+            wrapper = opts.get("wrapper") or opts.get("hookwrapper")
+            guarded = answered if firstresult and not wrapper else function
         elif opts.get("wrapper") or opts.get("hookwrapper"):
             guarded = _guarded_wrapper(function, failed, new_style=bool(opts.get("wrapper")))
         else:

@@ -49,6 +49,7 @@ def _context() -> Any:
 
 
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
+_forking = threading.local()  # the signal mask of the thread forking, for its child
 _PARENT_GONE = getattr(signal, "SIGRTMIN", signal.SIGUSR2) + 2  # a real-time signal nobody uses
 
 
@@ -213,7 +214,8 @@ def _child(
     # program that started it set up (the `opus` command's SIGTERM handler, say).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)  # masked across the fork
+    # Masked across the fork: the task gets the mask its caller had before.
+    signal.pthread_sigmask(signal.SIG_SETMASK, getattr(_forking, "mask", set()))
     try:
         os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
         own_group = True
@@ -294,9 +296,13 @@ _live_lock = threading.Lock()
 
 
 def _reset_after_fork() -> None:
-    global _watcher
-    _watcher = _Watcher()  # the parent's thread and selector are not this process's
+    # The parent's thread, selector and locks are not this process's: a lock another thread
+    # held at the instant of the fork would stay held here for ever.
+    global _watcher, _live_lock, _lifeline_lock
+    _watcher = _Watcher()
     _live.clear()
+    _live_lock = threading.Lock()
+    _lifeline_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -327,7 +333,7 @@ def _out_of_files(exc: OSError, name: str) -> BaseException:
         running = len(_live)
     return OpusError(
         f"cannot start task {name!r}: too many open files with {running} task process(es) "
-        "running (each holds three); wait for some runs, cap them with max_workers, or "
+        "running (each holds two); wait for some runs, cap them with max_workers, or "
         "raise the limit (ulimit -n)"
     )
 
@@ -376,7 +382,7 @@ class MultiprocessTaskRun(BaseTaskRun):
         # Ctrl-C or SIGTERM arriving in the middle of the fork would run its handler in
         # whichever at-fork hook is running (logging's holds a lock): it waits until the
         # child is started, and is then raised here, where the child is cleaned up.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+        _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
         try:
             self._process.start()
         except OSError as exc:
@@ -384,7 +390,7 @@ class MultiprocessTaskRun(BaseTaskRun):
             raise _out_of_files(exc, self.name) from None
         finally:
             send.close()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
+            signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
         self._pid: int = self._process.pid
         try:
             try:
@@ -444,8 +450,11 @@ class MultiprocessTaskRun(BaseTaskRun):
         if not self._receive.closed and self._receive.poll():
             self._receive_result()  # what the process sent just before it ended
         with self._kill_lock:
-            while self._process.exitcode is None:  # another thread may be collecting it
+            for _ in range(40):  # another thread may be collecting it at this instant
+                if self._process.exitcode is not None:
+                    break
                 self._process.join(0.05)
+            # Still nothing: someone else collected it (SIGCHLD ignored, say); it has ended.
             self._reaped = True
         code = self._process.exitcode
         self._closed()
@@ -470,7 +479,10 @@ class MultiprocessTaskRun(BaseTaskRun):
         if not self._receive.closed:
             _watcher.forget(self._receive.fileno())
             self._receive.close()
-        self._process.close()  # its sentinel, and its place among multiprocessing's children
+        try:
+            self._process.close()  # its sentinel, and its place among multiprocessing's children
+        except ValueError:
+            pass  # collected by someone else: multiprocessing never saw it end
 
     def _kill(self) -> None:
         """Kill the task's process group (its process, and whatever it started)."""
