@@ -53,8 +53,9 @@ class LoggerWrapper:
     """The default logger: plain lines on standard output through the stdlib logger `"opus"`
     (standard error under the `opus` command: see `stream`).
 
-    Subclass it (and give the subclass a `name`) to log elsewhere; every method takes
-    the message as its one argument, as `message=` in the seed's style too.
+    Subclass it (and give the subclass a `name`) to log elsewhere, overriding `log`;
+    every method takes the message (`message=` in the seed's style too), and
+    `logging`-style arguments to format into it with `%`.
     """
 
     name: ClassVar[str] = "plain"

@@ -603,11 +603,6 @@ class Scheduler:
                 values.update(published)
         return values
 
-    @property
-    def record_error(self) -> OpusError | None:
-        """The older name of `fatal_error`."""
-        return self.fatal_error
-
 
 def run_attempt(*fields: Any) -> AttemptOutcome:
     """Make an `Attempt` from its fields and run it (see `Attempt.opus_call`)."""

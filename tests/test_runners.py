@@ -242,7 +242,7 @@ def test_a_task_may_start_process_tasks_of_its_own() -> None:
         return [run.get_result(timeout=5) for run in runs]
 
     runner = ProcessRunner()
-    # the caller's reaper is busy with other runs while the child starts its own
+    # the caller's watcher is busy with other runs while the child starts its own
     sleepers = [runner.submit(time.sleep, 0.2) for _ in range(3)]
     inner = runner.submit(outer).get_result(timeout=10)
     assert len(set(inner)) == 3 and os.getpid() not in inner

@@ -1,13 +1,14 @@
 """The core's own plugins, registered through the same hooks as everyone else's.
 
 This module is the plugin `builtin`: the `sequential` and `process` runners,
-the `memory` persistence, the `plain` logger, the `run`, `plugins`, `config`
-and `state` commands, and the `.toml`/`.json` task loaders. Three more are
-classes, registered per engine or per run: `LogLines` (the engine's log lines),
-`Resume` (`--resume`, the core's `opus_task_restore`), `Selection`
-(`opus run NAME ...`) and `KeywordSelection` (`-k EXPR`), the core's
-`opus_modify_tasks`. The progress line of
-`opus run` on a terminal is a plugin too (`opus_core.cli.progress`).
+the `memory` persistence, the `plain` logger, the core's commands (`run`,
+`tasks`, `graph`, `plugins`, `config`, `state`, `completion`) and the
+`.toml`/`.json` task loaders. More are classes, registered per engine or per
+run under `builtin.*` names: `LogLines` (the engine's log lines, `builtin.log`),
+`Resume` (`--resume`, the core's `opus_task_restore`, `builtin.resume`), and
+`Selection` (`opus run NAME ...`) and `KeywordSelection` (`-k EXPR`), the
+core's `opus_modify_tasks`. The progress line of `opus run` on a terminal is
+a plugin too (`opus_core.cli.progress`).
 """
 
 from __future__ import annotations
