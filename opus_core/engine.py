@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
     from opus_core.config import Config
 
 
-FREEZE_THRESHOLD = 1_000  # runs of this many tasks keep the collector off what they hold
-FREEZE_EVERY = 10_000
 
 
 class Tasks:
@@ -214,19 +211,7 @@ class Tasks:
         is invalid. Task failures do not raise: they are in the report
         (`report.raise_on_failure()` turns them into an exception).
         """
-        # A large graph's planning and run allocate a little per task and keep it. Left to
-        # the collector, its full passes would walk all of it again and again (a quarter
-        # of a 100,000-task run): planning makes no garbage, so it runs with the collector
-        # paused, and the run sets what it holds aside as it goes (Scheduler.freeze_every).
-        large = len(self.tasks) >= FREEZE_THRESHOLD
-        paused = large and gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
-            plan = self.plan(command, context)
-        finally:
-            if paused:
-                gc.enable()
+        plan = self.plan(command, context)
         for warning in plan.warnings:
             self.logger.warning(warning)
         restored = self.restored(plan, resume)
@@ -249,7 +234,6 @@ class Tasks:
             fail_fast=self.fail_fast,
             records=RunRecords(self.state_persistence, command, context),
             restored=restored,
-            freeze_every=FREEZE_EVERY if large else None,
         )
         with self._lock:
             if self._scheduler is not None:

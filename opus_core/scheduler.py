@@ -12,7 +12,6 @@ a task sees never depends on scheduling.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import queue
 import time
@@ -247,7 +246,6 @@ class Scheduler:
         fail_fast: bool = False,
         records: RunRecords | None = None,
         restored: list[dict[str, Any] | None] | None = None,
-        freeze_every: int | None = None,
     ) -> None:
         self.plan = plan
         self.processors = processors
@@ -274,12 +272,6 @@ class Scheduler:
         self.records = records
         self.fatal_error: OpusError | None = None  # what stopped the run, if not the tasks
         self.restored = restored or []
-        # A large run keeps a result and a record per finished task until it ends. Set
-        # aside from the collector (gc.freeze) at the start and every `freeze_every`
-        # finished tasks, each is walked once or twice rather than at every full pass;
-        # everything is handed back (gc.unfreeze) when the run ends.
-        self.freeze_every = freeze_every
-        self.next_freeze = -1  # the count of finished tasks at which to freeze next, if any
 
     # -- the loop ------------------------------------------------------------
 
@@ -296,9 +288,6 @@ class Scheduler:
     def run(self) -> RunReport:
         started_at = time.time()
         started = time.monotonic()
-        if self.freeze_every:
-            gc.freeze()  # what exists now (tasks, plan, these tables) lives as long as the run
-            self.next_freeze = self.freeze_every
         self.notify.run_started(self.plan)
         try:
             while self.finished < len(self.results):
@@ -321,9 +310,6 @@ class Scheduler:
                         self._completed(index, current)
         except KeyboardInterrupt:
             self._halt("interrupted")
-        finally:
-            if self.freeze_every:
-                gc.unfreeze()
         report = self._report(time.monotonic() - started)
         report.started_at = started_at
         self.notify.run_finished(report)
@@ -568,9 +554,6 @@ class Scheduler:
         )
         self.results[index] = result
         self.finished += 1
-        if self.finished >= self.next_freeze >= 0:
-            gc.freeze()
-            self.next_freeze += self.freeze_every or 0
         if self.records is not None and task.meta.name and result.attempts:
             self._record(index, task, result)
         self.notify.task_finished(task, result)
