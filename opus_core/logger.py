@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
-import logging
 import sys
-from typing import ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from opus_core.config import LEVELS
 
+if TYPE_CHECKING:
+    import logging
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` (or `sys.stderr`, as `LoggerWrapper.stream` says) is
-    at the time of the record, so redirection works."""
+# `logging`'s levels, by name: the module itself is imported with the first logger made
+# (a plugin subclassing LoggerWrapper does not pay for it at `opus --help`).
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+_LEVELS = dict(zip(LEVELS, (DEBUG, INFO, WARNING, ERROR, CRITICAL), strict=True))
+_handler_class: Any = None
 
-    @property
-    def stream(self) -> TextIO:
-        return output_stream(LoggerWrapper.stream)
 
-    @stream.setter
-    def stream(self, _value: TextIO) -> None:
-        pass
+def _stdout_handler() -> logging.Handler:
+    """A handler writing to whatever `sys.stdout` (or `sys.stderr`, as
+    `LoggerWrapper.stream` says) is at the time of the record, so redirection works."""
+    global _handler_class
+    if _handler_class is None:
+        import logging
+
+        class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+            opus_plain = True
+
+            @property
+            def stream(self) -> TextIO:
+                return output_stream(LoggerWrapper.stream)
+
+            @stream.setter
+            def stream(self, _value: TextIO) -> None:
+                pass
+
+        _handler_class = StdoutHandler
+    handler: logging.Handler = _handler_class()
+    return handler
 
 
 def output_stream(name: str) -> TextIO:
@@ -32,19 +50,21 @@ def parse_level(level: str | int) -> int:
     if isinstance(level, int) and not isinstance(level, bool):
         return level
     if isinstance(level, str) and level.upper() in LEVELS:
-        return int(getattr(logging, level.upper()))
+        return _LEVELS[level.upper()]
     raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
 
 
 def _plain_logger() -> logging.Logger:
+    import logging
+
     logger = logging.getLogger("opus")
-    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
-        handler = _StdoutHandler()
+    if not any(getattr(h, "opus_plain", False) for h in logger.handlers):
+        handler = _stdout_handler()
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
         )
         logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)  # each LoggerWrapper filters by its own level
+        logger.setLevel(DEBUG)  # each LoggerWrapper filters by its own level
         logger.propagate = False
     return logger
 
@@ -82,15 +102,15 @@ class LoggerWrapper:
 
     def debug(self, message: str, *args: object) -> None:
         """Log at DEBUG; `args` are formatted into `message` with `%`."""
-        self.log(logging.DEBUG, message % args if args else message)
+        self.log(DEBUG, message % args if args else message)
 
     def info(self, message: str, *args: object) -> None:
         """Log at INFO; `args` are formatted into `message` with `%`."""
-        self.log(logging.INFO, message % args if args else message)
+        self.log(INFO, message % args if args else message)
 
     def warning(self, message: str, *args: object) -> None:
         """Log at WARNING; `args` are formatted into `message` with `%`."""
-        self.log(logging.WARNING, message % args if args else message)
+        self.log(WARNING, message % args if args else message)
 
     def warn(self, message: str, *args: object) -> None:
         """Log at WARNING (the seed's spelling)."""
@@ -98,8 +118,8 @@ class LoggerWrapper:
 
     def error(self, message: str, *args: object) -> None:
         """Log at ERROR; `args` are formatted into `message` with `%`."""
-        self.log(logging.ERROR, message % args if args else message)
+        self.log(ERROR, message % args if args else message)
 
     def critical(self, message: str, *args: object) -> None:
         """Log at CRITICAL; `args` are formatted into `message` with `%`."""
-        self.log(logging.CRITICAL, message % args if args else message)
+        self.log(CRITICAL, message % args if args else message)

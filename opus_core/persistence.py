@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError
@@ -21,7 +20,7 @@ def check_state(object_identifier: object, data: object) -> None:
         )
 
 
-_ENCODER = json.JSONEncoder(allow_nan=False)
+_encoder: Any = None  # a json.JSONEncoder, made when state is first encoded
 
 RUN_RECORDS = "opus-run:"
 """The prefix of the identifiers of the engine's run records (see `opus_core.records`)."""
@@ -29,14 +28,21 @@ RUN_RECORDS = "opus-run:"
 
 def to_json(object_identifier: str, data: dict[str, Any]) -> str:
     """`data` as JSON text, which is what every persistence can store."""
+    global _encoder
+    if _encoder is None:
+        import json  # here: the json module is not needed to start opus
+
+        _encoder = json.JSONEncoder(allow_nan=False)
     try:
-        return _ENCODER.encode(data)
+        return str(_encoder.encode(data))
     except (TypeError, ValueError) as exc:
         raise OpusError(f"state for {object_identifier!r} is not JSON data: {exc}") from None
 
 
 def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of `data` through JSON."""
+    import json
+
     copied: dict[str, Any] = json.loads(to_json(object_identifier, data))
     return copied
 
@@ -66,6 +72,8 @@ class StatePersistence:
         if not isinstance(stored, str):
             state: dict[str, Any] = stored.to_state()
             return state
+        import json
+
         loaded: dict[str, Any] = json.loads(stored)
         return loaded
 

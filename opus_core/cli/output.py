@@ -12,7 +12,6 @@ ones are narrowed and their cells wrap onto more lines — nothing is cut.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap
@@ -85,6 +84,8 @@ def _json_default(value: Any) -> Any:
 
 def to_json(data: Any) -> str:
     """`data` as indented JSON; datetimes in ISO 8601, enums by value, paths as strings."""
+    import json
+
     return json.dumps(data, indent=2, default=_json_default)
 
 

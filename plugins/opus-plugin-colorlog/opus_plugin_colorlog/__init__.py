@@ -4,12 +4,14 @@ gives the same lines as plain text."""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 from collections.abc import Iterable
-from typing import ClassVar, TextIO
+from typing import TYPE_CHECKING, ClassVar, TextIO
+
+if TYPE_CHECKING:
+    import logging  # imported when a logger is made, not when opus lists plugins
 
 from opus_core import LoggerWrapper, hookimpl
 
@@ -93,6 +95,8 @@ def checked_formatter(fmt: str, colour: bool) -> logging.Formatter:
     """
     if not isinstance(fmt, str):
         raise ValueError(f"format must be a string, got {type(fmt).__name__}")
+    import logging
+
     record = logging.LogRecord("opus", logging.INFO, __file__, 1, "a message", None, None)
     try:
         formatter = make_formatter(fmt, colour)
@@ -118,6 +122,8 @@ class ColorLogger(LoggerWrapper):
     name: ClassVar[str] = "colorlog"
 
     def __init__(self, level: str = "INFO", format: str = DEFAULT_FORMAT) -> None:
+        import logging
+
         super().__init__(level)
         self.colour = colour_wanted(_stream())
         formatter = checked_formatter(format, self.colour)

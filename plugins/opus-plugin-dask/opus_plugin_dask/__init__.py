@@ -9,7 +9,6 @@ be importable (or picklable by value) on the workers.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -130,7 +129,7 @@ class DaskRunner(Runner):
         options: dict[str, Any] = {
             "processes": self.processes,
             "dashboard_address": ":0",
-            "silence_logs": logging.CRITICAL,  # task failures are opus's to report
+            "silence_logs": 50,  # logging.CRITICAL: task failures are opus's to report
         }
         if self.n_workers is not None:
             options["n_workers"] = self.n_workers

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import re
 import stat
@@ -138,6 +137,8 @@ def read_record(path: Path) -> tuple[str, dict[str, Any]]:
     """
     data = _read_bounded(path)
     try:
+        import json  # here: the json module is not needed to list plugins
+
         record = json.loads(data)
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
@@ -328,6 +329,8 @@ class FilePersistence(StatePersistence):
         """Replace the state of `object_identifier`, atomically and durably."""
         check_state(object_identifier, data)
         try:
+            import json
+
             payload = json.dumps(
                 {"id": object_identifier, "state": data},
                 ensure_ascii=False,
