@@ -102,15 +102,15 @@ class LoggerWrapper:
 
     def debug(self, message: str, *args: object) -> None:
         """Log at DEBUG; `args` are formatted into `message` with `%`."""
-        self.log(DEBUG, message % args if args else message)
+        self.log(DEBUG, message % args if args and DEBUG >= self.level else message)
 
     def info(self, message: str, *args: object) -> None:
         """Log at INFO; `args` are formatted into `message` with `%`."""
-        self.log(INFO, message % args if args else message)
+        self.log(INFO, message % args if args and INFO >= self.level else message)
 
     def warning(self, message: str, *args: object) -> None:
         """Log at WARNING; `args` are formatted into `message` with `%`."""
-        self.log(WARNING, message % args if args else message)
+        self.log(WARNING, message % args if args and WARNING >= self.level else message)
 
     def warn(self, message: str, *args: object) -> None:
         """Log at WARNING (the seed's spelling)."""
@@ -118,8 +118,8 @@ class LoggerWrapper:
 
     def error(self, message: str, *args: object) -> None:
         """Log at ERROR; `args` are formatted into `message` with `%`."""
-        self.log(ERROR, message % args if args else message)
+        self.log(ERROR, message % args if args and ERROR >= self.level else message)
 
     def critical(self, message: str, *args: object) -> None:
         """Log at CRITICAL; `args` are formatted into `message` with `%`."""
-        self.log(CRITICAL, message % args if args else message)
+        self.log(CRITICAL, message % args if args and CRITICAL >= self.level else message)

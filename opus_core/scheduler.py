@@ -251,7 +251,7 @@ class Scheduler:
         self.processors = processors
         self.runner = runner
         self.persistence = persistence
-        self.notify = hooks
+        self.hooks = hooks
         self.fail_fast = fail_fast
         n = len(plan.tasks)
         self.completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -288,7 +288,7 @@ class Scheduler:
     def run(self) -> RunReport:
         started_at = time.time()
         started = time.monotonic()
-        self.notify.run_started(self.plan)
+        self.hooks.run_started(self.plan)
         try:
             while self.finished < len(self.results):
                 while self._can_start():
@@ -312,7 +312,7 @@ class Scheduler:
             self._halt("interrupted")
         report = self._report(time.monotonic() - started)
         report.started_at = started_at
-        self.notify.run_finished(report)
+        self.hooks.run_finished(report)
         return report
 
     def _can_start(self) -> bool:
@@ -408,7 +408,7 @@ class Scheduler:
             record=not runner.shares_memory,
             alarm=timeout if runner.blocking else None,
         )
-        self.notify.task_started(task, self.attempts[index])
+        self.hooks.task_started(task, self.attempts[index])
         try:
             run: object = runner.submit(attempt)  # a broken runner returns anything
         except KeyboardInterrupt:
@@ -446,7 +446,7 @@ class Scheduler:
         except Exception:
             shown = f"a {type(returned).__name__}"
         error = PluginError(
-            f"run stopped: {provided_by(self.notify, 'runners', self.runner)} is broken: "
+            f"run stopped: {provided_by(self.hooks, 'runners', self.runner)} is broken: "
             f"its submit returned {shown}, not a BaseTaskRun"
         )
         self._finish(index, TaskStatus.CANCELLED, str(error))
@@ -463,7 +463,7 @@ class Scheduler:
         """Persistence raised (anything) while saving: name it and its plugin, stop the run."""
         from opus_core.assembly import provided_by
 
-        culprit = provided_by(self.notify, "persistence", self.persistence)
+        culprit = provided_by(self.hooks, "persistence", self.persistence)
         message = describe_exception(exc)
         self._fatal(
             OpusError(
@@ -513,7 +513,7 @@ class Scheduler:
             trace = format_traceback(exc)
             if self.attempts[index] <= task.meta.retries and not self.halted:
                 delay = task.meta.retry_sleep_time
-                self.notify.task_retrying(task, self.attempts[index], error, delay, trace)
+                self.hooks.task_retrying(task, self.attempts[index], error, delay, trace)
                 heapq.heappush(self.retries, (time.monotonic() + delay, index))
                 return
         self._finish(index, status, error, trace)
@@ -556,7 +556,7 @@ class Scheduler:
         self.finished += 1
         if self.records is not None and task.meta.name and result.attempts:
             self._record(index, task, result)
-        self.notify.task_finished(task, result)
+        self.hooks.task_finished(task, result)
 
     def _record(self, index: int, task: Task, result: TaskResult) -> None:
         """Save the task's record now, so a crash after this point does not lose it."""

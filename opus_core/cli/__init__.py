@@ -22,8 +22,6 @@ from opus_core.version import __version__
 if TYPE_CHECKING:
     from opus_core.plugin.manager import PluginManager
 
-DEBUG_ENV = "OPUS_DEBUG"  # as opus_core.plugin.manager, which start-up does not import yet
-PLUGINS_ENV = "OPUS_PLUGINS"
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -256,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from opus_core.plugin.manager import DEBUG_ENV, PLUGINS_ENV, plugin_modules
+
     early = _early(argv)
     debug = early.debug
     if debug:
         os.environ[DEBUG_ENV] = "1"
     if early.plugins:
-        from opus_core.plugin.manager import plugin_modules
-
         os.environ[PLUGINS_ENV] = plugin_modules(early.plugins)
     try:
         manager = _manager(early.config)

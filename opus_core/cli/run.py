@@ -17,6 +17,7 @@ from opus_core.engine import Tasks
 from opus_core.errors import OpusError
 from opus_core.manifest import display_name
 from opus_core.plugin.defaults import KeywordSelection, Selection
+from opus_core.plugin.manager import warn
 from opus_core.report import TaskStatus
 
 if TYPE_CHECKING:
@@ -53,9 +54,9 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "keyword", None) is not None:
         manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
     if args.resume and type(tasks.state_persistence).name == "memory":
-        sys.stderr.write(
-            "opus: warning: --resume with the memory persistence restores nothing: it keeps "
-            'no state between runs; set [opus] persistence = "file" in opus.toml\n'
+        warn(
+            "--resume with the memory persistence restores nothing: it keeps no state "
+            'between runs; set [opus] persistence = "file" in opus.toml'
         )
     if args.dry_run:
         return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
@@ -293,7 +294,7 @@ def dry_run(
     """
     plan = tasks.plan(command, context)
     for warning in plan.warnings:
-        sys.stderr.write(f"opus: warning: {warning}\n")
+        warn(warning)
     resume = bool(getattr(args, "resume", False))
     restored = tasks.restored(plan, resume) or [None] * len(plan.tasks)
     if as_json:

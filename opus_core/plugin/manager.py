@@ -388,17 +388,23 @@ class PluginManager:
             else:
                 self._broken(plugin, f"{hook} failed: {_one_line(exc)}", exc)
 
-        def answer(*args: Any) -> Any:
+        def notify(*args: Any) -> None:  # a lifecycle hook: called for every task
             try:
-                result = function(*args)
-                if hook in REGISTRATION_HOOKS:
-                    result = _checked(hook, result)
+                function(*args)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                failed(exc)
+
+        def answer(*args: Any) -> Any:  # a registration hook: its answer is checked and kept
+            try:
+                result = _checked(hook, function(*args))
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:
                 failed(exc)
                 return None
-            if result is not None and hook in REGISTRATION_HOOKS:
+            if result is not None:
                 self._answers.setdefault(hook, []).append((plugin, result))
             return result
 
@@ -416,7 +422,7 @@ class PluginManager:
         elif opts.get("wrapper") or opts.get("hookwrapper"):
             guarded = _guarded_wrapper(function, failed, new_style=bool(opts.get("wrapper")))
         else:
-            guarded = answer
+            guarded = notify if hook in LIFECYCLE_HOOKS else answer
         marker = f"{PROJECT}_impl"
         if guarded is function:
             if getattr(function, marker, None) == opts:
