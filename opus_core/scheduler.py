@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from opus_core.aio import is_async, run_coroutine
 from opus_core.errors import (
     MissingValueError,
     OpusError,
@@ -217,7 +218,10 @@ class Attempt:
             )
 
         try:
-            returned = call_with_alarm(process, self.alarm, self.opus_name)
+            if is_async(self.processor.process_task):  # cancelled on timeout, on any runner
+                returned = run_coroutine(process(), self.task.meta.timeout, self.opus_name)
+            else:
+                returned = call_with_alarm(process, self.alarm, self.opus_name)
         except SystemExit as exc:
             raise OpusError(
                 f"processor of task {self.opus_name!r} raised SystemExit({exc.code!r})"
