@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from opus_core.version import __version__
 
 _EXPORTS = {
-    "task": "opus_core.decorator",
+    "task": "opus_core.function_task",
+    "ALL_COMPLETED": "opus_core.function_task",
+    "FIRST_COMPLETED": "opus_core.function_task",
+    "FIRST_EXCEPTION": "opus_core.function_task",
+    "RunList": "opus_core.function_task",
+    "TaskFunction": "opus_core.function_task",
+    "as_completed": "opus_core.function_task",
+    "unmapped": "opus_core.function_task",
+    "wait": "opus_core.function_task",
     "Tasks": "opus_core.engine",
     "ConfigError": "opus_core.errors",
     "CycleError": "opus_core.errors",
@@ -31,6 +39,7 @@ _EXPORTS = {
     "RunFailedError": "opus_core.errors",
     "TaskCancelledError": "opus_core.errors",
     "TaskTimeoutError": "opus_core.errors",
+    "UpstreamFailedError": "opus_core.errors",
     "hookimpl": "opus_core.plugin",
     "LoggerWrapper": "opus_core.logger",
     "Task": "opus_core.manifest",
@@ -47,6 +56,9 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "BaseTaskRun",
     "ConfigError",
     "CycleError",
@@ -61,21 +73,27 @@ __all__ = [
     "ProcessDiedError",
     "RemoteTaskError",
     "RunFailedError",
+    "RunList",
     "RunReport",
     "SequentialTaskRun",
     "StatePersistance",
     "StatePersistence",
     "Task",
     "TaskCancelledError",
+    "TaskFunction",
     "TaskProcessor",
     "TaskResult",
     "TaskStatus",
     "TaskTimeoutError",
     "Tasks",
+    "UpstreamFailedError",
     "__version__",
+    "as_completed",
     "hookimpl",
     "hookspecs",
     "task",
+    "unmapped",
+    "wait",
 ]
 
 
@@ -92,7 +110,6 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from opus_core import hookspecs
-    from opus_core.decorator import task
     from opus_core.engine import Tasks
     from opus_core.errors import (
         ConfigError,
@@ -107,6 +124,18 @@ if TYPE_CHECKING:
         RunFailedError,
         TaskCancelledError,
         TaskTimeoutError,
+        UpstreamFailedError,
+    )
+    from opus_core.function_task import (
+        ALL_COMPLETED,
+        FIRST_COMPLETED,
+        FIRST_EXCEPTION,
+        RunList,
+        TaskFunction,
+        as_completed,
+        task,
+        unmapped,
+        wait,
     )
     from opus_core.logger import LoggerWrapper
     from opus_core.manifest import Task

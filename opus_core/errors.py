@@ -76,6 +76,30 @@ class RemoteTaskError(OpusError):
         return (type(self), (self.remote_type, str(self).partition(": ")[2]), self.__dict__)
 
 
+class UpstreamFailedError(OpusError):
+    """A function task did not run because a run it was given failed, timed out or was stopped.
+
+    `input_name` is the input run that did not succeed; `origin` says which run
+    failed first and how, when that input itself did not run for the same
+    reason. The original failure is chained as `__cause__`.
+    """
+
+    def __init__(self, task_name: str, input_name: str, origin: str) -> None:
+        self.task_name = task_name
+        self.input_name = input_name
+        self.origin = origin
+        if origin.startswith(f"{input_name!r} "):
+            message = f"task {task_name!r} did not run: its input {origin}"
+        else:
+            message = (
+                f"task {task_name!r} did not run: its input {input_name!r} did not run, as {origin}"
+            )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.task_name, self.input_name, self.origin))
+
+
 class RunFailedError(OpusError):
     """Raised by `RunReport.raise_on_failure()` when any task did not succeed."""
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, ClassVar
 
-from opus_core.errors import TaskCancelledError, TaskTimeoutError
+from opus_core.errors import (
+    TaskCancelledError,
+    TaskTimeoutError,
+    UpstreamFailedError,
+    describe_exception,
+)
 from opus_core.report import TaskStatus
 
 SIGNAL_CHECK = 0.2
@@ -16,7 +21,7 @@ SIGNAL_CHECK = 0.2
 
 
 class Attempted:
-    """A value wrapped with the number of attempts it took (see `opus_core.decorator`)."""
+    """A value wrapped with the number of attempts it took (see `opus_core.function_task`)."""
 
     __slots__ = ("attempts", "value")
 
@@ -40,7 +45,15 @@ class BaseTaskRun:
     Runner authors subclass it, call `_finish(value=...)` or `_finish(exception=...)`
     exactly when the work ends, and override `_halt()` to stop the work for real.
     The first call to `_finish` wins, so a stop racing a result is harmless.
+
+    A run is awaitable: `await run` gives its result in async code without
+    blocking the event loop.
     """
+
+    _inputs: tuple[BaseTaskRun, ...] = ()
+    """The runs whose results this run was given (set by `@task` calls that pass runs).
+    If one of them ended unsuccessfully, this run's failure is reported as
+    `UpstreamFailedError` naming it."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -88,12 +101,18 @@ class BaseTaskRun:
                 self.attempts, value = value.attempts, value.value
             if exception is not None:
                 self.attempts = getattr(exception, "_opus_attempts", self.attempts)
+                if self._inputs:
+                    upstream = upstream_failure(self.name, self._inputs)
+                    if upstream is not None:
+                        exception = upstream
                 if status is None:
                     status = (
                         TaskStatus.TIMED_OUT
                         if isinstance(exception, TaskTimeoutError)
                         else TaskStatus.CANCELLED
                         if isinstance(exception, TaskCancelledError)
+                        else TaskStatus.SKIPPED
+                        if isinstance(exception, UpstreamFailedError)
                         else TaskStatus.FAILED
                     )
             self._value, self._exception = value, exception
@@ -176,9 +195,74 @@ class BaseTaskRun:
                 return
         callback(self)
 
+    def _discard_callback(self, callback: Callable[[BaseTaskRun], None]) -> None:
+        """Forget a callback given to `add_done_callback` (no error if it already ran)."""
+        with self._lock:
+            try:
+                self._callbacks.remove(callback)
+            except ValueError:
+                pass
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`await run`: the result (or the task's exception), without blocking the loop."""
+        if self._status is None:
+            import asyncio  # here: only async callers need it
+
+            loop = asyncio.get_running_loop()
+            woken = loop.create_future()
+
+            def wake(_run: BaseTaskRun) -> None:
+                try:
+                    loop.call_soon_threadsafe(_settle, woken)
+                except RuntimeError:  # the loop closed while the run went on
+                    pass
+
+            self.add_done_callback(wake)
+            try:
+                yield from woken.__await__()
+            finally:
+                self._discard_callback(wake)
+        return self.get_result()
+
     def __repr__(self) -> str:
         state = self._status.value if self._status else "running"
         return f"<{type(self).__name__} {self.instance_name} {state}>"
+
+
+def _settle(woken: Any) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
+_OUTCOMES = {
+    TaskStatus.FAILED: "failed",
+    TaskStatus.TIMED_OUT: "timed out",
+    TaskStatus.CANCELLED: "was stopped",
+    TaskStatus.SKIPPED: "did not run",
+}
+
+
+def upstream_failure(name: str, inputs: tuple[BaseTaskRun, ...]) -> UpstreamFailedError | None:
+    """The error for a run named `name` whose input ended unsuccessfully, or None if none did.
+
+    Down a chain of runs that did not run, the message and the chained cause stay
+    those of the run that failed first, so they do not grow with the chain.
+    """
+    for run in inputs:
+        status = run._status
+        if status is None or status is TaskStatus.SUCCEEDED or status is TaskStatus.RESTORED:
+            continue
+        cause = run._exception
+        if isinstance(cause, UpstreamFailedError):
+            origin, root = cause.origin, cause.__cause__
+        else:
+            outcome = _OUTCOMES.get(status, status.value)
+            detail = describe_exception(cause) if cause is not None else status.value
+            origin, root = f"{run.name!r} {outcome}: {detail}", cause
+        error = UpstreamFailedError(name, run.name, origin)
+        error.__cause__ = root
+        return error
+    return None
 
 
 class Runner:
@@ -217,6 +301,28 @@ class Runner:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
         """Start `fn(*args, **kwargs)` and return its run handle without waiting."""
         raise NotImplementedError(f"{type(self).__name__}.submit is not implemented")
+
+    def input_handle(self, run: BaseTaskRun) -> Any:
+        """What to pass to `submit` in place of `run`, a run this runner started, or None.
+
+        A runner that can order work itself (dask, whose futures may be passed
+        to other submissions) returns its own handle, so a task given `run` is
+        submitted at once and the data never comes back through the caller.
+        With None (the default), opus waits for `run` to end, without holding a
+        worker, and passes its value.
+        """
+        return None
+
+    def submit_map(
+        self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]
+    ) -> list[BaseTaskRun]:
+        """Start `fn(*row, **kwargs)` for each row of `zip(*iterables)` (lists of one
+        length); one run per row.
+
+        The default submits each row; a runner with a cheaper way to start many
+        (dask's `client.map`) overrides it.
+        """
+        return [self.submit(fn, *row, **kwargs) for row in zip(*iterables, strict=True)]
 
     def flush(self) -> None:
         """Start whatever `submit` held back. The engine calls it after each burst of
