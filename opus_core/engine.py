@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from opus_core.config import Config
 
 
-
-
 class Tasks:
     """The engine: register processors, add tasks, then `process_context`.
 
@@ -201,7 +199,9 @@ class Tasks:
         """Run every task in scope for `command` in `context` and report how each ended.
 
         Each named task's outcome is recorded through `state_persistence` as soon
-        as it finishes. With `resume=True`, a task whose last record for this
+        as it finishes, and the run goes into its history (`save_run`: once as
+        "running" before the first task starts, once more when it ends; the
+        report's `run_id` names it). With `resume=True`, a task whose last record for this
         command and context succeeded with the same checksum (and whose
         dependencies are all restored too) is not run again: it is reported as
         `restored` and the values it published are restored. Plugins may restore
@@ -224,6 +224,24 @@ class Tasks:
             if isinstance(exc, Exception) and not isinstance(exc, OpusError):
                 raise self._plugin_failed("runners", runner, "start", exc) from None
             raise
+        from opus_core import history
+
+        persistence = self.state_persistence
+        run = history.start_run(
+            command,
+            context,
+            config=str(self.config.project) if self.config and self.config.project else None,
+            runner=str(getattr(runner, "name", type(runner).__name__)),
+            persistence=str(getattr(persistence, "name", type(persistence).__name__)),
+        )
+        try:
+            self._save_run(run)
+        except BaseException as exc:
+            if owned:
+                runner.shutdown(wait=False)
+            if isinstance(exc, OpusError):
+                raise type(exc)(f"run not started: its history could not be saved: {exc}") from None
+            raise
         scheduler = Scheduler(
             plan,
             self.processors,
@@ -234,6 +252,7 @@ class Tasks:
             fail_fast=self.fail_fast,
             records=RunRecords(self.state_persistence, command, context),
             restored=restored,
+            run_id=run["id"],
         )
         with self._lock:
             if self._scheduler is not None:
@@ -247,6 +266,18 @@ class Tasks:
             if owned:
                 runner.shutdown(wait=not scheduler.interrupted)
         self.key_value_store.store.update(scheduler.final_values())
+        stopped = scheduler.halted == "stopped" or scheduler.fatal_error is not None
+        history.finish_run(
+            run,
+            report,
+            plan,
+            scheduler.attempt_log,
+            status=history.final_status(report, stopped),
+        )
+        try:
+            self._save_run(run)
+        except OpusError as exc:
+            scheduler.fatal_error = scheduler.fatal_error or exc
         try:
             self.state_persistence.persist_all_state()
         except Exception as exc:  # a third-party persistence raises what it likes
@@ -259,6 +290,18 @@ class Tasks:
             error = scheduler.fatal_error
             raise type(error)(f"{error} ({report.summary()})")
         return report
+
+    def _save_run(self, run: dict[str, Any]) -> None:
+        """Save `run` into the history; a persistence's own failure becomes an `OpusError`
+        naming it and its plugin."""
+        try:
+            self.state_persistence.save_run(run)
+        except OpusError:
+            raise
+        except Exception as exc:  # a third-party persistence raises what it likes
+            raise self._plugin_failed(
+                "persistence", self.state_persistence, "save the run's history", exc
+            ) from None
 
     def _plugin_failed(self, section: str, what: object, doing: str, exc: Exception) -> OpusError:
         """`runner 'x' (plugin 'p' (dist 1.0)) failed to DOING: Type: message`."""

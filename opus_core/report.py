@@ -63,6 +63,8 @@ class RunReport:
     interrupted: bool = False
     started_at: float = 0.0
     """When the run started, in seconds since the epoch (0.0 when unknown)."""
+    run_id: str | None = None
+    """The run's id in the history (`opus runs show ID`), None when it was not recorded."""
 
     @property
     def ok(self) -> bool:

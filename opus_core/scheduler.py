@@ -250,6 +250,7 @@ class Scheduler:
         fail_fast: bool = False,
         records: RunRecords | None = None,
         restored: list[dict[str, Any] | None] | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.plan = plan
         self.processors = processors
@@ -266,6 +267,9 @@ class Scheduler:
         self.results: list[TaskResult | None] = [None] * n
         self.attempts = [0] * n
         self.first_start = [0.0] * n
+        self.attempt_log: list[list[dict[str, Any]] | None] = [None] * n
+        """Per task, one entry per attempt: when the scheduler saw it start and end, how it
+        ended (see `opus_core.history`)."""
         self.running: dict[int, BaseTaskRun] = {}
         self.ready: deque[int] = deque(i for i, w in enumerate(self.waiting) if w == 0)
         self.retries: list[tuple[float, int]] = []
@@ -276,6 +280,7 @@ class Scheduler:
         self.records = records
         self.fatal_error: OpusError | None = None  # what stopped the run, if not the tasks
         self.restored = restored or []
+        self.run_id = run_id
 
     # -- the loop ------------------------------------------------------------
 
@@ -398,8 +403,20 @@ class Scheduler:
                 self._skip_dependents(index)
                 return
         self.attempts[index] += 1
+        entry = {
+            "attempt": self.attempts[index],
+            "started_at": time.time(),
+            "ended_at": None,
+            "status": "running",
+            "error": None,
+        }
         if self.attempts[index] == 1:
             self.first_start[index] = time.monotonic()
+            self.attempt_log[index] = [entry]
+        else:
+            log = self.attempt_log[index]
+            assert log is not None
+            log.append(entry)
         runner = self.runner
         timeout = task.meta.timeout
         attempt = Attempt(
@@ -517,6 +534,7 @@ class Scheduler:
             trace = format_traceback(exc)
             if self.attempts[index] <= task.meta.retries and not self.halted:
                 delay = task.meta.retry_sleep_time
+                self._attempt_ended(index, TaskStatus.FAILED, error)
                 self.hooks.task_retrying(task, self.attempts[index], error, delay, trace)
                 heapq.heappush(self.retries, (time.monotonic() + delay, index))
                 return
@@ -558,9 +576,20 @@ class Scheduler:
         )
         self.results[index] = result
         self.finished += 1
+        if result.attempts:
+            self._attempt_ended(index, status, error)
         if self.records is not None and task.meta.name and result.attempts:
             self._record(index, task, result)
         self.hooks.task_finished(task, result)
+
+    def _attempt_ended(self, index: int, status: TaskStatus, error: str | None) -> None:
+        """Close the task's last attempt in its log, if it is still open."""
+        log = self.attempt_log[index]
+        if log and log[-1]["ended_at"] is None:
+            entry = log[-1]
+            entry["ended_at"] = time.time()
+            entry["status"] = status.value
+            entry["error"] = error
 
     def _record(self, index: int, task: Task, result: TaskResult) -> None:
         """Save the task's record now, so a crash after this point does not lose it."""
@@ -575,7 +604,11 @@ class Scheduler:
 
     def _report(self, duration: float) -> RunReport:
         report = RunReport(
-            self.plan.command, self.plan.context, duration=duration, interrupted=self.interrupted
+            self.plan.command,
+            self.plan.context,
+            duration=duration,
+            interrupted=self.interrupted,
+            run_id=self.run_id,
         )
         for result in self.results:
             assert result is not None

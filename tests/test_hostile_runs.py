@@ -334,7 +334,7 @@ def test_a_persistence_raising_a_non_opus_error_through_the_api(tmp_path: Path) 
     h.add("b", dependencies=["a"])
     with pytest.raises(OpusError, match=r"persistence 'failing'.*No space left on device"):
         h.run()
-    assert h.started() == ["a"]
+    assert h.started() == []  # the run's history is saved before its first task starts
 
 
 def test_a_runner_instance_returning_a_non_run_is_a_plugin_error(tmp_path: Path) -> None:

@@ -288,7 +288,8 @@ def test_config_path_and_state_list_name_the_projects_state_folder(
         assert folder.parent == state_home
         assert re.fullmatch(r"project-[0-9a-f]{12}", folder.name)
         assert opus("run", cwd=root, env=env).returncode == 0
-        assert len(list(folder.glob("*.json"))) == 2  # this project's two records, in its folder
+        # This project's two records and its run's history entry, in its folder.
+        assert len(list(folder.glob("*.json"))) == 3
         listed = opus("state", "list", cwd=root, env=env)
         assert listed.stderr.splitlines()[0] == f"state: {folder} (persistence 'file')"
         assert listed.stdout.startswith("ID")  # stdout is the table alone

@@ -12,7 +12,7 @@ from opus_core.assembly import Assembly
 from opus_core.cli.output import duration, emit, iso, timestamp, to_json
 from opus_core.config import load_config
 from opus_core.errors import OpusError
-from opus_core.persistence import RUN_RECORDS, StatePersistence
+from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, StatePersistence
 from opus_core.records import RECORD_KIND, record_id
 
 
@@ -62,6 +62,12 @@ def _duration(value: Any) -> str:
     return duration(seconds) if seconds is not None and 0 <= seconds < 1e9 else "-"
 
 
+def _without_history(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` without the runs of the history some persistences keep as state
+    (`opus runs` shows and prunes those)."""
+    return {key: value for key, value in state.items() if not key.startswith(RUN_HISTORY)}
+
+
 def _is_record(data: Any) -> bool:
     return isinstance(data, dict) and data.get("record") == RECORD_KIND
 
@@ -83,7 +89,7 @@ def list_state(args: argparse.Namespace) -> int:
     """
     persistence = _persistence(args)
     sys.stderr.write(f"state: {location(persistence)}\n")
-    state = persistence.retrieve_all_state_from_persistence()
+    state = _without_history(persistence.retrieve_all_state_from_persistence())
     as_json = getattr(args, "json", False)
     if not state and not as_json:
         print("no state")
@@ -211,7 +217,7 @@ def clear(args: argparse.Namespace) -> int:
             raise OpusError(f"no state for {args.id!r}; `opus state list` shows what there is")
         cleared = 1
     else:
-        keys = list(persistence.retrieve_all_state_from_persistence())
+        keys = list(_without_history(persistence.retrieve_all_state_from_persistence()))
         if not getattr(args, "yes", False) and not _confirmed(persistence, len(keys)):
             sys.stderr.write("nothing cleared\n")
             return 0

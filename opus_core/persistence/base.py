@@ -1,4 +1,13 @@
-"""`StatePersistence`: where task state is kept. The base class keeps it in memory."""
+"""`StatePersistence`: where task state is kept. The base class keeps it in memory.
+
+The contract has two parts. State: a JSON-compatible dict per identifier
+(`get_object_state`, `save_object_state`, `delete_object_state`,
+`retrieve_all_state_from_persistence`, `persist_all_state`). Run history:
+`save_run`, `list_runs`, `load_run`, `prune_runs` (see `opus_core.history` for
+what a run holds). The base class keeps runs as ordinary state under the
+reserved prefix `RUN_HISTORY`, so a persistence that implements the state part
+keeps history too; one with a better place for runs (`sqlite`) overrides them.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +34,24 @@ _encoder: Any = None  # a json.JSONEncoder, made when state is first encoded
 RUN_RECORDS = "opus-run:"
 """The prefix of the identifiers of the engine's run records (see `opus_core.records`)."""
 
+RUN_HISTORY = "opus-history:"
+"""The prefix under which the base class keeps each run of the history (`save_run`)."""
+
+
+def check_run(run: object) -> str:
+    """The id of `run`, a run of the history; raises `OpusError` if it is not one."""
+    if not isinstance(run, dict):
+        raise OpusError(f"a run must be a dict, got {type(run).__name__}")
+    run_id = run.get("id")
+    if not isinstance(run_id, str) or not run_id:
+        raise OpusError(f"a run needs a non-empty string id, got {run_id!r}")
+    return run_id
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """`run` without its `tasks`: what `list_runs` returns."""
+    return {key: value for key, value in run.items() if key != "tasks"}
+
 
 def to_json(object_identifier: str, data: dict[str, Any]) -> str:
     """`data` as JSON text, which is what every persistence can store."""
@@ -47,13 +74,28 @@ def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+MEMORY_RUNS = 20
+"""How many runs the in-memory persistence keeps in its history (the newest)."""
+
+
+class _Run:
+    """A run kept in memory as it was handed over (see `StatePersistence.save_run`)."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        self.run = dict(run)
+
+
 class StatePersistence:
     """State kept by object identifier (usually a task id), as JSON-compatible dicts.
 
     This base class keeps everything in memory for the life of the process (the
     `memory` persistence). Subclasses store it elsewhere: override
     `retrieve_all_state_from_persistence`, `get_object_state`, `save_object_state`,
-    `delete_object_state` and `persist_all_state`, and set a `name`.
+    `delete_object_state` and `persist_all_state`, and set a `name`. The run
+    history (`save_run`, `list_runs`, `load_run`, `prune_runs`) then works
+    through those; override it too to keep runs elsewhere.
     """
 
     name: ClassVar[str] = "memory"
@@ -65,10 +107,14 @@ class StatePersistence:
         self._records: dict[str, Any] = {}  # JSON text, or a PendingRecord (see save_record)
 
     def _table(self, object_identifier: str) -> dict[str, Any]:
-        return self._records if object_identifier.startswith(RUN_RECORDS) else self._json
+        if object_identifier.startswith(RUN_RECORDS) or object_identifier.startswith(RUN_HISTORY):
+            return self._records
+        return self._json
 
     @staticmethod
     def _load(stored: Any) -> dict[str, Any]:
+        if isinstance(stored, _Run):
+            return json_copy(str(stored.run.get("id")), stored.run)
         if not isinstance(stored, str):
             state: dict[str, Any] = stored.to_state()
             return state
@@ -115,6 +161,79 @@ class StatePersistence:
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if there was anything to forget."""
         return self._table(object_identifier).pop(object_identifier, None) is not None
+
+    # -- run history ------------------------------------------------------------------
+
+    def save_run(self, run: dict[str, Any]) -> None:
+        """Save `run` (a dict as `opus_core.history` makes it), replacing a run with its id.
+
+        The engine saves each run twice: when it starts (status "running") and
+        when it ends. This implementation keeps it as the state of
+        `RUN_HISTORY + id`, through `save_object_state`; the in-memory
+        persistence keeps the newest `MEMORY_RUNS` runs.
+        """
+        run_id = check_run(run)
+        key = f"{RUN_HISTORY}{run_id}"
+        if type(self).save_object_state is not StatePersistence.save_object_state:
+            self.save_object_state(key, run)
+            return
+        # In memory, as with records: the run itself, copied through JSON when read (the
+        # engine hands over a new dict and does not change it later). Only the newest
+        # MEMORY_RUNS are kept: a process that runs forever must not grow forever.
+        self._records.pop(key, None)
+        self._records[key] = _Run(run)
+        runs = [k for k in self._records if k.startswith(RUN_HISTORY)]
+        for old in sorted(runs)[: max(0, len(runs) - MEMORY_RUNS)]:
+            del self._records[old]
+
+    def _history(self) -> dict[str, dict[str, Any]]:
+        """Every saved run by id (this implementation: the `RUN_HISTORY` state)."""
+        if type(self).retrieve_all_state_from_persistence is (
+            StatePersistence.retrieve_all_state_from_persistence
+        ):  # kept here: read only the history, not every record
+            items = [
+                (k, self._load(v)) for k, v in self._records.items() if k.startswith(RUN_HISTORY)
+            ]
+        else:
+            items = list(self.retrieve_all_state_from_persistence().items())
+        runs = {}
+        for key, data in items:
+            if key.startswith(RUN_HISTORY) and data.get("id") == key[len(RUN_HISTORY) :]:
+                runs[key[len(RUN_HISTORY) :]] = data
+        return runs
+
+    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The saved runs, newest first (by id), without their `tasks`; at most `limit`."""
+        if type(self).retrieve_all_state_from_persistence is (
+            StatePersistence.retrieve_all_state_from_persistence
+        ):  # kept here: summaries without copying every run's tasks
+            kept = {
+                k[len(RUN_HISTORY) :]: run_summary(v.run) if isinstance(v, _Run) else v
+                for k, v in self._records.items()
+                if k.startswith(RUN_HISTORY)
+            }
+            history = {
+                run_id: json_copy(run_id, run) if isinstance(run, dict) else self._load(run)
+                for run_id, run in kept.items()
+            }
+        else:
+            history = self._history()
+        runs = [run_summary(run) for _, run in sorted(history.items(), reverse=True)]
+        return runs if limit is None else runs[: max(limit, 0)]
+
+    def load_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run `run_id`, tasks included, or None if there is no such run."""
+        data = self.get_object_state(f"{RUN_HISTORY}{run_id}")
+        return data if data and data.get("id") == run_id else None
+
+    def prune_runs(self, keep: int) -> int:
+        """Forget every run but the `keep` newest; how many were forgotten."""
+        if keep < 0:
+            raise OpusError(f"prune_runs keeps a number of runs, at least 0, not {keep}")
+        old = sorted(self._history(), reverse=True)[keep:]
+        for run_id in old:
+            self.delete_object_state(f"{RUN_HISTORY}{run_id}")
+        return len(old)
 
     def __getstate__(self) -> dict[str, Any]:
         # Shipped to the workers of a runner that does not share memory (dask): processors

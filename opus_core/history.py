@@ -1,0 +1,223 @@
+"""Run history: what each run was, kept through the persistence (`save_run`, `list_runs`, ...).
+
+A run is a plain dict, the same for every persistence (times are seconds
+since the epoch; `for_json` turns them into ISO 8601)::
+
+    {"id": "20261127T101500.123-3f2a9c",   # UTC start, sortable, plus 6 random hex digits
+     "command": "apply", "context": "default", "config": "/path/opus.toml" or None,
+     "pid": 4242, "started_at": 1795774500.123, "ended_at": 1795774501.9 or None,
+     "status": "running" | "succeeded" | "failed" | "interrupted" | "stopped",
+     "runner": "process", "persistence": "sqlite", "counts": {"succeeded": 3, ...},
+     "tasks": [{"name": "web", "kind": "Deploy", "status": "succeeded", "attempts": 1,
+                "started_at": ..., "ended_at": ..., "duration": 0.5,
+                "error": None, "traceback": None, "runner": "process",
+                "dependencies": ["db"],
+                "attempt_log": [{"attempt": 1, "started_at": ..., "ended_at": ...,
+                                 "status": "succeeded", "error": None}]}]}
+
+The engine saves a run when it starts (status "running", no tasks yet) and
+again when it ends. A run still "running" whose process is gone (killed, or
+the machine went down) is shown as "interrupted" by `displayed_status`, and so
+by `opus runs` and `find_run`; what is stored is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from opus_core.errors import OpusError, did_you_mean
+
+if TYPE_CHECKING:
+    from opus_core.graph import Plan
+    from opus_core.persistence import StatePersistence
+    from opus_core.report import RunReport, TaskResult
+
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted", "stopped")
+"""What a run's `status` may be."""
+
+LATEST = "latest"
+"""The reference `find_run` takes for the newest run."""
+
+
+def new_run_id(started_at: float) -> str:
+    """A run id: the UTC start to the millisecond, sortable, and 6 random hex digits."""
+    seconds = int(started_at)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
+    millis = min(int((started_at - seconds) * 1000), 999)
+    return f"{stamp}.{millis:03d}-{os.urandom(3).hex()}"
+
+
+def start_run(
+    command: str,
+    context: str,
+    *,
+    config: str | None,
+    runner: str,
+    persistence: str,
+    started_at: float | None = None,
+) -> dict[str, Any]:
+    """A new run as saved when it starts: status "running", no tasks yet."""
+    started = time.time() if started_at is None else started_at
+    return {
+        "id": new_run_id(started),
+        "command": command,
+        "context": context,
+        "config": config,
+        "pid": os.getpid(),
+        "started_at": started,
+        "ended_at": None,
+        "status": "running",
+        "runner": runner,
+        "persistence": persistence,
+        "counts": {},
+        "tasks": [],
+    }
+
+
+def final_status(report: RunReport, stopped: bool) -> str:
+    """How a run ended: "interrupted" (Ctrl-C, SIGTERM), "stopped" (`Tasks.stop()`, or a
+    persistence or runner error), else "succeeded" or "failed"."""
+    if report.interrupted:
+        return "stopped" if stopped else "interrupted"
+    return "succeeded" if report.ok else "failed"
+
+
+def finish_run(
+    run: dict[str, Any],
+    report: RunReport,
+    plan: Plan,
+    attempt_logs: Sequence[list[dict[str, Any]] | None],
+    *,
+    status: str,
+    ended_at: float | None = None,
+) -> dict[str, Any]:
+    """`run` completed from the run's report: status, end, counts and one entry per task.
+
+    `attempt_logs` has, per task of `plan`, the scheduler's log of its attempts
+    (None for a task never attempted).
+    """
+    runner = run["runner"]
+    tasks = plan.tasks
+    results = report.results
+    entries = []
+    for index, task in enumerate(tasks):
+        name = task.task_id
+        result: TaskResult = results[name]
+        log = attempt_logs[index] if index < len(attempt_logs) else None
+        entries.append(
+            {
+                "name": name,
+                "kind": task.kind,
+                "status": result.status.value,
+                "attempts": result.attempts,
+                "started_at": log[0]["started_at"] if log else None,
+                "ended_at": log[-1]["ended_at"] if log else None,
+                "duration": result.duration if result.attempts else None,
+                "error": result.error,
+                "traceback": result.traceback,
+                "runner": runner,
+                "dependencies": [tasks[d].task_id for d in plan.deps[index]],
+                "attempt_log": log or [],
+            }
+        )
+    run["tasks"] = entries
+    run["counts"] = {key: n for key, n in report.counts().items() if n}
+    run["status"] = status
+    run["ended_at"] = time.time() if ended_at is None else ended_at
+    return run
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def displayed_status(run: dict[str, Any]) -> str:
+    """The run's status as shown: a "running" run whose process is gone is "interrupted"."""
+    status = str(run.get("status", "?"))
+    if status == "running" and not _alive(run.get("pid")):
+        return "interrupted"
+    return status
+
+
+def find_run(persistence: StatePersistence, ref: str = LATEST) -> dict[str, Any]:
+    """The run `ref` names, tasks included: "latest", a whole id, or a prefix of one id.
+
+    Its `status` is the displayed one (see `displayed_status`). Raises
+    `OpusError` saying what there is when nothing, or more than one run, matches.
+    """
+    if ref == LATEST:
+        newest = persistence.list_runs(limit=1)
+        if not newest:
+            raise OpusError(
+                f"no runs recorded yet in {_where(persistence)}; `opus run` records one"
+            )
+        ref = str(newest[0]["id"])
+    else:
+        run = persistence.load_run(ref) if ref else None
+        if run is None:
+            ids = [str(r["id"]) for r in persistence.list_runs()]
+            matches = [i for i in ids if ref and i.startswith(ref)]
+            if len(matches) > 1:
+                more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+                raise OpusError(
+                    f"run {ref!r} is ambiguous: it begins {', '.join(matches[:5])}{more}; "
+                    "give more of the id"
+                )
+            if not matches:
+                hint = did_you_mean(ref, ids) or (
+                    "; `opus runs list` shows them" if ids else "; no runs recorded yet"
+                )
+                raise OpusError(f"no run {ref!r} in {_where(persistence)}{hint}")
+            ref = matches[0]
+    run = persistence.load_run(ref)
+    if run is None:  # pruned meanwhile by another process
+        raise OpusError(f"run {ref!r} is gone (pruned meanwhile?); `opus runs list` shows the runs")
+    run["status"] = displayed_status(run)
+    return run
+
+
+def _where(persistence: StatePersistence) -> str:
+    return f"persistence {getattr(persistence, 'name', type(persistence).__name__)!r}"
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+_TIMES = ("started_at", "ended_at")
+
+
+def for_json(run: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `run` (or a summary) with every timestamp in ISO 8601, UTC."""
+    from opus_core.cli.output import iso
+
+    def convert(entry: dict[str, Any]) -> dict[str, Any]:
+        out = dict(entry)
+        for key in _TIMES:
+            value = out.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = iso(float(value))
+        return out
+
+    converted = convert(run)
+    if isinstance(run.get("tasks"), list):
+        converted["tasks"] = [
+            {
+                **convert(task),
+                "attempt_log": [convert(a) for a in task.get("attempt_log") or []],
+            }
+            for task in run["tasks"]
+        ]
+    return converted
