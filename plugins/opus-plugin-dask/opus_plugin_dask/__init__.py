@@ -3,13 +3,18 @@
 With an `address` the runner connects to an existing scheduler; without one
 it starts a `distributed.LocalCluster` on first use and closes it on
 `shutdown()`. Each task is one `Client.submit(..., pure=False)`; its run wraps
-the Dask future. Work is shipped with cloudpickle, so what a task needs must
-be importable (or picklable by value) on the workers.
+the Dask future. Work is shipped with pickle: installed distributions must be
+installed on the workers too, while the user's own modules are sent to them
+(`opus_plugin_dask.modules`), and what tasks log there comes back to the
+driver's log (`opus_plugin_dask.logs`).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,6 +38,10 @@ def _run_pickled(blob: bytes) -> Any:
 
 class DaskConnectionError(OpusError):
     """The scheduler at the configured address could not be reached."""
+
+
+class DaskWorkerSetupError(OpusError):
+    """The workers could not set up what opus installs on them (modules, log forwarding)."""
 
 
 class DaskTaskRun(BaseTaskRun):
@@ -106,13 +115,27 @@ class DaskRunner(Runner):
         self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._buffer: list[tuple[DaskTaskRun, str, bytes]] = []
         self._collector: threading.Thread | None = None
+        # In every key: tells this runner's tasks apart on a cluster shared with others.
+        self._tag = os.urandom(8).hex()
+        self._numbers = itertools.count()
+        self._shipped: dict[str, str] = {}  # module name -> digest the workers have
+        self._modules_seen = 0  # len(sys.modules) when the user's modules were last looked for
+        self._plugins: list[str] = []
+        self._shipping = threading.Lock()
 
     @property
     def client(self) -> Client:
         """The `distributed.Client`, connecting (or starting the local cluster) on first use."""
         with self._lock:
             if self._client is None:
-                self._client = self._connect()
+                client = self._connect()
+                try:
+                    self._prepare_workers(client)
+                except BaseException:
+                    self._close(client, self.cluster)
+                    self.cluster = None
+                    raise
+                self._client = client
             return self._client
 
     def _connect(self) -> Client:
@@ -139,6 +162,56 @@ class DaskRunner(Runner):
         self.cluster = LocalCluster(**options)
         return Client(self.cluster, **self.client_kwargs)
 
+    def _prepare_workers(self, client: Client) -> None:
+        """Install on the workers what opus needs there: log forwarding and the user's modules."""
+        from opus_plugin_dask.logs import ForwardLogs, replay
+
+        topic = f"opus-logs-{self._tag}"
+        client.subscribe_topic(topic, replay)
+        self._register(client, ForwardLogs(topic, self._tag), topic)
+        self._ship_modules(client)
+
+    def _register(self, client: Client, plugin: Any, name: str) -> None:
+        """Register a Dask plugin; a worker plugin is remembered, to unregister at shutdown."""
+        try:
+            client.register_plugin(plugin, name=name)
+        except Exception as exc:
+            where = self.address or "the local cluster"
+            raise DaskWorkerSetupError(
+                f"the Dask workers of {where} could not set up {name}: "
+                f"{type(exc).__name__}: {exc}; install opus-core and opus-plugin-dask "
+                "(the versions the driver has) where the workers run"
+            ) from None
+        if hasattr(plugin, "teardown") and name not in self._plugins:
+            self._plugins.append(name)
+
+    def _ship_modules(self, client: Client) -> None:
+        """Send the workers the user's own modules, if any is new or changed since last time."""
+        from opus_plugin_dask.modules import ProjectModules, SchedulerModules, user_modules
+
+        with self._shipping:
+            self._modules_seen = len(sys.modules)
+            modules = user_modules()
+            versions = {m.name: m.digest for m in modules}
+            if all(self._shipped.get(name) == digest for name, digest in versions.items()):
+                return
+            # The scheduler unpickles the tasks' arguments, the workers run them. One worker
+            # plugin holds every module: registered again under its name, it replaces the
+            # one before. The scheduler's is named by its contents, as Dask cannot remove it.
+            workers = ProjectModules(modules)
+            self._register(client, SchedulerModules(modules), f"opus-modules-{workers.digest}")
+            self._register(client, workers, f"opus-modules-{self._tag}")
+            self._shipped = versions
+
+    def _ship_new_modules(self, client: Client) -> None:
+        """Ship modules imported since the last look (a cheap check when nothing was)."""
+        if len(sys.modules) != self._modules_seen:
+            self._ship_modules(client)
+
+    def _key(self, group: str) -> str:
+        # Dask groups statistics by the part before the first "-": tasks of one kind share it.
+        return f"{group}-{self._tag}{next(self._numbers):016x}"
+
     def start(self) -> None:
         """Connect to the scheduler (or start the local cluster) before the run's first task."""
         self.client  # noqa: B018 - connecting is the point
@@ -147,10 +220,7 @@ class DaskRunner(Runner):
         """Hand `fn(*args, **kwargs)` to `Client.submit` (pure=False)."""
         name = run_name(fn)
         run = DaskTaskRun(name)
-        # Dask keeps statistics per key prefix: tasks of one kind share one.
-        import uuid  # here: slow to import, and opus --help loads this module
-
-        key = f"{getattr(fn, 'opus_group', name)}-{uuid.uuid4().hex}"
+        key = self._key(getattr(fn, "opus_group", name))
         cheaper = getattr(fn, "opus_call", None)  # the engine's attempts offer one
         if cheaper is not None and not args and not kwargs:
             import cloudpickle
@@ -160,7 +230,9 @@ class DaskRunner(Runner):
             with self._lock:
                 self._buffer.append((run, key, cloudpickle.dumps(cheaper())))
             return run
-        future = self.client.submit(fn, *args, key=key, pure=False, **kwargs)
+        client = self.client
+        self._ship_new_modules(client)
+        future = client.submit(fn, *args, key=key, pure=False, **kwargs)
         self._track(run, key, future)
         return run
 
@@ -171,7 +243,9 @@ class DaskRunner(Runner):
         batch = [item for item in batch if not item[0].done()]  # stopped before submitting
         if not batch:
             return
-        futures = self.client.map(
+        client = self.client
+        self._ship_new_modules(client)
+        futures = client.map(
             _run_pickled,
             [blob for _, _, blob in batch],
             key=[key for _, key, _ in batch],
@@ -235,6 +309,20 @@ class DaskRunner(Runner):
                 self._collector = None
             client, self._client = self._client, None
             cluster, self.cluster = self.cluster, None
+            plugins, self._plugins = self._plugins, []
+            self._shipped = {}
+        if client is not None and cluster is None:
+            # A cluster that outlives the run: take back what this runner installed on it.
+            try:
+                for name in plugins:
+                    client.unregister_worker_plugin(name)
+                client.unsubscribe_topic(f"opus-logs-{self._tag}")
+            except Exception:  # the scheduler is gone: so is what was installed there
+                pass
+        self._close(client, cluster)
+
+    @staticmethod
+    def _close(client: Client | None, cluster: LocalCluster | None) -> None:
         if client is not None:
             client.close()
         if cluster is not None:
