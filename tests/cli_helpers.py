@@ -19,6 +19,8 @@ def opus(
     """Run `opus ARGS` in `cwd` with a clean configuration environment."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     environment["XDG_CONFIG_HOME"] = str(cwd / ".user-config")
+    # The default persistence (sqlite) keeps state in the user's state folder: the test's own.
+    environment.setdefault("XDG_STATE_HOME", str(cwd / ".user-state"))
     environment.update(env or {})
     return subprocess.run(
         [str(OPUS), *args],

@@ -323,7 +323,7 @@ def test_plugins_list_json(tmp_path: Path) -> None:
         builtin["builtin"] is True and builtin["status"] == "enabled" and builtin["error"] is None
     )
     assert builtin["provides"]["runners"] == ["sequential", "process"]
-    assert builtin["provides"]["persistence"] == ["memory"]
+    assert builtin["provides"]["persistence"] == ["memory", "sqlite"]
     assert builtin["provides"]["loggers"] == ["plain"]
     assert set(builtin["provides"]) == {"runners", "persistence", "loggers", "processors"}
     nice = next(r for r in records if r["name"] == "nice")

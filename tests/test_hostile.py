@@ -372,9 +372,15 @@ def test_two_opus_runs_on_one_state_directory(tmp_path: Path) -> None:
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, out + err
-    files = list((tmp_path / "state").glob("*.json"))
-    assert len(files) == 120
-    records = [json.loads(p.read_text())["state"] for p in files]
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "state").glob("*.json")]
+    records = [entry["state"] for entry in stored if entry["id"].startswith("opus-run:")]
+    assert len(records) == 120
+    runs = [entry["state"] for entry in stored if entry["id"].startswith("opus-history:")]
+    assert sorted((run["context"], run["status"]) for run in runs) == [
+        ("one", "succeeded"),
+        ("two", "succeeded"),
+    ]
+    assert len(stored) == 122
     assert {(r["context"], r["status"]) for r in records} == {
         ("one", "succeeded"),
         ("two", "succeeded"),

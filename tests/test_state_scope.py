@@ -21,6 +21,7 @@ from cli_helpers import opus
 from opus_plugin_file_persistence import FilePersistence
 
 from opus_core import LoggerWrapper, StatePersistence, Task, TaskProcessor, Tasks
+from opus_core.persistence.sqlite import SqlitePersistence
 from opus_core.records import record_id, storable
 
 # -- item 9: restored values are the published values ------------------------------------
@@ -109,15 +110,23 @@ def publish() -> type[Publish]:
     return Publish
 
 
-@pytest.mark.parametrize("kind", ["memory", "file"])
+def _persistence(kind: str, tmp_path: Path) -> StatePersistence:
+    if kind == "file":
+        return FilePersistence(tmp_path / "state")
+    if kind == "sqlite":
+        return SqlitePersistence(tmp_path / "state.db")
+    return StatePersistence()
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "sqlite"])
 def test_resume_restores_tuples_non_str_keys_sets_bytes_and_non_finite_floats(
     tmp_path: Path, kind: str, publish: type[Publish]
 ) -> None:
-    persistence = StatePersistence() if kind == "memory" else FilePersistence(tmp_path / "state")
+    persistence = _persistence(kind, tmp_path)
     publish.values = faithful_values()
     assert engine(persistence, 1).process_context().ok
-    if kind == "file":  # a new process would read these files
-        persistence = FilePersistence(tmp_path / "state")
+    if kind != "memory":  # a new process would read these files
+        persistence = _persistence(kind, tmp_path)
     report = engine(persistence, 2).process_context(resume=True)
     assert report.ok
     assert report["producer"].status == "restored"
@@ -299,6 +308,7 @@ def test_config_path_and_state_list_name_the_projects_state_folder(
 
 def test_config_path_names_the_folder_under_the_memory_persistence(tmp_path: Path) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "xdg-state")}
+    (tmp_path / "opus.toml").write_text('[opus]\npersistence = "memory"\n')
     shown = opus("config", "path", cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr
     line = next(line for line in shown.stdout.splitlines() if line.startswith("state:"))

@@ -188,7 +188,7 @@ def show(args: argparse.Namespace) -> int:
 STARTER = {
     "opus": {
         "runner": "sequential",
-        "persistence": "memory",
+        "persistence": "sqlite",
         "logger": "plain",
         "log_level": "INFO",
         "fail_fast": False,

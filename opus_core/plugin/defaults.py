@@ -1,8 +1,8 @@
 """The core's own plugins, registered through the same hooks as everyone else's.
 
 This module is the plugin `builtin`: the `sequential` and `process` runners,
-the `memory` persistence, the `plain` logger, the core's commands (`run`,
-`tasks`, `graph`, `plugins`, `config`, `state`, `completion`) and the
+the `memory` and `sqlite` persistence, the `plain` logger, the core's commands
+(`run`, `tasks`, `graph`, `runs`, `plugins`, `config`, `state`, `completion`) and the
 `.toml`/`.json` task loaders. More are classes, registered per engine or per
 run under `builtin.*` names: `LogLines` (the engine's log lines, `builtin.log`),
 `Resume` (`--resume`, the core's `opus_task_restore`, `builtin.resume`), and
@@ -43,10 +43,11 @@ def opus_register_runners() -> Iterable[type[Runner]]:
 
 @hookimpl
 def opus_register_persistence() -> Iterable[type[StatePersistence]]:
-    """`memory`."""
+    """`memory` and `sqlite`."""
     from opus_core.persistence import StatePersistence
+    from opus_core.persistence.sqlite import SqlitePersistence
 
-    return [StatePersistence]
+    return [StatePersistence, SqlitePersistence]
 
 
 @hookimpl

@@ -89,7 +89,7 @@ def _kinds() -> tuple[Kind, ...]:
         "persistence",
         "persistence",
         StatePersistence,
-        "memory",
+        "sqlite",  # what opus run and Tasks.from_config use; Tasks() keeps "memory"
         {"file": "opus-plugin-file-persistence"},
     )
     loggers = Kind(

@@ -1,0 +1,485 @@
+"""The `sqlite` persistence: state, task records and run history in one SQLite database.
+
+Guarantees:
+
+* **Durable.** Every save is its own committed transaction before it
+  returns. The database is in WAL mode with `synchronous = NORMAL` (the
+  default): a committed save survives the process being killed (`kill -9`)
+  at any instant, and the database is never torn; a power cut may lose the
+  last saves since the previous checkpoint, never consistency.
+  `synchronous = "full"` also syncs every commit to the disk, for power cuts.
+* **Several processes at once.** Writes take the write lock up front (`BEGIN
+  IMMEDIATE`, or one statement on its own) and a process that finds the
+  database locked waits for it (`busy_timeout`, 30 s by default) instead of
+  failing; readers never wait for writers (WAL).
+* **Its own file only.** One database, `state.db` in the project's state
+  folder (`opus_core.config.current_state_dir`) unless `path` says otherwise;
+  SQLite adds `state.db-wal` and `state.db-shm` beside it. A folder it creates
+  has mode 0700 and the database mode 0600. Reading (`opus state list`,
+  `opus runs list`) of a database that does not exist creates nothing.
+* **A file that is not opus's is refused, never changed.** Anything that is
+  not a regular file, not an SQLite database, another program's database,
+  or one written by a newer opus is an `OpusError` naming the file and what
+  to do. A damaged entry (its JSON unreadable) is skipped by listings with a
+  warning naming the database and the id.
+* **JSON only**, never pickle. Work that runs in a forked process opens its
+  own connection (a connection never crosses a fork), and the persistence is
+  shipped to other machines (dask) without its connection.
+
+Tables: `state` (id, JSON) holds state and the engine's task records; `runs`
+(one row per run, its summary as JSON) and `task_runs` (one row per task of
+a run) hold the run history, indexed by run and by task name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from opus_core.errors import OpusError
+from opus_core.persistence.base import (
+    StatePersistence,
+    check_run,
+    check_state,
+    run_summary,
+    to_json,
+)
+
+if TYPE_CHECKING:
+    import sqlite3
+
+APPLICATION_ID = 0x6F707573  # "opus": how opus knows its own databases
+SCHEMA_VERSION = 1
+FILENAME = "state.db"
+SYNCHRONOUS = ("normal", "full")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (
+    id TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    started_at REAL,
+    ended_at REAL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
+CREATE TABLE IF NOT EXISTS task_runs (
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, position)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_runs_by_name ON task_runs (name, run_id);
+"""
+
+_ABANDONED: list[Any] = []
+"""Connections inherited across a fork: kept, never closed, so the child's garbage
+collector cannot close (and checkpoint) the parent's database from under it."""
+
+
+def default_path() -> Path:
+    """`state.db` in the project's state folder (see `opus_core.config.current_state_dir`)."""
+    from opus_core.config import current_state_dir
+
+    return current_state_dir() / FILENAME
+
+
+class StateDatabaseError(OpusError):
+    """The state database cannot be opened, read or written."""
+
+
+class SqlitePersistence(StatePersistence):
+    """State, task records and run history in one SQLite database (`"sqlite"`).
+
+    Options: `path` (default: `state.db` in the project's folder under
+    `user_state_dir("opus")`; relative to the opus.toml that sets it),
+    `busy_timeout` (seconds a write waits for another process's, default 30)
+    and `synchronous` ("normal", the default: durable across a killed
+    process; "full": across a power cut too, at a sync per save).
+    """
+
+    name: ClassVar[str] = "sqlite"
+
+    def __init__(
+        self, path: Path | None = None, busy_timeout: float = 30.0, synchronous: str = "normal"
+    ) -> None:
+        super().__init__()
+        if synchronous.lower() not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be 0 or more seconds, not {busy_timeout!r}")
+        self.path = Path(path) if path is not None else default_path()
+        self.busy_timeout = float(busy_timeout)
+        self.synchronous = synchronous.lower()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = 0
+        self._lock = threading.RLock()
+        self._warned: set[str] = set()
+
+    # -- the connection ----------------------------------------------------------------
+
+    def _fail(self, doing: str, exc: BaseException) -> StateDatabaseError:
+        """An error naming the database, what was being done, and what to do about it."""
+        import sqlite3
+
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, OSError):
+            message = exc.strerror or message
+        lowered = message.lower()
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered
+        ):
+            advice = (
+                "it is damaged or not an SQLite database; move it away (opus then starts "
+                "a new one) or choose another file with [persistence.sqlite] path"
+            )
+        elif "locked" in lowered or "busy" in lowered:
+            advice = (
+                f"another process held it for over {self.busy_timeout:g}s; wait for it to "
+                "finish, or raise [persistence.sqlite] busy_timeout"
+            )
+        elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+            advice = "state needs a writable file: choose another with [persistence.sqlite] path"
+        elif "disk is full" in lowered or "no space" in lowered:
+            advice = "the disk is full; what was committed before is intact"
+        else:
+            advice = message
+            message = ""
+        detail = f"{message}; " if message else ""
+        return StateDatabaseError(f"state database {self.path}: cannot {doing}: {detail}{advice}")
+
+    def _exists(self) -> bool:
+        """Whether the database file exists (a read of one that does not creates nothing)."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._fail("open it", exc) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise StateDatabaseError(
+                f"state database {self.path} is not a regular file; remove it or choose "
+                "another file with [persistence.sqlite] path"
+            )
+        return True
+
+    def _create(self) -> None:
+        """Create the folder (0700) and an empty database file (0600), if missing."""
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            raise self._fail("create it", exc) from None
+
+    def _open(self, create: bool) -> sqlite3.Connection | None:
+        """The connection of this process, opened (and the schema made) on first use."""
+        if self._connection is not None and self._pid == os.getpid():
+            return self._connection
+        if self._connection is not None:  # inherited across a fork: never used, never closed
+            _ABANDONED.append(self._connection)
+            self._connection = None
+            self._lock = threading.RLock()
+        if not self._exists():
+            if not create:
+                return None
+            self._create()
+        import sqlite3
+
+        try:
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # opus says where transactions begin and end
+                check_same_thread=False,  # guarded by self._lock
+                cached_statements=32,
+            )
+        except sqlite3.Error as exc:
+            raise self._fail("open it", exc) from None
+        try:
+            self._prepare(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection, self._pid = connection, os.getpid()
+        return connection
+
+    def _prepare(self, connection: sqlite3.Connection) -> None:
+        """Check the database is opus's (or empty), then WAL mode and the schema."""
+        import sqlite3
+
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            application = connection.execute("PRAGMA application_id").fetchone()[0]
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise self._fail("read it", exc) from None
+        if application != APPLICATION_ID and (tables or application):
+            raise StateDatabaseError(
+                f"state database {self.path} is not an opus state database (another "
+                "program's SQLite file?); opus leaves it alone: choose another file with "
+                "[persistence.sqlite] path"
+            )
+        if version > SCHEMA_VERSION:
+            raise StateDatabaseError(
+                f"state database {self.path} was written by a newer opus (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade opus or choose another file"
+            )
+        try:
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"journal mode {mode!r} instead of WAL")
+            connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            if version < SCHEMA_VERSION:
+                with self._transaction(connection):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            connection.execute(statement)
+                    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise self._fail("prepare it", exc) from None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: the write lock taken up front, so it never deadlocks."""
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _using(self, doing: str, create: bool = False) -> Iterator[sqlite3.Connection | None]:
+        """The connection, under this object's lock; SQLite's errors become clear ones."""
+        import sqlite3
+
+        with self._lock:
+            connection = self._open(create)
+            try:
+                yield connection
+            except sqlite3.Error as exc:
+                raise self._fail(doing, exc) from None
+            except OSError as exc:
+                raise self._fail(doing, exc) from None
+
+    def close(self) -> None:
+        """Close this process's connection (the next use opens it again)."""
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shipped to other processes (dask): no connection, no lock; they open their own.
+        state = super().__getstate__()
+        state["_connection"] = None
+        state["_pid"] = 0
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def _warn(self, message: str) -> None:
+        """One warning line on stderr, once per message for this object."""
+        if message not in self._warned:
+            self._warned.add(message)
+            sys.stderr.write(f"opus: warning: {message}\n")
+
+    def _decode(self, identifier: str, text: object) -> dict[str, Any] | None:
+        """The JSON object in `text`, or None (with a warning) when it is damaged."""
+        import json
+
+        try:
+            data = json.loads(text) if isinstance(text, (str, bytes)) else None
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
+            self._warn(
+                f"state database {self.path}: the entry {identifier!r} is damaged (not a JSON "
+                f"object); skipped (`opus state clear {identifier}` removes it)"
+            )
+            return None
+        return data
+
+    # -- state -------------------------------------------------------------------------
+
+    def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
+        """Every identifier and its state; damaged entries are skipped with a warning."""
+        with self._using("read the state") as connection:
+            rows = [] if connection is None else connection.execute("SELECT id, data FROM state")
+            state = {}
+            for identifier, text in rows:
+                data = self._decode(identifier, text)
+                if data is not None:
+                    state[identifier] = data
+            return state
+
+    def get_object_state(self, object_identifier: str) -> dict[str, Any]:
+        """The state of `object_identifier`, or an empty dict; a damaged entry is an error."""
+        with self._using(f"read the state of {object_identifier!r}") as connection:
+            if connection is None:
+                return {}
+            row = connection.execute(
+                "SELECT data FROM state WHERE id = ?", (object_identifier,)
+            ).fetchone()
+        if row is None:
+            return {}
+        data = self._decode(object_identifier, row[0])
+        if data is None:
+            raise StateDatabaseError(
+                f"state database {self.path}: the entry {object_identifier!r} is damaged; "
+                f"`opus state clear {object_identifier}` removes it"
+            )
+        return data
+
+    def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
+        """Replace the state of `object_identifier`, committed before this returns."""
+        check_state(object_identifier, data)
+        text = to_json(object_identifier, data)
+        with self._using(f"save the state of {object_identifier!r}", create=True) as connection:
+            assert connection is not None
+            # One statement is one transaction, which takes the write lock as it starts.
+            connection.execute(
+                "INSERT OR REPLACE INTO state (id, data) VALUES (?, ?)", (object_identifier, text)
+            )
+
+    def delete_object_state(self, object_identifier: str) -> bool:
+        """Forget `object_identifier`; True if it had state."""
+        with self._using(f"remove the state of {object_identifier!r}") as connection:
+            if connection is None:
+                return False
+            cursor = connection.execute("DELETE FROM state WHERE id = ?", (object_identifier,))
+            return cursor.rowcount > 0
+
+    def persist_all_state(self) -> None:
+        """Nothing to do: every save is committed when it returns."""
+
+    # -- run history ---------------------------------------------------------------------
+
+    def save_run(self, run: dict[str, Any]) -> None:
+        """Save `run` and its tasks in one transaction, replacing a run with its id."""
+        run_id = check_run(run)
+        summary = run_summary(run)
+        tasks = run.get("tasks") or []
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise OpusError(f"run {run_id!r}: tasks must be a list of dicts")
+        rows = [
+            (
+                run_id,
+                position,
+                str(task.get("name", "")),
+                str(task.get("status", "")),
+                to_json(f"run {run_id} task {position}", task),
+            )
+            for position, task in enumerate(tasks)
+        ]
+        summary_text = to_json(f"run {run_id}", summary)
+        started, ended = _number(run.get("started_at")), _number(run.get("ended_at"))
+        with self._using(f"save the run {run_id!r}", create=True) as connection:
+            assert connection is not None
+            with self._transaction(connection):
+                connection.execute(
+                    "INSERT OR REPLACE INTO runs (id, started_at, ended_at, status, summary) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (run_id, started, ended, str(run.get("status", "")), summary_text),
+                )
+                connection.execute("DELETE FROM task_runs WHERE run_id = ?", (run_id,))
+                connection.executemany(
+                    "INSERT INTO task_runs (run_id, position, name, status, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The saved runs, newest first, without their tasks; at most `limit`."""
+        with self._using("list the runs") as connection:
+            if connection is None:
+                return []
+            rows = connection.execute(
+                "SELECT id, summary FROM runs ORDER BY id DESC LIMIT ?",
+                (-1 if limit is None else max(limit, 0),),
+            ).fetchall()
+        runs = []
+        for run_id, text in rows:
+            summary = self._decode(f"run {run_id}", text)
+            if summary is not None:
+                runs.append({**summary, "id": run_id})
+        return runs
+
+    def load_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run `run_id` with its tasks, or None if there is no such run."""
+        with self._using(f"read the run {run_id!r}") as connection:
+            if connection is None:
+                return None
+            connection.execute("BEGIN")  # the run and its tasks from one snapshot
+            try:
+                row = connection.execute(
+                    "SELECT summary FROM runs WHERE id = ?", (run_id,)
+                ).fetchone()
+                tasks = connection.execute(
+                    "SELECT position, data FROM task_runs WHERE run_id = ? ORDER BY position",
+                    (run_id,),
+                ).fetchall()
+            finally:
+                connection.execute("COMMIT")
+        if row is None:
+            return None
+        run = self._decode(f"run {run_id}", row[0])
+        if run is None:
+            raise StateDatabaseError(
+                f"state database {self.path}: the run {run_id!r} is damaged; "
+                "`opus runs prune` removes old runs"
+            )
+        run["id"] = run_id
+        run["tasks"] = [
+            task
+            for position, text in tasks
+            if (task := self._decode(f"run {run_id} task {position}", text)) is not None
+        ]
+        return run
+
+    def prune_runs(self, keep: int) -> int:
+        """Forget every run but the `keep` newest; how many were forgotten."""
+        if keep < 0:
+            raise OpusError(f"prune_runs keeps a number of runs, at least 0, not {keep}")
+        with self._using("prune the runs") as connection:
+            if connection is None:
+                return 0
+            with self._transaction(connection):
+                old = [
+                    (run_id,)
+                    for (run_id,) in connection.execute(
+                        "SELECT id FROM runs ORDER BY id DESC LIMIT -1 OFFSET ?", (keep,)
+                    ).fetchall()
+                ]
+                connection.executemany("DELETE FROM task_runs WHERE run_id = ?", old)
+                connection.executemany("DELETE FROM runs WHERE id = ?", old)
+            return len(old)
+
+    def __repr__(self) -> str:
+        return f"SqlitePersistence({str(self.path)!r})"
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
