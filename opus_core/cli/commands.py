@@ -29,7 +29,7 @@ terminated (SIGTERM)."""
 
 
 def add_core_commands(commands: Commands) -> None:
-    """`run`, `plugins`, `config`, `state` and `completion`."""
+    """`run`, `tasks`, `graph`, `runs`, `plugins`, `config`, `state` and `completion`."""
     run = commands.add(
         "run",
         "opus_core.cli.run:run",
@@ -193,11 +193,13 @@ def add_core_commands(commands: Commands) -> None:
         "clear",
         "opus_core.cli.state:clear",
         help="forget the state of one id, or of all",
-        description="Forget the state of ID; without ID, everything the persistence holds "
-        "(asked on a terminal, --yes elsewhere).",
+        description="Forget the state of ID; without ID, all state and task records "
+        "(asked on a terminal, --yes elsewhere); the run history stays (opus runs prune).",
     )
     clear.add_argument("id", metavar="ID", nargs="?", help="the id to forget (default: all)")
     clear.add_argument("-y", "--yes", action="store_true", help="forget everything without asking")
+
+    _add_runs(commands)
 
     completion = commands.add(
         "completion",
@@ -211,6 +213,58 @@ def add_core_commands(commands: Commands) -> None:
     completion.add_argument(  # what the scripts call for names that depend on the project
         "--list", choices=("runners", "tasks", "contexts"), help=argparse_suppress()
     )
+
+
+def _add_runs(commands: Commands) -> None:
+    """`opus runs list|show|prune`: the run history."""
+    runs = commands.group(
+        commands.add(
+            "runs",
+            None,
+            help="the history of runs: list, show one, prune",
+            description="Every opus run is recorded by the configured persistence. "
+            "Without an action: opus runs list.",
+        ),
+        default="list",
+    )
+    listing = runs.add("list", "opus_core.cli.runs:list_runs", help="the runs, newest first")
+    listing.add_argument(
+        "--limit", metavar="N", type=_count, default=None, help="at most the N newest runs"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
+    show = runs.add(
+        "show",
+        "opus_core.cli.runs:show",
+        help="one run and each of its tasks",
+        description="One run: how it ended and each task's status, attempts and error.",
+    )
+    show.add_argument(
+        "run",
+        metavar="RUN",
+        nargs="?",
+        default="latest",
+        help="latest (the default), a run id, or the beginning of one",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
+    prune = runs.add(
+        "prune", "opus_core.cli.runs:prune", help="forget every run but the newest N"
+    )
+    prune.add_argument(
+        "--keep", metavar="N", type=_count, required=True, help="how many of the newest to keep"
+    )
+
+
+def _count(value: str) -> int:
+    """`--limit N`, `--keep N`: a whole number of at least 0."""
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
+    return number
 
 
 def _add_tasks_and_graph(commands: Commands) -> None:

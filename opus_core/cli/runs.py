@@ -1,0 +1,132 @@
+"""`opus runs list|show|prune`: the run history the configured persistence keeps.
+
+Tables for people (local times, short durations), `--json` for programs
+(timestamps in ISO 8601, UTC). A run still "running" whose process is gone is
+shown as "interrupted" (see `opus_core.history.displayed_status`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from opus_core.cli.output import duration, emit, table, timestamp, to_json
+from opus_core.errors import OpusError
+from opus_core.history import displayed_status, find_run, for_json
+from opus_core.persistence import StatePersistence
+
+
+def _persistence(args: argparse.Namespace) -> StatePersistence:
+    from opus_core.assembly import Assembly
+    from opus_core.config import load_config
+
+    assembly = Assembly(
+        load_config(getattr(args, "config", None)), manager=getattr(args, "plugin_manager", None)
+    )
+    return assembly.persistence()
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _took(run: dict[str, Any]) -> float | None:
+    started, ended = _seconds(run.get("started_at")), _seconds(run.get("ended_at"))
+    return ended - started if started is not None and ended is not None else None
+
+
+def _counts(run: dict[str, Any]) -> str:
+    counts = run.get("counts") or {}
+    if not isinstance(counts, dict):
+        return "-"
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "-"
+
+
+def _where(run: dict[str, Any]) -> str:
+    return f"{run.get('command', '?')}/{run.get('context', '?')}"
+
+
+# -- list ------------------------------------------------------------------------------------
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    """The runs, newest first: id, status, start, duration, command/context, counts."""
+    limit = getattr(args, "limit", None)
+    runs = _persistence(args).list_runs(limit=limit)
+    for run in runs:
+        run["status"] = displayed_status(run)
+    as_json = getattr(args, "json", False)
+    if not runs and not as_json:
+        print("no runs recorded (`opus run` records one)")
+        return 0
+    rows = [
+        (
+            run.get("id"),
+            run["status"],
+            timestamp(_seconds(run.get("started_at"))),
+            duration(_took(run)),
+            _where(run),
+            _counts(run),
+        )
+        for run in runs
+    ]
+    records = [{**for_json(run), "duration": _took(run)} for run in runs]
+    emit(("RUN", "STATUS", "STARTED", "DURATION", "COMMAND", "TASKS"), rows, records, as_json)
+    return 0
+
+
+# -- show ------------------------------------------------------------------------------------
+
+
+def show(args: argparse.Namespace) -> int:
+    """One run (`latest` by default): what ran, how it ended, and each task."""
+    run = find_run(_persistence(args), getattr(args, "run", None) or "latest")
+    if getattr(args, "json", False):
+        print(to_json({**for_json(run), "duration": _took(run)}))
+        return 0
+    lines = [
+        f"run:         {run.get('id')}",
+        f"status:      {run.get('status')}",
+        f"command:     {run.get('command')} (context {run.get('context')})",
+        f"config:      {run.get('config') or '-'}",
+        f"started:     {timestamp(_seconds(run.get('started_at')))}",
+        f"ended:       {timestamp(_seconds(run.get('ended_at')))}",
+        f"duration:    {duration(_took(run))}",
+        f"runner:      {run.get('runner')}",
+        f"persistence: {run.get('persistence')}",
+        f"pid:         {run.get('pid')}",
+        f"tasks:       {_counts(run)}",
+    ]
+    print("\n".join(lines))
+    tasks = run.get("tasks") or []
+    if tasks:
+        rows = [
+            (
+                task.get("name"),
+                task.get("status"),
+                task.get("attempts"),
+                duration(_seconds(task.get("duration"))),
+                task.get("error") or "",
+            )
+            for task in tasks
+        ]
+        print()
+        print(table(("TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"), rows))
+    return 0
+
+
+# -- prune -----------------------------------------------------------------------------------
+
+
+def prune(args: argparse.Namespace) -> int:
+    """Forget every run but the `--keep N` newest."""
+    keep = args.keep
+    if keep is None or keep < 0:
+        raise OpusError(f"--keep needs a number of runs to keep, 0 or more, not {keep!r}")
+    removed = _persistence(args).prune_runs(keep)
+    sys.stdout.write(f"pruned {removed} run(s), kept at most {keep}\n")
+    return 0
+
