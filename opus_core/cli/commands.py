@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from opus_core.cli import Commands
+from opus_core.cli.report import add_report_command
 
 if TYPE_CHECKING:
     import argparse
@@ -70,6 +71,12 @@ def add_core_commands(commands: Commands) -> None:
         help="print the report (or with --dry-run the plan) as JSON instead of tables",
     )
     run.add_argument(
+        "--report",
+        metavar="FILE",
+        default=None,
+        help="write the run's HTML report to FILE at the end (also when tasks failed)",
+    )
+    run.add_argument(
         "--tb",
         choices=("short", "long", "line", "no"),
         default="short",
@@ -111,6 +118,7 @@ def add_core_commands(commands: Commands) -> None:
     )
 
     _add_tasks_and_graph(commands)
+    add_report_command(commands)
 
     plugins = commands.group(
         commands.add(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from opus_core.cli import exit_leaving_threads, interrupted_status
 from opus_core.cli.output import report_records, report_table, table, terminal_width, to_json
+from opus_core.cli.report import check_writable, write_run_report
 from opus_core.engine import Tasks
 from opus_core.errors import OpusError
 from opus_core.manifest import display_name
@@ -60,6 +61,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.dry_run:
         return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
+    if args.report is not None:
+        check_writable(args.report)  # before anything runs, not after
     progress = None
     if sys.stderr.isatty() and not args.no_progress:
         from opus_core.cli.progress import Progress
@@ -91,6 +94,8 @@ def _run(args: argparse.Namespace) -> int:
         print(report.summary() + (" (interrupted)" if report.interrupted else ""))
     if status == NOTHING_IN_SCOPE:
         sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
+    if args.report is not None:
+        write_run_report(tasks.state_persistence, report.run_id, args.report)
     exit_leaving_threads(status)
     return status
 

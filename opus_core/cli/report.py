@@ -1,0 +1,129 @@
+"""`opus report [RUN] -o FILE` and `opus run --report FILE`: a run's HTML report.
+
+The page is made by `opus_core.html_report` from the run history the
+configured persistence keeps; nothing else is run to make it. This module is
+imported when `opus` starts (to add the command), so it imports nothing heavy
+until a report is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opus_core.errors import OpusError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from opus_core.cli import Commands
+    from opus_core.persistence import StatePersistence
+
+DEFAULT_OUTPUT = "report.html"
+
+EPILOG = """\
+examples:
+  opus report                          the latest run, written to report.html
+  opus report 20260115T0930 -o a.html  the run whose id begins 20260115T0930
+  opus run --report report.html        run, then write the report (also when tasks fail)
+
+The file is one self-contained page: open it in any browser, mail it, attach it to a
+CI job. It fetches nothing from the network."""
+
+
+def add_report_command(commands: Commands) -> None:
+    """Add `opus report [RUN] [-o FILE]`."""
+    import argparse
+
+    parser = commands.add(
+        "report",
+        "opus_core.cli.report:report",
+        help="write a run's HTML report: the graph by status and a timeline of every attempt",
+        description="Write one self-contained HTML file showing a run from the history: the "
+        "task graph coloured by status, a timeline of every attempt, and each task's error "
+        "and traceback on click.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "run",
+        nargs="?",
+        default="latest",
+        metavar="RUN",
+        help="the run: latest (the default), an id, or the beginning of one (opus runs list)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default=DEFAULT_OUTPUT,
+        help=f"the HTML file to write (default: {DEFAULT_OUTPUT})",
+    )
+
+
+def report(args: argparse.Namespace) -> int:
+    """`opus report`: write the report of the run `args.run` to `args.output`; 0 when written."""
+    from opus_core.assembly import Assembly
+    from opus_core.config import load_config
+    from opus_core.history import find_run
+
+    check_writable(args.output)
+    config = load_config(getattr(args, "config", None))
+    persistence = Assembly(config, manager=getattr(args, "plugin_manager", None)).persistence()
+    if type(persistence).name == "memory":
+        raise OpusError(
+            "no run history to report on: the memory persistence forgets every run when opus "
+            'exits; set [opus] persistence = "sqlite" (or "file") in opus.toml, run, then '
+            "opus report (or use opus run --report FILE)"
+        )
+    run = find_run(persistence, args.run)
+    _write(run, args.output)
+    return 0
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise `OpusError` naming `path` unless a report can be written there: checked before
+    a run starts, so that `opus run --report` does not run everything to fail at the end."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise OpusError(
+            f"cannot write the report to {os.fspath(target)}: it is a directory; "
+            "name a file, as in -o report.html"
+        )
+    if not folder.is_dir():
+        raise OpusError(
+            f"cannot write the report to {os.fspath(target)}: there is no folder {folder}; "
+            "create it, or choose another file"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        raise OpusError(
+            f"cannot write the report to {os.fspath(target)}: permission denied; "
+            "choose a file in a folder you can write to"
+        )
+
+
+def write_run_report(
+    persistence: StatePersistence, run_id: str | None, path: str | os.PathLike[str]
+) -> Path:
+    """Write the report of the run `run_id` (just ended) to `path`, for `opus run --report`."""
+    from opus_core.history import find_run
+
+    if run_id is None:
+        raise OpusError(
+            f"no report written to {os.fspath(path)}: the run was not recorded in the history "
+            f"of persistence {persistence.name!r}"
+        )
+    return _write(find_run(persistence, run_id), path)
+
+
+def _write(run: dict[str, object], path: str | os.PathLike[str]) -> Path:
+    from opus_core.html_report import write_report
+
+    written = write_report(run, path)
+    sys.stderr.write(f"opus: report of run {run.get('id')} written to {os.fspath(written)}\n")
+    return written

@@ -1,0 +1,322 @@
+"""The HTML report of a run: one self-contained file a browser opens without a network.
+
+`render_report(run)` turns a run from the run history (the dict
+`opus_core.history.find_run` returns) into one HTML page: a header with the
+run's id, command, context, status, counts and duration; the task graph
+coloured by status; a timeline of every attempt, packed into lanes that show
+how many ran at once; and a table of the tasks. Clicking a task anywhere shows
+its error, traceback and attempts.
+
+The page fetches nothing: its script (`report.js`) and style (`report.css`),
+package data beside this module, are inlined, and a Content-Security-Policy
+allows those two by hash and nothing else. The run travels as JSON in a
+`<script type="application/json">` element, escaped so that no task name or
+error text can close it; the script writes every such string with
+`textContent`, never as markup.
+
+The layout work that does not depend on what the reader clicks is done here:
+each task's layer (the longest chain of dependencies before it) and each
+attempt's lane (greedy interval partitioning: an attempt takes the first lane
+free when it starts). The script lays out whatever part of the graph is shown,
+and above `GRAPH_LIMIT` tasks draws groups of tasks instead of boxes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from opus_core.errors import OpusError
+
+__all__ = [
+    "GRAPH_LIMIT",
+    "ReportError",
+    "embed_json",
+    "pack_lanes",
+    "render_report",
+    "report_data",
+    "task_layers",
+    "write_report",
+]
+
+GRAPH_LIMIT = 300
+"""Above this many tasks the graph shows groups (by layer and kind) that expand on click."""
+
+
+class ReportError(OpusError):
+    """The report could not be written: the file is not writable, or the run is unusable."""
+
+
+# -- layout that does not depend on the reader -----------------------------------------------
+
+
+def pack_lanes(intervals: Sequence[tuple[float, float]]) -> tuple[list[int], int]:
+    """Each interval's lane, and how many lanes: an interval takes the lowest-numbered lane
+    free at its start (greedy interval partitioning, optimal: the number of lanes is the most
+    intervals that overlap at one instant). An interval ending when another starts frees its
+    lane for it."""
+    order = sorted(range(len(intervals)), key=lambda i: (intervals[i][0], intervals[i][1]))
+    busy: list[tuple[float, int]] = []  # (end, lane) of the intervals still running
+    free: list[int] = []
+    lanes = [0] * len(intervals)
+    count = 0
+    for i in order:
+        start, end = intervals[i]
+        while busy and busy[0][0] <= start:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        if free:
+            lane = heapq.heappop(free)
+        else:
+            lane = count
+            count += 1
+        lanes[i] = lane
+        heapq.heappush(busy, (max(end, start), lane))
+    return lanes, count
+
+
+def task_layers(dependencies: Sequence[Sequence[int]]) -> list[int]:
+    """Each task's layer: 0 without dependencies, else one more than its deepest dependency
+    (longest-path layering). `dependencies[i]` holds the indices task `i` depends on; an
+    index out of range is ignored, and a cycle (which a plan never holds) is broken where
+    it is found rather than looping."""
+    count = len(dependencies)
+    layers = [-1] * count
+    on_path = [False] * count
+    for root in range(count):
+        if layers[root] >= 0:
+            continue
+        stack: list[tuple[int, int]] = [(root, 0)]  # (task, next dependency to look at)
+        on_path[root] = True
+        while stack:
+            node, position = stack[-1]
+            deps = dependencies[node]
+            if position < len(deps):
+                stack[-1] = (node, position + 1)
+                dep = deps[position]
+                if 0 <= dep < count and layers[dep] < 0 and not on_path[dep]:
+                    on_path[dep] = True
+                    stack.append((dep, 0))
+                continue
+            stack.pop()
+            on_path[node] = False
+            layers[node] = 1 + max(
+                (layers[d] for d in deps if 0 <= d < count and layers[d] >= 0), default=-1
+            )
+    return layers
+
+
+# -- what the page receives ------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
+    """What the page's script reads: the run's header, and per task its fields, the indices
+    of its dependencies, its layer and its attempts (times in seconds from the run's start,
+    each with its lane). Raises `ReportError` when `run` is not a run record."""
+    if not isinstance(run, Mapping) or not isinstance(run.get("tasks"), list):
+        raise ReportError(
+            "cannot report on this run: it is not a run record with a list of tasks "
+            "(pass what opus_core.history.find_run returns)"
+        )
+    records: list[Mapping[str, Any]] = [t for t in run["tasks"] if isinstance(t, Mapping)]
+    index = {str(t.get("name")): i for i, t in enumerate(records)}
+    started = _number(run.get("started_at"))
+    ended = _number(run.get("ended_at"))
+
+    attempts: list[tuple[int, int, float, float, str, str | None]] = []
+    for i, record in enumerate(records):
+        log = [a for a in record.get("attempt_log") or () if isinstance(a, Mapping)]
+        if not log:  # a record without its attempts: one bar from the task's own times
+            begin, end = _number(record.get("started_at")), _number(record.get("ended_at"))
+            if begin is not None and end is not None:
+                log = [
+                    {
+                        "attempt": record.get("attempts") or 1,
+                        "started_at": begin,
+                        "ended_at": end,
+                        "status": record.get("status"),
+                        "error": record.get("error"),
+                    }
+                ]
+        for number, entry in enumerate(log, start=1):
+            begin = _number(entry.get("started_at"))
+            if begin is None:
+                continue
+            end = _number(entry.get("ended_at"))
+            attempt = entry.get("attempt")
+            attempts.append(
+                (
+                    i,
+                    attempt
+                    if isinstance(attempt, int) and not isinstance(attempt, bool)
+                    else number,
+                    begin,
+                    end if end is not None else math.nan,  # still running: ends with the run
+                    str(entry.get("status") or "unknown"),
+                    _text(entry.get("error")),
+                )
+            )
+
+    known = [t for a in attempts for t in (a[2], a[3]) if not math.isnan(t)]
+    origin = min([*([started] if started is not None else []), *known], default=0.0)
+    last = max([*([ended] if ended is not None else []), *known], default=origin)
+    attempts = [(*a[:3], last if math.isnan(a[3]) else a[3], *a[4:]) for a in attempts]
+    lanes, lane_count = pack_lanes([(a[2], a[3]) for a in attempts])
+
+    dependencies: list[list[int]] = []
+    missing: list[list[str]] = []
+    for record in records:
+        names = [str(n) for n in record.get("dependencies") or ()]
+        dependencies.append([index[n] for n in names if n in index])
+        missing.append([n for n in names if n not in index])
+    layers = task_layers(dependencies)
+
+    def relative(value: Any) -> float | None:
+        number = _number(value)
+        return None if number is None else round(number - origin, 6)
+
+    tasks: list[dict[str, Any]] = []
+    for i, record in enumerate(records):
+        tasks.append(
+            {
+                "name": str(record.get("name")),
+                "kind": str(record.get("kind") or ""),
+                "status": str(record.get("status") or "unknown"),
+                "attempts": record.get("attempts") or 0,
+                "start": relative(record.get("started_at")),
+                "end": relative(record.get("ended_at")),
+                "duration": _number(record.get("duration")),
+                "error": _text(record.get("error")),
+                "traceback": _text(record.get("traceback")),
+                "runner": _text(record.get("runner")),
+                "deps": dependencies[i],
+                "missing": missing[i],
+                "layer": layers[i],
+                "log": [],
+            }
+        )
+    for (task, number, begin, end, status, error), lane in zip(attempts, lanes, strict=True):
+        tasks[task]["log"].append(
+            [number, round(begin - origin, 6), round(end - origin, 6), status, error, lane]
+        )
+
+    counts = run.get("counts")
+    if not isinstance(counts, Mapping):
+        counts = {}
+        for task_record in tasks:
+            counts[task_record["status"]] = counts.get(task_record["status"], 0) + 1
+    header: dict[str, Any] = {
+        key: _text(run.get(key))
+        for key in ("id", "command", "context", "config", "status", "runner", "persistence")
+    }
+    header.update(
+        pid=run.get("pid") if isinstance(run.get("pid"), int) else None,
+        started_at=origin if started is None else started,
+        ended_at=ended,
+        duration=None if ended is None or started is None else round(ended - started, 6),
+        span=round(last - origin, 6),
+        counts={str(k): v for k, v in counts.items() if isinstance(v, int) and v},
+    )
+    return {"run": header, "tasks": tasks, "lanes": lane_count, "graph_limit": GRAPH_LIMIT}
+
+
+# -- the page --------------------------------------------------------------------------------
+
+_JSON_ESCAPES = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def embed_json(data: Any) -> str:
+    """`data` as JSON that is safe inside a `<script>` element: `<`, `>` and `&` are written
+    as `\\u` escapes (so no `</script>` or `<!--` can appear), and so are U+2028 and U+2029.
+    `JSON.parse` reads it back unchanged."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.translate(_JSON_ESCAPES)
+
+
+def _asset(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _sha256(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+def _escape_html(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+def render_report(run: Mapping[str, Any]) -> str:
+    """The HTML report of `run` (a run record, as `opus_core.history.find_run` returns it),
+    as one self-contained page: no file or network is fetched when it opens."""
+    data = report_data(run)
+    script = _asset("report.js")
+    style = _asset("report.css")
+    policy = (
+        f"default-src 'none'; script-src {_sha256(script)}; style-src {_sha256(style)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
+    title = f"opus run {data['run']['id'] or ''}".strip()
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="generator" content="opus">\n'
+        f"<title>{_escape_html(title)}</title>\n"
+        f"<style>{style}</style>\n"
+        "</head>\n<body>\n"
+        '<noscript><p class="noscript">This report draws itself with JavaScript; '
+        "allow scripts for this file to see it.</p></noscript>\n"
+        f'<script type="application/json" id="opus-run">{embed_json(data)}</script>\n'
+        f"<script>{script}</script>\n"
+        "</body>\n</html>\n"
+    )
+
+
+def write_report(run: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the report of `run` to `path` (replacing the file as a whole); returns the path.
+    Raises `ReportError` naming the file when it cannot be written."""
+    target = Path(path)
+    page = render_report(run)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as exc:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
+        reason = exc.strerror or str(exc)
+        raise ReportError(
+            f"cannot write the report to {os.fspath(target)}: {reason}; "
+            "choose a file in a folder you can write to"
+        ) from None
+    return target
