@@ -64,8 +64,25 @@ def demo() -> None:
     run(BIN / "opus", "run", "--config", "examples/hello_world/opus.toml")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def install_chromium() -> None:
+    """Debian's `chromium`, which the report's browser tests drive, when it is missing.
+
+    Only from the system's own package sources: no browser is downloaded from anywhere else
+    (`playwright install` is never run).
+    """
+    if CHROMIUM.exists():
+        return
+    sudo = ["sudo"] if os.geteuid() != 0 else []
+    run(*sudo, "apt-get", "update")
+    run(*sudo, "apt-get", "install", "-y", "chromium")
+
+
 def test() -> None:
     install("test")
+    install_chromium()
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
     run(PYTHON, "-m", "pytest", *sys.argv[2:])
