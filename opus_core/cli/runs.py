@@ -39,10 +39,18 @@ def _took(run: dict[str, Any]) -> float | None:
 
 
 def _counts(run: dict[str, Any]) -> str:
+    from opus_core.report import TaskStatus
+
     counts = run.get("counts") or {}
     if not isinstance(counts, dict):
         return "-"
-    return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "-"
+    order = [status.value for status in TaskStatus]  # as the end of `opus run` says them
+    ranked = sorted(counts.items(), key=lambda item: (_rank(order, item[0]), str(item[0])))
+    return ", ".join(f"{n} {status}" for status, n in ranked if n) or "-"
+
+
+def _rank(order: list[str], status: object) -> int:
+    return order.index(status) if status in order else len(order)
 
 
 def _where(run: dict[str, Any]) -> str:
