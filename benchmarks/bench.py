@@ -667,6 +667,102 @@ def persistence(quick: bool) -> None:
             "< 3 s",
             resumed < 3,
         )
+    sqlite_records(quick)
+
+
+def sqlite_records(quick: bool) -> None:
+    """Task records saved by the sqlite persistence in a real run, against a bare sqlite3
+    insert-and-commit loop (same durability: WAL, synchronous NORMAL) and the file persistence."""
+    import sqlite3
+
+    from opus_plugin_file_persistence import FilePersistence
+
+    from opus_core.persistence.sqlite import SqlitePersistence
+
+    n = 2_000 if quick else 10_000
+    spent = {"sqlite": 0.0, "file": 0.0}
+
+    def timed(cls: type, key: str) -> type:
+        class Timed(cls):  # type: ignore[misc, valid-type]
+            def save_record(self, object_identifier: str, record: object) -> None:
+                start = time.perf_counter()
+                super().save_record(object_identifier, record)
+                spent[key] += time.perf_counter() - start
+
+        return Timed
+
+    with tempfile.TemporaryDirectory(dir=ROOT / ".bench") as directory:
+        root = Path(directory)
+        sqlite_runs = []
+        for round_ in range(3):
+            spent["sqlite"] = 0.0
+            persistence = timed(SqlitePersistence, "sqlite")(root / f"opus-{round_}.db")
+            start = time.perf_counter()
+            assert build(n, "independent", persistence=persistence).process_context().ok
+            sqlite_runs.append((spent["sqlite"], time.perf_counter() - start))
+            persistence.close()
+        ours, whole = sorted(sqlite_runs)[1]
+
+        def bare_loop(path: Path) -> float:
+            connection = sqlite3.connect(path, isolation_level=None)
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("CREATE TABLE state (id TEXT PRIMARY KEY, data TEXT) WITHOUT ROWID")
+            record = {
+                "record": "opus.task-record",
+                "command": "apply",
+                "context": "default",
+                "status": "succeeded",
+                "checksum": "0" * 64,
+                "attempts": 1,
+                "duration": 1e-5,
+                "error": None,
+                "traceback": None,
+                "published": {},
+            }
+            start = time.perf_counter()
+            for i in range(n):
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(
+                    "INSERT OR REPLACE INTO state VALUES (?, ?)",
+                    (f"opus-run:apply:default:t{i}", json.dumps({**record, "task": f"t{i}"})),
+                )
+                connection.execute("COMMIT")
+            took = time.perf_counter() - start
+            connection.close()
+            return took
+
+        bare = statistics.median(bare_loop(root / f"bare-{i}.db") for i in range(3))
+        files = timed(FilePersistence, "file")(root / "files")
+        assert build(n, "independent", persistence=files).process_context().ok
+        per, bare_per, file_per = ours / n, bare / n, spent["file"] / n
+        add(
+            "9",
+            f"sqlite persistence: records of a {n:,}-task run",
+            f"{per * 1e3:.4f} ms/record",
+            f"bare sqlite3 commit {bare_per * 1e3:.4f} ms",
+            per / bare_per,
+            "<= 0.1 ms/record",
+            per <= 1e-4,
+        )
+        add(
+            "9",
+            "  same run, file persistence's records",
+            f"{per * 1e3:.4f} ms/record",
+            f"file {file_per * 1e3:.3f} ms",
+            per / file_per,
+            "report",
+            None,
+        )
+        add(
+            "9",
+            f"  whole run of {n:,} no-ops on sqlite",
+            f"{whole / n * 1e6:.1f} µs/task",
+            "",
+            None,
+            "report",
+            None,
+        )
 
 
 BENCHMARKS = {
