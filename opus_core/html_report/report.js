@@ -361,6 +361,9 @@
       graph.nodes.set(n.id, g);
     }
     box.appendChild(svg);
+    if (!graph.userScaled) {  // fit the width when that keeps the labels readable
+      graph.scale = Math.max(0.6, Math.min(1, (box.clientWidth - 4) / size.width));
+    }
     applyScale();
     const m = model.grouping.mode;
     const shown = model.subset.length;
@@ -440,9 +443,10 @@
       h("option", { value: "problems", text: "tasks that did not succeed" })]);
     select.addEventListener("change", () => { graph.subset = select.value; graph.expanded.clear(); drawGraph(); });
     graph.subsetSelect = select;
-    const zoom = (f) => () => { graph.scale = Math.max(0.1, Math.min(3, graph.scale * f)); applyScale(); };
+    const zoom = (f) => () => { graph.userScaled = true; graph.scale = Math.max(0.1, Math.min(3, graph.scale * f)); applyScale(); };
     const fit = () => {
       if (!graph.size) return;
+      graph.userScaled = true;
       graph.scale = Math.min(1, (graph.box.clientWidth - 4) / graph.size.width,
         Math.max(0.2, (graph.box.clientHeight || 500) / graph.size.height));
       applyScale();
