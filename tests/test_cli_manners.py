@@ -307,7 +307,8 @@ def test_bash_completion_offers_commands_options_runners_and_tasks(tmp_path: Pat
         return bash_candidates(script, list(words), root)
 
     assert {"run", "plugins", "config", "state", "completion"} <= set(offered(""))
-    assert offered("r") == ["run"]
+    assert sorted(offered("r")) == ["report", "run", "runs"]
+    assert sorted(offered("run")) == ["run", "runs"]
     assert offered("state", "") == ["list", "show", "clear"]
     assert {"--json", "--command", "--context"} <= set(offered("state", "show", "--"))
     assert "--yes" in offered("state", "clear", "--")
