@@ -374,10 +374,6 @@ def test_a_report_on_something_that_is_not_a_run_says_so(tmp_path: Path) -> None
 PROJECT = """\
 [opus]
 processors = ["procs:Flaky"]
-persistence = "file"
-
-[persistence.file]
-directory = "state"
 
 [[tasks]]
 kind = "Flaky"
@@ -411,6 +407,7 @@ class Flaky(TaskProcessor):
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
+    """A project on the default persistence (sqlite), which keeps the history between commands."""
     (tmp_path / "opus.toml").write_text(PROJECT)
     (tmp_path / "procs.py").write_text(PROCESSORS)
     return tmp_path
