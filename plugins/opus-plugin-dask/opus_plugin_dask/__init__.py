@@ -3,7 +3,11 @@
 With an `address` the runner connects to an existing scheduler; without one
 it starts a `distributed.LocalCluster` on first use and closes it on
 `shutdown()`. Each task is one `Client.submit(..., pure=False)`; its run wraps
-the Dask future. Work is shipped with pickle: installed distributions must be
+the Dask future. A function task's value stays on the cluster until
+`get_result()` asks for it, and a run passed to another task travels as its
+future, so data moves from worker to worker; `map` is one `Client.map`. The
+engine's attempts are batched into one `Client.map` per burst and bring their
+values back as they end. Work is shipped with pickle: installed distributions must be
 installed on the workers too, while the user's own modules are sent to them
 (`opus_plugin_dask.modules`), and what tasks log there comes back to the
 driver's log (`opus_plugin_dask.logs`).
@@ -11,16 +15,20 @@ driver's log (`opus_plugin_dask.logs`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import types
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import OpusError, TaskCancelledError, hookimpl
-from opus_core.runners.base import BaseTaskRun, Runner, run_name
+from opus_core.report import TaskStatus
+from opus_core.runners.base import Attempted, BaseTaskRun, Runner, run_name
 
 if TYPE_CHECKING:
     from distributed import Client, Future, LocalCluster
@@ -44,16 +52,129 @@ class DaskWorkerSetupError(OpusError):
     """The workers could not set up what opus installs on them (modules, log forwarding)."""
 
 
-class DaskTaskRun(BaseTaskRun):
-    """A run on the cluster, wrapping its `distributed.Future`."""
+def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`fn(*args, **kwargs)`: how keywords that `Client.submit` would take for its own
+    (`key`, `retries`, `priority`, ...) reach the task function."""
+    return fn(*args, **kwargs)
 
-    def __init__(self, name: str) -> None:
+
+def _apply_row(fn: Callable[..., Any], kwargs: dict[str, Any], *row: Any) -> Any:
+    """`fn(*row, **kwargs)`: the same for `Client.map`."""
+    return fn(*row, **kwargs)
+
+
+def _unwrap(value: Any) -> Any:
+    """The value inside an `Attempted` (what a task with retries returns), on a worker."""
+    return value.value if isinstance(value, Attempted) else value
+
+
+@functools.cache
+def _dask_keywords(method: str) -> frozenset[str]:
+    """The keyword arguments `Client.submit` or `Client.map` keeps for itself."""
+    import inspect
+
+    from distributed import Client
+
+    parameters = inspect.signature(getattr(Client, method)).parameters.values()
+    return frozenset(
+        p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
+
+
+def _may_wrap(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` may return an `Attempted`: what `@task` wraps a function in is not a
+    plain function (a function, a builtin or a method is what it passes as it is)."""
+    return not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, types.MethodType))
+
+
+class DaskTaskRun(BaseTaskRun):
+    """A run on the cluster, wrapping its `distributed.Future` (`.future`).
+
+    The engine's attempts bring their values to the driver as they end. A
+    function task's value stays on the cluster, held by the future (kept as long
+    as the run), until `get_result()` fetches it; passed to another task, the
+    run travels as that future. `get_result(timeout)` waits at most `timeout`
+    seconds for the run to end; fetching a value that is ready is not timed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        runner: DaskRunner | None = None,
+        remote: bool = False,
+        wrapped: bool = False,
+    ) -> None:
+        self._wrapped = wrapped  # the work returns Attempted(value, attempts)
+        self._attempts_known = not wrapped
         super().__init__(name)
         self.future: Future | None = None
+        self.key: str | None = None
+        self._runner = runner
+        self._remote = remote  # the value stays on the cluster until asked for
+        self._fetched = False
+        self._handle: Future | None = None  # what dependents are given, when not `future`
+
+    @property  # type: ignore[override]
+    def attempts(self) -> int:
+        """How many attempts the run took (for a task with retries, known with its value)."""
+        if not self._attempts_known and self._status is TaskStatus.SUCCEEDED:
+            try:
+                self._fetch()
+            except Exception:  # the value is lost: the count with it
+                self._attempts_known = True
+        return self._attempts
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        self._attempts = value
+
+    def _fetch(self) -> None:
+        """Bring the value from the cluster (once)."""
+        if self._fetched or self.future is None:
+            return
+        value = self.future.result()
+        if self._wrapped and isinstance(value, Attempted):
+            self._attempts, value = value.attempts, value.value
+        self._attempts_known = True
+        self._value = value
+        self._fetched = True
+
+    def get_result(self, timeout: float | None = None, raise_exceptions: bool = True) -> Any:
+        """The task's value, fetched from the cluster the first time it is asked for.
+
+        Raises the task's exception (or returns it, with `raise_exceptions=False`),
+        and `TimeoutError` if the run does not end within `timeout` seconds.
+        """
+        result = super().get_result(timeout, raise_exceptions)
+        if not self._remote or self._fetched or self._exception is not None:
+            return result
+        try:
+            self._fetch()
+        except Exception as exc:  # lost with its worker, or cannot be unpickled here
+            if raise_exceptions:
+                raise
+            return exc
+        return self._value
 
     def _halt(self) -> None:
-        if self.future is not None:
-            self.future.cancel()
+        for future in (self.future, self._handle):
+            if future is not None:
+                future.cancel()  # Dask cancels what depends on it too
+
+
+def _futures_in(value: Any, depth: int = 0) -> Iterator[Future]:
+    """The Dask futures in `value`: itself, or inside lists, tuples, sets and dicts."""
+    from distributed import Future
+
+    if isinstance(value, Future):
+        yield value
+    elif depth < 100:
+        if isinstance(value, dict):
+            for item in value.items():
+                yield from _futures_in(item, depth + 1)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                yield from _futures_in(item, depth + 1)
 
 
 def _with_remote_traceback(future: Future) -> BaseException:
@@ -122,6 +243,8 @@ class DaskRunner(Runner):
         self._modules_seen = 0  # len(sys.modules) when the user's modules were last looked for
         self._plugins: list[str] = []
         self._shipping = threading.Lock()
+        # The runs whose futures were handed to other submissions, by the futures' keys.
+        self._handed: weakref.WeakValueDictionary[str, DaskTaskRun] = weakref.WeakValueDictionary()
 
     @property
     def client(self) -> Client:
@@ -217,14 +340,19 @@ class DaskRunner(Runner):
         self.client  # noqa: B018 - connecting is the point
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
-        """Hand `fn(*args, **kwargs)` to `Client.submit` (pure=False)."""
+        """Hand `fn(*args, **kwargs)` to `Client.submit` (pure=False).
+
+        Dask futures among the arguments (what `input_handle` gave for runs passed
+        as inputs), even inside lists, tuples, sets and dicts, are resolved by Dask
+        on the worker. The engine's attempts are held for `flush()`.
+        """
         name = run_name(fn)
-        run = DaskTaskRun(name)
         key = self._key(getattr(fn, "opus_group", name))
         cheaper = getattr(fn, "opus_call", None)  # the engine's attempts offer one
         if cheaper is not None and not args and not kwargs:
             import cloudpickle
 
+            run = DaskTaskRun(name, self)
             # Sent as bytes, so the scheduler passes them on without unpickling them, and
             # held until `flush()` so that a burst of attempts is one `client.map`.
             with self._lock:
@@ -232,9 +360,73 @@ class DaskRunner(Runner):
             return run
         client = self.client
         self._ship_new_modules(client)
-        future = client.submit(fn, *args, key=key, pure=False, **kwargs)
+        run = DaskTaskRun(name, self, remote=True, wrapped=_may_wrap(fn))
+        if self._handed:
+            run._inputs = self._input_runs((args, kwargs))  # known before the work can end
+        if kwargs and not _dask_keywords("submit").isdisjoint(kwargs):
+            future = client.submit(_apply, fn, args, kwargs, key=key, pure=False)
+        else:
+            future = client.submit(fn, *args, key=key, pure=False, **kwargs)
         self._track(run, key, future)
         return run
+
+    def submit_map(
+        self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]
+    ) -> list[BaseTaskRun]:
+        """Start `fn(*row, **kwargs)` for each row of `zip(*iterables)` with one `Client.map`."""
+        client = self.client
+        self._ship_new_modules(client)
+        name = run_name(fn)
+        group = getattr(fn, "opus_group", name)
+        count = len(iterables[0]) if iterables else 0
+        wrapped = _may_wrap(fn)
+        runs = [DaskTaskRun(name, self, remote=True, wrapped=wrapped) for _ in range(count)]
+        if not runs:
+            return []
+        keys = [self._key(group) for _ in range(count)]
+        if self._handed:
+            for run, row in zip(runs, zip(*iterables, strict=True), strict=True):
+                run._inputs = self._input_runs((row, kwargs))
+        if kwargs and not _dask_keywords("map").isdisjoint(kwargs):
+            futures = client.map(
+                _apply_row, [fn] * count, [kwargs] * count, *iterables, key=keys, pure=False
+            )
+        else:
+            futures = client.map(fn, *iterables, key=keys, pure=False, **kwargs)
+        for run, key, future in zip(runs, keys, futures, strict=True):
+            self._track(run, key, future)
+        return list(runs)
+
+    def input_handle(self, run: BaseTaskRun) -> Any:
+        """The Dask future standing for `run`, a function task this runner started, or None.
+
+        A task that retries (or is async, or renamed) returns its value wrapped with
+        its attempt count: dependents get a small task's future that unwraps it there.
+        """
+        if not isinstance(run, DaskTaskRun) or run._runner is not self or run.future is None:
+            return None
+        if not run._remote:
+            return None  # an engine attempt: its value comes to the driver anyway
+        handle = run.future
+        if run._wrapped:
+            if run._handle is None:
+                run._handle = self.client.submit(
+                    _unwrap, run.future, key=self._key(f"{run.name}.value"), pure=False
+                )
+                if run.done() and run._exception is not None:  # stopped meanwhile
+                    run._handle.cancel()
+            handle = run._handle
+        self._handed[handle.key] = run
+        return handle
+
+    def _input_runs(self, value: Any) -> tuple[BaseTaskRun, ...]:
+        """The runs whose futures (from `input_handle`) are in `value`, at any depth."""
+        found: dict[int, BaseTaskRun] = {}
+        for future in _futures_in(value):
+            run = self._handed.get(future.key)
+            if run is not None:
+                found.setdefault(id(run), run)
+        return tuple(found.values())
 
     def flush(self) -> None:
         """Submit the attempts held since the last flush, as one `client.map`."""
@@ -256,6 +448,7 @@ class DaskRunner(Runner):
 
     def _track(self, run: DaskTaskRun, key: str, future: Future) -> None:
         run.future = future
+        run.key = key
         client = self.client  # before taking the lock: `client` takes it too
         with self._lock:
             self._runs[key] = run
@@ -283,23 +476,56 @@ class DaskRunner(Runner):
                     break
             if None in batch:
                 return  # shut down
-            finished = [f for f in batch if f.status == "finished"]
+            ended = [(run, f) for f in batch if (run := self._runs.pop(f.key, None)) is not None]
+            # Only the engine's attempts bring their values: function tasks' stay remote.
+            finished = [f for run, f in ended if f.status == "finished" and not run._remote]
             try:
                 results = client.gather(finished) if finished else []
             except Exception:  # a result lost with its worker: take them one by one
                 results = [f.exception() or f.result() for f in finished]
             by_key = dict(zip((f.key for f in finished), results, strict=True))
-            for future in batch:
-                run = self._runs.pop(future.key, None)
-                if run is None:
-                    continue
-                if future.key in by_key:
-                    run._finish(value=by_key[future.key])
-                elif future.status == "cancelled":
-                    message = f"task run {run.instance_name} was cancelled"
-                    run._finish(exception=TaskCancelledError(message))
+            for run, future in ended:
+                if future.status == "finished":
+                    run._finish(value=by_key.get(future.key))
                 else:
-                    run._finish(exception=_with_remote_traceback(future))
+                    self._conclude_failed(run)
+
+    def _conclude_failed(self, run: DaskTaskRun) -> None:
+        """Finish a run whose future failed or was cancelled, its unfinished inputs first.
+
+        Dask passes an input's failure (or cancellation) on to what depends on it;
+        finishing the input first is what makes the dependent report
+        `UpstreamFailedError` naming it rather than the input's own exception.
+        """
+        chain: list[DaskTaskRun] = []
+        stack = [run]
+        while stack:
+            current = stack.pop()
+            chain.append(current)
+            for given in current._inputs:
+                if (
+                    isinstance(given, DaskTaskRun)
+                    and given._status is None
+                    and given.future is not None
+                    and given.future.done()
+                ):
+                    stack.append(given)
+        for current in reversed(chain):  # inputs before what they fed
+            if current.key is not None:
+                self._runs.pop(current.key, None)
+            future = current.future
+            assert future is not None
+            if future.status == "finished":
+                current._finish(value=None)  # a remote value, fetched when asked for
+            elif future.status == "cancelled":
+                message = f"task run {current.instance_name} was cancelled"
+                current._finish(exception=TaskCancelledError(message))
+            else:
+                try:
+                    error = _with_remote_traceback(future)
+                except Exception as exc:  # nothing to be had from the cluster but this
+                    error = exc
+                current._finish(exception=error)
 
     def shutdown(self, wait: bool = True) -> None:
         """Close the client, and the local cluster if this runner started it."""

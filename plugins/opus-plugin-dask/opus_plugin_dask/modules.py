@@ -229,9 +229,7 @@ def _imports_the_same_file(shipped: ModuleSource) -> bool:
     except (ImportError, ValueError):
         return False
     origin = getattr(spec, "origin", None)
-    return isinstance(origin, str) and os.path.realpath(origin) == os.path.realpath(
-        shipped.origin
-    )
+    return isinstance(origin, str) and os.path.realpath(origin) == os.path.realpath(shipped.origin)
 
 
 def install(modules: list[ModuleSource], local_directory: str, digest: str) -> str | None:
@@ -252,9 +250,7 @@ def install(modules: list[ModuleSource], local_directory: str, digest: str) -> s
         if _imports_the_same_file(shipped):
             continue
         module = sys.modules.get(shipped.name)
-        if module is not None and not str(getattr(module, "__file__", "")).startswith(
-            str(folder)
-        ):
+        if module is not None and not str(getattr(module, "__file__", "")).startswith(str(folder)):
             _forget(shipped.name)  # another module of that name: ours comes first now
         for relative, data in shipped.files.items():
             target = folder / relative

@@ -107,9 +107,9 @@ def test_opus_run_sends_the_project_processors_to_the_workers(
     module = project / "pipeline_processors.py"
     module.write_text(module.read_text().replace("'provisioned'", "'set up'"))
     (project / "opus.toml").write_text(
-        (project / "opus.toml").read_text().replace(
-            'spec = { message = "debug tools installed" }', "spec = {}"
-        )
+        (project / "opus.toml")
+        .read_text()
+        .replace('spec = { message = "debug tools installed" }', "spec = {}")
     )
     again = opus("run", "debug-tools", "--runner", "dask", "--context", "dev", cwd=project)
     assert again.returncode == 0, again.stdout + again.stderr
