@@ -240,13 +240,13 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- the page --------------------------------------------------------------------------------
 
-_JSON_ESCAPES = {
-    ord("<"): "\\u003c",
-    ord(">"): "\\u003e",
-    ord("&"): "\\u0026",
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
-}
+_JSON_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
 
 
 def embed_json(data: Any) -> str:
@@ -254,7 +254,9 @@ def embed_json(data: Any) -> str:
     as `\\u` escapes (so no `</script>` or `<!--` can appear), and so are U+2028 and U+2029.
     `JSON.parse` reads it back unchanged."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.translate(_JSON_ESCAPES)
+    for character, escape in _JSON_ESCAPES:  # str.replace: far quicker than str.translate
+        text = text.replace(character, escape)
+    return text
 
 
 def _asset(name: str) -> str:
