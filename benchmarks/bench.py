@@ -765,6 +765,88 @@ def sqlite_records(quick: bool) -> None:
         )
 
 
+# -- 10, 11. function tasks that feed each other, on threadpool -------------------------------
+
+
+def compose_chain(quick: bool) -> None:
+    """A chain of dependent no-op calls: each run takes the previous one as its input."""
+    from opus_plugin_threadpool import ThreadPoolRunner
+
+    n = 2_000 if quick else 10_000
+    workers = 8
+
+    def step(x: int) -> int:
+        return x + 1
+
+    def bare() -> None:
+        # The same by hand: one Future per link, each link submitted by a done callback.
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            links = [concurrent.futures.Future() for _ in range(n)]  # type: ignore[var-annotated]
+
+            def forward(done: concurrent.futures.Future[int], link: int) -> None:
+                if link == n:
+                    return
+                job = pool.submit(step, done.result())
+                job.add_done_callback(lambda f: links[link].set_result(f.result()))
+                links[link].add_done_callback(lambda f: forward(f, link + 1))
+
+            first = pool.submit(step, 0)
+            first.add_done_callback(lambda f: links[0].set_result(f.result()))
+            links[0].add_done_callback(lambda f: forward(f, 1))
+            assert links[-1].result() == n
+
+    def ours() -> None:
+        runner = ThreadPoolRunner(max_workers=workers)
+        fn = task(runner=runner)(step)
+        run = fn(0)
+        for _ in range(n - 1):
+            run = fn(run)
+        assert run.get_result() == n
+        runner.shutdown()
+
+    base, mine = interleaved((bare, ours), repeat=3 if quick else 5)
+    add(
+        "10",
+        f"@task chain on threadpool, {n:,} dependent calls",
+        f"{mine / n * 1e6:.1f} µs/link",
+        f"futures+callbacks {base / n * 1e6:.1f} µs/link",
+        mine / base,
+        "<= 1.5x",
+        mine / base <= 1.5,
+    )
+
+
+def compose_map(quick: bool) -> None:
+    """`map` of a no-op over many elements against `ThreadPoolExecutor.map`."""
+    from opus_plugin_threadpool import ThreadPoolRunner
+
+    n = 2_000 if quick else 10_000
+    workers = 8
+
+    def step(x: int) -> int:
+        return x + 1
+
+    def bare() -> None:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            assert sum(pool.map(step, range(n))) == n * (n + 1) // 2
+
+    def ours() -> None:
+        runner = ThreadPoolRunner(max_workers=workers)
+        assert sum(task(runner=runner)(step).map(range(n)).get_results()) == n * (n + 1) // 2
+        runner.shutdown()
+
+    base, mine = interleaved((bare, ours), repeat=3 if quick else 5)
+    add(
+        "11",
+        f"@task map on threadpool, {n:,} elements",
+        f"{mine / n * 1e6:.1f} µs/element",
+        f"executor.map {base / n * 1e6:.1f} µs/element",
+        mine / base,
+        "<= 1.3x",
+        mine / base <= 1.3,
+    )
+
+
 BENCHMARKS = {
     "1": engine_overhead,
     "2": scaling,
@@ -775,6 +857,8 @@ BENCHMARKS = {
     "7": prefect,
     "8": startup,
     "9": persistence,
+    "10": compose_chain,
+    "11": compose_map,
 }
 
 

@@ -110,6 +110,20 @@ def find_runs(value: Any) -> list[BaseTaskRun]:
     return list(found.values())
 
 
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _call_runs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[BaseTaskRun]:
+    """The runs among a call's arguments (`find_runs`, quicker when none is a container)."""
+    runs: list[BaseTaskRun] = []
+    for value in (*args, *kwargs.values()) if kwargs else args:
+        if isinstance(value, BaseTaskRun):
+            runs.append(value)
+        elif isinstance(value, _CONTAINERS):
+            return find_runs((args, kwargs))
+    return list(dict.fromkeys(runs)) if len(runs) > 1 else runs
+
+
 def _replace_runs(value: Any, swap: Callable[[BaseTaskRun], Any], depth: int = 0) -> Any:
     """`value` with each run in it replaced by `swap(run)`; containers without runs are kept."""
     if isinstance(value, BaseTaskRun):
@@ -311,7 +325,7 @@ class TaskFunction(Generic[P, R]):
         kwargs: dict[str, Any],
         waits: tuple[BaseTaskRun, ...],
     ) -> BaseTaskRun:
-        inputs = find_runs((args, kwargs)) if args or kwargs else []
+        inputs = _call_runs(args, kwargs) if args or kwargs else []
         if not inputs and not waits:
             return self._submit(runner, args, kwargs)  # the plain call: nothing to resolve
         if runner.blocking:  # runs in the caller: so does the waiting
@@ -358,8 +372,14 @@ class TaskFunction(Generic[P, R]):
             run = BaseTaskRun(self.name)
             run._finish(exception=failed)
             return run
-        swap = _swapper(runner)
-        run = self._submit(runner, _replace_runs(args, swap), _replace_runs(kwargs, swap))
+        if inputs:
+            swap = _swapper(runner)
+            args = tuple(
+                swap(a) if isinstance(a, BaseTaskRun) else _replace_runs(a, swap, 1) for a in args
+            )
+            if kwargs:
+                kwargs = _replace_runs(kwargs, swap)
+        run = self._submit(runner, args, kwargs)
         if inputs:
             run._inputs = tuple(inputs)
         return run
@@ -377,17 +397,20 @@ class TaskFunction(Generic[P, R]):
                 self._launch(runner, row, kwargs, find_runs(row), ())
                 for row in zip(*columns, strict=True)
             ]
-        swap = _swapper(runner)
         fn, timeout = self._callable(runner)
-        runs = runner.submit_map(
-            fn, [_replace_runs(c, swap) for c in columns], _replace_runs(kwargs, swap)
-        )
-        for run, row in zip(runs, zip(*columns, strict=True), strict=True):
-            if inputs:
-                found = find_runs(row) + find_runs(kwargs) if kwargs else find_runs(row)
+        given, given_kwargs = columns, kwargs
+        if inputs:
+            swap = _swapper(runner)
+            columns = [_replace_runs(c, swap) for c in columns]
+            kwargs = _replace_runs(kwargs, swap)
+        runs = runner.submit_map(fn, columns, kwargs)
+        if inputs:
+            for run, row in zip(runs, zip(*given, strict=True), strict=True):
+                found = find_runs((row, given_kwargs))
                 if found:
                     run._inputs = tuple(found)
-            if timeout is not None:
+        if timeout is not None:
+            for run in runs:
                 deadlines.watch(run, timeout)
         return runs
 
@@ -501,7 +524,13 @@ class RunList(list[BaseTaskRun]):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every run ended or `timeout` seconds passed; True if all ended."""
-        return not wait(self, timeout).not_done
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for run in self:
+            if run._status is None and not run.wait(
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            ):
+                return False
+        return True
 
     def get_results(self, timeout: float | None = None, raise_exceptions: bool = True) -> list[Any]:
         """Every run's value, in order.
