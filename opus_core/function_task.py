@@ -159,12 +159,44 @@ def _rebuild(container: Any, items: list[Any]) -> Any:
         ) from None
 
 
-class ComposedRun(BaseTaskRun):
-    """The run of a call whose input runs had not ended yet.
+class _Inputs:
+    """A done callback on a call's unfinished inputs: after the last, start the work.
 
-    It waits for them through done callbacks (no thread is blocked), then
-    starts the work on its runner; its outcome is that of the work, or
-    `UpstreamFailedError` if an input did not succeed.
+    If an input did not succeed, the call's run ends with `UpstreamFailedError`
+    instead. Nothing blocks while the inputs run.
+    """
+
+    __slots__ = ("pending", "run", "start")
+
+    def __init__(self, run: BaseTaskRun, start: Callable[[], None], pending: int) -> None:
+        self.run = run
+        self.start = start
+        self.pending = pending
+
+    def __call__(self, given: BaseTaskRun) -> None:
+        run = self.run
+        if run._status is not None:  # stopped, or an earlier input failed
+            return
+        status = given._status
+        if status is not TaskStatus.SUCCEEDED and status is not TaskStatus.RESTORED:
+            run._finish(exception=upstream_failure(run.name, (given,)))
+            return
+        if self.pending > 1:  # (with one input, its callback alone counts down)
+            with run._lock:
+                self.pending -= 1
+                if self.pending:
+                    return
+        try:
+            self.start()
+        except BaseException as exc:  # the runner refused the work: this run failed
+            run._finish(exception=exc)
+
+
+class ComposedRun(BaseTaskRun):
+    """The run of a call whose inputs had not ended, on a runner that cannot `prepare` runs.
+
+    Once the inputs end, the work is submitted and this run follows the run
+    `submit` returned (`inner`).
     """
 
     def __init__(self, name: str) -> None:
@@ -176,8 +208,8 @@ class ComposedRun(BaseTaskRun):
         self.inner = inner
         if self.done():  # stopped while the work was being started
             inner.stop()
-            return
-        inner.add_done_callback(self._follow)
+        else:
+            inner.add_done_callback(self._follow)
 
     def _follow(self, inner: BaseTaskRun) -> None:
         self.attempts = inner.attempts
@@ -329,34 +361,53 @@ class TaskFunction(Generic[P, R]):
         if not inputs and not waits:
             return self._submit(runner, args, kwargs)  # the plain call: nothing to resolve
         if runner.blocking:  # runs in the caller: so does the waiting
-            for run in (*inputs, *waits):
-                run.wait()
+            for given in (*inputs, *waits):
+                given.wait()
         pending = [r for r in waits if r._status is None]
         pending += [r for r in inputs if r._status is None and runner.input_handle(r) is None]
         if not pending:
             return self._launch(runner, args, kwargs, inputs, waits)
-        composed = ComposedRun(self.name)
-        count = [len(pending)]
-        lock = threading.Lock()
+        fn, timeout = self._callable(runner)
+        prepared = runner.prepare(fn)
+        start: Callable[[], None]
+        if prepared is not None:
+            run: BaseTaskRun = prepared
+            start = functools.partial(
+                self._launch_into, runner, prepared, fn, timeout, args, kwargs, inputs, waits
+            )
+        else:
+            run = composed = ComposedRun(self.name)
+            launch = functools.partial(self._launch, runner, args, kwargs, inputs, waits)
 
-        def on_input_done(run: BaseTaskRun) -> None:
-            if composed._status is not None:
-                return
-            ok = run._status is TaskStatus.SUCCEEDED or run._status is TaskStatus.RESTORED
-            with lock:
-                count[0] -= 1
-                last = count[0] == 0
-            if not ok:
-                composed._finish(exception=upstream_failure(self.name, (run,)))
-            elif last:
-                try:
-                    composed._adopt(self._launch(runner, args, kwargs, inputs, waits))
-                except BaseException as exc:  # the runner refused the work: this run failed
-                    composed._finish(exception=exc)
+            def start() -> None:
+                composed._adopt(launch())
 
-        for run in pending:
-            run.add_done_callback(on_input_done)
-        return composed
+        waiter = _Inputs(run, start, len(pending))
+        for given in pending:
+            given.add_done_callback(waiter)
+        return run
+
+    def _launch_into(
+        self,
+        runner: Runner,
+        run: BaseTaskRun,
+        fn: Callable[..., Any],
+        timeout: float | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inputs: list[BaseTaskRun],
+        waits: tuple[BaseTaskRun, ...],
+    ) -> None:
+        """Start the work into `run`, made by `runner.prepare`, now that the inputs ended."""
+        failed = upstream_failure(self.name, (*waits, *inputs) if waits else tuple(inputs))
+        if failed is not None:
+            run._finish(exception=failed)
+            return
+        args, kwargs = _resolved(runner, args, kwargs)
+        run._inputs = tuple(inputs)
+        runner.submit_prepared(run, fn, *args, **kwargs)
+        if timeout is not None:
+            deadlines.watch(run, timeout)
 
     def _launch(
         self,
@@ -373,12 +424,7 @@ class TaskFunction(Generic[P, R]):
             run._finish(exception=failed)
             return run
         if inputs:
-            swap = _swapper(runner)
-            args = tuple(
-                swap(a) if isinstance(a, BaseTaskRun) else _replace_runs(a, swap, 1) for a in args
-            )
-            if kwargs:
-                kwargs = _replace_runs(kwargs, swap)
+            args, kwargs = _resolved(runner, args, kwargs)
         run = self._submit(runner, args, kwargs)
         if inputs:
             run._inputs = tuple(inputs)
@@ -400,7 +446,7 @@ class TaskFunction(Generic[P, R]):
         fn, timeout = self._callable(runner)
         given, given_kwargs = columns, kwargs
         if inputs:
-            swap = _swapper(runner)
+            swap = functools.partial(_swap, runner)
             columns = [_replace_runs(c, swap) for c in columns]
             kwargs = _replace_runs(kwargs, swap)
         runs = runner.submit_map(fn, columns, kwargs)
@@ -493,14 +539,28 @@ def _iterable(value: object) -> bool:
     return True
 
 
-def _swapper(runner: Runner) -> Callable[[BaseTaskRun], Any]:
+def _resolved(
+    runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call's arguments with each run replaced by its value or its runner's handle."""
+    swap = functools.partial(_swap, runner)
+    resolved = tuple(
+        [
+            _swap(runner, a)
+            if isinstance(a, BaseTaskRun)
+            else _replace_runs(a, swap, 1)
+            if isinstance(a, _CONTAINERS)
+            else a
+            for a in args
+        ]
+    )
+    return resolved, _replace_runs(kwargs, swap) if kwargs else kwargs
+
+
+def _swap(runner: Runner, run: BaseTaskRun) -> Any:
     """What replaces an input run: the runner's own handle for it, else its value."""
-
-    def swap(run: BaseTaskRun) -> Any:
-        handle = runner.input_handle(run)
-        return run.get_result() if handle is None else handle
-
-    return swap
+    handle = runner.input_handle(run)
+    return run.get_result(0) if handle is None else handle
 
 
 class unmapped:

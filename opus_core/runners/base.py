@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, ClassVar
@@ -37,6 +38,38 @@ def run_name(fn: Callable[..., Any]) -> str:
     """The name a run of `fn` is known by: its `opus_name`, else its `__name__`."""
     name = getattr(fn, "opus_name", None) or getattr(fn, "__name__", None)
     return name if isinstance(name, str) else type(fn).__name__
+
+
+_cascade = threading.local()
+
+
+def _call_back(run: BaseTaskRun, callbacks: list[Callable[[BaseTaskRun], None]]) -> None:
+    """Call each of `callbacks` with `run`, one after another, and go on after one raises.
+
+    A callback that ends another run (a dependent that cannot run because this one
+    failed) does not call that run's callbacks from inside itself: they are queued
+    and called by the outermost `_call_back` of this thread, so a chain of ten
+    thousand dependents ends in a loop, not ten thousand nested calls.
+    """
+    pending = getattr(_cascade, "pending", None)
+    if pending is not None:
+        pending.append((run, callbacks))
+        return
+    pending = _cascade.pending = deque([(run, callbacks)])
+    try:
+        while pending:
+            ended, calls = pending.popleft()
+            for callback in calls:
+                try:
+                    callback(ended)
+                except Exception:
+                    import logging  # here: nothing else in a run needs it
+
+                    logging.getLogger("opus").exception(
+                        "a done callback of task run %s raised", ended.instance_name
+                    )
+    finally:
+        _cascade.pending = None
 
 
 class BaseTaskRun:
@@ -123,8 +156,8 @@ class BaseTaskRun:
             callbacks, self._callbacks = self._callbacks, []
             if self._latch is not None:
                 self._latch.release()
-        for callback in callbacks:
-            callback(self)
+        if callbacks:
+            _call_back(self, callbacks)
         return True
 
     def _halt(self) -> None:
@@ -315,6 +348,22 @@ class Runner:
         worker, and passes its value.
         """
         return None
+
+    def prepare(self, fn: Callable[..., Any], /) -> BaseTaskRun | None:
+        """A run for `fn` made before its work can start, for `submit_prepared` to start.
+
+        Function tasks whose inputs are still running are handed out as such a
+        run, and started into it once the inputs end, which saves a second run
+        object per task. None (the default): this runner cannot, and opus wraps
+        the run `submit` returns later.
+        """
+        return None
+
+    def submit_prepared(
+        self, run: BaseTaskRun, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> None:
+        """Start `fn(*args, **kwargs)` into `run`, made by `prepare` (not if it was stopped)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start prepared runs")
 
     def submit_map(
         self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]

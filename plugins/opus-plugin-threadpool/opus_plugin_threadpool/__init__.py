@@ -91,6 +91,19 @@ class ThreadPoolRunner(Runner):
         run.future = self._pool().submit(self._execute, run, fn, args, kwargs)
         return run
 
+    def prepare(self, fn: Callable[..., Any], /) -> BaseTaskRun | None:
+        """A run for `fn` that `submit_prepared` queues later."""
+        return ThreadTaskRun(run_name(fn))
+
+    def submit_prepared(
+        self, run: BaseTaskRun, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> None:
+        """Queue `fn(*args, **kwargs)` on the pool, its outcome going to `run`."""
+        if not isinstance(run, ThreadTaskRun):
+            raise TypeError(f"not a run this runner prepared: {run!r}")
+        self._runs.add(run)
+        run.future = self._pool().submit(self._execute, run, fn, args, kwargs)
+
     def submit_map(
         self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]
     ) -> list[BaseTaskRun]:
