@@ -32,6 +32,10 @@ FIRST_COMPLETED = "FIRST_COMPLETED"
 FIRST_EXCEPTION = "FIRST_EXCEPTION"
 """`wait` returns when any run ends with an exception (or all have ended)."""
 
+CANCEL_GRACE = 1.0
+"""Seconds an `async def` task that timed out has to end after its coroutine is cancelled,
+before the runner stops it the hard way (kills its process, abandons its thread)."""
+
 _MAX_DEPTH = 100
 """How deep inside nested containers runs are looked for."""
 
@@ -88,40 +92,61 @@ class _Call:
 
 # -- runs given as inputs ----------------------------------------------------
 
-
-def find_runs(value: Any) -> list[BaseTaskRun]:
-    """The runs in `value` (itself, or inside lists, tuples, sets and dicts), each once."""
-    found: dict[int, BaseTaskRun] = {}
-    seen: set[int] = set()
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, BaseTaskRun):
-            found.setdefault(id(item), item)
-        elif isinstance(item, (list, tuple, set, frozenset, dict)) and depth < _MAX_DEPTH:
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            if isinstance(item, dict):
-                stack.extend((k, depth + 1) for k in item)
-                stack.extend((v, depth + 1) for v in item.values())
-            else:
-                stack.extend((x, depth + 1) for x in item)
-    return list(found.values())
-
-
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
-def _call_runs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[BaseTaskRun]:
-    """The runs among a call's arguments (`find_runs`, quicker when none is a container)."""
+def find_runs(value: Any, by_value: set[BaseTaskRun] | None = None) -> list[BaseTaskRun]:
+    """The runs in `value` (itself, or inside lists, tuples, sets and dicts), each once.
+
+    Runs that must be passed as values even to a runner with handles are also
+    added to `by_value`, when given: dict keys, members of frozensets, and what
+    sits in subclasses of the containers (a namedtuple excepted), where a
+    runner's handle would not be found and swapped for the value.
+    """
+    found: dict[int, BaseTaskRun] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    while stack:
+        item, depth, plain = stack.pop()
+        if isinstance(item, BaseTaskRun):
+            found.setdefault(id(item), item)
+            if plain and by_value is not None:
+                by_value.add(item)
+        elif isinstance(item, _CONTAINERS) and depth < _MAX_DEPTH:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            inner = plain or not _handles_pass(item)
+            if isinstance(item, dict):
+                stack.extend((k, depth + 1, True) for k in item)
+                stack.extend((v, depth + 1, inner) for v in item.values())
+            else:
+                stack.extend((x, depth + 1, inner) for x in item)
+    return list(found.values())
+
+
+def _handles_pass(container: object) -> bool:
+    """Whether a runner's handle inside `container` reaches the work as the value."""
+    kind = type(container)
+    return kind in (list, tuple, set, dict) or (kind.__base__ is tuple and hasattr(kind, "_make"))
+
+
+_NO_KEYS: frozenset[BaseTaskRun] = frozenset()
+
+
+def _call_runs(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[list[BaseTaskRun], set[BaseTaskRun] | frozenset[BaseTaskRun]]:
+    """The runs among a call's arguments and those of them used as dict keys
+    (`find_runs`, quicker when no argument is a container)."""
     runs: list[BaseTaskRun] = []
     for value in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(value, BaseTaskRun):
             runs.append(value)
         elif isinstance(value, _CONTAINERS):
-            return find_runs((args, kwargs))
-    return list(dict.fromkeys(runs)) if len(runs) > 1 else runs
+            by_value: set[BaseTaskRun] = set()
+            return find_runs((args, kwargs), by_value), by_value
+    return (list(dict.fromkeys(runs)) if len(runs) > 1 else runs), _NO_KEYS
 
 
 def _replace_runs(value: Any, swap: Callable[[BaseTaskRun], Any], depth: int = 0) -> Any:
@@ -130,9 +155,11 @@ def _replace_runs(value: Any, swap: Callable[[BaseTaskRun], Any], depth: int = 0
         return swap(value)
     if depth >= _MAX_DEPTH or not isinstance(value, (list, tuple, set, frozenset, dict)):
         return value
+    if not _handles_pass(value):
+        swap = _value
     if isinstance(value, dict):
         items = [
-            (_replace_runs(k, swap, depth + 1), _replace_runs(v, swap, depth + 1))
+            (_replace_runs(k, _value, depth + 1), _replace_runs(v, swap, depth + 1))
             for k, v in value.items()
         ]
         if all(a is k and b is v for (a, b), (k, v) in zip(items, value.items(), strict=True)):
@@ -270,8 +297,9 @@ class TaskFunction(Generic[P, R]):
         self.timeout = None if timeout is None else float(timeout)
         self.runner = runner
         self._resolved: Runner | None = None
+        self._async = is_async(fn)
         self._plain = (
-            retries == 0 and self.name == getattr(fn, "__name__", None) and not is_async(fn)
+            retries == 0 and self.name == getattr(fn, "__name__", None) and not self._async
         )
 
     def _runner(self) -> Runner:
@@ -336,17 +364,20 @@ class TaskFunction(Generic[P, R]):
         ]
         kwargs = {k: v.value if isinstance(v, unmapped) else v for k, v in kwargs.items()}
         runner = self._runner()
-        ready = self._all_ready(runner, find_runs((full, kwargs)))
+        keys: set[BaseTaskRun] = set()
+        ready = self._all_ready(runner, find_runs((full, kwargs), keys), keys)
         if ready is not None:  # nothing to wait for: start them all at once
             return RunList(self._launch_many(runner, full, kwargs, ready))
         return RunList(self._start(runner, row, kwargs, ()) for row in zip(*full, strict=True))
 
     # -- starting runs --------------------------------------------------------
 
-    def _all_ready(self, runner: Runner, inputs: list[BaseTaskRun]) -> list[BaseTaskRun] | None:
+    def _all_ready(
+        self, runner: Runner, inputs: list[BaseTaskRun], keys: set[BaseTaskRun]
+    ) -> list[BaseTaskRun] | None:
         """`inputs` if none needs waiting for (ended, or passed as the runner's own handle)."""
         for run in inputs:
-            if run._status is None and runner.input_handle(run) is None:
+            if run._status is None and (run in keys or runner.input_handle(run) is None):
                 return None
         return inputs
 
@@ -357,14 +388,18 @@ class TaskFunction(Generic[P, R]):
         kwargs: dict[str, Any],
         waits: tuple[BaseTaskRun, ...],
     ) -> BaseTaskRun:
-        inputs = _call_runs(args, kwargs) if args or kwargs else []
+        inputs, keys = _call_runs(args, kwargs) if args or kwargs else ([], _NO_KEYS)
         if not inputs and not waits:
             return self._submit(runner, args, kwargs)  # the plain call: nothing to resolve
         if runner.blocking:  # runs in the caller: so does the waiting
             for given in (*inputs, *waits):
                 given.wait()
         pending = [r for r in waits if r._status is None]
-        pending += [r for r in inputs if r._status is None and runner.input_handle(r) is None]
+        pending += [
+            r
+            for r in inputs
+            if r._status is None and (r in keys or runner.input_handle(r) is None)
+        ]
         if not pending:
             return self._launch(runner, args, kwargs, inputs, waits)
         fn, timeout = self._callable(runner)
@@ -467,7 +502,11 @@ class TaskFunction(Generic[P, R]):
             fn: Callable[..., Any] = self.fn  # nothing to add around the call
         else:
             fn = _Call(self.fn, self.name, self.retries, self.retry_sleep_time, alarm, self.timeout)
-        return fn, None if runner.blocking else self.timeout
+        if runner.blocking or self.timeout is None:
+            return fn, None
+        if self._async:  # cancelled inside first, so it can clean up; killed only if it won't
+            return fn, self.timeout + CANCEL_GRACE
+        return fn, self.timeout
 
     def _submit(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseTaskRun:
         fn, timeout = self._callable(runner)
@@ -555,6 +594,10 @@ def _resolved(
         ]
     )
     return resolved, _replace_runs(kwargs, swap) if kwargs else kwargs
+
+
+def _value(run: BaseTaskRun) -> Any:
+    return run.get_result(0)
 
 
 def _swap(runner: Runner, run: BaseTaskRun) -> Any:
