@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,18 @@ def test_pipeline_runs_every_task_in_dev(runner: str) -> None:
     assert "smoke-test   succeeded  attempts=2" in result.stdout
     assert "debug-tools  succeeded" in result.stdout
     assert "smoke test: http://web.internal answered" in result.stdout
+
+
+@pytest.mark.parametrize("runner", ["sequential", "process", "threadpool", "dask"])
+def test_etl_runs_the_same_on_every_runner(runner: str, tmp_path: Path) -> None:
+    output = tmp_path / "rows.json"
+    result = run_example(str(EXAMPLES / "etl.py"), runner, str(output))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"loaded 6 rows into {output} on {runner}" in result.stdout
+    assert "skipped a reading: could not convert string to float: 'sensor error'" in result.stdout
+    assert "not loaded: task 'load' did not run: its input 'transform' failed" in result.stdout
+    rows = json.loads(output.read_text())
+    assert [row["celsius"] for row in rows] == [10.0, 11.7, 13.3, 15.0, 16.7, 18.3]
 
 
 def test_pipeline_leaves_dev_only_tasks_out_of_prod() -> None:
