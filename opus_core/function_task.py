@@ -36,8 +36,9 @@ CANCEL_GRACE = 1.0
 """Seconds an `async def` task that timed out has to end after its coroutine is cancelled,
 before the runner stops it the hard way (kills its process, abandons its thread)."""
 
-_MAX_DEPTH = 100
-"""How deep inside nested containers runs are looked for."""
+_MAX_DEPTH = 200
+"""How deeply nested in containers a run may be passed (any depth is found; deeper ones
+are refused with a clear error rather than risk Python's recursion limit)."""
 
 
 class _Call:
@@ -63,9 +64,12 @@ class _Call:
         self.is_async = is_async(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Attempted:
-        if self.is_async:  # the coroutine is cancelled when its time is up, on any runner
-            return self._attempts(args, kwargs)
-        return call_with_alarm(lambda: self._attempts(args, kwargs), self.alarm, self.opus_name)  # type: ignore[no-any-return]
+        # A coroutine is cancelled when its time is up; the alarm (in the caller's main
+        # thread) comes only if it does not end within the grace that gives it.
+        grace = CANCEL_GRACE if self.is_async else 0.0
+        return call_with_alarm(  # type: ignore[no-any-return]
+            lambda: self._attempts(args, kwargs), self.alarm, self.opus_name, grace
+        )
 
     def _attempts(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Attempted:
         attempt = 0
@@ -95,95 +99,169 @@ class _Call:
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
-def find_runs(value: Any, by_value: set[BaseTaskRun] | None = None) -> list[BaseTaskRun]:
-    """The runs in `value` (itself, or inside lists, tuples, sets and dicts), each once.
+class Found:
+    """The runs among a call's arguments, as `scan` finds them.
 
-    Runs that must be passed as values even to a runner with handles are also
-    added to `by_value`, when given: dict keys, members of frozensets, and what
-    sits in subclasses of the containers (a namedtuple excepted), where a
-    runner's handle would not be found and swapped for the value.
+    `by_value` holds the runs that must be passed as values even to a runner
+    with handles (dict keys, members of frozensets, runs inside subclasses of
+    the containers, a namedtuple or `RunList` excepted: a runner would not find
+    its handle there; and every run when containers holding them are shared or
+    hold themselves, which a runner's own walk may not survive); `holders` the
+    ids of the containers that hold a run, directly or not — the only ones rebuilt.
     """
+
+    __slots__ = ("by_value", "holders", "runs")
+
+    def __init__(
+        self,
+        runs: list[BaseTaskRun],
+        by_value: set[BaseTaskRun] | frozenset[BaseTaskRun] = frozenset(),
+        holders: set[int] | frozenset[int] = frozenset(),
+    ) -> None:
+        self.runs = runs
+        self.by_value = by_value
+        self.holders = holders
+
+
+def scan(values: Iterable[Any]) -> Found:
+    """Find the runs in `values`: each value itself, or inside lists, tuples, sets and
+    dicts at any depth (shared and self-containing containers are walked once)."""
     found: dict[int, BaseTaskRun] = {}
-    seen: set[int] = set()
-    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    by_value: set[BaseTaskRun] = set()
+    holders: set[int] = set()
+    parents: dict[int, list[int]] = {}
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False) for value in values]
+    tangled = False  # a container met twice (shared, or holding itself)
     while stack:
-        item, depth, plain = stack.pop()
+        item, parent, plain = stack.pop()
         if isinstance(item, BaseTaskRun):
             found.setdefault(id(item), item)
-            if plain and by_value is not None:
+            if plain:
                 by_value.add(item)
-        elif isinstance(item, _CONTAINERS) and depth < _MAX_DEPTH:
-            if id(item) in seen:
+            climb = [parent] if parent else []  # mark every container above as a holder
+            while climb:
+                holder = climb.pop()
+                if holder not in holders:
+                    holders.add(holder)
+                    climb.extend(parents.get(holder, ()))
+        elif isinstance(item, _CONTAINERS):
+            key = id(item)
+            if key in parents:  # met before: only its new parent matters
+                tangled = True
+                if parent:
+                    parents[key].append(parent)
+                    if key in holders and parent not in holders:
+                        climb = [parent]
+                        while climb:
+                            holder = climb.pop()
+                            if holder not in holders:
+                                holders.add(holder)
+                                climb.extend(parents.get(holder, ()))
                 continue
-            seen.add(id(item))
+            parents[key] = [parent] if parent else []
             inner = plain or not _handles_pass(item)
             if isinstance(item, dict):
-                stack.extend((k, depth + 1, True) for k in item)
-                stack.extend((v, depth + 1, inner) for v in item.values())
+                stack.extend((k, key, True) for k in item)
+                stack.extend((v, key, inner) for v in item.values())
             else:
-                stack.extend((x, depth + 1, inner) for x in item)
-    return list(found.values())
+                stack.extend((x, key, inner) for x in item)
+    runs = list(found.values())
+    if tangled and holders:  # a runner walking its handles could loop or go exponential
+        by_value.update(runs)
+    return Found(runs, by_value, holders)
+
+
+def find_runs(value: Any) -> list[BaseTaskRun]:
+    """The runs in `value` (itself, or inside lists, tuples, sets and dicts), each once."""
+    return scan((value,)).runs
 
 
 def _handles_pass(container: object) -> bool:
     """Whether a runner's handle inside `container` reaches the work as the value."""
     kind = type(container)
-    return kind in (list, tuple, set, dict) or (kind.__base__ is tuple and hasattr(kind, "_make"))
+    return kind in (list, tuple, set, dict, RunList) or (
+        kind.__base__ is tuple and hasattr(kind, "_make")
+    )
 
 
-_NO_KEYS: frozenset[BaseTaskRun] = frozenset()
+_NOTHING = Found([])
 
 
-def _call_runs(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[list[BaseTaskRun], set[BaseTaskRun] | frozenset[BaseTaskRun]]:
-    """The runs among a call's arguments and those of them used as dict keys
-    (`find_runs`, quicker when no argument is a container)."""
+def _call_runs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Found:
+    """`scan` of a call's arguments, quicker when no argument is a container."""
     runs: list[BaseTaskRun] = []
     for value in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(value, BaseTaskRun):
             runs.append(value)
         elif isinstance(value, _CONTAINERS):
-            by_value: set[BaseTaskRun] = set()
-            return find_runs((args, kwargs), by_value), by_value
-    return (list(dict.fromkeys(runs)) if len(runs) > 1 else runs), _NO_KEYS
+            return scan((*args, *kwargs.values()))
+    return Found(list(dict.fromkeys(runs)) if len(runs) > 1 else runs)
 
 
-def _replace_runs(value: Any, swap: Callable[[BaseTaskRun], Any], depth: int = 0) -> Any:
-    """`value` with each run in it replaced by `swap(run)`; containers without runs are kept."""
+def _replace(
+    value: Any,
+    swap: Callable[[BaseTaskRun], Any],
+    found: Found,
+    made: dict[int, Any],
+    depth: int = 0,
+) -> Any:
+    """`value` with each run in it replaced by `swap(run)`.
+
+    Only containers that hold runs are rebuilt, each once (`made`), so shared
+    containers stay shared and a list or dict that holds itself still does.
+    """
     if isinstance(value, BaseTaskRun):
         return swap(value)
-    if depth >= _MAX_DEPTH or not isinstance(value, (list, tuple, set, frozenset, dict)):
+    key = id(value)
+    if key not in found.holders:
         return value
+    if key in made:
+        return made[key]
+    if depth > _MAX_DEPTH:
+        raise TypeError(
+            f"runs are nested more than {_MAX_DEPTH} containers deep in a task's arguments; "
+            "pass them nearer the top"
+        )
     if not _handles_pass(value):
         swap = _value
-    if isinstance(value, dict):
-        items = [
-            (_replace_runs(k, _value, depth + 1), _replace_runs(v, swap, depth + 1))
-            for k, v in value.items()
-        ]
-        if all(a is k and b is v for (a, b), (k, v) in zip(items, value.items(), strict=True)):
-            return value
-        return _rebuild(value, items)
-    elements = [_replace_runs(x, swap, depth + 1) for x in value]
-    if all(a is b for a, b in zip(elements, value, strict=True)):
-        return value
-    return _rebuild(value, elements)
 
+    def inner(item: Any, by: Callable[[BaseTaskRun], Any] = swap) -> Any:
+        return _replace(item, by, found, made, depth + 1)
 
-def _rebuild(container: Any, items: list[Any]) -> Any:
-    kind = type(container)
-    if kind in (list, tuple, set, frozenset, dict):
-        return kind(items)
-    if isinstance(container, tuple) and hasattr(container, "_make"):  # a namedtuple
-        return container._make(items)
-    try:
-        return kind(items)
-    except Exception as exc:
-        raise TypeError(
-            f"cannot pass runs inside a {kind.__name__}: rebuilding it failed ({exc}); "
-            "use a list, tuple, set or dict"
-        ) from None
+    if isinstance(value, (list, dict, set)):  # mutable: made first, so cycles close
+        kind = type(value)
+        if kind in (list, RunList):
+            new: Any = []
+        elif kind in (dict, set):
+            new = kind()
+        else:
+            import copy  # here: only container subclasses need it
+
+            new = copy.copy(value)  # keeps the subclass and its attributes (a default_factory)
+            new.clear()
+        made[key] = new
+        if isinstance(value, dict):
+            for k, v in list(value.items()):
+                new[inner(k, _value)] = inner(v)
+        elif isinstance(value, list):
+            new.extend([inner(x) for x in value])
+        else:
+            new.update([inner(x) for x in value])
+        return new
+    made[key] = value  # an immutable on a cycle back to itself is met as it was
+    items = [inner(x) for x in value]
+    if isinstance(value, tuple) and hasattr(value, "_make"):  # a namedtuple
+        result = value._make(items)
+    else:
+        try:
+            result = type(value)(items)
+        except Exception as exc:
+            raise TypeError(
+                f"cannot pass runs inside a {type(value).__name__}: rebuilding it failed ({exc}); "
+                "use a list, tuple, set or dict"
+            ) from None
+    made[key] = result
+    return result
 
 
 class _Inputs:
@@ -298,6 +376,9 @@ class TaskFunction(Generic[P, R]):
         self.runner = runner
         self._resolved: Runner | None = None
         self._async = is_async(fn)
+        # An async task is cancelled inside at its timeout, so it can clean up, and
+        # stopped the hard way (process killed, thread abandoned) only after this.
+        self._grace = CANCEL_GRACE if self._async else 0.0
         self._plain = (
             retries == 0 and self.name == getattr(fn, "__name__", None) and not self._async
         )
@@ -335,14 +416,17 @@ class TaskFunction(Generic[P, R]):
         """Start one run per element: `fn(a, b, **kwargs)` for each `(a, b)` of `zip(*iterables)`.
 
         `unmapped(x)` passes `x` whole to every run; keyword arguments are passed
-        whole. Runs among the elements are resolved like any input.
+        whole. Runs among the elements are resolved like any input. As with
+        `zip`, the shortest iterable ends the map (one may be endless).
         """
         if not iterables:
             raise TypeError(f"{self.name}.map() needs at least one iterable to map over")
-        columns: list[Any] = []
+        import itertools  # here: only map needs it
+
+        sources: list[Iterable[Any]] = []
         for position, iterable in enumerate(iterables, 1):
             if isinstance(iterable, unmapped):
-                columns.append(None)
+                sources.append(itertools.repeat(iterable.value))
             elif isinstance(iterable, (str, bytes, BaseTaskRun)) or not _iterable(iterable):
                 what = (
                     "a task run" if isinstance(iterable, BaseTaskRun) else type(iterable).__name__
@@ -353,33 +437,27 @@ class TaskFunction(Generic[P, R]):
                     "whole to every run"
                 )
             else:
-                columns.append(list(iterable))
-        mapped = [c for c in columns if c is not None]
-        if not mapped:
+                sources.append(iterable)
+        if all(isinstance(i, unmapped) for i in iterables):
             raise TypeError(f"{self.name}.map() needs at least one argument not in unmapped()")
-        length = min(len(c) for c in mapped)
-        full = [
-            [iterables[i].value] * length if c is None else c[:length]
-            for i, c in enumerate(columns)
-        ]
+        rows = list(zip(*sources))  # noqa: B905 - zip semantics: the shortest ends the map
         kwargs = {k: v.value if isinstance(v, unmapped) else v for k, v in kwargs.items()}
         runner = self._runner()
-        keys: set[BaseTaskRun] = set()
-        ready = self._all_ready(runner, find_runs((full, kwargs), keys), keys)
-        if ready is not None:  # nothing to wait for: start them all at once
-            return RunList(self._launch_many(runner, full, kwargs, ready))
-        return RunList(self._start(runner, row, kwargs, ()) for row in zip(*full, strict=True))
+        found = scan([*itertools.chain.from_iterable(rows), *kwargs.values()])
+        if self._ready(runner, found):  # nothing to wait for: start them all at once
+            return RunList(self._launch_many(runner, rows, kwargs, found))
+        return RunList(self._start(runner, row, kwargs, ()) for row in rows)
 
     # -- starting runs --------------------------------------------------------
 
-    def _all_ready(
-        self, runner: Runner, inputs: list[BaseTaskRun], keys: set[BaseTaskRun]
-    ) -> list[BaseTaskRun] | None:
-        """`inputs` if none needs waiting for (ended, or passed as the runner's own handle)."""
-        for run in inputs:
-            if run._status is None and (run in keys or runner.input_handle(run) is None):
-                return None
-        return inputs
+    @staticmethod
+    def _ready(runner: Runner, found: Found) -> bool:
+        """Whether no input needs waiting for (each ended, or passed as the runner's handle)."""
+        by_value = found.by_value
+        for run in found.runs:
+            if run._status is None and (run in by_value or runner.input_handle(run) is None):
+                return False
+        return True
 
     def _start(
         self,
@@ -388,31 +466,33 @@ class TaskFunction(Generic[P, R]):
         kwargs: dict[str, Any],
         waits: tuple[BaseTaskRun, ...],
     ) -> BaseTaskRun:
-        inputs, keys = _call_runs(args, kwargs) if args or kwargs else ([], _NO_KEYS)
+        found = _call_runs(args, kwargs) if args or kwargs else _NOTHING
+        inputs = found.runs
         if not inputs and not waits:
             return self._submit(runner, args, kwargs)  # the plain call: nothing to resolve
         if runner.blocking:  # runs in the caller: so does the waiting
             for given in (*inputs, *waits):
                 given.wait()
+        by_value = found.by_value
         pending = [r for r in waits if r._status is None]
         pending += [
             r
             for r in inputs
-            if r._status is None and (r in keys or runner.input_handle(r) is None)
+            if r._status is None and (r in by_value or runner.input_handle(r) is None)
         ]
         if not pending:
-            return self._launch(runner, args, kwargs, inputs, waits)
+            return self._launch(runner, args, kwargs, found, waits)
         fn, timeout = self._callable(runner)
         prepared = runner.prepare(fn)
         start: Callable[[], None]
         if prepared is not None:
             run: BaseTaskRun = prepared
             start = functools.partial(
-                self._launch_into, runner, prepared, fn, timeout, args, kwargs, inputs, waits
+                self._launch_into, runner, prepared, fn, timeout, args, kwargs, found, waits
             )
         else:
             run = composed = ComposedRun(self.name)
-            launch = functools.partial(self._launch, runner, args, kwargs, inputs, waits)
+            launch = functools.partial(self._launch, runner, args, kwargs, found, waits)
 
             def start() -> None:
                 composed._adopt(launch())
@@ -430,36 +510,38 @@ class TaskFunction(Generic[P, R]):
         timeout: float | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        inputs: list[BaseTaskRun],
+        found: Found,
         waits: tuple[BaseTaskRun, ...],
     ) -> None:
         """Start the work into `run`, made by `runner.prepare`, now that the inputs ended."""
+        inputs = found.runs
         failed = upstream_failure(self.name, (*waits, *inputs) if waits else tuple(inputs))
         if failed is not None:
             run._finish(exception=failed)
             return
-        args, kwargs = _resolved(runner, args, kwargs)
+        args, kwargs = _resolved(runner, args, kwargs, found)
         run._inputs = tuple(inputs)
         runner.submit_prepared(run, fn, *args, **kwargs)
         if timeout is not None:
-            deadlines.watch(run, timeout)
+            deadlines.watch(run, timeout, self._grace)
 
     def _launch(
         self,
         runner: Runner,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        inputs: list[BaseTaskRun],
+        found: Found,
         waits: tuple[BaseTaskRun, ...],
     ) -> BaseTaskRun:
         """Start the work now: every input has ended or travels as the runner's handle."""
+        inputs = found.runs
         failed = upstream_failure(self.name, (*waits, *inputs))
         if failed is not None:
             run = BaseTaskRun(self.name)
             run._finish(exception=failed)
             return run
         if inputs:
-            args, kwargs = _resolved(runner, args, kwargs)
+            args, kwargs = _resolved(runner, args, kwargs, found)
         run = self._submit(runner, args, kwargs)
         if inputs:
             run._inputs = tuple(inputs)
@@ -468,31 +550,30 @@ class TaskFunction(Generic[P, R]):
     def _launch_many(
         self,
         runner: Runner,
-        columns: list[list[Any]],
+        rows: list[tuple[Any, ...]],
         kwargs: dict[str, Any],
-        inputs: list[BaseTaskRun],
+        found: Found,
     ) -> list[BaseTaskRun]:
-        """Start one run per row of `columns` through `runner.submit_map`; inputs all ready."""
-        if inputs and upstream_failure(self.name, tuple(inputs)) is not None:
-            return [
-                self._launch(runner, row, kwargs, find_runs(row), ())
-                for row in zip(*columns, strict=True)
-            ]
+        """Start one run per row through `runner.submit_map`; every input is ready."""
+        if found.runs and upstream_failure(self.name, tuple(found.runs)) is not None:
+            return [self._launch(runner, row, kwargs, _call_runs(row, kwargs), ()) for row in rows]
         fn, timeout = self._callable(runner)
-        given, given_kwargs = columns, kwargs
-        if inputs:
+        given, shared = rows, _call_runs((), kwargs).runs
+        if found.runs:
             swap = functools.partial(_swap, runner)
-            columns = [_replace_runs(c, swap) for c in columns]
-            kwargs = _replace_runs(kwargs, swap)
-        runs = runner.submit_map(fn, columns, kwargs)
-        if inputs:
-            for run, row in zip(runs, zip(*given, strict=True), strict=True):
-                found = find_runs((row, given_kwargs))
-                if found:
-                    run._inputs = tuple(found)
+            made: dict[int, Any] = {}
+            rows = [tuple([_replace(x, swap, found, made) for x in row]) for row in rows]
+            kwargs = {k: _replace(v, swap, found, made) for k, v in kwargs.items()}
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else []
+        runs = runner.submit_map(fn, columns, kwargs) if rows else []
+        if found.runs:
+            for run, row in zip(runs, given, strict=True):
+                inputs = _call_runs(row, {}).runs + shared
+                if inputs:
+                    run._inputs = tuple(inputs)
         if timeout is not None:
             for run in runs:
-                deadlines.watch(run, timeout)
+                deadlines.watch(run, timeout, self._grace)
         return runs
 
     def _callable(self, runner: Runner) -> tuple[Callable[..., Any], float | None]:
@@ -502,17 +583,13 @@ class TaskFunction(Generic[P, R]):
             fn: Callable[..., Any] = self.fn  # nothing to add around the call
         else:
             fn = _Call(self.fn, self.name, self.retries, self.retry_sleep_time, alarm, self.timeout)
-        if runner.blocking or self.timeout is None:
-            return fn, None
-        if self._async:  # cancelled inside first, so it can clean up; killed only if it won't
-            return fn, self.timeout + CANCEL_GRACE
-        return fn, self.timeout
+        return fn, None if runner.blocking else self.timeout
 
     def _submit(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseTaskRun:
         fn, timeout = self._callable(runner)
         run = runner.submit(fn, *args, **kwargs)
         if timeout is not None:
-            deadlines.watch(run, timeout)
+            deadlines.watch(run, timeout, self._grace)
         return run
 
     def __repr__(self) -> str:
@@ -579,21 +656,20 @@ def _iterable(value: object) -> bool:
 
 
 def _resolved(
-    runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]
+    runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], found: Found
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """A call's arguments with each run replaced by its value or its runner's handle."""
     swap = functools.partial(_swap, runner)
+    made: dict[int, Any] = {}
     resolved = tuple(
         [
-            _swap(runner, a)
-            if isinstance(a, BaseTaskRun)
-            else _replace_runs(a, swap, 1)
-            if isinstance(a, _CONTAINERS)
-            else a
+            _swap(runner, a) if isinstance(a, BaseTaskRun) else _replace(a, swap, found, made)
             for a in args
         ]
     )
-    return resolved, _replace_runs(kwargs, swap) if kwargs else kwargs
+    if kwargs:
+        kwargs = {k: _replace(v, swap, found, made) for k, v in kwargs.items()}
+    return resolved, kwargs
 
 
 def _value(run: BaseTaskRun) -> Any:
@@ -699,6 +775,8 @@ def wait(
 
     waiting = everything - done
     for run in waiting:
+        run._help()
+    for run in waiting:
         run.add_done_callback(on_done)
     try:
         _sleep_until(woken, timeout)
@@ -733,6 +811,7 @@ def as_completed(
     ended: queue.SimpleQueue[BaseTaskRun] = queue.SimpleQueue()
     waiting = [run for run in everything if not run.done()]
     for run in waiting:
+        run._help()
         run.add_done_callback(ended.put)
     try:
         pending = set(waiting)

@@ -72,8 +72,14 @@ class _Alarm(BaseException):
     """Raised into the work by SIGALRM; a BaseException so `except Exception` cannot swallow it."""
 
 
-def call_with_alarm(fn: Callable[[], Any], timeout: float | None, name: str) -> Any:
+def call_with_alarm(
+    fn: Callable[[], Any], timeout: float | None, name: str, grace: float = 0.0
+) -> Any:
     """Call `fn()`, raising `TaskTimeoutError` if it runs longer than `timeout` seconds.
+
+    With `grace`, the alarm comes that much later (the work was asked to stop
+    itself at `timeout`, as a cancelled coroutine is); the error still names
+    `timeout`.
 
     In the main thread the call is interrupted by SIGALRM. Elsewhere a signal
     cannot reach it, so the call runs to its end and then counts as timed out.
@@ -92,7 +98,7 @@ def call_with_alarm(fn: Callable[[], Any], timeout: float | None, name: str) -> 
         raise _Alarm
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    signal.setitimer(signal.ITIMER_REAL, timeout + grace)
     try:
         return fn()
     except _Alarm:
@@ -115,8 +121,9 @@ class DeadlineWatcher:
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def watch(self, run: BaseTaskRun, timeout: float) -> None:
-        """Call `run.time_out(timeout)` if it is still running `timeout` seconds from now.
+    def watch(self, run: BaseTaskRun, timeout: float, grace: float = 0.0) -> None:
+        """Call `run.time_out(timeout)` if it is still running `timeout` seconds from now
+        (`timeout + grace`: the work was told to stop itself at `timeout`).
 
         A timeout that is not a number of seconds a clock can hold (NaN,
         infinite, beyond `MAX_SECONDS`) never falls due.
@@ -125,7 +132,8 @@ class DeadlineWatcher:
             return
         with self._wakeup:
             heapq.heappush(
-                self._heap, (time.monotonic() + timeout, next(self._counter), run, timeout)
+                self._heap,
+                (time.monotonic() + timeout + grace, next(self._counter), run, timeout),
             )
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(

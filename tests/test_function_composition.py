@@ -9,10 +9,11 @@ what depends on them, `stop()`, timeouts, and `async def` tasks.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -433,3 +434,104 @@ def test_sequential_runs_a_dependent_of_a_running_input_in_the_caller() -> None:
         assert here.get_result() == (1, os.getpid(), threading.get_ident())
     finally:
         pool.shutdown()
+
+
+# -- hostile arguments ------------------------------------------------------------------------
+
+
+def test_shared_and_self_holding_containers_are_rebuilt_once(
+    on: Callable[..., Any], runner: Runner
+) -> None:
+    done = on(inc)(0)
+    done.wait(20)
+    shared: Any = [done]
+    levels = 40 if runner.name != "dask" else 12  # dask's own walk of arguments is per path
+    for _ in range(levels):  # 2**levels paths through `levels` containers: each rebuilt once
+        shared = [shared, shared]
+
+    def depth_and_sharing(value: Any) -> tuple[int, bool]:
+        depth, shared = 0, True
+        while isinstance(value, list) and len(value) == 2:
+            shared = shared and value[0] is value[1]
+            value, depth = value[0], depth + 1
+        return depth, shared and value == [1]
+
+    # Sharing survives where arguments are not serialized by the runner's own walk.
+    kept = runner.name != "dask"
+    assert on(depth_and_sharing)(shared).get_result(timeout=20) == (levels, kept)
+
+    looped: Any = {"run": done}
+    looped["self"] = looped
+
+    def keeps_its_loop(value: dict[str, Any]) -> tuple[bool, int]:
+        return value["self"] is value, value["run"]
+
+    assert on(keeps_its_loop)(looped).get_result(timeout=20) == (True, 1)
+
+
+def test_a_runlist_arrives_as_a_list_and_dict_subclasses_keep_their_kind(
+    on: Callable[..., Any],
+) -> None:
+    rows = on(inc).map([1, 2, 3])
+    described = on(lambda v: (type(v).__name__, v))
+    assert described(rows).get_result(timeout=20) == ("list", [2, 3, 4])
+    counted = described(Counter({"a": rows[0]}))
+    assert counted.get_result(timeout=20) == ("Counter", Counter({"a": 2}))
+    defaulted = on(lambda v: (type(v).__name__, v["a"], v["missing"]))
+    assert defaulted(defaultdict(int, a=rows[1])).get_result(timeout=20) == ("defaultdict", 3, 0)
+
+
+def test_runs_deep_in_containers_are_found_or_refused(on: Callable[..., Any]) -> None:
+    def nest(value: Any, levels: int) -> Any:
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    def unwrap(value: Any) -> Any:
+        while isinstance(value, list):
+            value = value[0]
+        return value
+
+    slow = on(nap)(0.1, 7)
+    assert on(unwrap)(nest(slow, 150)).get_result(timeout=20) == 7
+    with pytest.raises(TypeError, match="nested more than 200 containers deep"):
+        on(unwrap)(nest(slow, 250)).get_result(timeout=20)
+
+
+def test_map_stops_at_the_shortest_even_when_one_is_endless(on: Callable[..., Any]) -> None:
+    assert on(add).map([1, 2, 3], itertools.count(10)).get_results(timeout=20) == [11, 13, 15]
+    assert on(add).map((x for x in range(2)), [5, 5, 5]).get_results(timeout=20) == [5, 6]
+    assert on(add).map([], [1]).get_results() == []
+
+
+def test_an_async_task_that_will_not_stop_is_stopped_after_its_grace(
+    on: Callable[..., Any],
+) -> None:
+    async def stubborn() -> str:
+        time.sleep(3)  # blocks its loop: cancelling cannot reach it
+        return "finished"
+
+    started = time.monotonic()
+    run = on(stubborn, timeout=0.3)()
+    run.wait(10)
+    assert run.status is TaskStatus.TIMED_OUT
+    assert str(run.exception()) == "task 'stubborn' timed out after 0.3s"
+    assert time.monotonic() - started < 2.8
+
+
+def test_tasks_that_wait_for_tasks_never_starve_the_pool() -> None:
+    runner = ThreadPoolRunner(max_workers=2)
+    try:
+        inner = task(runner=runner)(lambda x: x * 2)
+
+        def calls_and_waits(x: int) -> int:
+            first = inner(x).get_result()
+            done, _ = wait([inner(x), inner(x + 1)])
+            return first + sum(run.get_result() for run in done)
+
+        outer = task(runner=runner)(calls_and_waits)
+        expected = [2 * x + 2 * x + 2 * (x + 1) for x in range(40)]
+        assert outer.map(range(40)).get_results(timeout=20) == expected
+        assert [outer(x).get_result(timeout=20) for x in range(3)] == expected[:3]
+    finally:
+        runner.shutdown()

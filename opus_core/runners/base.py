@@ -163,6 +163,11 @@ class BaseTaskRun:
     def _halt(self) -> None:
         """Stop the work itself. The base class cannot, so the work runs on unobserved."""
 
+    def _help(self) -> None:
+        """Called before anyone blocks waiting for this run: a runner whose workers may
+        wait for each other's work (threadpool) does the work here if it has not started,
+        so a task that waits for another task cannot wait for a worker forever."""
+
     # -- the public handle -------------------------------------------------
 
     @property
@@ -182,6 +187,7 @@ class BaseTaskRun:
         """Block until the run ends or `timeout` seconds pass; True if it ended."""
         if self._status is not None:
             return True
+        self._help()
         latch = self._wait_latch()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

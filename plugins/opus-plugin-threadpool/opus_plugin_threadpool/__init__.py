@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+_pool_thread = threading.local()
+"""`runner`: the `ThreadPoolRunner` whose pool this thread belongs to."""
+
 
 def default_max_workers() -> int:
     """Four threads per CPU, between 8 and 32: tasks are expected to wait on I/O."""
@@ -31,11 +34,28 @@ def default_max_workers() -> int:
 class ThreadTaskRun(BaseTaskRun):
     """A run on the pool, wrapping its `concurrent.futures.Future`."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, runner: ThreadPoolRunner) -> None:
         super().__init__(name)
+        self.runner = runner
         self.future: Future[Any] | None = None
         self.abandoned = False
         """Stopped or timed out while its thread runs: nobody waits for that thread."""
+        self.job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+        """The work, until a thread takes it."""
+
+    def _help(self) -> None:
+        # A pool thread waiting for work still queued on its own pool does that work
+        # itself: otherwise tasks that wait for tasks can fill every thread and wait forever.
+        if getattr(_pool_thread, "runner", None) is self.runner:
+            future = self.future
+            if future is not None and future.cancel():
+                self.runner._execute(self, *self._take())
+
+    def _take(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        job, self.job = self.job, None
+        if job is None:
+            raise RuntimeError(f"task run {self.instance_name} was started twice")
+        return job
 
     def _halt(self) -> None:
         if self.future is not None and not self.future.cancel():
@@ -80,29 +100,43 @@ class ThreadPoolRunner(Runner):
                 if self._executor is None:
                     from concurrent.futures import ThreadPoolExecutor  # not needed to list plugins
 
-                    self._executor = ThreadPoolExecutor(self.max_workers, self.thread_name_prefix)
+                    self._executor = ThreadPoolExecutor(
+                        self.max_workers, self.thread_name_prefix, initializer=self._mark_thread
+                    )
                 executor = self._executor
         return executor
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
         """Queue `fn(*args, **kwargs)` on the pool."""
-        run = ThreadTaskRun(run_name(fn))
-        self._runs.add(run)  # one bytecode-level set operation: safe without the lock
-        run.future = self._pool().submit(self._execute, run, fn, args, kwargs)
+        run = ThreadTaskRun(run_name(fn), self)
+        self._queue(run, fn, args, kwargs)
         return run
+
+    def _queue(
+        self, run: ThreadTaskRun, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+    ) -> None:
+        run.job = (fn, args, kwargs)
+        self._runs.add(run)  # one bytecode-level set operation: safe without the lock
+        run.future = self._pool().submit(self._run_job, run)
+
+    def _mark_thread(self) -> None:
+        _pool_thread.runner = self
+
+    def _run_job(self, run: ThreadTaskRun) -> None:
+        if run.job is not None:  # not taken by a waiting pool thread meanwhile
+            self._execute(run, *run._take())
 
     def prepare(self, fn: Callable[..., Any], /) -> BaseTaskRun | None:
         """A run for `fn` that `submit_prepared` queues later."""
-        return ThreadTaskRun(run_name(fn))
+        return ThreadTaskRun(run_name(fn), self)
 
     def submit_prepared(
         self, run: BaseTaskRun, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> None:
         """Queue `fn(*args, **kwargs)` on the pool, its outcome going to `run`."""
-        if not isinstance(run, ThreadTaskRun):
+        if not isinstance(run, ThreadTaskRun) or run.runner is not self:
             raise TypeError(f"not a run this runner prepared: {run!r}")
-        self._runs.add(run)
-        run.future = self._pool().submit(self._execute, run, fn, args, kwargs)
+        self._queue(run, fn, args, kwargs)
 
     def submit_map(
         self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]
@@ -114,7 +148,7 @@ class ThreadPoolRunner(Runner):
         future and a thread wake-up per element is what a batch saves.
         """
         name = run_name(fn)
-        runs = [ThreadTaskRun(name) for _ in range(len(iterables[0]) if iterables else 0)]
+        runs = [ThreadTaskRun(name, self) for _ in range(len(iterables[0]) if iterables else 0)]
         if not runs:
             return []
         batch = deque(zip(runs, zip(*iterables, strict=True), strict=True))
