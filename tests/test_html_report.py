@@ -7,15 +7,18 @@ requests other than the report file itself; screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import opus
+from cli_helpers import one_line_error, opus
 
 from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks
 from opus_core.history import find_run
@@ -352,6 +355,13 @@ def test_embedded_json_cannot_end_its_script_element() -> None:
     assert json.loads(text) == data
 
 
+def test_lone_surrogates_are_escaped_so_the_page_encodes() -> None:
+    data = {"error": b"/x/caf\xe9.csv".decode("utf-8", "surrogateescape")}
+    text = embed_json(data)
+    assert "\\udce9" in text and text.encode("utf-8")
+    assert json.loads(text) == data
+
+
 def test_the_page_allows_only_its_own_script_and_style_and_names_no_url(
     small_run: dict[str, Any],
 ) -> None:
@@ -486,3 +496,59 @@ def test_the_report_example_writes_a_report_with_a_failure_and_a_retry(
     assert "PermissionError: 403 Forbidden: docs bucket" in opened.detail()
     opened.clean()
     screenshot(opened, "report-example.png")
+
+
+def test_a_report_follows_a_symlink_and_writes_into_a_device_or_fifo(project: Path) -> None:
+    assert opus("run", cwd=project).returncode == 1
+    (project / "real.html").write_text("old")
+    (project / "link.html").symlink_to("real.html")
+    (project / "dangling.html").symlink_to("made.html")
+    (project / "nowhere.html").symlink_to("missing/made.html")
+    os.mkfifo(project / "fifo")
+    os.mknod(project / "full", stat.S_IFCHR | 0o666, os.makedev(1, 7))  # as /dev/full
+
+    assert opus("report", "-o", "link.html", cwd=project).returncode == 0
+    assert opus("run", "--report", "dangling.html", cwd=project).returncode == 1
+    for link, real in (("link.html", "real.html"), ("dangling.html", "made.html")):
+        assert os.readlink(project / link) == real  # the link is kept, its file written
+        assert "RuntimeError: boom" in (project / real).read_text()
+    nowhere = one_line_error(opus("report", "-o", "nowhere.html", cwd=project))
+    assert "nowhere.html (a symlink to" in nowhere and "there is no folder" in nowhere
+
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append((project / "fifo").read_bytes()))
+    reader.start()
+    assert opus("report", "-o", "fifo", cwd=project).returncode == 0
+    reader.join(timeout=30)
+    assert received and b"RuntimeError: boom" in received[0]
+    full = one_line_error(opus("report", "-o", "full", cwd=project))
+    assert full == "opus: error: cannot write the report to full: No space left on device"
+    assert stat.S_ISFIFO((project / "fifo").lstat().st_mode)
+    assert stat.S_ISCHR((project / "full").lstat().st_mode)
+
+    to_stdout = opus("report", "-o", "/dev/stdout", cwd=project)
+    assert to_stdout.returncode == 0 and to_stdout.stdout.startswith("<!DOCTYPE html>")
+
+
+SURROGATE_PROCESSORS = """\
+from opus_core import TaskProcessor
+
+
+class Flaky(TaskProcessor):
+    kind = "Flaky"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        if "fail" in task.spec:
+            raise RuntimeError(b"/x/caf\\xe9.csv".decode("utf-8", "surrogateescape"))
+"""
+
+
+def test_a_file_name_that_is_not_utf_8_in_an_error_is_reported(project: Path) -> None:
+    (project / "procs.py").write_text(SURROGATE_PROCESSORS)
+    # The traceback of the failure is printed as it is; read it back as text.
+    escaped = {"PYTHONIOENCODING": "utf-8:backslashreplace"}
+    result = opus("run", "--report", "run.html", cwd=project, env=escaped)
+    assert result.returncode == 1, result.stderr
+    assert "RuntimeError: /x/caf\\udce9.csv" in (project / "run.html").read_text()
+    again = opus("report", "-o", "again.html", cwd=project)
+    assert again.returncode == 0, again.stderr

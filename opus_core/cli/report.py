@@ -85,24 +85,30 @@ def report(args: argparse.Namespace) -> int:
 
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Raise `OpusError` naming `path` unless a report can be written there: checked before
-    a run starts, so that `opus run --report` does not run everything to fail at the end."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise OpusError(
-            f"cannot write the report to {os.fspath(target)}: it is a directory; "
-            "name a file, as in -o report.html"
-        )
+    a run starts, so that `opus run --report` does not run everything to fail at the end.
+    Where the report goes is `opus_core.html_report.report_destination`'s answer: the file a
+    symlink points to, or a device or FIFO written into."""
+    from opus_core.html_report import report_destination
+
+    given = os.fspath(path)
+    target, replace = report_destination(path)
+    if not replace:  # a device, FIFO or descriptor: written into, if it may be
+        if not os.access(target, os.W_OK):
+            raise OpusError(f"cannot write the report to {given}: permission denied")
+        return
+    shown, folder = given, Path(given).parent
+    if os.path.islink(given):
+        shown, folder = f"{given} (a symlink to {target})", target.parent
     if not folder.is_dir():
         raise OpusError(
-            f"cannot write the report to {os.fspath(target)}: there is no folder {folder}; "
+            f"cannot write the report to {shown}: there is no folder {folder}; "
             "create it, or choose another file"
         )
     if not os.access(folder, os.W_OK | os.X_OK) or (
         target.exists() and not os.access(target, os.W_OK)
     ):
         raise OpusError(
-            f"cannot write the report to {os.fspath(target)}: permission denied; "
+            f"cannot write the report to {shown}: permission denied; "
             "choose a file in a folder you can write to"
         )
 

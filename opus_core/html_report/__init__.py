@@ -24,11 +24,14 @@ and above `GRAPH_LIMIT` tasks draws groups of tasks instead of boxes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import heapq
 import json
 import math
 import os
+import re
+import stat
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -43,6 +46,7 @@ __all__ = [
     "pack_lanes",
     "render_report",
     "report_data",
+    "report_destination",
     "task_layers",
     "write_report",
 ]
@@ -248,14 +252,20 @@ _JSON_ESCAPES = (
     ("\u2029", "\\u2029"),
 )
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def embed_json(data: Any) -> str:
     """`data` as JSON that is safe inside a `<script>` element: `<`, `>` and `&` are written
     as `\\u` escapes (so no `</script>` or `<!--` can appear), and so are U+2028 and U+2029.
-    `JSON.parse` reads it back unchanged."""
+    `JSON.parse` reads it back unchanged. Lone surrogates (a file name decoded with
+    `surrogateescape`) are written as `\\u` escapes too, so the text encodes as UTF-8;
+    the page shows each as U+FFFD."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     for character, escape in _JSON_ESCAPES:  # str.replace: far quicker than str.translate
         text = text.replace(character, escape)
+    if not text.isascii():
+        text = _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
     return text
 
 
@@ -302,23 +312,100 @@ def render_report(run: Mapping[str, Any]) -> str:
     )
 
 
+def report_destination(path: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """Where a report written to `path` goes, and whether it replaces a file there as a
+    whole (True) or is written into what is there (False). Raises `ReportError` naming
+    `path` when nothing can be written there.
+
+    A missing path or a regular file is replaced atomically (a hidden `.partial` file
+    beside it, then a rename). A symlink is followed: the file it points to is replaced
+    (or created, for a dangling link), never the link. What is not a regular file — a
+    terminal, `/dev/null`, a FIFO, a file descriptor such as `/dev/stdout` — is written
+    into directly, as a shell's `>` would; a socket or a directory is refused."""
+    given = os.fspath(path)
+    try:
+        info: os.stat_result | None = os.stat(given)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:  # a loop of links, a file used as a folder, no permission
+        raise ReportError(
+            f"cannot write the report to {given}: {exc.strerror or exc}; choose another file"
+        ) from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise ReportError(
+            f"cannot write the report to {given}: it is a directory; "
+            "name a file, as in -o report.html"
+        )
+    if info is not None and stat.S_ISSOCK(info.st_mode):
+        raise ReportError(
+            f"cannot write the report to {given}: it is a socket; name a file, as in -o report.html"
+        )
+    if info is not None and (not stat.S_ISREG(info.st_mode) or _through_descriptor(given)):
+        return Path(given), False
+    return Path(os.path.realpath(given)), True
+
+
+def _through_descriptor(path: str) -> bool:
+    """Whether `path` names an open file descriptor (`/dev/stdout`, `/dev/fd/3`,
+    `/proc/self/fd/1`): its links lead into /proc, whose links name the file the
+    descriptor has open — which a shell may have opened to append."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # as many links as the kernel follows
+        folder = os.path.realpath(os.path.dirname(current))
+        if folder == "/proc" or folder.startswith("/proc/"):
+            return True
+        current = os.path.join(folder, os.path.basename(current))
+        if not os.path.islink(current):
+            return False
+        current = os.path.join(folder, os.readlink(current))
+    return False
+
+
 def write_report(run: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write the report of `run` to `path` (replacing the file as a whole); returns the path.
-    Raises `ReportError` naming the file when it cannot be written."""
-    target = Path(path)
-    page = render_report(run)
+    """Write the report of `run` to `path`; returns the path. A regular file (or the file a
+    symlink points to) is replaced as a whole, never left half-written; a device, FIFO or
+    descriptor is written into (see `report_destination`). Raises `ReportError` naming the
+    file when it cannot be written."""
+    given = Path(path)
+    page = render_report(run).encode("utf-8", errors="replace")
+    target, replace = report_destination(given)
+    try:
+        if replace:
+            _replace(target, page)
+        else:
+            _write_into(target, page)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        shown = os.fspath(given)
+        if target != given and replace:
+            shown += f" (a symlink to {os.fspath(target)})"
+        advice = "; choose a file in a folder you can write to" if replace else ""
+        raise ReportError(f"cannot write the report to {shown}: {reason}{advice}") from None
+    return given
+
+
+def _replace(target: Path, page: bytes) -> None:
+    """Write `page` beside `target`, then rename it over `target`: all or nothing."""
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        partial.write_text(page, encoding="utf-8")
+        with open(partial, "wb") as file:
+            file.write(page)
+        with contextlib.suppress(OSError):  # keep the mode of the file replaced
+            os.chmod(partial, stat.S_IMODE(os.stat(target).st_mode))
         os.replace(partial, target)
-    except OSError as exc:
-        try:
+    except OSError:
+        with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
-        except OSError:
-            pass
-        reason = exc.strerror or str(exc)
-        raise ReportError(
-            f"cannot write the report to {os.fspath(target)}: {reason}; "
-            "choose a file in a folder you can write to"
-        ) from None
-    return target
+        raise
+
+
+def _write_into(target: Path, page: bytes) -> None:
+    """Write `page` into the device, FIFO or descriptor `target` (appending to what a
+    descriptor has open, never truncating it)."""
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        view = memoryview(page)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
