@@ -16,6 +16,7 @@ from harness import Harness
 from opus_plugin_file_persistence import FilePersistence
 
 from opus_core import OpusError, StatePersistence, Task, TaskProcessor, Tasks
+from opus_core.cli.output import printable
 from opus_core.history import RUN_STATUSES, find_run, for_json
 from opus_core.persistence.base import MEMORY_RUNS
 from opus_core.persistence.sqlite import SqlitePersistence
@@ -92,9 +93,7 @@ def test_each_run_is_recorded_with_every_task_and_attempt(tmp_path: Path, kind: 
 
 
 @pytest.mark.parametrize("kind", ["memory", "file", "sqlite", "third-party"])
-def test_runs_are_listed_newest_first_found_by_prefix_and_pruned(
-    tmp_path: Path, kind: str
-) -> None:
+def test_runs_are_listed_newest_first_found_by_prefix_and_pruned(tmp_path: Path, kind: str) -> None:
     persistence = persistences(tmp_path)[kind]
     ids = []
     for _ in range(3):
@@ -231,6 +230,54 @@ def test_opus_runs_list_show_and_prune(tmp_path: Path, persistence: str) -> None
     kept = json.loads(opus("runs", "list", "--json", cwd=root).stdout)
     assert [run["id"] for run in kept] == [runs[0]["id"]]
     assert opus("runs", cwd=root).stdout.splitlines()[1].startswith(runs[0]["id"])
+
+
+def test_a_huge_count_means_all_runs_and_a_limit_of_0_is_refused(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    assert opus("run", cwd=root).returncode == 0
+    assert opus("run", cwd=root).returncode == 0
+    huge = "99999999999999999999999"
+    listed = opus("runs", "list", "--limit", huge, "--json", cwd=root)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 2
+    pruned = opus("runs", "prune", "--keep", huge, cwd=root)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.startswith("pruned 0 run(s)")
+    refused = one_line_error(opus("runs", "list", "--limit", "0", cwd=root))
+    assert refused == "opus: error: --limit needs a number of runs to show, 1 or more, not 0"
+
+
+HOSTILE_NAME = "wipe\x1b[2Jout\rover\x7fdel\x9bcsi\u202eevil\tend"
+LONG_NAME = "n" * 10_000
+
+
+def test_control_characters_in_names_are_shown_escaped_and_long_cells_cut(
+    tmp_path: Path,
+) -> None:
+    assert printable(HOSTILE_NAME) == ("wipe\\x1b[2Jout\\rover\\x7fdel\\x9bcsi\\u202eevil\\tend")
+    assert printable("задача-✓ ok") == "задача-✓ ok"
+    (tmp_path / "steps.py").write_text(STEPS)
+    toml = ['[opus]\nprocessors = ["steps:Step"]\n']
+    for name in (HOSTILE_NAME, LONG_NAME):
+        quoted = json.dumps(name)  # a JSON string is a TOML basic string
+        toml.append(f'[[tasks]]\nkind = "Step"\nversion = "v1"\nmetadata = {{name = {quoted}}}')
+    (tmp_path / "opus.toml").write_text("\n".join(toml))
+    narrow = {"COLUMNS": "100"}
+    outputs = {
+        "run": opus("run", "--no-progress", cwd=tmp_path, env=narrow),
+        "runs show": opus("runs", "show", cwd=tmp_path, env=narrow),
+        "state list": opus("state", "list", cwd=tmp_path, env=narrow),
+    }
+    for command, result in outputs.items():
+        assert result.returncode == 0, (command, result.stderr)
+        assert "wipe\\x1b[2Jout\\rover" in result.stdout, command  # long cells wrap
+        assert not any(c in result.stdout for c in "\x1b\r\x7f\x9b\u202e\t"), command
+        assert max(len(line) for line in result.stdout.splitlines()) <= 100, command
+        assert "nnn…" in result.stdout and LONG_NAME not in result.stdout, command
+    piped = opus("runs", "show", cwd=tmp_path)  # no terminal: cells cut at MAX_CELL
+    assert max(len(line) for line in piped.stdout.splitlines()) < 300
+    shown = json.loads(opus("runs", "show", "--json", cwd=tmp_path).stdout)
+    assert [task["name"] for task in shown["tasks"]] == [HOSTILE_NAME, LONG_NAME]
 
 
 def test_a_killed_run_is_visible_and_shown_interrupted(tmp_path: Path) -> None:

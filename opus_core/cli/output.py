@@ -7,12 +7,19 @@ standard output; logs, warnings and errors go to standard error.
 Times: tables show them for a person (`duration`, `timestamp`), JSON in
 ISO 8601 (`iso`); `to_json` turns `datetime`s into ISO 8601 by itself.
 Tables fit the terminal: when the columns are wider than it, the widest
-ones are narrowed and their cells wrap onto more lines — nothing is cut.
+ones are narrowed and their cells wrap onto more lines. A cell longer than
+the terminal is wide (`MAX_CELL` characters on a pipe) is cut, ending in
+"…"; `--json` has every character.
+
+Text from tasks (names, errors) is shown with `printable`: a control
+character is written as its escape (`\x1b`, `\r`), so no task can move the
+cursor or clear the screen. Every table cell goes through it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -29,6 +36,8 @@ MIN_COLUMN = 8
 """A narrowed column keeps at least this many characters (or its header's width)."""
 LAST_COLUMN = 30
 """The last column (free text: an error, a description) is narrowed first, down to this."""
+MAX_CELL = 200
+"""Without a terminal (a pipe, a file) a cell longer than this is cut, ending in "…"."""
 
 
 # -- times -----------------------------------------------------------------------------------
@@ -129,14 +138,16 @@ def _fit(natural: list[int], minimum: list[int], available: int) -> list[int]:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = -1) -> str:
     """Rows under headers, in columns as wide as their widest cell, fitted to `width`.
 
-    `width` defaults to `terminal_width()`; None means no limit. A cell too
-    wide for its narrowed column wraps onto further lines of its row.
+    `width` defaults to `terminal_width()`; None means no terminal (a pipe). A
+    cell too wide for its narrowed column wraps onto further lines of its row;
+    a cell longer than `width` (or `MAX_CELL`) is cut, ending in "…".
     """
     if width == -1:
         width = terminal_width()
+    limit = MAX_CELL if width is None else max(width, MIN_COLUMN)
     cells = [
         [str(h) for h in headers],
-        *[[_cell(c) for c in r] for r in rows],
+        *[[_cell(c, limit) for c in r] for r in rows],
     ]
     natural = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     widths = natural
@@ -157,10 +168,44 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int | No
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    """A cell's text on one line (a table row never breaks where its text did)."""
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f"  # C0 controls, DEL, C1 controls
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # marks and overrides of text direction
+    "\u2028\u2029"  # line and paragraph separators
+    "\ud800-\udfff]"  # lone surrogates (bytes decoded with surrogateescape)
+)
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    code = ord(character)
+    return _ESCAPES.get(character) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: str) -> str:
+    """`text` safe to write to a terminal, on one line: each control character (C0, DEL,
+    C1), line separator, text-direction override and lone surrogate is written as its
+    Python escape — `\\x1b`, `\\r`, `\\n`, `\\x7f`, `\\u202e`, `\\udce9` — so that no
+    task name or error can move the cursor, clear the screen, hide text or fail to encode.
+    Other text, whatever its script, is returned unchanged."""
+    if text.isprintable():
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+_LINE_BREAKS = re.compile(r"[ \t]*(?:\r?\n[ \t]*)+")
+
+
+def _cell(value: Any, limit: int) -> str:
+    """A cell's text on one line (a row never breaks where its text did: each line break
+    becomes a space), every control character shown (`printable`), and at most `limit`
+    characters, the last of them "…" when it is cut."""
     text = "" if value is None else str(value)
-    return " ".join(text.split()) if "\n" in text else text
+    if "\n" in text:
+        text = _LINE_BREAKS.sub(" ", text).strip(" ")
+    text = printable(text)
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
 def emit(

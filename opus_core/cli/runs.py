@@ -11,10 +11,14 @@ import argparse
 import sys
 from typing import Any
 
-from opus_core.cli.output import duration, emit, table, timestamp, to_json
+from opus_core.cli.output import duration, emit, printable, table, timestamp, to_json
 from opus_core.errors import OpusError
 from opus_core.history import displayed_status, find_run, for_json
 from opus_core.persistence import StatePersistence
+
+ALL = 2**63 - 1
+"""A count of runs this large or larger (`--limit`, `--keep`) means all of them: SQLite's
+integers stop here."""
 
 
 def _persistence(args: argparse.Namespace) -> StatePersistence:
@@ -63,6 +67,10 @@ def _where(run: dict[str, Any]) -> str:
 def list_runs(args: argparse.Namespace) -> int:
     """The runs, newest first: id, status, start, duration, command/context, counts."""
     limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
+        raise OpusError(f"--limit needs a number of runs to show, 1 or more, not {limit}")
+    if limit is not None and limit >= ALL:
+        limit = None
     runs = _persistence(args).list_runs(limit=limit)
     for run in runs:
         run["status"] = displayed_status(run)
@@ -108,7 +116,7 @@ def show(args: argparse.Namespace) -> int:
         f"pid:         {run.get('pid')}",
         f"tasks:       {_counts(run)}",
     ]
-    print("\n".join(lines))
+    print("\n".join(printable(line) for line in lines))
     tasks = run.get("tasks") or []
     if tasks:
         rows = [
@@ -134,7 +142,6 @@ def prune(args: argparse.Namespace) -> int:
     keep = args.keep
     if keep is None or keep < 0:
         raise OpusError(f"--keep needs a number of runs to keep, 0 or more, not {keep!r}")
-    removed = _persistence(args).prune_runs(keep)
+    removed = _persistence(args).prune_runs(min(keep, ALL))
     sys.stdout.write(f"pruned {removed} run(s), kept at most {keep}\n")
     return 0
-
