@@ -232,7 +232,7 @@ def test_a_file_that_is_not_a_database_is_an_error_naming_it(tmp_path: Path) -> 
     before = path.read_bytes()
     with pytest.raises(StateDatabaseError, match=f"state database {path}.*not an SQLite database"):
         SqlitePersistence(path).retrieve_all_state_from_persistence()
-    with pytest.raises(StateDatabaseError, match="move it away"):
+    with pytest.raises(StateDatabaseError, match="move it aside"):
         SqlitePersistence(path).save_object_state("web", {})
     assert path.read_bytes() == before  # never changed
 
@@ -277,6 +277,77 @@ def test_opus_run_over_a_damaged_database_is_one_line_naming_it(tmp_path: Path) 
     listing = opus("state", "list", cwd=tmp_path)  # its first line says where the state is
     assert listing.returncode == 2 and "Traceback" not in listing.stderr
     assert listing.stderr.splitlines()[-1].startswith(f"opus: error: state database {database}")
+
+
+def damage_past_the_header(database: Path) -> None:
+    """Overwrite pages in the middle of `database` (its first page, the header, kept)."""
+    with sqlite3.connect(database) as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw.close()
+    pages = database.stat().st_size // 4096
+    with database.open("r+b") as file:
+        file.seek(4096 * (pages // 2))
+        file.write(b"\xff" * 4096 * 3)
+
+
+def test_a_database_damaged_past_its_header_is_refused_before_any_write(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    (tmp_path / "noop.py").write_text(NOOP)
+    tasks = [
+        f'[[tasks]]\nkind = "Noop"\nversion = "v1"\nmetadata = {{ name = "t{i}" }}\n'
+        for i in range(200)
+    ]
+    (tmp_path / "opus.toml").write_text(
+        '[opus]\nprocessors = ["noop:Noop"]\n[persistence.sqlite]\npath = "state.db"\n'
+        + "\n".join(tasks)
+    )
+    assert opus("run", "--no-progress", cwd=tmp_path).returncode == 0
+    damage_past_the_header(database)
+    before = database.read_bytes()
+    for command in (("run",), ("run", "--resume"), ("state", "clear", "--yes")):
+        message = one_line_error(opus(*command, cwd=tmp_path))
+        assert f"state database {database} is damaged" in message, message
+        assert "move it aside" in message and "`opus state clear` cannot repair it" in message
+    assert database.read_bytes() == before  # never changed
+
+    writer = SqlitePersistence(database)
+    with pytest.raises(StateDatabaseError, match="is damaged.*quick_check"):
+        writer.save_object_state("web", {})
+    assert database.read_bytes() == before
+
+
+def test_malformed_found_after_the_check_is_the_same_error(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    checked = SqlitePersistence(database)
+    for i in range(2000):
+        checked.save_object_state(f"task-{i}", {"result": "x" * 100})
+    damage_past_the_header(database)
+    reader = SqlitePersistence(database)  # this process checked it before it was damaged
+    with pytest.raises(StateDatabaseError, match=f"{database} is damaged.*malformed.*aside"):
+        reader.retrieve_all_state_from_persistence()
+
+
+def test_a_symlink_to_a_missing_file_is_named_by_every_command(tmp_path: Path) -> None:
+    (tmp_path / "state.db").symlink_to("missing.db")
+    (tmp_path / "noop.py").write_text(NOOP)
+    (tmp_path / "opus.toml").write_text(
+        '[persistence.sqlite]\npath = "state.db"\n'
+        '[[tasks]]\nkind = "Noop"\nversion = "v1"\nmetadata = { name = "a" }\n'
+        '[opus]\nprocessors = ["noop:Noop"]\n'
+    )
+    expected = f"state database {tmp_path / 'state.db'} is a symlink to a missing file (missing.db)"
+    for command in (
+        ("run",),
+        ("runs", "list"),
+        ("runs", "show"),
+        ("state", "show", "a"),
+        ("report",),
+    ):
+        message = one_line_error(opus(*command, cwd=tmp_path))
+        assert expected in message and "does not follow symlinks" in message, message
+    listing = opus("state", "list", cwd=tmp_path)
+    assert listing.returncode == 2 and expected in listing.stderr.splitlines()[-1]
+    assert not (tmp_path / "missing.db").exists()
 
 
 def test_a_damaged_entry_is_skipped_with_a_warning_and_named_when_read(
