@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
 from opus_core.report import REMOTE_TRACEBACK
@@ -39,6 +39,7 @@ from opus_core.runners.base import BaseTaskRun, Runner, run_name
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
 
 
 def _context() -> Any:
@@ -81,8 +82,9 @@ def _text(exc: BaseException) -> str:
         return f"<{type(exc).__name__} whose message cannot be shown>"
 
 
-def _message(fn: Callable[..., Any], args: Any, kwargs: Any) -> bytes:
-    """Run `fn` and pickle what it returned or raised."""
+def task_message(fn: Callable[..., Any], args: Any, kwargs: Any) -> bytes:
+    """Run `fn` and pickle what it returned or raised: `(True, value)` or `(False, exception)`,
+    the exception made portable (see `_portable`)."""
     import pickle
 
     try:
@@ -100,7 +102,22 @@ def _message(fn: Callable[..., Any], args: Any, kwargs: Any) -> bytes:
         return pickle.dumps((False, error), pickle.HIGHEST_PROTOCOL)
 
 
-def _flush_std_streams() -> None:
+def read_message(data: bytes, name: str) -> tuple[bool | None, Any]:
+    """What the process of task `name` sent (see `task_message`); one that cannot be read
+    is an `OpusError` saying so."""
+    import pickle
+
+    try:
+        return pickle.loads(data)  # type: ignore[no-any-return]
+    except Exception as exc:
+        return False, OpusError(
+            f"the result of task {name!r} could not be read back from its "
+            f"process: {type(exc).__name__}: {exc}"
+        )
+
+
+def flush_std_streams() -> None:
+    """Flush standard output and error, so what was printed goes out before what follows."""
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
@@ -124,7 +141,7 @@ def _lifeline_fds() -> tuple[int, int]:
             _lifeline = os.pipe()
             # Registered after multiprocessing's own exit function, so it runs before it: the
             # task processes still running are killed rather than waited for.
-            atexit.register(_end_lingering, everything=True)
+            atexit.register(end_processes, everything=True)
         return _lifeline
 
 
@@ -201,21 +218,19 @@ def _wait_for_parent(read_end: int, own_group: bool) -> None:  # pragma: no cove
     os._exit(1)
 
 
-def _child(
-    send: Connection,
-    lifeline: int,
-    parent: int,
-    main_thread: bool,
-    fn: Callable[..., Any],
-    args: Any,
-    kwargs: Any,
+def become_task_process(
+    lifeline: int, parent: int, main_thread: bool, mask: set[signal.Signals]
 ) -> None:  # pragma: no cover - runs in the child
+    """In a child just forked by `TaskProcess`: the set-up every task process shares.
+
+    Plain signal handling with `mask`; a process group of its own; death with the
+    parent (lifeline, parent-death signal); stdin on `/dev/null`.
+    """
     # The task starts with the signal handling of a plain Python program, not with what the
     # program that started it set up (the `opus` command's SIGTERM handler, say).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    # Masked across the fork: the task gets the mask its caller had before.
-    signal.pthread_sigmask(signal.SIG_SETMASK, getattr(_forking, "mask", set()))
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
         own_group = True
@@ -230,15 +245,154 @@ def _child(
         os.close(devnull)
     except OSError:
         pass
-    message = _message(fn, args, kwargs)
-    _flush_std_streams()  # what the task printed is out before its result is
+
+
+def forking_mask() -> set[signal.Signals]:
+    """In a child just forked by `TaskProcess`: the signal mask its forking thread had."""
+    return set(getattr(_forking, "mask", set()))
+
+
+def _run_task(
+    send: Connection,
+    lifeline: int,
+    parent: int,
+    main_thread: bool,
+    fn: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+) -> None:  # pragma: no cover - runs in the child
+    # Masked across the fork: the task gets the mask its caller had before.
+    become_task_process(lifeline, parent, main_thread, forking_mask())
+    message = task_message(fn, args, kwargs)
+    flush_std_streams()  # what the task printed is out before its result is
     send.send_bytes(message)
     send.close()
     # multiprocessing ends the process: it waits for the task's own threads and
     # processes, flushes the standard streams and exits.
 
 
+# -- one task process ----------------------------------------------------------------------------
+
+
+class TaskProcess:
+    """A forked process of opus's own — a task's, or a `processpool` worker's — and the
+    pipe it answers on.
+
+    `target(send, lifeline, parent, main_thread, *args)` runs in the child, which calls
+    `become_task_process` first and sends its messages on `send`. The process leads a
+    process group of its own, so `kill()` takes whatever it started with it.
+    """
+
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
+        # What the child will import, imported here first: a module another thread is
+        # importing at the moment of the fork stays locked in the child for ever.
+        import ctypes  # noqa: F401
+        import fcntl  # noqa: F401
+        import pickle  # noqa: F401
+        import selectors  # noqa: F401
+        import traceback  # noqa: F401
+
+        lifeline, _ = _lifeline_fds()
+        try:
+            receive, send = _context().Pipe(duplex=False)
+        except OSError as exc:
+            raise out_of_files(exc, name) from None
+        self.receive: Connection = receive
+        # The parent-death signal comes when the forking *thread* ends: it is armed only for
+        # forks by threads that live as long as the program.
+        main_thread = threading.current_thread() is threading.main_thread() or _watcher.is_watcher()
+        self.process: BaseProcess = _context().Process(
+            target=target,
+            args=(send, lifeline, os.getpid(), main_thread, *args),
+            name=f"opus-{name}",
+        )
+        self.reaped = False
+        self.kill_lock = threading.Lock()
+        flush_std_streams()  # or the child would print what the caller printed again
+        # Ctrl-C or SIGTERM arriving in the middle of the fork would run its handler in
+        # whichever at-fork hook is running (logging's holds a lock): it waits until the
+        # child is started, and is then raised in the caller, which cleans the child up.
+        _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+        try:
+            self.process.start()
+        except OSError as exc:
+            receive.close()
+            raise out_of_files(exc, name) from None
+        finally:
+            send.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
+        self.pid: int = self.process.pid
+        try:
+            os.setpgid(self.pid, self.pid)
+        except OSError:
+            pass  # the child did it first, or has already ended
+
+    def kill(self) -> None:
+        """Kill the process group (the process, and whatever it started)."""
+        with self.kill_lock:
+            if self.reaped:
+                return  # its pid may belong to another process by now
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def collect(self) -> int | None:
+        """The process ended: collect it and return its exit code (None if someone else
+        collected it first)."""
+        with self.kill_lock:
+            for _ in range(40):  # another thread may be collecting it at this instant
+                if self.process.exitcode is not None:
+                    break
+                self.process.join(0.05)
+            # Still nothing: someone else collected it (SIGCHLD ignored, say); it has ended.
+            self.reaped = True
+        return self.process.exitcode
+
+    def close(self) -> None:
+        """Stop watching the collected process; let go of it and of its pipe."""
+        try:
+            _watcher.forget(self.process.sentinel)
+        except ValueError:
+            return  # closed already
+        if not self.receive.closed:
+            _watcher.forget(self.receive.fileno())
+            self.receive.close()
+        try:
+            self.process.close()  # its sentinel, and its place among multiprocessing's children
+        except ValueError:
+            pass  # collected by someone else: multiprocessing never saw it end
+
+
+def how_it_ended(code: int | None) -> str:
+    """`was killed by SIGKILL`, `exited with code 1`: the end of a process, for a message."""
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 # -- the watcher ---------------------------------------------------------------------------------
+
+
+class ProcessHolder(Protocol):
+    """What holds a `TaskProcess` (a process run, a pool's worker): the watcher reports to it."""
+
+    @property
+    def child(self) -> TaskProcess:
+        """The process held."""
+
+    def done(self) -> bool:
+        """True when the process has sent what was asked of it but may live on."""
+
+    def receive_message(self) -> None:
+        """The process's pipe is readable (a message, or its end)."""
+
+    def reap(self) -> None:
+        """The process ended."""
+
+    def lost(self, error: Exception) -> None:
+        """Handling a message or the end raised `error`."""
 
 
 class _Watcher:
@@ -249,14 +403,15 @@ class _Watcher:
         self._selector: Any = None
         self._thread: threading.Thread | None = None
 
-    def watch(self, run: MultiprocessTaskRun) -> None:
+    def watch(self, holder: ProcessHolder) -> None:
         import selectors
 
+        child = holder.child
         with self._lock:
             if self._selector is None:
                 self._selector = selectors.DefaultSelector()
-            self._selector.register(run._receive.fileno(), selectors.EVENT_READ, (run, True))
-            self._selector.register(run._process.sentinel, selectors.EVENT_READ, (run, False))
+            self._selector.register(child.receive.fileno(), selectors.EVENT_READ, (holder, True))
+            self._selector.register(child.process.sentinel, selectors.EVENT_READ, (holder, False))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="opus-watcher", daemon=True)
                 self._thread.start()
@@ -267,6 +422,10 @@ class _Watcher:
             if self._selector is not None and fd in self._selector.get_map():
                 self._selector.unregister(fd)
 
+    def is_watcher(self) -> bool:
+        """True in the watcher's own thread (which lives as long as the program)."""
+        return self._thread is threading.current_thread()
+
     def _loop(self) -> None:
         # Ctrl-C and SIGTERM are for the thread that waits on the runs, not for this one.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -275,23 +434,18 @@ class _Watcher:
         timeout = None if type(self._selector).__name__ == "EpollSelector" else 0.05
         while True:
             for key, _ in self._selector.select(timeout):
-                run, is_result = key.data
+                holder, is_message = key.data
                 try:
-                    if is_result:
-                        run._receive_result()
+                    if is_message:
+                        holder.receive_message()
                     else:
-                        run._reap()
-                except Exception as exc:  # this thread must go on for every other run
-                    run._finish(
-                        exception=OpusError(
-                            f"lost track of the process of task {run.name!r}: "
-                            f"{type(exc).__name__}: {exc}"
-                        )
-                    )
+                        holder.reap()
+                except Exception as exc:  # this thread must go on for every other process
+                    holder.lost(exc)
 
 
 _watcher = _Watcher()
-_live: dict[MultiprocessTaskRun, ProcessRunner | None] = {}  # runs whose process is not reaped
+_live: dict[ProcessHolder, Runner | None] = {}  # holders whose process is not reaped
 _live_lock = threading.Lock()
 
 
@@ -308,22 +462,48 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _end_lingering(owner: ProcessRunner | None = None, everything: bool = False) -> None:
-    """Kill task processes that sent their result but live on (or, with `everything`, all),
-    and wait (briefly) for the watcher to collect them."""
+def watch(holder: ProcessHolder, runner: Runner | None) -> None:
+    """Have the watcher report to `holder` and the program's exit kill its process.
+
+    If that is interrupted (Ctrl-C), nobody would ever stop or collect the process,
+    so it is killed and collected before the exception goes on.
+    """
+    try:
+        with _live_lock:
+            _live[holder] = runner
+        _watcher.watch(holder)
+    except BaseException:
+        holder.child.kill()
+        holder.child.process.join()
+        holder.child.reaped = True
+        release(holder)
+        raise
+
+
+def release(holder: ProcessHolder) -> None:
+    """The process of `holder` is collected: forget it, and let go of its pipe."""
+    with _live_lock:
+        _live.pop(holder, None)
+    holder.child.close()
+
+
+def end_processes(owner: Runner | None = None, everything: bool = False) -> None:
+    """Kill the task processes of `owner` (of every runner if None) that sent their result
+    but live on (or, with `everything`, all of them), and wait (briefly) for the watcher
+    to collect them."""
     import time
 
     with _live_lock:
-        runs = [run for run, runner in _live.items() if owner is None or runner is owner]
-    killed = [run for run in runs if everything or run.done()]
-    for run in killed:
-        run._kill()
+        holders = [holder for holder, runner in _live.items() if owner is None or runner is owner]
+    killed = [holder for holder in holders if everything or holder.done()]
+    for holder in killed:
+        holder.child.kill()
     deadline = time.monotonic() + 5
-    while any(not run._reaped for run in killed) and time.monotonic() < deadline:
+    while any(not holder.child.reaped for holder in killed) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
-def _out_of_files(exc: OSError, name: str) -> BaseException:
+def out_of_files(exc: OSError, name: str) -> BaseException:
     """A clear error for a task that cannot start for want of file descriptors."""
     import errno
 
@@ -349,154 +529,77 @@ class MultiprocessTaskRun(BaseTaskRun):
         runner: ProcessRunner | None = None,
     ):
         super().__init__(run_name(fn))
-        # What the child will import, imported here first: a module another thread is
-        # importing at the moment of the fork stays locked in the child for ever.
-        import ctypes  # noqa: F401
-        import fcntl  # noqa: F401
-        import pickle  # noqa: F401
-        import selectors  # noqa: F401
-        import traceback  # noqa: F401
-
-        lifeline, _ = _lifeline_fds()
-        try:
-            receive, send = _context().Pipe(duplex=False)
-        except OSError as exc:
-            raise _out_of_files(exc, self.name) from None
-        self._receive = receive
-        self._process = _context().Process(
-            target=_child,
-            args=(
-                send,
-                lifeline,
-                os.getpid(),
-                threading.current_thread() is threading.main_thread(),
-                fn,
-                args,
-                kwargs,
-            ),
-            name=f"opus-{self.name}",
-        )
-        self._reaped = False
-        self._kill_lock = threading.Lock()
-        _flush_std_streams()  # or the child would print what the caller printed again
-        # Ctrl-C or SIGTERM arriving in the middle of the fork would run its handler in
-        # whichever at-fork hook is running (logging's holds a lock): it waits until the
-        # child is started, and is then raised here, where the child is cleaned up.
-        _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
-        try:
-            self._process.start()
-        except OSError as exc:
-            receive.close()
-            raise _out_of_files(exc, self.name) from None
-        finally:
-            send.close()
-            signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
-        self._pid: int = self._process.pid
-        try:
-            try:
-                os.setpgid(self._pid, self._pid)
-            except OSError:
-                pass  # the child did it first, or has already ended
-            with _live_lock:
-                _live[self] = runner
-            _watcher.watch(self)
-        except BaseException:
-            # Ctrl-C (or anything else) between the start and the watch: nobody would ever
-            # stop or collect this process, so it goes now.
-            self._kill()
-            self._process.join()
-            self._reaped = True
-            self._closed()
-            raise
+        self._child = TaskProcess(_run_task, (fn, args, kwargs), self.name)
+        watch(self, runner)
 
     @property
     def pid(self) -> int:
         """The task process's id."""
-        return self._pid
+        return self._child.pid
 
-    def _receive_result(self) -> None:
+    @property
+    def child(self) -> TaskProcess:
+        """The task's process."""
+        return self._child
+
+    def receive_message(self) -> None:
         """The pipe is readable: the result, or its end because the process ended without one."""
-        import pickle
-
-        if self._receive.closed:
+        receive = self._child.receive
+        if receive.closed:
             return  # taken already, when the process's end was seen first
-        _watcher.forget(self._receive.fileno())
+        _watcher.forget(receive.fileno())
         try:
-            data = self._receive.recv_bytes()
+            data = receive.recv_bytes()
         except (EOFError, OSError):
             return  # no result: the sentinel says how the process ended
         finally:
-            self._receive.close()
-        try:
-            ok, payload = pickle.loads(data)
-        except Exception as exc:
-            ok, payload = (
-                False,
-                OpusError(
-                    f"the result of task {self.name!r} could not be read back from its "
-                    f"process: {type(exc).__name__}: {exc}"
-                ),
-            )
+            receive.close()
+        ok, payload = read_message(data, self.name)
         if ok:
             self._finish(value=payload)
         else:
             self._finish(exception=payload)
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
         """The process ended: collect it, and say how it died if it sent no result."""
-        if self._reaped:
+        if self._child.reaped:
             return
-        _watcher.forget(self._process.sentinel)
-        if not self._receive.closed and self._receive.poll():
-            self._receive_result()  # what the process sent just before it ended
-        with self._kill_lock:
-            for _ in range(40):  # another thread may be collecting it at this instant
-                if self._process.exitcode is not None:
-                    break
-                self._process.join(0.05)
-            # Still nothing: someone else collected it (SIGCHLD ignored, say); it has ended.
-            self._reaped = True
-        code = self._process.exitcode
-        self._closed()
+        if not self._child.receive.closed and self._child.receive.poll():
+            self.receive_message()  # what the process sent just before it ended
+        code = self._child.collect()
+        release(self)
         if self.done():
             return
-        how = (
-            f"was killed by {signal.Signals(-code).name}"
-            if code is not None and code < 0
-            else f"exited with code {code}"
-        )
         self._finish(
             exception=ProcessDiedError(
-                f"the process of task {self.name!r} (pid {self._pid}) {how} "
+                f"the process of task {self.name!r} (pid {self.pid}) {how_it_ended(code)} "
                 "without sending back a result"
             )
         )
 
-    def _closed(self) -> None:
-        """The process is collected: let go of it and of the pipe."""
-        with _live_lock:
-            _live.pop(self, None)
-        if not self._receive.closed:
-            _watcher.forget(self._receive.fileno())
-            self._receive.close()
-        try:
-            self._process.close()  # its sentinel, and its place among multiprocessing's children
-        except ValueError:
-            pass  # collected by someone else: multiprocessing never saw it end
+    def lost(self, error: Exception) -> None:
+        """The watcher could not handle this run's process: the run fails saying so."""
+        self._finish(
+            exception=OpusError(
+                f"lost track of the process of task {self.name!r}: {type(error).__name__}: {error}"
+            )
+        )
 
     def _kill(self) -> None:
         """Kill the task's process group (its process, and whatever it started)."""
-        with self._kill_lock:
-            if self._reaped:
-                return  # its pid may belong to another process by now
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(self._pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        self._child.kill()
 
     def _halt(self) -> None:
         self._kill()
+
+
+def check_max_workers(max_workers: int | None) -> int | None:
+    """`max_workers` if it is None or a whole number of at least 1; else `ValueError`."""
+    if max_workers is not None and (
+        isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+    ):
+        raise ValueError(f"max_workers must be a whole number of at least 1, got {max_workers!r}")
+    return max_workers
 
 
 class ProcessRunner(Runner):
@@ -516,13 +619,7 @@ class ProcessRunner(Runner):
     run_class: ClassVar[type[MultiprocessTaskRun]] = MultiprocessTaskRun
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            raise ValueError(
-                f"max_workers must be a whole number of at least 1, got {max_workers!r}"
-            )
-        self.max_workers = max_workers
+        self.max_workers = check_max_workers(max_workers)
 
     @property
     def max_concurrency(self) -> int | None:
@@ -535,4 +632,4 @@ class ProcessRunner(Runner):
 
     def shutdown(self, wait: bool = True) -> None:
         """Kill this runner's task processes that linger (all of them, without `wait`)."""
-        _end_lingering(self, everything=not wait)
+        end_processes(self, everything=not wait)
