@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def opus_register_runners() -> Iterable[type[Runner]]:
-    """`sequential` and `process`."""
+    """`sequential`, `process` and `processpool`."""
     from opus_core.runners import BUILTIN_RUNNERS
 
     return list(BUILTIN_RUNNERS.values())

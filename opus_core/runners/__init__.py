@@ -1,6 +1,7 @@
 """Runners: where tasks run. See `Runner` to write your own.
 
-Built in: `SequentialRunner` (`"sequential"`) and `ProcessRunner` (`"process"`).
+Built in: `SequentialRunner` (`"sequential"`), `ProcessRunner` (`"process"`) and
+`ProcessPoolRunner` (`"processpool"`).
 Plugins add more (`threadpool`, `dask`, ...) through `opus_register_runners`.
 
 Names are imported on first use: a plugin that subclasses `Runner` does not
@@ -17,6 +18,8 @@ _EXPORTS = {
     "Runner": "opus_core.runners.base",
     "MultiprocessTaskRun": "opus_core.runners.process",
     "ProcessRunner": "opus_core.runners.process",
+    "PoolTaskRun": "opus_core.runners.processpool",
+    "ProcessPoolRunner": "opus_core.runners.processpool",
     "SequentialRunner": "opus_core.runners.sequential",
     "SequentialTaskRun": "opus_core.runners.sequential",
     "BUILTIN_RUNNERS": "opus_core.runners.resolve",
@@ -28,6 +31,8 @@ __all__ = [
     "BUILTIN_RUNNERS",
     "BaseTaskRun",
     "MultiprocessTaskRun",
+    "PoolTaskRun",
+    "ProcessPoolRunner",
     "ProcessRunner",
     "Runner",
     "RunnerSpec",
@@ -49,5 +54,6 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from opus_core.runners.base import BaseTaskRun, Runner
     from opus_core.runners.process import MultiprocessTaskRun, ProcessRunner
+    from opus_core.runners.processpool import PoolTaskRun, ProcessPoolRunner
     from opus_core.runners.resolve import BUILTIN_RUNNERS, RunnerSpec, resolve_runner
     from opus_core.runners.sequential import SequentialRunner, SequentialTaskRun

@@ -8,11 +8,13 @@ from typing import Any
 from opus_core.errors import ConfigError
 from opus_core.runners.base import BaseTaskRun, Runner
 from opus_core.runners.process import MultiprocessTaskRun, ProcessRunner
+from opus_core.runners.processpool import ProcessPoolRunner
 from opus_core.runners.sequential import SequentialRunner, SequentialTaskRun
 
 BUILTIN_RUNNERS: dict[str, type[Runner]] = {
     SequentialRunner.name: SequentialRunner,
     ProcessRunner.name: ProcessRunner,
+    ProcessPoolRunner.name: ProcessPoolRunner,
 }
 
 RunnerSpec = str | Runner | type[Runner] | type[BaseTaskRun]
