@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from opus_core.errors import ManifestError, did_you_mean
 from opus_core.substitution import needs_substitution
@@ -46,13 +46,38 @@ class LabelSelector:
         return "{labels = {" + ", ".join(f'{k} = "{v}"' for k, v in self.labels) + "}}"
 
 
+class _NoEntries(dict):  # type: ignore[type-arg]
+    """The one empty, read-only mapping every task without labels or annotations shares.
+
+    A million tasks would otherwise hold two million empty dicts. It pickles as a
+    reference to `NO_ENTRIES`, so a task sent to a worker process stays lean there too.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a task's labels and annotations are read-only")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
+
+    def __reduce__(self) -> str:
+        return "NO_ENTRIES"
+
+    def __hash__(self) -> int:  # type: ignore[override]  # immutable: a dataclass default
+        return 0
+
+
+NO_ENTRIES: Mapping[str, Any] = _NoEntries()
+"""The labels and annotations of a task that has none."""
+
+
 @dataclass(slots=True)
 class TaskMetadata:
     """The validated form of a manifest's `metadata` table."""
 
     name: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, Any] = field(default_factory=dict)
+    labels: Mapping[str, str] = NO_ENTRIES
+    annotations: Mapping[str, Any] = NO_ENTRIES
     """Free-form data for processors and plugins; the engine ignores it."""
     dependency_names: tuple[str, ...] = ()
     dependency_selectors: tuple[LabelSelector, ...] = ()
@@ -91,6 +116,10 @@ def _labels(where: str, key: str, value: object) -> dict[str, str]:
 
 def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
     """Validate a manifest's metadata; `where` names the task in error messages."""
+    if isinstance(metadata, dict) and metadata:
+        quick = _quick_metadata(metadata)
+        if quick is not None:
+            return quick
     if not isinstance(metadata, Mapping):
         raise ManifestError(f"{where}: metadata must be a table, got {metadata!r}")
     if not metadata:
@@ -134,6 +163,24 @@ def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
     return TaskMetadata(**fields)
 
 
+def _quick_metadata(metadata: dict[str, Any]) -> TaskMetadata | None:
+    """The metadata of the commonest manifests — a name, and dependencies by name — made
+    without the general checks; None for anything else (the general path then decides,
+    and words any error)."""
+    name = metadata.get("name")
+    if type(name) is not str or not name:
+        return None
+    if len(metadata) == 1:
+        return TaskMetadata(name)
+    dependencies = metadata.get("dependencies")
+    if len(metadata) != 2 or type(dependencies) is not list:
+        return None
+    for dep in dependencies:
+        if type(dep) is not str or not dep:
+            return None
+    return TaskMetadata(name, NO_ENTRIES, NO_ENTRIES, tuple(dependencies))
+
+
 def _dependencies(where: str, value: object) -> tuple[tuple[str, ...], tuple[LabelSelector, ...]]:
     if not isinstance(value, (list, tuple)):
         raise ManifestError(f"{where}: metadata.dependencies must be a list, got {value!r}")
@@ -163,6 +210,10 @@ class Task:
     `task_id` is the name when one is given, else the manifest's checksum.
     """
 
+    # Slots, and no spec dict until one is asked for: a run of a million tasks holds a
+    # million of these, and each dict or attribute table it does not make is memory saved.
+    __slots__ = ("_checksum", "_placeholders", "_spec", "kind", "meta", "metadata", "version")
+
     def __init__(
         self,
         kind: str,
@@ -171,23 +222,45 @@ class Task:
         metadata: Mapping[str, Any] | None = None,
         logger: object = None,  # accepted for compatibility with the seed; unused
     ) -> None:
-        if not isinstance(kind, str) or not kind:
-            raise ManifestError(f"a task needs a non-empty string kind, got {kind!r}")
-        where = f"task of kind {kind!r}"
-        if not isinstance(version, str) or not version:
-            raise ManifestError(f"{where}: version must be a non-empty string, got {version!r}")
+        if type(kind) is not str or not kind:
+            if not isinstance(kind, str) or not kind:
+                raise ManifestError(f"a task needs a non-empty string kind, got {kind!r}")
+        if type(version) is not str or not version:
+            if not isinstance(version, str) or not version:
+                raise ManifestError(
+                    f"task of kind {kind!r}: version must be a non-empty string, got {version!r}"
+                )
         if spec is not None and not isinstance(spec, Mapping):
-            raise ManifestError(f"{where}: spec must be a table, got {spec!r}")
+            raise ManifestError(f"task of kind {kind!r}: spec must be a table, got {spec!r}")
         self.kind = kind
         self.version = version
-        self.spec: dict[str, Any] = dict(spec or {})
-        self.metadata: dict[str, Any] = dict(metadata or {})
-        name = self.metadata.get("name")
-        if isinstance(name, str) and name:
-            where = f"task {name!r}"
-        self.meta = parse_metadata(self.metadata, where)
+        self._spec: dict[str, Any] | None = dict(spec) if spec else None
+        self.metadata: dict[str, Any] = dict(metadata) if metadata else {}
+        meta = _quick_metadata(self.metadata) if self.metadata else None
+        if meta is None:
+            name = self.metadata.get("name")
+            if isinstance(name, str) and name:
+                where = f"task {name!r}"
+            else:
+                where = f"task of kind {kind!r}"
+            meta = parse_metadata(self.metadata, where)
+        self.meta: TaskMetadata = meta
         self._checksum: str | None = None
-        self._placeholders: bool | None = None
+        self._placeholders: bool | None = None if self._spec else False
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The processor's input (a dict, empty when the manifest has none)."""
+        spec = self._spec
+        if spec is None:
+            spec = self._spec = {}
+            self._placeholders = None  # the caller may fill it
+        return spec
+
+    @spec.setter
+    def spec(self, value: dict[str, Any]) -> None:
+        self._spec = value
+        self._placeholders = None
 
     @property
     def checksum(self) -> str:
@@ -197,7 +270,7 @@ class Task:
                 "kind": self.kind,
                 "version": self.version,
                 "metadata": self.metadata,
-                "spec": self.spec,
+                "spec": self._spec or {},
             }
             text = _CANONICAL.encode(manifest)
             self._checksum = hashlib.sha256(text.encode()).hexdigest()
@@ -207,7 +280,7 @@ class Task:
     def has_placeholders(self) -> bool:
         """Whether the spec has strings that `${KEY}` substitution may rewrite."""
         if self._placeholders is None:
-            self._placeholders = needs_substitution(self.spec)
+            self._placeholders = bool(self._spec) and needs_substitution(self._spec)
         return self._placeholders
 
     @property
@@ -223,9 +296,13 @@ class Task:
     def with_spec(self, spec: dict[str, Any]) -> Task:
         """A copy of this task with another spec, keeping the original checksum."""
         clone = object.__new__(Task)
-        clone.__dict__.update(self.__dict__)
-        clone.spec = spec
+        clone.kind = self.kind
+        clone.version = self.version
+        clone.metadata = self.metadata
+        clone.meta = self.meta
         clone._checksum = self.checksum
+        clone._spec = spec
+        clone._placeholders = None
         return clone
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,8 +310,8 @@ class Task:
         data: dict[str, Any] = {"kind": self.kind, "version": self.version}
         if self.metadata:
             data["metadata"] = self.metadata
-        if self.spec:
-            data["spec"] = self.spec
+        if self._spec:
+            data["spec"] = self._spec
         return data
 
     def __repr__(self) -> str:
