@@ -7,28 +7,106 @@ and labels are looked up in indexes built once per plan.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from opus_core.errors import CycleError, DependencyError, did_you_mean
 from opus_core.manifest import Task
 from opus_core.processor import TaskProcessor
 
 
+class Adjacency(Sequence[tuple[int, ...]]):
+    """For each task of a plan, the positions of the tasks it points to, in two flat arrays.
+
+    `adjacency[i]` is a tuple of positions; `targets[offsets[i]:offsets[i + 1]]` is the
+    same without making one. A million tasks cost two machine integers each and one per
+    edge, not a list object apiece that the garbage collector would have to walk.
+    """
+
+    __slots__ = ("offsets", "targets")
+
+    def __init__(self, offsets: array[int], targets: array[int]) -> None:
+        self.offsets = offsets
+        """`len(self) + 1` increasing positions into `targets`."""
+        self.targets = targets
+
+    @classmethod
+    def empty(cls, n: int) -> Adjacency:
+        """`n` tasks, none pointing anywhere."""
+        return cls(array("q", bytes(8 * (n + 1))), array("q"))
+
+    @classmethod
+    def from_lists(cls, lists: Iterable[Iterable[int]]) -> Adjacency:
+        """An adjacency holding `lists` (one iterable of positions per task)."""
+        offsets = array("q", [0])
+        targets = array("q")
+        for items in lists:
+            targets.extend(items)
+            offsets.append(len(targets))
+        return cls(offsets, targets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, ...]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, ...]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[int, ...] | list[tuple[int, ...]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("adjacency index out of range")
+        return tuple(self.targets[self.offsets[index] : self.offsets[index + 1]])
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        offsets, targets = self.offsets, self.targets
+        for i in range(len(offsets) - 1):
+            yield tuple(targets[offsets[i] : offsets[i + 1]])
+
+    def reversed_edges(self) -> Adjacency:
+        """The same edges pointing the other way, each list in increasing position."""
+        n = len(self)
+        offsets, targets = self.offsets, self.targets
+        counts = [0] * (n + 1)
+        for j in targets:
+            counts[j + 1] += 1
+        running = 0
+        for i in range(n + 1):
+            running += counts[i]
+            counts[i] = running
+        reverse_offsets = array("q", counts)
+        fill = counts[:n]
+        reverse = array("q", bytes(8 * len(targets)))
+        for i in range(n):
+            for e in range(offsets[i], offsets[i + 1]):
+                j = targets[e]
+                reverse[fill[j]] = i
+                fill[j] += 1
+        return Adjacency(reverse_offsets, reverse)
+
+
 @dataclass
 class Plan:
     """Tasks in scope for one command and context, in a topological order.
 
-    `deps[i]` and `dependents[i]` are positions in `tasks`; every dependency of
-    `tasks[i]` comes before it. `excluded` pairs each task out of scope with why.
+    `deps[i]` and `dependents[i]` are positions in `tasks` (see `Adjacency`);
+    every dependency of `tasks[i]` comes before it. `excluded` pairs each task
+    out of scope with why.
     """
 
     command: str
     context: str
     tasks: list[Task]
-    deps: list[list[int]]
-    dependents: list[list[int]]
+    deps: Adjacency
+    dependents: Adjacency
     excluded: list[tuple[Task, str]]
     warnings: list[str] = field(default_factory=list)
     """What planning noticed but allows: a label dependency that no task's labels match."""
@@ -52,6 +130,17 @@ def out_of_scope_reason(
     return None
 
 
+def _in_scope(task: Task, command: str, context: str) -> bool:
+    """`out_of_scope_reason` is None, for a task whose processor supports `command`."""
+    meta = task.meta
+    return (
+        (meta.commands is None or command in meta.commands)
+        and command not in meta.exclude_commands
+        and (meta.contexts is None or context in meta.contexts)
+        and context not in meta.exclude_contexts
+    )
+
+
 def build_plan(
     tasks: Sequence[Task],
     processors: Mapping[tuple[str, str], TaskProcessor],
@@ -66,34 +155,54 @@ def build_plan(
     scoped: list[Task] = []
     excluded: list[tuple[Task, str]] = []
     excluded_by_name: dict[str, str] = {}
+    supports: dict[tuple[str, str], bool] = {}
     for task in tasks:
-        reason = out_of_scope_reason(task, processors[task.kind, task.version], command, context)
-        if reason is None:
+        key = (task.kind, task.version)
+        supported = supports.get(key)
+        if supported is None:
+            supported = supports[key] = command in processors[key].commands
+        if supported and _in_scope(task, command, context):
             scoped.append(task)
-        else:
-            excluded.append((task, reason))
-            if task.meta.name:
-                excluded_by_name[task.meta.name] = reason
-
-    by_name: dict[str, int] = {}
-    by_label: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, task in enumerate(scoped):
+            continue
+        reason = out_of_scope_reason(task, processors[key], command, context)
+        assert reason is not None
+        excluded.append((task, reason))
         if task.meta.name:
-            by_name[task.meta.name] = i
-        for pair in task.meta.labels.items():
-            by_label[pair].append(i)
+            excluded_by_name[task.meta.name] = reason
 
-    deps: list[list[int]] = []
+    # Dependencies as edges (task, the task it depends on), grouped by task: a list per
+    # task would be a million lists for a million tasks.
+    n = len(scoped)
+    offsets = array("q", [0])
+    targets = array("q")
+    by_name: dict[str, int] | None = None  # made at the first dependency by name
+    by_label: defaultdict[tuple[str, str], list[int]] | None = None  # at the first by label
     warnings: list[str] = []
     every_label: set[tuple[str, str]] | None = None  # made only if a selector matches nothing
     for i, task in enumerate(scoped):
+        meta = task.meta
+        names = meta.dependency_names
+        selectors = meta.dependency_selectors
+        if not names and not selectors:
+            offsets.append(len(targets))
+            continue
         found: list[int] = []
-        for name in task.meta.dependency_names:
-            j = by_name.get(name)
-            if j is None:
-                raise _missing_dependency(task, name, excluded_by_name, command, context, by_name)
-            found.append(j)
-        for selector in task.meta.dependency_selectors:
+        if names:
+            if by_name is None:
+                by_name = {t.meta.name: k for k, t in enumerate(scoped) if t.meta.name}
+            for name in names:
+                j = by_name.get(name)
+                if j is None:
+                    raise _missing_dependency(
+                        task, name, excluded_by_name, command, context, by_name
+                    )
+                found.append(j)
+        for selector in selectors:
+            if by_label is None:
+                by_label = defaultdict(list)
+                for k, t in enumerate(scoped):
+                    for pair in t.meta.labels.items():
+                        by_label[pair].append(k)
             candidates = min((by_label.get(pair, []) for pair in selector.labels), key=len)
             wanted = selector.labels
             if not candidates:
@@ -111,23 +220,32 @@ def build_plan(
             for j in candidates:
                 if j != i and all(scoped[j].meta.labels.get(k) == v for k, v in wanted):
                     found.append(j)
-        deps.append(list(dict.fromkeys(found)) if len(found) > 1 else found)
+        targets.extend(dict.fromkeys(found) if len(found) > 1 else found)
+        offsets.append(len(targets))
+    by_name = None  # a dict of every name: not kept while the order is worked out
 
-    order = _topological_order(scoped, deps)
-    position = [0] * len(scoped)
+    deps = Adjacency(offsets, targets)
+    if not targets:  # nothing depends on anything: the order is the order of addition
+        return Plan(command, context, scoped, deps, Adjacency.empty(n), excluded, warnings)
+    dependents = deps.reversed_edges()
+    order = _topological_order(scoped, deps, dependents)
+    if all(old == new for new, old in enumerate(order)):
+        return Plan(command, context, scoped, deps, dependents, excluded, warnings)
+    position = array("q", bytes(8 * n))
     for new, old in enumerate(order):
         position[old] = new
-    ordered_deps = [[position[j] for j in deps[old]] for old in order]
-    dependents: list[list[int]] = [[] for _ in order]
-    for i, ds in enumerate(ordered_deps):
-        for j in ds:
-            dependents[j].append(i)
+    new_offsets = array("q", [0])
+    new_targets = array("q")
+    for old in order:
+        new_targets.extend(position[j] for j in targets[offsets[old] : offsets[old + 1]])
+        new_offsets.append(len(new_targets))
+    ordered = Adjacency(new_offsets, new_targets)
     return Plan(
         command=command,
         context=context,
         tasks=[scoped[old] for old in order],
-        deps=ordered_deps,
-        dependents=dependents,
+        deps=ordered,
+        dependents=ordered.reversed_edges(),
         excluded=excluded,
         warnings=warnings,
     )
@@ -153,19 +271,18 @@ def _missing_dependency(
     )
 
 
-def _topological_order(tasks: Sequence[Task], deps: Sequence[list[int]]) -> list[int]:
+def _topological_order(tasks: Sequence[Task], deps: Adjacency, dependents: Adjacency) -> list[int]:
     """Kahn's algorithm, keeping the order tasks were added among ready tasks."""
-    remaining = [len(ds) for ds in deps]
-    dependents: list[list[int]] = [[] for _ in tasks]
-    for i, ds in enumerate(deps):
-        for j in ds:
-            dependents[j].append(i)
+    offsets = deps.offsets
+    remaining = [offsets[i + 1] - offsets[i] for i in range(len(tasks))]
+    after, targets = dependents.offsets, dependents.targets
     ready = deque(i for i, n in enumerate(remaining) if n == 0)
     order: list[int] = []
     while ready:
         i = ready.popleft()
         order.append(i)
-        for k in dependents[i]:
+        for e in range(after[i], after[i + 1]):
+            k = targets[e]
             remaining[k] -= 1
             if remaining[k] == 0:
                 ready.append(k)
@@ -174,7 +291,7 @@ def _topological_order(tasks: Sequence[Task], deps: Sequence[list[int]]) -> list
     return order
 
 
-def _find_cycle(deps: Sequence[list[int]], remaining: list[int]) -> list[int]:
+def _find_cycle(deps: Adjacency, remaining: list[int]) -> list[int]:
     """A cycle among the tasks Kahn's algorithm could not order.
 
     Each of them still waits on a dependency that is itself unordered, so walking
