@@ -242,6 +242,7 @@ class Tasks:
             if isinstance(exc, OpusError):
                 raise type(exc)(f"run not started: its history could not be saved: {exc}") from None
             raise
+        records = RunRecords(self.state_persistence, command, context)
         scheduler = Scheduler(
             plan,
             self.processors,
@@ -250,7 +251,7 @@ class Tasks:
             self.state_persistence,
             self.manager(),
             fail_fast=self.fail_fast,
-            records=RunRecords(self.state_persistence, command, context),
+            records=records,
             restored=restored,
             run_id=run["id"],
         )
@@ -265,14 +266,18 @@ class Tasks:
                 self._scheduler = None
             if owned:
                 runner.shutdown(wait=not scheduler.interrupted)
+        records.close()
         self.key_value_store.store.update(scheduler.final_values())
         stopped = scheduler.halted == "stopped" or scheduler.fatal_error is not None
         history.finish_run(
             run,
             report,
             plan,
-            scheduler.attempt_log,
+            scheduler.attempt_logs(),
             status=history.final_status(report, stopped),
+            # The base class keeps a run in memory as it is handed over, or saves it as
+            # state (a list of tasks then); a persistence of its own gets the list.
+            lazy=type(persistence).save_run is StatePersistence.save_run,
         )
         try:
             self._save_run(run)

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import OpusError, did_you_mean
+from opus_core.report import TaskResults
 
 if TYPE_CHECKING:
     from opus_core.graph import Plan
@@ -93,40 +94,93 @@ def finish_run(
     *,
     status: str,
     ended_at: float | None = None,
+    lazy: bool = False,
 ) -> dict[str, Any]:
     """`run` completed from the run's report: status, end, counts and one entry per task.
 
     `attempt_logs` has, per task of `plan`, the scheduler's log of its attempts
-    (None for a task never attempted).
+    (None for a task never attempted). With `lazy`, `run["tasks"]` is a `RunTasks`,
+    which makes each task's entry when it is read — for a persistence that keeps the
+    run in memory as it is handed over (`StatePersistence.save_run`).
     """
-    runner = run["runner"]
-    tasks = plan.tasks
-    results = report.results
-    entries = []
-    for index, task in enumerate(tasks):
-        name = task.task_id
-        result: TaskResult = results[name]
-        log = attempt_logs[index] if index < len(attempt_logs) else None
-        entries.append(
-            {
-                "name": name,
-                "kind": task.kind,
-                "status": result.status.value,
-                "attempts": result.attempts,
-                "started_at": log[0]["started_at"] if log else None,
-                "ended_at": log[-1]["ended_at"] if log else None,
-                "duration": result.duration if result.attempts else None,
-                "error": result.error,
-                "traceback": result.traceback,
-                "runner": runner,
-                "dependencies": [tasks[d].task_id for d in plan.deps[index]],
-                "attempt_log": log or [],
-            }
-        )
-    run["tasks"] = entries
+    tasks = RunTasks(run["runner"], report, plan, attempt_logs)
+    run["tasks"] = tasks if lazy else list(tasks)
     run["counts"] = {key: n for key, n in report.counts().items() if n}
     run["status"] = status
     run["ended_at"] = time.time() if ended_at is None else ended_at
+    return run
+
+
+class RunTasks(Sequence[dict[str, Any]]):
+    """The `tasks` of a finished run, each entry made when it is read.
+
+    It holds the plan and the report, not a dict per task: the in-memory persistence
+    keeps a million-task run as this, and turns it into a list only when the run
+    is read back (`materialized`).
+    """
+
+    __slots__ = ("_logs", "_plan", "_report", "_runner")
+
+    def __init__(
+        self,
+        runner: str,
+        report: RunReport,
+        plan: Plan,
+        attempt_logs: Sequence[list[dict[str, Any]] | None],
+    ) -> None:
+        self._runner = runner
+        self._report = report
+        self._plan = plan
+        self._logs = attempt_logs
+
+    def __len__(self) -> int:
+        return len(self._plan.tasks)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        if not 0 <= index < len(self._plan.tasks):
+            raise IndexError(index)
+        return self._entry(index, self._result(index))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        results = self._report.results
+        if isinstance(results, TaskResults) and len(results) == len(self._plan.tasks):
+            for index in range(len(results)):
+                yield self._entry(index, results.at(index))
+        else:
+            for index in range(len(self._plan.tasks)):
+                yield self._entry(index, self._result(index))
+
+    def _result(self, index: int) -> TaskResult:
+        results = self._report.results
+        if isinstance(results, TaskResults) and len(results) == len(self._plan.tasks):
+            return results.at(index)
+        return results[self._plan.tasks[index].task_id]
+
+    def _entry(self, index: int, result: TaskResult) -> dict[str, Any]:
+        tasks = self._plan.tasks
+        logs = self._logs
+        log = logs[index] if index < len(logs) else None
+        return {
+            "name": result.task_id,
+            "kind": tasks[index].kind,
+            "status": result.status.value,
+            "attempts": result.attempts,
+            "started_at": log[0]["started_at"] if log else None,
+            "ended_at": log[-1]["ended_at"] if log else None,
+            "duration": result.duration if result.attempts else None,
+            "error": result.error,
+            "traceback": result.traceback,
+            "runner": self._runner,
+            "dependencies": [tasks[d].task_id for d in self._plan.deps[index]],
+            "attempt_log": log or [],
+        }
+
+
+def materialized(run: dict[str, Any]) -> dict[str, Any]:
+    """`run` with its `tasks` a list of dicts (a copy, if they were a `RunTasks`)."""
+    tasks = run.get("tasks")
+    if isinstance(tasks, RunTasks):
+        return {**run, "tasks": list(tasks)}
     return run
 
 

@@ -12,13 +12,15 @@ import base64
 import copy
 import math
 import time
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from opus_core.errors import OpusError
 from opus_core.manifest import Task
 from opus_core.persistence import RUN_RECORDS, StatePersistence
-from opus_core.report import TaskResult, TaskStatus
+from opus_core.report import STATUSES, TaskResult, TaskStatus
 
 RECORD_KIND = "opus.task-record"
 
@@ -193,6 +195,37 @@ class RunRecords:
         self.command = command
         self.context = context
         self.prefix = record_id(command, context, "")
+        self.table: RecordTable | None = None
+        """The run's records as the scheduler's columns, when the persistence keeps them so."""
+
+    def track(
+        self,
+        tasks: Sequence[Task],
+        status: bytearray,
+        attempts: Sequence[int],
+        ended_at: array[float],
+        durations: array[float],
+        errors: Mapping[int, str],
+        traces: Mapping[int, str],
+    ) -> None:
+        """Offer the persistence the scheduler's columns for `tasks`, the tasks of the run.
+
+        The in-memory persistence takes them (`RecordTable`): each `save` then marks a
+        task's record as saved rather than making one. Any other persistence saves
+        each record as it comes, as state.
+        """
+        adopt = getattr(self.persistence, "_adopt_records", None)
+        table = RecordTable(
+            self.command, self.context, tasks, status, attempts, ended_at, durations, errors, traces
+        )
+        if adopt is not None and adopt(table):
+            self.table = table
+
+    def close(self) -> None:
+        """The run has ended: let the persistence set aside what the run's records replace."""
+        finished = getattr(self.persistence, "_records_finished", None)
+        if self.table is not None and finished is not None:
+            finished(self.table)
 
     def load(self, task: Task) -> TaskRecord | None:
         """The last record of `task` for this command and context, if any and readable."""
@@ -216,8 +249,20 @@ class RunRecords:
             return record
         return None
 
-    def save(self, task: Task, result: TaskResult, published: dict[str, Any] | None) -> None:
-        """Save `task`'s outcome now; raises `OpusError` if persistence cannot."""
+    def save(
+        self,
+        task: Task,
+        result: TaskResult,
+        published: dict[str, Any] | None,
+        index: int | None = None,
+    ) -> None:
+        """Save `task`'s outcome now; raises `OpusError` if persistence cannot.
+
+        `index` is the task's position in the run's `tracked` tasks, if it is one.
+        """
+        if self.table is not None and index is not None:
+            self.table.save(index, published)
+            return
         record = PendingRecord(
             task,
             self.command,
@@ -270,3 +315,118 @@ class PendingRecord:
             "traceback": self.traceback,
             "published": copy.deepcopy(self.published),
         }
+
+
+class RecordTable:
+    """The records of one run, kept by the in-memory persistence as the scheduler keeps the
+    run: a byte per task saying whether its record was saved, and the scheduler's own
+    columns for the rest (status, attempts, end, duration, error, traceback).
+
+    A record's state is made when it is read (`to_state`), as a `PendingRecord`'s is; a
+    million-task run so costs no record object, no identifier string and no dict entry
+    per task. Looking a record up by task id builds the index of names on first use.
+    """
+
+    __slots__ = (
+        "_index",
+        "attempts",
+        "command",
+        "context",
+        "durations",
+        "ended_at",
+        "errors",
+        "prefix",
+        "published",
+        "saved",
+        "status",
+        "tasks",
+        "traces",
+    )
+
+    def __init__(
+        self,
+        command: str,
+        context: str,
+        tasks: Sequence[Task],
+        status: bytearray,
+        attempts: Sequence[int],
+        ended_at: array[float],
+        durations: array[float],
+        errors: Mapping[int, str],
+        traces: Mapping[int, str],
+    ) -> None:
+        self.command = command
+        self.context = context
+        self.prefix = record_id(command, context, "")
+        self.tasks = tasks
+        self.status = status
+        self.attempts = attempts
+        self.ended_at = ended_at
+        self.durations = durations
+        self.errors = errors
+        self.traces = traces
+        self.saved = bytearray(len(tasks))
+        self.published: dict[int, dict[str, Any] | None] = {}
+        """The encoded values (see `storable`) of each task that published any."""
+        self._index: dict[str, int] | None = None
+
+    def save(self, index: int, published: dict[str, Any] | None) -> None:
+        """The record of the task at `index` is saved, with the values it published."""
+        if published:
+            self.published[index] = storable(published)
+        self.saved[index] = 1
+
+    def find(self, task_id: str) -> int | None:
+        """The position of `task_id`'s saved record, or None."""
+        if self._index is None:
+            self._index = {t.meta.name: i for i, t in enumerate(self.tasks) if t.meta.name}
+        index = self._index.get(task_id)
+        return index if index is not None and self.saved[index] else None
+
+    def discard(self, task_id: str) -> bool:
+        """Forget `task_id`'s record (it was replaced or deleted); True if there was one."""
+        index = self.find(task_id)
+        if index is None:
+            return False
+        self.saved[index] = 0
+        return True
+
+    def identifiers(self) -> Iterator[tuple[str, int]]:
+        """The state identifier and position of every saved record."""
+        saved, tasks, prefix = self.saved, self.tasks, self.prefix
+        for index in range(len(saved)):
+            if saved[index]:
+                yield f"{prefix}{tasks[index].task_id}", index
+
+    def to_state(self, index: int) -> dict[str, Any]:
+        """The record at `index` as state, as `PendingRecord.to_state` makes it."""
+        task = self.tasks[index]
+        published = self.published.get(index, {})
+        return {
+            "record": RECORD_KIND,
+            "task": task.task_id,
+            "command": self.command,
+            "context": self.context,
+            "status": STATUSES[self.status[index] - 1].value,
+            "checksum": task.checksum,
+            "attempts": self.attempts[index],
+            "finished_at": self.ended_at[index],
+            "duration": self.durations[index],
+            "error": self.errors.get(index),
+            "traceback": self.traces.get(index),
+            "published": copy.deepcopy(published),
+        }
+
+
+class TableRecord:
+    """One record of a `RecordTable` kept on its own, once a later run replaced the rest."""
+
+    __slots__ = ("index", "table")
+
+    def __init__(self, table: RecordTable, index: int) -> None:
+        self.table = table
+        self.index = index
+
+    def to_state(self) -> dict[str, Any]:
+        """The record as state."""
+        return self.table.to_state(self.index)

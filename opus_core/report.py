@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from opus_core.errors import RunFailedError
+
+if TYPE_CHECKING:
+    from opus_core.manifest import Task
 
 
 class TaskStatus(StrEnum):
@@ -23,8 +28,14 @@ class TaskStatus(StrEnum):
 
 _OK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.RESTORED})
 
+STATUSES: tuple[TaskStatus, ...] = tuple(TaskStatus)
+"""Every status; a status's code in `TaskResults` is its position here plus one."""
 
-@dataclass
+STATUS_CODE: dict[TaskStatus, int] = {status: code for code, status in enumerate(STATUSES, 1)}
+"""The code of each status (0 means "not finished")."""
+
+
+@dataclass(slots=True)
 class TaskResult:
     """One task's outcome in a run.
 
@@ -48,6 +59,81 @@ class TaskResult:
         return self.status is TaskStatus.RESTORED
 
 
+class TaskResults(Mapping[str, TaskResult]):
+    """A run's results by task id, kept as the scheduler keeps them: a byte for the status,
+    a number for the attempts and the duration, errors only where there are some.
+
+    A `TaskResult` is made each time one is read. A million-task run so holds no
+    million result objects, and looking results up by id builds the index (a dict of
+    every id) only when it is first done. Iteration is in the plan's order.
+    """
+
+    __slots__ = ("_attempts", "_durations", "_errors", "_index", "_status", "_tasks", "_traces")
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        status: bytearray,
+        attempts: Sequence[int],
+        durations: array[float],
+        errors: Mapping[int, str],
+        traces: Mapping[int, str],
+    ) -> None:
+        self._tasks = tasks
+        self._status = status
+        self._attempts = attempts
+        self._durations = durations
+        self._errors = errors
+        self._traces = traces
+        self._index: dict[str, int] | None = None
+
+    def at(self, index: int) -> TaskResult:
+        """The result of the task at `index` in the plan."""
+        task = self._tasks[index]
+        code = self._status[index]
+        if not code:
+            raise KeyError(f"task {task.task_id!r} has not finished")
+        return TaskResult(
+            task.task_id,
+            task.kind,
+            STATUSES[code - 1],
+            self._attempts[index],
+            self._durations[index],
+            self._errors.get(index),
+            self._traces.get(index),
+        )
+
+    def statuses(self) -> Iterator[TaskStatus]:
+        """Each task's status, in order, without making its result."""
+        for code in self._status:
+            yield STATUSES[code - 1]
+
+    def __getitem__(self, task_id: str) -> TaskResult:
+        if self._index is None:
+            self._index = {task.task_id: i for i, task in enumerate(self._tasks)}
+        return self.at(self._index[task_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return (task.task_id for task in self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        try:
+            self[task_id]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def values(self) -> Iterable[TaskResult]:  # type: ignore[override]
+        """Every result, in order (one made per task as it is reached)."""
+        return (self.at(i) for i in range(len(self._tasks)))
+
+    def __repr__(self) -> str:
+        return f"<TaskResults of {len(self)} task(s)>"
+
+
 @dataclass
 class RunReport:
     """The outcome of `Tasks.process_context`: a `TaskResult` per task in scope.
@@ -58,7 +144,8 @@ class RunReport:
 
     command: str
     context: str
-    results: dict[str, TaskResult] = field(default_factory=dict)
+    results: Mapping[str, TaskResult] = field(default_factory=dict)
+    """By task id; the engine's is a `TaskResults`, which makes each result as it is read."""
     duration: float = 0.0
     interrupted: bool = False
     started_at: float = 0.0
@@ -66,10 +153,16 @@ class RunReport:
     run_id: str | None = None
     """The run's id in the history (`opus runs show ID`), None when it was not recorded."""
 
+    def _statuses(self) -> Iterator[TaskStatus]:
+        results = self.results
+        if isinstance(results, TaskResults):
+            return results.statuses()
+        return (r.status for r in results.values())
+
     @property
     def ok(self) -> bool:
         """True when every task in scope succeeded (or was restored)."""
-        return not self.interrupted and all(r.status in _OK for r in self.results.values())
+        return not self.interrupted and all(status in _OK for status in self._statuses())
 
     def __getitem__(self, task_id: str) -> TaskResult:
         return self.results[task_id]
@@ -83,11 +176,15 @@ class RunReport:
     def with_status(self, status: TaskStatus | str) -> list[str]:
         """The ids of the tasks that ended with `status` (a `TaskStatus` or its value)."""
         wanted = TaskStatus(status)
-        return [r.task_id for r in self.results.values() if r.status is wanted]
+        return [
+            task_id
+            for task_id, found in zip(self.results, self._statuses(), strict=True)
+            if found is wanted
+        ]
 
     def counts(self) -> dict[str, int]:
         """How many tasks ended in each status (every status listed, zeros included)."""
-        counter = Counter(r.status for r in self.results.values())
+        counter = Counter(self._statuses())
         return {status.value: counter.get(status, 0) for status in TaskStatus}
 
     def summary(self) -> str:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import heapq
 import queue
 import time
+from array import array
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opus_core.aio import is_async, run_coroutine
@@ -28,13 +29,21 @@ from opus_core.errors import (
     TaskTimeoutError,
     describe_exception,
 )
-from opus_core.graph import Plan
+from opus_core.graph import Adjacency, Plan
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence, check_state, json_copy
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor
 from opus_core.records import RunRecords
-from opus_core.report import RunReport, TaskResult, TaskStatus, format_traceback
+from opus_core.report import (
+    STATUS_CODE,
+    STATUSES,
+    RunReport,
+    TaskResult,
+    TaskResults,
+    TaskStatus,
+    format_traceback,
+)
 from opus_core.runners.base import SIGNAL_CHECK, BaseTaskRun, Runner
 from opus_core.store import KeyValueStore
 from opus_core.substitution import substitute
@@ -155,6 +164,7 @@ class Attempt:
         "alarm",
         "command",
         "context",
+        "is_async",
         "opus_group",
         "opus_name",
         "persistence",
@@ -174,6 +184,7 @@ class Attempt:
         persistence: StatePersistence,
         record: bool,
         alarm: float | None,
+        is_async: bool | None = None,
     ) -> None:
         self.processor = processor
         self.task = task
@@ -183,7 +194,9 @@ class Attempt:
         self.persistence = persistence
         self.record = record
         self.alarm = alarm
-        self.opus_name = display_name(task)
+        self.is_async = is_async
+        """Whether `process_task` is `async def`; None: found out when the attempt runs."""
+        self.opus_name = task.meta.name or display_name(task)
         self.opus_group = task.kind  # what a runner may group attempts by
 
     def opus_call(self) -> tuple[Any, tuple[Any, ...]]:
@@ -202,6 +215,7 @@ class Attempt:
             self.persistence,
             self.record,
             self.alarm,
+            self.is_async,
         )
 
     def __call__(self) -> AttemptOutcome:
@@ -217,9 +231,14 @@ class Attempt:
                 state_persistence=persistence,
             )
 
+        asynchronous = self.is_async
+        if asynchronous is None:
+            asynchronous = is_async(self.processor.process_task)
         try:
-            if is_async(self.processor.process_task):  # cancelled on timeout, on any runner
+            if asynchronous:  # cancelled on timeout, on any runner
                 returned = run_coroutine(process(), self.task.meta.timeout, self.opus_name)
+            elif self.alarm is None:
+                returned = process()
             else:
                 returned = call_with_alarm(process, self.alarm, self.opus_name)
         except SystemExit as exc:
@@ -236,8 +255,27 @@ def describe_error(exc: BaseException) -> str:
     return describe_exception(exc)
 
 
+_SUCCEEDED = TaskStatus.SUCCEEDED
+_RESTORED = TaskStatus.RESTORED
+_FAILED = TaskStatus.FAILED
+_CANCELLED = TaskStatus.CANCELLED
+_SKIPPED = TaskStatus.SKIPPED
+_TIMED_OUT = TaskStatus.TIMED_OUT
+
+
+def _adjacency(edges: Sequence[Sequence[int]]) -> Adjacency:
+    return edges if isinstance(edges, Adjacency) else Adjacency.from_lists(edges)
+
+
 class Scheduler:
-    """Executes one plan; create one per run."""
+    """Executes one plan; create one per run.
+
+    What it keeps per task is flat: a byte for the status, numbers in arrays for the
+    attempts and times, and errors, tracebacks, published values and the logs of
+    retried tasks only for the tasks that have them — a million-task run holds no
+    object per task for the garbage collector to walk. `results` reads them as
+    `TaskResult`s; `attempt_log(i)` gives a task's attempts.
+    """
 
     def __init__(
         self,
@@ -258,20 +296,48 @@ class Scheduler:
         self.persistence = persistence
         self.hooks = hooks
         self.fail_fast = fail_fast
-        n = len(plan.tasks)
+        n = self.size = len(plan.tasks)
+        deps = _adjacency(plan.deps)
+        dependents = _adjacency(plan.dependents)
+        self._deps_at, self._deps = deps.offsets, deps.targets
+        self._dependents_at, self._dependents = dependents.offsets, dependents.targets
         self.completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.start_view = _View({k: (-1, v) for k, v in values.items()})
         self.exported: list[_View | None] = [None] * n
-        self.published: list[dict[str, Any] | None] = [None] * n
-        self.waiting = [len(ds) for ds in plan.deps]
-        self.results: list[TaskResult | None] = [None] * n
+        self.published: dict[int, dict[str, Any]] = {}
+        """What each task that published anything published, by position."""
+        offsets = self._deps_at
+        self.waiting = [offsets[i + 1] - offsets[i] for i in range(n)] if len(deps.targets) else []
+        self.status = bytearray(n)
+        """Per task, its status's code (`opus_core.report.STATUS_CODE`); 0 until it ends."""
         self.attempts = [0] * n
-        self.first_start = [0.0] * n
-        self.attempt_log: list[list[dict[str, Any]] | None] = [None] * n
-        """Per task, one entry per attempt: when the scheduler saw it start and end, how it
-        ended (see `opus_core.history`)."""
+        zeros = bytes(8 * n)
+        self.first_start = array("d", zeros)  # time.monotonic() of the first attempt
+        self.started_at = array("d", zeros)  # time.time() of the first attempt
+        self.ended_at = array("d", zeros)  # time.time() its last attempt ended, 0.0 while open
+        self.durations = array("d", zeros)
+        self.errors: dict[int, str] = {}
+        self.tracebacks: dict[int, str] = {}
+        self.retried: dict[int, list[dict[str, Any]]] = {}
+        """The attempt logs of tasks that were retried (see `attempt_log`)."""
+        self.results = TaskResults(
+            plan.tasks, self.status, self.attempts, self.durations, self.errors, self.tracebacks
+        )
+        if records is not None:
+            records.track(
+                plan.tasks,
+                self.status,
+                self.attempts,
+                self.ended_at,
+                self.durations,
+                self.errors,
+                self.tracebacks,
+            )
         self.running: dict[int, BaseTaskRun] = {}
-        self.ready: deque[int] = deque(i for i, w in enumerate(self.waiting) if w == 0)
+        if self.waiting:
+            self.ready: deque[int] = deque(i for i, w in enumerate(self.waiting) if w == 0)
+        else:
+            self.ready = deque(range(n))
         self.retries: list[tuple[float, int]] = []
         self.halted: str | None = None
         self.interrupted = False
@@ -281,6 +347,7 @@ class Scheduler:
         self.fatal_error: OpusError | None = None  # what stopped the run, if not the tasks
         self.restored = restored or []
         self.run_id = run_id
+        self._async: dict[int, bool] = {}  # whether each processor's process_task is async
 
     # -- the loop ------------------------------------------------------------
 
@@ -298,15 +365,16 @@ class Scheduler:
         started_at = time.time()
         started = time.monotonic()
         self.hooks.run_started(self.plan)
+        total = self.size
         try:
-            while self.finished < len(self.results):
+            while self.finished < total:
                 while self._can_start():
                     self._start(self.ready.popleft())
                 self.runner.flush()
                 if self.halted == "stopped" and not self.interrupted:
                     self._halt("stopped")  # stop() was called from another thread
                     break
-                if self.finished == len(self.results) or (self.halted and not self.running):
+                if self.finished == total or (self.halted and not self.running):
                     break
                 item = self._next_event()
                 if item is _STOP:
@@ -359,24 +427,31 @@ class Scheduler:
         for index, run in list(self.running.items()):
             run.stop()
             del self.running[index]
-            self._finish(index, TaskStatus.CANCELLED, f"{why} while running")
-        for index, result in enumerate(self.results):
-            if result is None:
-                self._finish(index, TaskStatus.CANCELLED, f"run {why} before it started")
+            self._finish(index, _CANCELLED, f"{why} while running")
+        status = self.status
+        for index in range(self.size):
+            if not status[index]:
+                self._finish(index, _CANCELLED, f"run {why} before it started")
         self.ready.clear()
         self.retries.clear()
 
     # -- one task ------------------------------------------------------------
 
     def _view(self, index: int) -> _View:
-        deps = self.plan.deps[index]
-        if not deps:
+        offsets = self._deps_at
+        first, end = offsets[index], offsets[index + 1]
+        if first == end:
             return self.start_view
-        if len(deps) == 1:
-            view = self.exported[deps[0]]
+        if end - first == 1:
+            view = self.exported[self._deps[first]]
             assert view is not None
             return view
-        views = list({id(v): v for v in (self.exported[d] for d in deps) if v is not None}.values())
+        exported = self.exported
+        views = list(
+            {
+                id(v): v for v in (exported[d] for d in self._deps[first:end]) if v is not None
+            }.values()
+        )
         if len(views) == 1:
             return views[0]
         views.sort(key=lambda v: len(v.entries), reverse=True)
@@ -399,41 +474,39 @@ class Scheduler:
             try:
                 task = task.with_spec(substitute(task.spec, values, display_name(task)))
             except MissingValueError as exc:
-                self._finish(index, TaskStatus.FAILED, str(exc))
+                self._finish(index, _FAILED, str(exc))
                 self._skip_dependents(index)
                 return
-        self.attempts[index] += 1
-        entry = {
-            "attempt": self.attempts[index],
-            "started_at": time.time(),
-            "ended_at": None,
-            "status": "running",
-            "error": None,
-        }
-        if self.attempts[index] == 1:
+        attempt_number = self.attempts[index] + 1
+        self.attempts[index] = attempt_number
+        if attempt_number == 1:
             self.first_start[index] = time.monotonic()
-            self.attempt_log[index] = [entry]
+            self.started_at[index] = time.time()
         else:
-            log = self.attempt_log[index]
-            assert log is not None
-            log.append(entry)
+            self.ended_at[index] = 0.0
+            self.retried[index].append(_open_entry(attempt_number, time.time()))
         runner = self.runner
         timeout = task.meta.timeout
+        processor = self.processors[task.kind, task.version]
+        asynchronous = self._async.get(id(processor))
+        if asynchronous is None:
+            asynchronous = self._async[id(processor)] = is_async(processor.process_task)
         attempt = Attempt(
-            self.processors[task.kind, task.version],
+            processor,
             task,
             self.plan.command,
             self.plan.context,
             values,
             self.persistence,
-            record=not runner.shares_memory,
-            alarm=timeout if runner.blocking else None,
+            not runner.shares_memory,
+            timeout if runner.blocking else None,
+            asynchronous,
         )
-        self.hooks.task_started(task, self.attempts[index])
+        self.hooks.task_started(task, attempt_number)
         try:
             run: object = runner.submit(attempt)  # a broken runner returns anything
         except KeyboardInterrupt:
-            self._finish(index, TaskStatus.CANCELLED, "interrupted while running")
+            self._finish(index, _CANCELLED, "interrupted while running")
             raise
         except Exception as exc:
             self._failed_attempt(index, exc)
@@ -442,7 +515,7 @@ class Scheduler:
             self._runner_returned(index, run)
             return
         if runner.blocking and run.done():
-            self._completed(index, run)
+            self._completed(index, run, view)
             return
         self.running[index] = run
         if timeout is not None and not runner.blocking:
@@ -450,11 +523,11 @@ class Scheduler:
         completions = self.completions
         run.add_done_callback(lambda r: completions.put((index, r)))
 
-    def _completed(self, index: int, run: BaseTaskRun) -> None:
+    def _completed(self, index: int, run: BaseTaskRun, view: _View | None = None) -> None:
         exc = run.exception()
         if exc is None:
             outcome = run.get_result()
-            self._succeeded(index, outcome)
+            self._succeeded(index, outcome, view=view)
         else:
             self._failed_attempt(index, exc)
 
@@ -470,7 +543,7 @@ class Scheduler:
             f"run stopped: {provided_by(self.hooks, 'runners', self.runner)} is broken: "
             f"its submit returned {shown}, not a BaseTaskRun"
         )
-        self._finish(index, TaskStatus.CANCELLED, str(error))
+        self._finish(index, _CANCELLED, str(error))
         self._fatal(error)
 
     def _fatal(self, error: OpusError) -> None:
@@ -492,7 +565,14 @@ class Scheduler:
             )
         )
 
-    def _succeeded(self, index: int, outcome: AttemptOutcome, restored: bool = False) -> None:
+    def _succeeded(
+        self,
+        index: int,
+        outcome: AttemptOutcome,
+        restored: bool = False,
+        view: _View | None = None,
+    ) -> None:
+        """The task at `index` succeeded (or was restored); `view` is what it saw, if known."""
         if outcome.writes:
             try:
                 for key, data in outcome.writes.items():
@@ -503,11 +583,12 @@ class Scheduler:
             except Exception as exc:
                 task = display_name(self.plan.tasks[index])
                 why = f"its state could not be saved: {describe_exception(exc)}"
-                self._finish(index, TaskStatus.FAILED, why)
+                self._finish(index, _FAILED, why)
                 self._skip_dependents(index)
                 self._persistence_failed("a task's state", f"save the state {task!r} wrote", exc)
                 return
-        view = self._view(index)
+        if view is None:
+            view = self._view(index)
         if outcome.published:
             entries = dict(view.entries)
             for key, value in outcome.published.items():
@@ -515,113 +596,203 @@ class Scheduler:
             self.published[index] = outcome.published
             view = _View(entries)
         self.exported[index] = view
-        self._finish(index, TaskStatus.RESTORED if restored else TaskStatus.SUCCEEDED, None)
-        for dependent in self.plan.dependents[index]:
-            self.waiting[dependent] -= 1
-            if self.waiting[dependent] == 0 and self.results[dependent] is None:
-                self.ready.append(dependent)
+        self._finish(index, _RESTORED if restored else _SUCCEEDED, None)
+        offsets = self._dependents_at
+        first, end = offsets[index], offsets[index + 1]
+        if first != end:
+            waiting, status, ready = self.waiting, self.status, self.ready
+            for dependent in self._dependents[first:end]:
+                waiting[dependent] -= 1
+                if waiting[dependent] == 0 and not status[dependent]:
+                    ready.append(dependent)
 
     def _failed_attempt(self, index: int, exc: BaseException) -> None:
         error = describe_error(exc)
         task = self.plan.tasks[index]
         trace: str | None = None
         if isinstance(exc, TaskTimeoutError):
-            status = TaskStatus.TIMED_OUT  # opus ended it: its frames would be opus's own
+            status = _TIMED_OUT  # opus ended it: its frames would be opus's own
         elif isinstance(exc, TaskCancelledError):
-            status = TaskStatus.CANCELLED
+            status = _CANCELLED
         else:
-            status = TaskStatus.FAILED
+            status = _FAILED
             trace = format_traceback(exc)
             if self.attempts[index] <= task.meta.retries and not self.halted:
                 delay = task.meta.retry_sleep_time
-                self._attempt_ended(index, TaskStatus.FAILED, error)
+                self._attempt_ended(index, _FAILED, error, final=False)
                 self.hooks.task_retrying(task, self.attempts[index], error, delay, trace)
                 heapq.heappush(self.retries, (time.monotonic() + delay, index))
                 return
         self._finish(index, status, error, trace)
         self._skip_dependents(index)
-        if self.fail_fast and status is not TaskStatus.CANCELLED and not self.halted:
+        if self.fail_fast and status is not _CANCELLED and not self.halted:
             self.halted = "fail_fast"
-            for i, result in enumerate(self.results):
-                if result is None and i not in self.running:
+            for i in range(self.size):
+                if not self.status[i] and i not in self.running:
                     self._finish(
                         i,
-                        TaskStatus.SKIPPED,
+                        _SKIPPED,
                         f"not started: fail_fast after {display_name(task)!r} {status}",
                     )
             self.ready.clear()
 
     def _skip_dependents(self, index: int) -> None:
         failed = display_name(self.plan.tasks[index])
-        pending = list(self.plan.dependents[index])
+        offsets, dependents = self._dependents_at, self._dependents
+        pending = list(dependents[offsets[index] : offsets[index + 1]])
         while pending:
             i = pending.pop()
-            if self.results[i] is None:
-                self._finish(i, TaskStatus.SKIPPED, f"dependency {failed!r} did not succeed")
-                pending.extend(self.plan.dependents[i])
+            if not self.status[i]:
+                self._finish(i, _SKIPPED, f"dependency {failed!r} did not succeed")
+                pending.extend(dependents[offsets[i] : offsets[i + 1]])
 
     def _finish(
         self, index: int, status: TaskStatus, error: str | None, trace: str | None = None
     ) -> None:
         task = self.plan.tasks[index]
+        attempts = self.attempts[index]
         start = self.first_start[index]
-        result = TaskResult(
-            task.task_id,
-            task.kind,
-            status,
-            self.attempts[index],
-            time.monotonic() - start if start else 0.0,
-            error,
-            trace,
-        )
-        self.results[index] = result
+        duration = time.monotonic() - start if start else 0.0
+        self.status[index] = STATUS_CODE[status]
+        self.durations[index] = duration
+        if error is not None:
+            self.errors[index] = error
+        if trace is not None:
+            self.tracebacks[index] = trace
         self.finished += 1
-        if result.attempts:
+        result = TaskResult(task.task_id, task.kind, status, attempts, duration, error, trace)
+        if attempts:
             self._attempt_ended(index, status, error)
-        if self.records is not None and task.meta.name and result.attempts:
-            self._record(index, task, result)
+            if self.records is not None and task.meta.name:
+                self._record(index, task, result)
         self.hooks.task_finished(task, result)
 
-    def _attempt_ended(self, index: int, status: TaskStatus, error: str | None) -> None:
-        """Close the task's last attempt in its log, if it is still open."""
-        log = self.attempt_log[index]
-        if log and log[-1]["ended_at"] is None:
-            entry = log[-1]
-            entry["ended_at"] = time.time()
+    def _attempt_ended(
+        self, index: int, status: TaskStatus, error: str | None, final: bool = True
+    ) -> None:
+        """Close the task's last attempt, if it is still open.
+
+        The one attempt of a task that was not retried is its start and end times
+        and the task's outcome (see `attempt_log`); a task whose attempt failed and
+        is tried again gets a log of its own, one entry per attempt.
+        """
+        log = self.retried.get(index)
+        if log is None:
+            if final:
+                if not self.ended_at[index]:
+                    self.ended_at[index] = time.time()
+                return
+            log = self.retried[index] = [_open_entry(1, self.started_at[index])]
+        entry = log[-1]
+        if entry["ended_at"] is None:
+            now = time.time()
+            entry["ended_at"] = now
             entry["status"] = status.value
             entry["error"] = error
+            self.ended_at[index] = now
+
+    def attempt_log(self, index: int) -> list[dict[str, Any]]:
+        """The attempts of the task at `index`: when the scheduler saw each start and end,
+        how it ended (see `opus_core.history`); empty for a task never attempted."""
+        return self.attempt_logs()[index]
+
+    def attempt_logs(self) -> AttemptLogs:
+        """`attempt_log` of every task, in plan order, each made as it is read."""
+        return AttemptLogs(
+            self.attempts, self.status, self.started_at, self.ended_at, self.errors, self.retried
+        )
 
     def _record(self, index: int, task: Task, result: TaskResult) -> None:
         """Save the task's record now, so a crash after this point does not lose it."""
-        if result.status is TaskStatus.CANCELLED:
+        if result.status is _CANCELLED:
             return
         assert self.records is not None
         try:
-            self.records.save(task, result, self.published[index])
+            self.records.save(task, result, self.published.get(index), index)
         except Exception as exc:  # a third-party persistence raises what it likes
             what = f"save the record of task {display_name(task)!r}"
             self._persistence_failed("a task record", what, exc)
 
     def _report(self, duration: float) -> RunReport:
-        report = RunReport(
+        return RunReport(
             self.plan.command,
             self.plan.context,
+            results=self.results,
             duration=duration,
             interrupted=self.interrupted,
             run_id=self.run_id,
         )
-        for result in self.results:
-            assert result is not None
-            report.results[result.task_id] = result
-        return report
 
     def final_values(self) -> dict[str, Any]:
         """Everything published in the run, applied in plan order over the starting values."""
         values = dict(self.start_view.plain)
-        for published in self.published:
-            if published:
-                values.update(published)
+        for index in sorted(self.published):
+            values.update(self.published[index])
         return values
+
+
+def _open_entry(attempt: int, started_at: float) -> dict[str, Any]:
+    """An attempt's entry in a task's log, as it starts."""
+    return {
+        "attempt": attempt,
+        "started_at": started_at,
+        "ended_at": None,
+        "status": "running",
+        "error": None,
+    }
+
+
+class AttemptLogs(Sequence[list[dict[str, Any]]]):
+    """Every task's attempt log, made as it is read from the scheduler's columns.
+
+    The one attempt of a task that was not retried is its start and end times and
+    the task's outcome; a retried task has a log of its own.
+    """
+
+    __slots__ = ("_attempts", "_ended_at", "_errors", "_retried", "_started_at", "_status")
+
+    def __init__(
+        self,
+        attempts: Sequence[int],
+        status: bytearray,
+        started_at: array[float],
+        ended_at: array[float],
+        errors: Mapping[int, str],
+        retried: Mapping[int, list[dict[str, Any]]],
+    ) -> None:
+        self._attempts = attempts
+        self._status = status
+        self._started_at = started_at
+        self._ended_at = ended_at
+        self._errors = errors
+        self._retried = retried
+
+    def __len__(self) -> int:
+        return len(self._status)
+
+    def __getitem__(self, index: int) -> list[dict[str, Any]]:  # type: ignore[override]
+        if not 0 <= index < len(self._status):
+            raise IndexError(index)
+        log = self._retried.get(index)
+        if log is not None:
+            return log
+        if not self._attempts[index]:
+            return []
+        ended = self._ended_at[index]
+        code = self._status[index]
+        done = bool(ended and code)
+        return [
+            {
+                "attempt": 1,
+                "started_at": self._started_at[index],
+                "ended_at": ended if done else None,
+                "status": STATUSES[code - 1].value if done else "running",
+                "error": self._errors.get(index) if done else None,
+            }
+        ]
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        return (self[i] for i in range(len(self._status)))
 
 
 def run_attempt(*fields: Any) -> AttemptOutcome:

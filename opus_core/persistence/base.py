@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from opus_core.errors import OpusError
 
 if TYPE_CHECKING:
-    from opus_core.records import PendingRecord
+    from opus_core.records import PendingRecord, RecordTable
 
 
 def check_state(object_identifier: object, data: object) -> None:
@@ -105,16 +105,66 @@ class StatePersistence:
         # kept apart, so that shipping this object to workers (__getstate__) leaves them out.
         self._json: dict[str, Any] = {}
         self._records: dict[str, Any] = {}  # JSON text, or a PendingRecord (see save_record)
+        self._runs_records: list[RecordTable] = []  # whole runs' records (_adopt_records)
 
     def _table(self, object_identifier: str) -> dict[str, Any]:
         if object_identifier.startswith(RUN_RECORDS) or object_identifier.startswith(RUN_HISTORY):
             return self._records
         return self._json
 
+    # -- the engine's records of a whole run, kept as the scheduler keeps the run ----------
+
+    def _in_memory(self) -> bool:
+        cls = type(self)
+        return (
+            cls.save_object_state is StatePersistence.save_object_state
+            and cls.save_record is StatePersistence.save_record
+            and cls.get_object_state is StatePersistence.get_object_state
+        )
+
+    def _adopt_records(self, table: RecordTable) -> bool:
+        """Keep `table`, the records of a run that is starting, as the run fills it; False
+        (nothing kept) unless this is the in-memory persistence, whose records are
+        then made when read (see `opus_core.records.RecordTable`)."""
+        if not self._in_memory():
+            return False
+        self._runs_records.append(table)
+        return True
+
+    def _records_finished(self, table: RecordTable) -> None:
+        """`table`'s run ended: an earlier run's table of the same command and context
+        keeps only the records this one did not replace, each on its own."""
+        from opus_core.records import TableRecord
+
+        for older in [t for t in self._runs_records if t is not table and t.prefix == table.prefix]:
+            for key, index in older.identifiers():
+                if table.find(key[len(table.prefix) :]) is None:
+                    self._records[key] = TableRecord(older, index)
+            self._runs_records.remove(older)
+
+    def _from_runs(self, object_identifier: str) -> dict[str, Any] | None:
+        for table in reversed(self._runs_records):
+            if object_identifier.startswith(table.prefix):
+                index = table.find(object_identifier[len(table.prefix) :])
+                if index is not None:
+                    return table.to_state(index)
+        return None
+
+    def _replace_in_runs(self, object_identifier: str) -> bool:
+        """Forget the run tables' record `object_identifier` (it is saved or deleted anew)."""
+        found = False
+        if self._runs_records and object_identifier.startswith(RUN_RECORDS):
+            for table in self._runs_records:
+                if object_identifier.startswith(table.prefix):
+                    found = table.discard(object_identifier[len(table.prefix) :]) or found
+        return found
+
     @staticmethod
     def _load(stored: Any) -> dict[str, Any]:
         if isinstance(stored, _Run):
-            return json_copy(str(stored.run.get("id")), stored.run)
+            from opus_core.history import materialized
+
+            return json_copy(str(stored.run.get("id")), materialized(stored.run))
         if not isinstance(stored, str):
             state: dict[str, Any] = stored.to_state()
             return state
@@ -130,14 +180,22 @@ class StatePersistence:
 
     def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
         """Every identifier and its state."""
-        return {
+        state = {
             key: self._load(stored)
             for table in (self._json, self._records)
             for key, stored in table.items()
         }
+        for records in self._runs_records:  # the newest last: it wins
+            for key, index in records.identifiers():
+                state[key] = records.to_state(index)
+        return state
 
     def get_object_state(self, object_identifier: str) -> dict[str, Any]:
         """The state saved for `object_identifier`, or an empty dict."""
+        if self._runs_records and object_identifier.startswith(RUN_RECORDS):
+            found = self._from_runs(object_identifier)
+            if found is not None:
+                return found
         stored = self._table(object_identifier).get(object_identifier)
         return {} if stored is None else self._load(stored)
 
@@ -145,6 +203,7 @@ class StatePersistence:
         """Replace the state of `object_identifier` with `data`."""
         check_state(object_identifier, data)
         self._table(object_identifier)[object_identifier] = to_json(object_identifier, data)
+        self._replace_in_runs(object_identifier)
 
     def save_record(self, object_identifier: str, record: PendingRecord) -> None:
         """Save one of the engine's run records (`opus_core.records`).
@@ -155,12 +214,14 @@ class StatePersistence:
         """
         if type(self).save_object_state is StatePersistence.save_object_state:
             self._records[object_identifier] = record
+            self._replace_in_runs(object_identifier)
         else:
             self.save_object_state(object_identifier, record.to_state())
 
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if there was anything to forget."""
-        return self._table(object_identifier).pop(object_identifier, None) is not None
+        in_runs = self._replace_in_runs(object_identifier)
+        return self._table(object_identifier).pop(object_identifier, None) is not None or in_runs
 
     # -- run history ------------------------------------------------------------------
 
@@ -175,10 +236,13 @@ class StatePersistence:
         run_id = check_run(run)
         key = f"{RUN_HISTORY}{run_id}"
         if type(self).save_object_state is not StatePersistence.save_object_state:
-            self.save_object_state(key, run)
+            from opus_core.history import materialized
+
+            self.save_object_state(key, materialized(run))
             return
         # In memory, as with records: the run itself, copied through JSON when read (the
-        # engine hands over a new dict and does not change it later). Only the newest
+        # engine hands over a new dict and does not change it later; its tasks may be a
+        # `RunTasks`, which makes each task's entry only then). Only the newest
         # MEMORY_RUNS are kept: a process that runs forever must not grow forever.
         self._records.pop(key, None)
         self._records[key] = _Run(run)
@@ -241,6 +305,7 @@ class StatePersistence:
         # what travels with each task does not grow with the size of the run.
         state = dict(self.__dict__)
         state["_records"] = {}
+        state["_runs_records"] = []
         return state
 
     def persist_all_state(self) -> None:
