@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from opus_core.config import LEVELS
@@ -35,6 +36,17 @@ def _stdout_handler() -> logging.Handler:
             def stream(self, _value: TextIO) -> None:
                 pass
 
+            def emit(self, record: logging.LogRecord) -> None:
+                # StreamHandler.emit, looking the stream up once: `handle` holds the lock.
+                try:
+                    stream = output_stream(LoggerWrapper.stream)
+                    stream.write(self.format(record) + self.terminator)
+                    stream.flush()
+                except RecursionError:
+                    raise
+                except Exception:
+                    self.handleError(record)
+
         _handler_class = StdoutHandler
     handler: logging.Handler = _handler_class()
     return handler
@@ -54,15 +66,55 @@ def parse_level(level: str | int) -> int:
     raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
 
 
+_formatter_class: Any = None
+
+
+def _plain_formatter() -> logging.Formatter:
+    """`%(asctime)s %(levelname)-7s %(message)s` with the time as `%H:%M:%S`: the clock is
+    formatted once a second, not once a line."""
+    global _formatter_class
+    if _formatter_class is None:
+        import logging
+
+        class PlainFormatter(logging.Formatter):
+            _second = -1
+            _clock = ""
+
+            def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+                if datefmt != self.datefmt:
+                    return super().formatTime(record, datefmt)
+                return self.clock(record.created)
+
+            def clock(self, created: float) -> str:
+                """`created` as `%H:%M:%S` in local time, formatted again only when the
+                second changes."""
+                second = int(created)
+                if second != self._second:
+                    self._clock = time.strftime("%H:%M:%S", self.converter(created))
+                    self._second = second
+                return self._clock
+
+            def format(self, record: logging.LogRecord) -> str:
+                if record.exc_info or record.exc_text or record.stack_info:
+                    return super().format(record)
+                record.message = record.getMessage()
+                record.asctime = self.formatTime(record, self.datefmt)
+                return f"{record.asctime} {record.levelname:<7} {record.message}"
+
+        _formatter_class = PlainFormatter
+    formatter: logging.Formatter = _formatter_class(
+        "%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"
+    )
+    return formatter
+
+
 def _plain_logger() -> logging.Logger:
     import logging
 
     logger = logging.getLogger("opus")
     if not any(getattr(h, "opus_plain", False) for h in logger.handlers):
         handler = _stdout_handler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-        )
+        handler.setFormatter(_plain_formatter())
         logger.addHandler(handler)
         logger.setLevel(DEBUG)  # each LoggerWrapper filters by its own level
         logger.propagate = False
@@ -98,7 +150,13 @@ class LoggerWrapper:
     def log(self, level: int, message: str) -> None:
         """Log `message` at `level` (a `logging` level), if this wrapper's level lets it through."""
         if level >= self.level:
-            self.logger.log(level, message)
+            logger = self.logger
+            if logger.isEnabledFor(level) and not _write_directly(logger, level, message):
+                # What `logger.log` does, without looking for the caller's frame in the
+                # stack: it is always this method.
+                logger.handle(
+                    logger.makeRecord(logger.name, level, __file__, _LINE, message, (), None, "log")
+                )
 
     def debug(self, message: str, *args: object) -> None:
         """Log at DEBUG; `args` are formatted into `message` with `%`."""
@@ -123,3 +181,41 @@ class LoggerWrapper:
     def critical(self, message: str, *args: object) -> None:
         """Log at CRITICAL; `args` are formatted into `message` with `%`."""
         self.log(CRITICAL, message % args if args and CRITICAL >= self.level else message)
+
+
+_LINE = LoggerWrapper.log.__code__.co_firstlineno
+"""Where the records of `LoggerWrapper.log` say they come from."""
+
+
+def _write_directly(logger: logging.Logger, level: int, message: str) -> bool:
+    """Write the line `logging` would write for `message`, when the `"opus"` logger is as
+    `_plain_logger` set it up — its one handler ours, with our formatter, no filters, not
+    propagating, records made by `logging.LogRecord` — without making the record; False
+    (nothing written) otherwise, and the record then takes `logging`'s own path."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.filters or logger.propagate:
+        return False
+    handler = handlers[0]
+    if (
+        type(handler) is not _handler_class
+        or handler.filters
+        or level < handler.level
+        or type(handler.formatter) is not _formatter_class
+    ):
+        return False
+    import logging
+
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return False
+    formatter: Any = handler.formatter
+    line = f"{formatter.clock(time.time())} {logging.getLevelName(level):<7} {message}\n"
+    handler.acquire()
+    try:
+        stream = output_stream(LoggerWrapper.stream)
+        stream.write(line)
+        stream.flush()
+    except Exception:
+        return False  # `logging` reports it (handleError), as it would have
+    finally:
+        handler.release()
+    return True

@@ -174,15 +174,18 @@ class LogLines:
 
     @hookimpl
     def opus_task_finished(self, task: Task, result: TaskResult) -> None:
-        name = self._name(task)
+        # Called for every task: nothing is formatted that the logger's level would drop.
         status = result.status
         if status == "succeeded":
-            if self.success_level == "debug":
-                if self._debug:
-                    self.logger.debug(f"task {name!r} succeeded in {result.duration:.3f}s")
-            elif self._info:
-                self.logger.info(f"task {name!r} succeeded in {result.duration:.3f}s")
-        elif status == "restored":
+            if self._info if self.success_level == "info" else self._debug:
+                line = f"task {self._name(task)!r} succeeded in {result.duration:.3f}s"
+                if self.success_level == "info":
+                    self.logger.info(line)
+                else:
+                    self.logger.debug(line)
+            return
+        name = self._name(task)
+        if status == "restored":
             if self._info:
                 self.logger.info(f"task {name!r} restored, not run")
         elif status == "skipped":

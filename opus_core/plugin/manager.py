@@ -687,7 +687,13 @@ class PluginManager:
 
     def task_started(self, task: Task, attempt: int) -> None:
         """Call `opus_task_started`."""
-        self._notify(self.hook.opus_task_started, task=task, attempt=attempt)
+        # Called for every task: `_notify` written out, one call less.
+        try:
+            self.hook.opus_task_started(task=task, attempt=attempt)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # only a wrapper gets here: plain ones are guarded
+            self._hook_failed(self._culprit(exc) or "?", "opus_task_started", exc)
 
     def task_retrying(
         self, task: Task, attempt: int, error: str, delay: float, traceback: str | None = None
@@ -704,7 +710,12 @@ class PluginManager:
 
     def task_finished(self, task: Task, result: TaskResult) -> None:
         """Call `opus_task_finished`."""
-        self._notify(self.hook.opus_task_finished, task=task, result=result)
+        try:  # as task_started
+            self.hook.opus_task_finished(task=task, result=result)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            self._hook_failed(self._culprit(exc) or "?", "opus_task_finished", exc)
 
     def run_finished(self, report: RunReport) -> None:
         """Call `opus_run_finished`."""
