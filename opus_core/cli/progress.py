@@ -9,6 +9,11 @@ line and the progress line never share a line of the screen. Task processes
 (the `process` runner) get the terminal back and write to it themselves: a
 line they print can land beside the progress line, which is drawn again at
 the next change.
+
+The line is drawn again at most every `REFRESH` seconds, not at each task: a
+change that comes sooner is drawn by a thread that wakes every `REFRESH`
+seconds while the run lasts, so a run of many short tasks does not spend its
+time writing to the terminal, and the line is never left behind for long.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import io
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
@@ -29,6 +35,9 @@ if TYPE_CHECKING:
 
 CLEAR = "\r\033[K"
 
+REFRESH = 0.1
+"""The least time, in seconds, between two drawings of the line caused by tasks."""
+
 
 class Progress:
     """Counts from the lifecycle hooks, drawn on the last line of `stream`."""
@@ -38,6 +47,10 @@ class Progress:
         self.total = self.done = self.running = self.failed = 0
         self._lock = threading.RLock()
         self._shown = False
+        self._stale = False  # the counts changed since the line was drawn
+        self._drawn_at = 0.0
+        self._ended = threading.Event()
+        self._refresher: threading.Thread | None = None
 
     def _line(self) -> str:
         return f"[{self.done}/{self.total}] running {self.running}, failed {self.failed}"
@@ -47,6 +60,22 @@ class Progress:
             self.stream.write(CLEAR + self._line())  # no newline: the next write replaces it
             self.stream.flush()
             self._shown = True
+            self._stale = False
+            self._drawn_at = time.monotonic()
+
+    def _changed(self) -> None:
+        """The counts changed (the lock is held): draw now, or let the refresher do it."""
+        if time.monotonic() - self._drawn_at >= REFRESH:
+            self._draw()
+        else:
+            self._stale = True
+
+    def _refresh(self) -> None:
+        """While the run lasts, draw the line again when the counts changed since."""
+        while not self._ended.wait(REFRESH):
+            with self._lock:
+                if self._stale:
+                    self._draw()
 
     def _clear(self) -> None:
         if self._shown:
@@ -86,18 +115,24 @@ class Progress:
     @hookimpl(tryfirst=True)
     def opus_run_started(self, plan: Plan) -> None:
         self.total = len(plan.tasks)  # before the other plugins write: the line they redraw
+        if self._refresher is None:
+            self._ended.clear()
+            self._refresher = threading.Thread(
+                target=self._refresh, name="opus-progress", daemon=True
+            )
+            self._refresher.start()
 
     @hookimpl(trylast=True)
     def opus_task_started(self) -> None:
         with self._lock:
             self.running += 1
-            self._draw()
+            self._changed()
 
     @hookimpl(trylast=True)
     def opus_task_retrying(self) -> None:
         with self._lock:
             self.running -= 1
-            self._draw()
+            self._changed()
 
     @hookimpl(trylast=True)
     def opus_task_finished(self, result: TaskResult) -> None:
@@ -107,11 +142,16 @@ class Progress:
             self.done += 1
             if result.status in ("failed", "timed_out"):
                 self.failed += 1
-            self._draw()
+            self._changed()
 
     @hookimpl(trylast=True)
     def opus_run_finished(self) -> None:
+        self._ended.set()
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None and refresher is not threading.current_thread():
+            refresher.join(timeout=1.0)
         with self._lock:
+            self._stale = False
             self._clear()
             self.stream.flush()
 
