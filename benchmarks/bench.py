@@ -128,10 +128,14 @@ class Noop(TaskProcessor):
 
 
 def build(
-    n: int, shape: str, persistence: StatePersistence | None = None, runner: str = "sequential"
+    n: int,
+    shape: str,
+    persistence: StatePersistence | None = None,
+    runner: str = "sequential",
+    logger: LoggerWrapper = QUIET,
 ) -> Tasks:
-    tasks = Tasks(logger=QUIET, runner=runner, state_persistence=persistence)
-    tasks.register_task_processor(Noop(logger=QUIET))
+    tasks = Tasks(logger=logger, runner=runner, state_persistence=persistence)
+    tasks.register_task_processor(Noop(logger=logger))
     for i in range(n):
         if shape == "independent":
             metadata: dict = {"name": f"t{i}"}
@@ -155,70 +159,253 @@ def build(
 # -- 1. engine overhead ---------------------------------------------------------------------
 
 
+class _Lines:
+    """Where log lines and the progress line go in row 1: a real file, each line flushed."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+")
+
+    def __enter__(self) -> _Lines:
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.file
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout, sys.stderr = self.saved
+        self.file.seek(0)
+        self.file.truncate()
+
+
 def engine_overhead(quick: bool) -> None:
+    """10,000 independent no-op tasks on `sequential`, the `Task` objects built in the
+    timing, with logging off, with the default logger at INFO writing each line to a file,
+    and as `opus run` sets it up (progress line shown, per-task lines at DEBUG)."""
+    from opus_core.cli.progress import Progress
+
     n = 10_000
     processor = Noop(logger=QUIET)
-    manifests = [Task("Noop", "v1", metadata={"name": f"t{i}"}) for i in range(n)]
+    repeat = 3 if quick else 7
 
-    def plain() -> None:
+    def plain() -> None:  # the same manifests built, then the processor called in a loop
         persistence = StatePersistence()
-        for manifest in manifests:
+        for manifest in [Task("Noop", "v1", metadata={"name": f"t{i}"}) for i in range(n)]:
             processor.process_task(manifest, "apply", "default", KeyValueStore(), persistence)
 
-    def engine() -> float:
-        tasks = build(n, "independent")
-        start = time.perf_counter()
-        assert tasks.process_context().ok
-        return time.perf_counter() - start
+    def engine(setting: str) -> Callable[[], float]:
+        def run() -> float:
+            with _Lines() as lines:
+                start = time.perf_counter()
+                logger = QUIET if setting == "off" else LoggerWrapper("INFO")
+                tasks = build(n, "independent", logger=logger)
+                if setting == "opus run":
+                    manager = tasks.manager()
+                    manager.register(Progress(lines.file), name="builtin.progress", core=True)
+                    manager.infos["builtin.log"].plugin.success_level = "debug"  # type: ignore[attr-defined]
+                built = time.perf_counter()
+                assert tasks.process_context().ok
+                end = time.perf_counter()
+            RUN_ONLY[setting].append(end - built)
+            return end - start
 
-    base, ours = interleaved((plain, engine), repeat=3 if quick else 5)
-    overhead = (ours - base) / n
-    add(
-        "1",
-        "engine overhead: 10,000 independent no-ops",
-        f"{ours / n * 1e6:.1f} µs/task",
-        f"plain loop {base / n * 1e6:.2f} µs/task",
-        ours / base,
-        "<= 30 µs overhead/task",
-        overhead <= 30e-6,
-    )
-    add("", "  overhead per task", f"{overhead * 1e6:.1f} µs", "", None, "", None)
+        return run
+
+    settings = ("off", "INFO", "opus run")
+    RUN_ONLY.update({setting: [] for setting in settings})
+    timings = interleaved((plain, *(engine(s) for s in settings)), repeat=repeat, warmup=1)
+    base = timings[0]
+    names = {
+        "off": ("logging off (ERROR)", "<= 30 µs overhead/task", 30e-6, True),
+        "INFO": ("default logger at INFO, a line a task to a file", "<= 15 µs/task", 15e-6, False),
+        "opus run": (
+            "as `opus run`: progress shown, task lines DEBUG",
+            "<= 12 µs/task",
+            12e-6,
+            False,
+        ),
+    }
+    for setting, ours in zip(settings, timings[1:], strict=True):
+        label, target, limit, is_overhead = names[setting]
+        measured = (ours - base) / n if is_overhead else ours / n
+        run_only = statistics.median(RUN_ONLY[setting][-repeat:]) / n
+        add(
+            "1",
+            f"10,000 no-ops, build + run, {label}",
+            f"{ours / n * 1e6:.1f} µs/task",
+            f"build + plain loop {base / n * 1e6:.2f} µs/task",
+            ours / base,
+            target,
+            measured <= limit,
+        )
+        add(
+            "",
+            "  overhead per task" if is_overhead else "  of which the run (process_context)",
+            f"{measured * 1e6:.1f} µs" if is_overhead else f"{run_only * 1e6:.1f} µs/task",
+            "",
+            None,
+            "",
+            None,
+        )
 
 
-# -- 2. scaling ---------------------------------------------------------------------------------
+RUN_ONLY: dict[str, list[float]] = {}
+
+
+# -- 2. scaling, and 13. memory per task ------------------------------------------------------
+
+SCALE_CHILD = """
+import json, resource, sys, time
+from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks
+
+
+def rss_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+class Noop(TaskProcessor):
+    kind = "Noop"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        return None
+
+
+n, shape = int(sys.argv[1]), sys.argv[2]
+quiet = LoggerWrapper("ERROR")
+tasks = Tasks(logger=quiet, runner="sequential")
+tasks.register_task_processor(Noop(logger=quiet))
+base = rss_kib("VmRSS")
+cpu, start = time.process_time(), time.perf_counter()
+for i in range(n):
+    if shape == "chain10" and i % 10:
+        metadata = {"name": f"t{i}", "dependencies": [f"t{i - 1}"]}
+    else:
+        metadata = {"name": f"t{i}"}
+    tasks.add_task(Task("Noop", "v1", metadata=metadata))
+built = time.perf_counter()
+report = tasks.process_context()
+end = time.perf_counter()
+assert report.ok and len(report) == n
+print(json.dumps({
+    "build": built - start, "total": end - start, "cpu": time.process_time() - cpu,
+    "base_kib": base, "peak_kib": rss_kib("VmHWM"),
+}))
+"""
+
+SHAPES = {"independent": "independent", "chain10": "chains of 10"}
+_SCALE: dict[tuple[str, int], list[dict[str, float]]] = {}
+
+
+def scale_runs(shape: str, n: int, repeat: int) -> list[dict[str, float]]:
+    """`repeat` runs of build + plan + run of `n` no-op tasks of `shape` on `sequential`,
+    logging off, each in a fresh interpreter (so its peak RSS is its own, above its
+    imports); kept for rows 2 and 13."""
+    runs = _SCALE.setdefault((shape, n), [])
+    while len(runs) < repeat:
+        result = subprocess.run(
+            [sys.executable, "-c", SCALE_CHILD, str(n), shape],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tempfile.gettempdir(),
+            env={**os.environ, "OPUS_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        )
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return runs[:repeat]
 
 
 def scaling(quick: bool) -> None:
-    for shape in ("chain", "fan"):
-        timings = {}
-        for n in (1_000, 10_000, 100_000):
-
-            def run(n: int = n, shape: str = shape) -> float:
-                tasks = build(n, shape)
-                start = time.perf_counter()
-                assert tasks.process_context().ok
-                return time.perf_counter() - start
-
-            timings[n] = median(run, 1 if quick and n == 100_000 else 3)
+    """Build + plan + run of 100,000 and 1,000,000 no-op tasks on `sequential`, logging
+    off, each size in fresh interpreters: independent tasks and chains of 10."""
+    repeat = 1 if quick else 3
+    for shape, label in SHAPES.items():
+        totals = {}
+        for n in (100_000, 1_000_000):
+            runs = scale_runs(shape, n, repeat)
+            totals[n] = statistics.median(r["total"] for r in runs)
+            build_time = statistics.median(r["build"] for r in runs)
+            cpu = statistics.median(r["cpu"] for r in runs)
             add(
                 "2",
-                f"scaling, {shape}, {n:,} tasks (plan + run)",
-                fmt(timings[n]),
-                "",
+                f"{n:,} tasks, {label}, build + plan + run (ERROR)",
+                fmt(totals[n]),
+                f"build {fmt(build_time)}, CPU {fmt(cpu)}",
                 None,
-                "< 5 s" if n == 100_000 else "",
-                timings[n] < 5 if n == 100_000 else None,
+                "< 15 s" if n == 1_000_000 else "",
+                totals[n] < 15 if n == 1_000_000 else None,
             )
-        growth = timings[100_000] / timings[10_000]
+        growth = totals[1_000_000] / totals[100_000]
         add(
             "2",
-            f"scaling, {shape}: time(100k) / time(10k)",
+            f"{label}: time(1M) / time(100k)",
             f"{growth:.1f}",
             "linear: 10",
             None,
-            "<= 12",
-            growth <= 12,
+            "<= 11",
+            growth <= 11,
         )
+    dry_run(quick)
+
+
+def dry_run(quick: bool) -> None:
+    """`opus run --dry-run` of a 100,000-task `opus.toml` (chains of 10), timed whole."""
+    n = 100_000
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "noop.py").write_text(
+            "from opus_core import TaskProcessor\n\n\nclass Noop(TaskProcessor):\n"
+            '    kind = "Noop"\n\n'
+            "    def process_task(self, task, command, context, key_value_store, state):\n"
+            "        return None\n"
+        )
+        lines = ['[opus]\nprocessors = ["noop:Noop"]\npersistence = "memory"\n']
+        for i in range(n):
+            deps = f', dependencies = ["t{i - 1}"]' if i % 10 else ""
+            lines.append(
+                f'[[tasks]]\nkind = "Noop"\nversion = "v1"\nmetadata = {{ name = "t{i}"{deps} }}\n'
+            )
+        (root / "opus.toml").write_text("".join(lines))
+        opus = BIN / "opus"
+        env = {**os.environ, "OPUS_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(root)}
+
+        def once() -> None:
+            done = subprocess.run(
+                [str(opus), "run", "--dry-run"], cwd=root, env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+
+        seconds = median(once, 1 if quick else 3, collect=False)
+    add(
+        "2",
+        "`opus run --dry-run`, 100,000-task opus.toml",
+        fmt(seconds),
+        "",
+        None,
+        "< 5 s",
+        seconds < 5,
+    )
+
+
+def memory(quick: bool) -> None:
+    """Peak RSS per task above the imports: a fresh interpreter builds, plans and runs
+    100,000 and 1,000,000 no-op tasks (logging off); its high-water mark less its RSS once
+    opus is imported and the engine made, over the number of tasks."""
+    repeat = 1 if quick else 3
+    for shape, label in SHAPES.items():
+        for n in (100_000, 1_000_000):
+            runs = scale_runs(shape, n, repeat)
+            per_task = statistics.median((r["peak_kib"] - r["base_kib"]) * 1024 / n for r in runs)
+            add(
+                "13",
+                f"peak RSS per task, {n:,} tasks, {label} (ERROR)",
+                f"{per_task:,.0f} B/task",
+                "",
+                None,
+                "<= 1 KB/task",
+                per_task <= 1024,
+            )
 
 
 # -- 3. the original engine -------------------------------------------------------------------
@@ -859,6 +1046,7 @@ BENCHMARKS = {
     "9": persistence,
     "10": compose_chain,
     "11": compose_map,
+    "13": memory,
 }
 
 
