@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -1034,6 +1035,140 @@ def compose_map(quick: bool) -> None:
     )
 
 
+# -- 12. a process pool that still kills -------------------------------------------------------
+
+PREFECT_POOL_SCRIPT = """
+import statistics, sys, time
+import prefect
+from prefect import flow, task
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import ProcessPoolTaskRunner
+
+@task
+def noop():
+    return None
+
+n, workers, flows = (int(arg) for arg in sys.argv[1:4])
+
+@flow(task_runner=ProcessPoolTaskRunner(max_workers=workers))
+def many(n):
+    futures = [noop.submit() for _ in range(n)]
+    for future in futures:
+        future.result()
+
+if __name__ == "__main__":
+    # One API server for the flow and its worker processes (each worker would otherwise try
+    # to start an ephemeral server of its own, and time out on a busy machine).
+    server = SubprocessASGIServer()
+    server.start(timeout=300)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            many(workers)  # the pool's workers start here
+            times = []
+            for _ in range(flows):
+                start = time.perf_counter()
+                many(n)
+                times.append(time.perf_counter() - start)
+    finally:
+        server.stop()
+    print(prefect.__version__, statistics.median(times))
+"""
+
+
+def _prefect_pool(n: int, workers: int, flows: int) -> tuple[str, float] | str:
+    """Prefect's `ProcessPoolTaskRunner` on `n` no-op tasks: (version, median seconds of
+    `flows` flows), or why it could not be measured."""
+    python = PREFECT_VENV / "bin" / "python"
+    if not python.exists():
+        why = PREFECT_VENV / "WHY"
+        return why.read_text().strip() if why.exists() else "not installed (python3 dev.py bench)"
+    with tempfile.TemporaryDirectory() as home:
+        env = {
+            **os.environ,
+            "PREFECT_HOME": home,
+            "PREFECT_LOGGING_LEVEL": "ERROR",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        script, out, err = (Path(home) / name for name in ("pool_flow.py", "out", "err"))
+        script.write_text(PREFECT_POOL_SCRIPT)
+        with out.open("w") as stdout, err.open("w") as stderr:
+            # Files, not pipes, and a session of its own: what Prefect leaves running (its
+            # API server) would hold pipes open, and is killed with the session afterwards.
+            flow_process = subprocess.Popen(
+                [str(python), str(script), str(n), str(workers), str(flows)],
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+            try:
+                code = flow_process.wait(timeout=1800)
+            finally:
+                try:
+                    os.killpg(flow_process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                flow_process.wait()
+        if code != 0:
+            return "failed: " + (err.read_text().strip().splitlines() or ["?"])[-1]
+        version, seconds = out.read_text().strip().splitlines()[-1].split()
+    return version, float(seconds)
+
+
+def process_pool(quick: bool) -> None:
+    """@task on the processpool runner (reused workers that stop() and timeouts kill) against
+    `concurrent.futures.ProcessPoolExecutor` (which cannot kill a running task) and Prefect's
+    `ProcessPoolTaskRunner`, the pools started inside the timing. Function tasks log nothing."""
+    from opus_core.runners import ProcessPoolRunner
+
+    n = 2_000 if quick else 10_000
+    workers = os.cpu_count() or 1
+    ctx = multiprocessing.get_context("fork")
+
+    def bare() -> None:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_noop) for _ in range(n)]
+            for future in futures:
+                future.result()
+
+    def ours() -> None:
+        runner = ProcessPoolRunner(max_workers=workers)
+        fn = task(runner=runner)(_noop)
+        runs = [fn() for _ in range(n)]
+        for run in runs:
+            run.get_result()
+        runner.shutdown()
+
+    base, mine = interleaved((bare, ours), repeat=3 if quick else 5, warmup=1)
+    add(
+        "12",
+        f"@task on processpool, {n:,} no-op calls",
+        f"{mine / n * 1e3:.3f} ms/call",
+        f"ProcessPoolExecutor {base / n * 1e3:.3f} ms",
+        mine / base,
+        "<= 1.5x, <= 0.15 ms",
+        mine / base <= 1.5 and mine / n <= 0.15e-3,
+    )
+    prefect_n = 20 if quick else 40  # Prefect takes about half a second a task here
+    measured = _prefect_pool(prefect_n, workers, 5)
+    if isinstance(measured, str):
+        add("12", "", "", "Prefect ProcessPoolTaskRunner", None, ">= 5x faster", None)
+        print(f"       Prefect: {measured}")
+        return
+    version, theirs = measured
+    add(
+        "12",
+        f"  Prefect: {prefect_n:,} tasks, median of 5 flows",
+        "",
+        f"Prefect {version} {theirs / prefect_n * 1e3:.2f} ms",
+        (theirs / prefect_n) / (mine / n),
+        ">= 5x faster",
+        (theirs / prefect_n) / (mine / n) >= 5,
+    )
+
+
 BENCHMARKS = {
     "1": engine_overhead,
     "2": scaling,
@@ -1046,6 +1181,7 @@ BENCHMARKS = {
     "9": persistence,
     "10": compose_chain,
     "11": compose_map,
+    "12": process_pool,
     "13": memory,
 }
 
