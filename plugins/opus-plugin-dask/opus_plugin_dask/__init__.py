@@ -245,9 +245,9 @@ class DaskRunner(Runner):
         self._shipping = threading.Lock()
         # The runs whose futures were handed to other submissions, by the futures' keys.
         self._handed: weakref.WeakValueDictionary[str, DaskTaskRun] = weakref.WeakValueDictionary()
-        self._watchers: set[Any] = set()  # asyncio tasks waiting on futures
-        self._unwatched: list[Future] = []  # futures submitted, not yet handed to `_watch`
-        self._ended: list[Future] = []  # futures ended in this turn of the client's loop
+        self._completed: Any = None  # a distributed.as_completed following the futures
+        self._more = threading.Event()  # set when futures are added to `_completed`
+        self._unwatched: list[Future] = []  # submitted, not yet added to `_completed`
 
     @property
     def client(self) -> Client:
@@ -461,6 +461,14 @@ class DaskRunner(Runner):
                     target=self._collect, args=(client,), name="opus-dask", daemon=True
                 )
                 self._collector.start()
+            completed = self._completed
+            if completed is None:
+                from distributed import as_completed
+
+                completed = self._completed = as_completed(loop=client.loop)
+                threading.Thread(
+                    target=self._watch, args=(completed,), name="opus-dask-watch", daemon=True
+                ).start()
             # Handed to the client's event loop in batches: one wake-up for a burst of tasks.
             wake = not self._unwatched
             self._unwatched.extend(future for _, _, future in started)
@@ -468,43 +476,30 @@ class DaskRunner(Runner):
             if run.done():  # stopped while being submitted
                 future.cancel()
         if wake:
-            client.loop.add_callback(self._watch)
+            client.loop.add_callback(self._follow, completed)
 
-    async def _watch(self) -> None:
-        """On the client's event loop: queue each future for the collector when it ends.
+    def _follow(self, completed: Any) -> None:
+        """On the client's event loop: add the futures submitted since the last call."""
+        with self._lock:
+            futures, self._unwatched = self._unwatched, []
+        completed.update(futures)
+        self._more.set()
+
+    def _watch(self, completed: Any) -> None:
+        """Hand futures to the collector as they end, in batches (`distributed.as_completed`).
 
         `Future.add_done_callback` would do, but it runs every callback through a
         thread pool of its own, a hop per task that costs about a fifth of a
-        graph's time on a small machine. This waits on the future's state as that
-        method itself does, and falls back on it where Dask has no such state.
+        graph's time on a small machine; `as_completed` waits on the client's
+        event loop and hands over whatever ended together.
         """
-        import asyncio
-
-        with self._lock:
-            futures, self._unwatched = self._unwatched, []
-        for future in futures:
-            state = getattr(future, "_state", None)
-            if not callable(getattr(state, "wait", None)):
-                future.add_done_callback(lambda done: self._finished.put([done]))
-                continue
-            waiter = asyncio.ensure_future(self._queue_when_done(future, state))
-            self._watchers.add(waiter)  # the loop keeps only weak references to its tasks
-            waiter.add_done_callback(self._watchers.discard)
-
-    async def _queue_when_done(self, future: Future, state: Any) -> None:
-        while future.status == "pending":
-            await state.wait()
-        # Handed to the collector once per turn of the loop, with whatever else ended in it:
-        # waking that thread for each future would cost more than what it does.
-        if not self._ended:
-            import asyncio
-
-            asyncio.get_running_loop().call_soon(self._hand_over)
-        self._ended.append(future)
-
-    def _hand_over(self) -> None:
-        ended, self._ended = self._ended, []
-        self._finished.put(ended)
+        while True:
+            for batch in completed.batches():  # ends when nothing is left to wait for
+                self._finished.put(batch)
+            self._more.wait()
+            self._more.clear()
+            if self._completed is not completed:
+                return  # shut down
 
     def _collect(self, client: Client) -> None:
         """Hand finished futures to their runs, fetching results many at a time.
@@ -582,6 +577,8 @@ class DaskRunner(Runner):
             if self._collector is not None:
                 self._finished.put(None)
                 self._collector = None
+            self._completed = None
+            self._more.set()
             client, self._client = self._client, None
             cluster, self.cluster = self.cluster, None
             plugins, self._plugins = self._plugins, []
