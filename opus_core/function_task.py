@@ -211,7 +211,7 @@ def _replace(
     containers stay shared and a list or dict that holds itself still does.
     """
     if isinstance(value, BaseTaskRun):
-        return swap(value)
+        return value.get_result(0) if value in found.by_value else swap(value)
     key = id(value)
     if key not in found.holders:
         return value
@@ -659,11 +659,18 @@ def _resolved(
     runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], found: Found
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """A call's arguments with each run replaced by its value or its runner's handle."""
+    if not found.holders:  # runs only as arguments themselves: nothing to rebuild
+        return tuple([_swap(runner, a) if isinstance(a, BaseTaskRun) else a for a in args]), {
+            k: _swap(runner, v) if isinstance(v, BaseTaskRun) else v for k, v in kwargs.items()
+        } if kwargs else kwargs
     swap = functools.partial(_swap, runner)
     made: dict[int, Any] = {}
+    by_value = found.by_value
     resolved = tuple(
         [
-            _swap(runner, a) if isinstance(a, BaseTaskRun) else _replace(a, swap, found, made)
+            _swap(runner, a)
+            if isinstance(a, BaseTaskRun) and a not in by_value
+            else _replace(a, swap, found, made)
             for a in args
         ]
     )

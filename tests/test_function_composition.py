@@ -439,14 +439,12 @@ def test_sequential_runs_a_dependent_of_a_running_input_in_the_caller() -> None:
 # -- hostile arguments ------------------------------------------------------------------------
 
 
-def test_shared_and_self_holding_containers_are_rebuilt_once(
-    on: Callable[..., Any], runner: Runner
-) -> None:
+def test_shared_and_self_holding_containers_are_rebuilt_once(on: Callable[..., Any]) -> None:
     done = on(inc)(0)
     done.wait(20)
     shared: Any = [done]
-    levels = 40 if runner.name != "dask" else 12  # dask's own walk of arguments is per path
-    for _ in range(levels):  # 2**levels paths through `levels` containers: each rebuilt once
+    levels = 40
+    for _ in range(levels):  # 2**40 paths through 40 containers: each is rebuilt once
         shared = [shared, shared]
 
     def depth_and_sharing(value: Any) -> tuple[int, bool]:
@@ -456,9 +454,7 @@ def test_shared_and_self_holding_containers_are_rebuilt_once(
             value, depth = value[0], depth + 1
         return depth, shared and value == [1]
 
-    # Sharing survives where arguments are not serialized by the runner's own walk.
-    kept = runner.name != "dask"
-    assert on(depth_and_sharing)(shared).get_result(timeout=20) == (levels, kept)
+    assert on(depth_and_sharing)(shared).get_result(timeout=20) == (levels, True)
 
     looped: Any = {"run": done}
     looped["self"] = looped

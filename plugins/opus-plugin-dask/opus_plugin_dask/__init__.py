@@ -23,7 +23,7 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import OpusError, TaskCancelledError, hookimpl
@@ -162,19 +162,25 @@ class DaskTaskRun(BaseTaskRun):
                 future.cancel()  # Dask cancels what depends on it too
 
 
-def _futures_in(value: Any, depth: int = 0) -> Iterator[Future]:
-    """The Dask futures in `value`: itself, or inside lists, tuples, sets and dicts."""
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _futures_in(value: Any) -> list[Future]:
+    """The Dask futures in `value`: itself, or inside lists, tuples, sets and dicts, each
+    container walked once however often it is shared (or holds itself)."""
     from distributed import Future
 
-    if isinstance(value, Future):
-        yield value
-    elif depth < 100:
-        if isinstance(value, dict):
-            for item in value.items():
-                yield from _futures_in(item, depth + 1)
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            for item in value:
-                yield from _futures_in(item, depth + 1)
+    found: list[Future] = []
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Future):
+            found.append(item)
+        elif isinstance(item, _CONTAINERS) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.items() if isinstance(item, dict) else item)
+    return found
 
 
 def _with_remote_traceback(future: Future) -> BaseException:
@@ -364,9 +370,18 @@ class DaskRunner(Runner):
         client = self.client
         self._ship_new_modules(client)
         run = DaskTaskRun(name, self, remote=True, wrapped=_may_wrap(fn))
-        if self._handed:
-            run._inputs = self._input_runs((args, kwargs))  # known before the work can end
-        if kwargs and not _dask_keywords("submit").isdisjoint(kwargs):
+        nested = any(isinstance(v, _CONTAINERS) for v in (*args, *kwargs.values()))
+        futures = _futures_in((args, kwargs) if nested else (*args, *kwargs.values()))
+        if self._handed and futures:
+            run._inputs = self._input_runs(futures)  # known before the work can end
+        if nested and not futures:
+            import cloudpickle
+
+            # Pickled here, whole: Dask walks containers in arguments once per path, which
+            # a shared or self-holding one turns into forever; pickle keeps them as they are.
+            blob = cloudpickle.dumps((_apply, (fn, args, kwargs)))
+            future = client.submit(_run_pickled, blob, key=key, pure=False)
+        elif kwargs and not _dask_keywords("submit").isdisjoint(kwargs):
             future = client.submit(_apply, fn, args, kwargs, key=key, pure=False)
         else:
             future = client.submit(fn, *args, key=key, pure=False, **kwargs)
@@ -389,7 +404,7 @@ class DaskRunner(Runner):
         keys = [self._key(group) for _ in range(count)]
         if self._handed:
             for run, row in zip(runs, zip(*iterables, strict=True), strict=True):
-                run._inputs = self._input_runs((row, kwargs))
+                run._inputs = self._input_runs(_futures_in((row, kwargs)))
         if kwargs and not _dask_keywords("map").isdisjoint(kwargs):
             futures = client.map(
                 _apply_row, [fn] * count, [kwargs] * count, *iterables, key=keys, pure=False
@@ -421,10 +436,10 @@ class DaskRunner(Runner):
         self._handed[handle.key] = run
         return handle
 
-    def _input_runs(self, value: Any) -> tuple[BaseTaskRun, ...]:
-        """The runs whose futures (from `input_handle`) are in `value`, at any depth."""
+    def _input_runs(self, futures: list[Future]) -> tuple[BaseTaskRun, ...]:
+        """The runs whose futures (from `input_handle`) are among `futures`."""
         found: dict[int, BaseTaskRun] = {}
-        for future in _futures_in(value):
+        for future in futures:
             run = self._handed.get(future.key)
             if run is not None:
                 found.setdefault(id(run), run)
