@@ -151,9 +151,9 @@ class LoggerWrapper:
         """Log `message` at `level` (a `logging` level), if this wrapper's level lets it through."""
         if level >= self.level:
             logger = self.logger
-            if logger.isEnabledFor(level) and not _write_directly(logger, level, message):
-                # What `logger.log` does, without looking for the caller's frame in the
-                # stack: it is always this method.
+            if logger.isEnabledFor(level):
+                # What `logger.log` does, through logging's public `makeRecord` and
+                # `handle`, without looking for the caller's frame: it is always this method.
                 logger.handle(
                     logger.makeRecord(logger.name, level, __file__, _LINE, message, (), None, "log")
                 )
@@ -185,37 +185,3 @@ class LoggerWrapper:
 
 _LINE = LoggerWrapper.log.__code__.co_firstlineno
 """Where the records of `LoggerWrapper.log` say they come from."""
-
-
-def _write_directly(logger: logging.Logger, level: int, message: str) -> bool:
-    """Write the line `logging` would write for `message`, when the `"opus"` logger is as
-    `_plain_logger` set it up — its one handler ours, with our formatter, no filters, not
-    propagating, records made by `logging.LogRecord` — without making the record; False
-    (nothing written) otherwise, and the record then takes `logging`'s own path."""
-    handlers = logger.handlers
-    if len(handlers) != 1 or logger.filters or logger.propagate:
-        return False
-    handler = handlers[0]
-    if (
-        type(handler) is not _handler_class
-        or handler.filters
-        or level < handler.level
-        or type(handler.formatter) is not _formatter_class
-    ):
-        return False
-    import logging
-
-    if logging.getLogRecordFactory() is not logging.LogRecord:
-        return False
-    formatter: Any = handler.formatter
-    line = f"{formatter.clock(time.time())} {logging.getLevelName(level):<7} {message}\n"
-    handler.acquire()
-    try:
-        stream = output_stream(LoggerWrapper.stream)
-        stream.write(line)
-        stream.flush()
-    except Exception:
-        return False  # `logging` reports it (handleError), as it would have
-    finally:
-        handler.release()
-    return True

@@ -102,12 +102,12 @@ def test_a_task_without_labels_shares_one_read_only_mapping_that_pickles_as_itse
         raise AssertionError("the shared mapping took a key")
 
 
-def test_a_line_written_without_a_record_is_the_line_logging_writes(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_log_line_is_the_line_logging_writes(capsys) -> None:  # type: ignore[no-untyped-def]
     logger = LoggerWrapper("INFO")
     logger.info("100%% done, %s", "really")
     out = capsys.readouterr().out
     assert re.fullmatch(r"\d\d:\d\d:\d\d INFO    100% done, really\n", out), out
-    # With a handler of the user's on the "opus" logger, records take logging's own path.
+    # A handler of the user's on the "opus" logger gets the records too.
     seen: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):

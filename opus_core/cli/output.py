@@ -8,8 +8,8 @@ Times: tables show them for a person (`duration`, `timestamp`), JSON in
 ISO 8601 (`iso`); `to_json` turns `datetime`s into ISO 8601 by itself.
 Tables fit the terminal: when the columns are wider than it, the widest
 ones are narrowed and their cells wrap onto more lines. A cell longer than
-the terminal is wide (`MAX_CELL` characters on a pipe) is cut, ending in
-"…"; `--json` has every character.
+`MAX_CELL` characters (`PIPE_CELL` on a pipe) is cut, ending in "…";
+`--json` has every character.
 
 Text from tasks (names, errors) is shown with `printable`: a control
 character is written as its escape (`\x1b`, `\r`), so no task can move the
@@ -36,8 +36,10 @@ MIN_COLUMN = 8
 """A narrowed column keeps at least this many characters (or its header's width)."""
 LAST_COLUMN = 30
 """The last column (free text: an error, a description) is narrowed first, down to this."""
-MAX_CELL = 200
-"""Without a terminal (a pipe, a file) a cell longer than this is cut, ending in "…"."""
+MAX_CELL = 500
+"""On a terminal a table cell longer than this is cut, ending in "…" (a few lines once
+wrapped); without one (a pipe, a file), where nothing wraps, at `PIPE_CELL`."""
+PIPE_CELL = 200
 
 
 # -- times -----------------------------------------------------------------------------------
@@ -140,11 +142,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int | No
 
     `width` defaults to `terminal_width()`; None means no terminal (a pipe). A
     cell too wide for its narrowed column wraps onto further lines of its row;
-    a cell longer than `width` (or `MAX_CELL`) is cut, ending in "…".
+    a cell longer than `MAX_CELL` (`PIPE_CELL` on a pipe) is cut, ending in "…".
     """
     if width == -1:
         width = terminal_width()
-    limit = MAX_CELL if width is None else max(width, MIN_COLUMN)
+    limit = PIPE_CELL if width is None else MAX_CELL
     cells = [
         [str(h) for h in headers],
         *[[_cell(c, limit) for c in r] for r in rows],
