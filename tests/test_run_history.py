@@ -328,3 +328,29 @@ def test_tasks_built_in_python_record_runs_in_memory() -> None:
     assert run["id"] == report.run_id and run["context"] == "dev"
     assert run["persistence"] == "memory" and run["config"] is None
     assert run["pid"] == os.getpid()
+
+
+FAILING_STEP = '''
+from opus_core import TaskProcessor
+
+
+class Boom(TaskProcessor):
+    kind = "Boom"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        raise RuntimeError("bad \\x1b[2J\\x1b[31mred\\x07 bell")
+'''
+
+
+def test_control_characters_in_errors_never_reach_the_terminal_raw(tmp_path: Path) -> None:
+    (tmp_path / "boom.py").write_text(FAILING_STEP)
+    (tmp_path / "opus.toml").write_text(
+        '[opus]\nprocessors = ["boom:Boom"]\n'
+        '[[tasks]]\nkind = "Boom"\nversion = "v1"\nmetadata = {name = "boom", retries = 1}\n'
+    )
+    for args in (("run", "--no-progress"), ("run", "--no-progress", "-v", "--tb", "long")):
+        result = opus(*args, cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        everything = result.stdout + result.stderr
+        assert "RuntimeError: bad \\x1b[2J\\x1b[31mred\\x07 bell" in everything
+        assert not any(c in everything for c in "\x1b\x07"), args

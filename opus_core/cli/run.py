@@ -12,7 +12,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from opus_core.cli import exit_leaving_threads, interrupted_status
-from opus_core.cli.output import report_records, report_table, table, terminal_width, to_json
+from opus_core.cli.output import (
+    printable,
+    report_records,
+    report_table,
+    table,
+    terminal_width,
+    to_json,
+)
 from opus_core.cli.report import check_writable, write_run_report
 from opus_core.engine import Tasks
 from opus_core.errors import OpusError
@@ -145,11 +152,13 @@ def failures_section(report: RunReport, style: str = "short", width: int | None 
     parts = [_rule(" FAILURES ", "=", width)]
     for result in failed:
         tries = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
-        parts.append(_rule(f" {result.task_id} ({result.status}, {tries}) ", "_", width))
+        name = printable(result.task_id)
+        parts.append(_rule(f" {name} ({result.status}, {tries}) ", "_", width))
         if result.traceback:
-            parts.append(result.traceback if style == "long" else short_traceback(result.traceback))
+            text = result.traceback if style == "long" else short_traceback(result.traceback)
         else:
-            parts.append(result.error or result.status.value)
+            text = result.error or result.status.value
+        parts.append("\n".join(printable(line) for line in text.split("\n")))
     return "\n".join(parts)
 
 
@@ -167,7 +176,7 @@ def _one_line(result: TaskResult) -> str:
             path, _, rest = stripped[len('File "') :].partition('", line ')
             where = f"{path}:{rest.split(',')[0]}: "
             break
-    return f"{result.task_id}: {where}{result.error or result.status.value}"
+    return printable(f"{result.task_id}: {where}{result.error or result.status.value}")
 
 
 def short_traceback(text: str, frames: int = SHORT_FRAMES) -> str:

@@ -169,7 +169,8 @@ class LogLines:
     @hookimpl
     def opus_task_retrying(self, task: Task, attempt: int, error: str, delay: float) -> None:
         self.logger.warning(
-            f"task {self._name(task)!r} attempt {attempt} failed: {error}; retrying in {delay:g}s"
+            f"task {self._name(task)!r} attempt {attempt} failed: {_printable(error)}; "
+            f"retrying in {delay:g}s"
         )
 
     @hookimpl
@@ -189,13 +190,13 @@ class LogLines:
             if self._info:
                 self.logger.info(f"task {name!r} restored, not run")
         elif status == "skipped":
-            self.logger.warning(f"task {name!r} skipped: {result.error}")
+            self.logger.warning(f"task {name!r} skipped: {_printable(result.error)}")
         elif status == "cancelled":
             self.logger.warning(f"task {name!r} cancelled")
         else:
-            self.logger.error(f"task {name!r} {status}: {result.error}")
+            self.logger.error(f"task {name!r} {status}: {_printable(result.error)}")
             if self._debug and result.traceback:
-                self.logger.debug(f"task {name!r} traceback:\n{result.traceback}")
+                self.logger.debug(f"task {name!r} traceback:\n{_printable(result.traceback)}")
 
     @hookimpl
     def opus_run_finished(self, report: RunReport) -> None:
@@ -204,6 +205,14 @@ class LogLines:
             self.logger.info(line)
         else:
             self.logger.error(line)
+
+
+def _printable(text: str | None) -> str:
+    """`text` with control characters shown as escapes, line by line: a task's error
+    cannot move the cursor or clear the terminal its log lines go to."""
+    from opus_core.cli.output import printable
+
+    return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
 class Resume:
