@@ -229,10 +229,30 @@ def load_config(path: str | os.PathLike[str] | None = None, *, user: bool = True
     if user_path is not None and user_path.is_file() and user_path != project:
         config.user = user_path
     for file in config.files:
-        data = read_toml(file)
-        check_structure(data, file)
-        _merge(config.data, data, file, config.origins, "")
+        _merge(config.data, _checked(file), file, config.origins, "")
     return config
+
+
+_CHECKED: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def _checked(file: Path) -> dict[str, Any]:
+    """`read_toml(file)` checked by `check_structure`, parsed once per version of the file
+    in this process (a command reads its configuration more than once). What it returns
+    is never handed out: `_merge` copies it."""
+    try:
+        info = file.stat()
+        version = (info.st_mtime_ns, info.st_size, info.st_ino)
+    except OSError:
+        version = None
+    cached = _CHECKED.get(file)
+    if version is not None and cached is not None and cached[0] == version:
+        return cached[1]
+    data = read_toml(file)
+    check_structure(data, file)
+    if version is not None:
+        _CHECKED[file] = (version, data)
+    return data
 
 
 def _type_error(file: Path, key: str, expected: str, value: Any) -> ConfigError:
