@@ -34,6 +34,7 @@ from opus_core import (
     Tasks,
     task,
 )
+from opus_core.runners import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -474,6 +475,32 @@ def original_engine(quick: bool) -> None:
 # -- 4. @task on threadpool -------------------------------------------------------------------
 
 
+def pool_and_runner(
+    make_pool: Callable[[], concurrent.futures.Executor],
+    make_runner: Callable[[], Runner],
+    fn: Callable[[], object],
+    n: int,
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """`n` calls of `fn` on a `concurrent.futures` pool and as an `@task` on an opus runner,
+    for `interleaved`; each side starts its pool and shuts it down inside the timing."""
+
+    def bare() -> None:
+        with make_pool() as pool:
+            futures = [pool.submit(fn) for _ in range(n)]
+            for future in futures:
+                future.result()
+
+    def ours() -> None:
+        runner = make_runner()
+        on_runner = task(runner=runner)(fn)
+        runs = [on_runner() for _ in range(n)]
+        for run in runs:
+            run.get_result()
+        runner.shutdown()
+
+    return bare, ours
+
+
 def task_threadpool(quick: bool) -> None:
     from opus_plugin_threadpool import ThreadPoolRunner
 
@@ -483,20 +510,12 @@ def task_threadpool(quick: bool) -> None:
     def noop() -> None:
         return None
 
-    def bare() -> None:
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(noop) for _ in range(n)]
-            for future in futures:
-                future.result()
-
-    def ours() -> None:
-        runner = ThreadPoolRunner(max_workers=workers)
-        fn = task(runner=runner)(noop)
-        runs = [fn() for _ in range(n)]
-        for run in runs:
-            run.get_result()
-        runner.shutdown()
-
+    bare, ours = pool_and_runner(
+        lambda: concurrent.futures.ThreadPoolExecutor(workers),
+        lambda: ThreadPoolRunner(max_workers=workers),
+        noop,
+        n,
+    )
     base, mine = interleaved((bare, ours), repeat=3 if quick else 5)
     add(
         "4",
@@ -671,6 +690,19 @@ print(time.perf_counter() - start)
 """
 
 
+def prefect_environment(home: str) -> dict[str, str]:
+    """The environment of a Prefect script: its own home folder, its own temporary API
+    server, only errors logged, no analytics."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": home,
+        "PREFECT_LOGGING_LEVEL": "ERROR",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
 def prefect(quick: bool) -> None:
     from opus_plugin_threadpool import ThreadPoolRunner
 
@@ -685,13 +717,7 @@ def prefect(quick: bool) -> None:
         )
         return
     with tempfile.TemporaryDirectory() as home:
-        env = {
-            **os.environ,
-            "PREFECT_HOME": home,
-            "PREFECT_LOGGING_LEVEL": "ERROR",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-        env.pop("PREFECT_API_URL", None)
+        env = prefect_environment(home)
         script = Path(home) / "flow.py"
         script.write_text(PREFECT_SCRIPT)
         result = subprocess.run(
@@ -1084,13 +1110,7 @@ def _prefect_pool(n: int, workers: int, flows: int) -> tuple[str, float] | str:
         why = PREFECT_VENV / "WHY"
         return why.read_text().strip() if why.exists() else "not installed (python3 dev.py bench)"
     with tempfile.TemporaryDirectory() as home:
-        env = {
-            **os.environ,
-            "PREFECT_HOME": home,
-            "PREFECT_LOGGING_LEVEL": "ERROR",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-        env.pop("PREFECT_API_URL", None)
+        env = prefect_environment(home)
         script, out, err = (Path(home) / name for name in ("pool_flow.py", "out", "err"))
         script.write_text(PREFECT_POOL_SCRIPT)
         with out.open("w") as stdout, err.open("w") as stderr:
@@ -1127,20 +1147,12 @@ def process_pool(quick: bool) -> None:
     workers = os.cpu_count() or 1
     ctx = multiprocessing.get_context("fork")
 
-    def bare() -> None:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_noop) for _ in range(n)]
-            for future in futures:
-                future.result()
-
-    def ours() -> None:
-        runner = ProcessPoolRunner(max_workers=workers)
-        fn = task(runner=runner)(_noop)
-        runs = [fn() for _ in range(n)]
-        for run in runs:
-            run.get_result()
-        runner.shutdown()
-
+    bare, ours = pool_and_runner(
+        lambda: concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx),
+        lambda: ProcessPoolRunner(max_workers=workers),
+        _noop,
+        n,
+    )
     base, mine = interleaved((bare, ours), repeat=3 if quick else 5, warmup=1)
     add(
         "12",
