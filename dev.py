@@ -89,6 +89,8 @@ def test() -> None:
 
 
 PREFECT_VENV = ROOT / ".bench" / "prefect"
+PREFECT = "prefect==3.9.1"
+"""The one Prefect release the benchmarks compare with."""
 
 FASTAPI_FLOOR = """
 import importlib.metadata, re
@@ -107,7 +109,7 @@ def install_prefect() -> None:
         return
     venv.create(PREFECT_VENV, with_pip=True)
     steps = [
-        [str(python), "-m", "pip", "install", "--quiet", "prefect>=3,<4"],
+        [str(python), "-m", "pip", "install", "--quiet", PREFECT],
         [str(python), "-c", FASTAPI_FLOOR],
     ]
     for step in steps:

@@ -181,7 +181,8 @@ def test_ctrl_c_stops_the_run_with_a_summary(tmp_path: Path) -> None:
         ('[opus]\nfail_fast = "yes"', "opus.fail_fast must be true or false"),
         (
             '[opus]\nrunner = "warp"',
-            "opus.runner: no runner named 'warp'; installed runners: dask, nice, process, sequential, threadpool",
+            "opus.runner: no runner named 'warp'; installed runners: "
+            "dask, nice, process, processpool, sequential, threadpool",
         ),
         ('[opus]\nrunner = "threadpoool"', "no runner named 'threadpoool'"),
         ('[opus]\npersistence = "cloud"', "no persistence named 'cloud'; installed persistence: "),
@@ -322,7 +323,7 @@ def test_plugins_list_json(tmp_path: Path) -> None:
     assert (
         builtin["builtin"] is True and builtin["status"] == "enabled" and builtin["error"] is None
     )
-    assert builtin["provides"]["runners"] == ["sequential", "process"]
+    assert builtin["provides"]["runners"] == ["sequential", "process", "processpool"]
     assert builtin["provides"]["persistence"] == ["memory", "sqlite"]
     assert builtin["provides"]["loggers"] == ["plain"]
     assert set(builtin["provides"]) == {"runners", "persistence", "loggers", "processors"}

@@ -1,6 +1,6 @@
 """Function tasks that feed each other, the same on every runner.
 
-Each test runs on `sequential`, `process`, `threadpool` and `dask` (a real
+Each test runs on `sequential`, `process`, `processpool`, `threadpool` and `dask` (a real
 `LocalCluster`, its worker threads in this process): runs as inputs, nested
 in containers, `wait_for`, `map`, `wait` / `as_completed`, failures that skip
 what depends on them, `stop()`, timeouts, and `async def` tasks.
@@ -35,9 +35,9 @@ from opus_core import (
     wait,
 )
 from opus_core.function_task import TaskFunction
-from opus_core.runners import ProcessRunner, Runner, SequentialRunner
+from opus_core.runners import ProcessPoolRunner, ProcessRunner, Runner, SequentialRunner
 
-RUNNERS = ["sequential", "process", "threadpool", "dask"]
+RUNNERS = ["sequential", "process", "processpool", "threadpool", "dask"]
 
 
 class Pair(NamedTuple):
@@ -62,6 +62,7 @@ def runner(request: pytest.FixtureRequest, dask_runner: DaskRunner) -> Iterator[
     made: Runner = {
         "sequential": SequentialRunner,
         "process": ProcessRunner,
+        "processpool": lambda: ProcessPoolRunner(max_workers=4),
         "threadpool": lambda: ThreadPoolRunner(max_workers=8),
     }[name]()
     yield made

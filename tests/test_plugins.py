@@ -39,9 +39,9 @@ def test_builtins_are_registered_through_the_hooks() -> None:
     manager = PluginManager(autoload=False)
     [builtin] = manager.plugins()
     assert builtin.name == "builtin" and builtin.builtin and builtin.distribution == "opus-core"
-    assert builtin.provides["runners"] == ["sequential", "process"]
+    assert builtin.provides["runners"] == ["sequential", "process", "processpool"]
     assert "opus_register_runners" in builtin.hooks
-    assert set(manager.runners()) == {"sequential", "process"}
+    assert set(manager.runners()) == {"sequential", "process", "processpool"}
 
 
 class Echo(TaskProcessor):
@@ -137,7 +137,7 @@ def test_plugin_returning_something_that_is_not_a_runner(capsys) -> None:
     plugin = SimpleNamespace(opus_register_runners=hookimpl(lambda: [dict]), __name__="odd")
     manager = PluginManager(autoload=False)
     manager.register(plugin)
-    assert set(manager.runners()) == {"sequential", "process"}  # the rest keeps working
+    assert set(manager.runners()) == {"sequential", "process", "processpool"}  # the rest keeps working
     odd = next(info for info in manager.plugins() if info.name == "odd")
     assert odd.status == "error"
     assert odd.error == (

@@ -1,6 +1,6 @@
 """The core's own plugins, registered through the same hooks as everyone else's.
 
-This module is the plugin `builtin`: the `sequential` and `process` runners,
+This module is the plugin `builtin`: the `sequential`, `process` and `processpool` runners,
 the `memory` and `sqlite` persistence, the `plain` logger, the core's commands
 (`run`, `tasks`, `graph`, `runs`, `plugins`, `config`, `state`, `completion`) and the
 `.toml`/`.json` task loaders. More are classes, registered per engine or per
