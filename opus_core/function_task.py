@@ -268,14 +268,26 @@ class _Inputs:
     """A done callback on a call's unfinished inputs: after the last, start the work.
 
     If an input did not succeed, the call's run ends with `UpstreamFailedError`
-    instead. Nothing blocks while the inputs run.
+    instead. Nothing blocks while the inputs run. It holds the call until then:
+    one object per waiting call, no closures.
     """
 
-    __slots__ = ("pending", "run", "start")
+    __slots__ = ("args", "found", "kwargs", "pending", "prepared", "run", "runner", "task", "waits")
 
-    def __init__(self, run: BaseTaskRun, start: Callable[[], None], pending: int) -> None:
+    def __init__(
+        self,
+        task: TaskFunction[..., Any],
+        runner: Runner,
+        run: BaseTaskRun,
+        prepared: tuple[Callable[..., Any], float | None] | None,
+        call: tuple[tuple[Any, ...], dict[str, Any], Found, tuple[BaseTaskRun, ...]],
+        pending: int,
+    ) -> None:
+        self.task = task
+        self.runner = runner
         self.run = run
-        self.start = start
+        self.prepared = prepared  # (fn, timeout) for a run from `runner.prepare`
+        self.args, self.kwargs, self.found, self.waits = call
         self.pending = pending
 
     def __call__(self, given: BaseTaskRun) -> None:
@@ -292,7 +304,16 @@ class _Inputs:
                 if self.pending:
                     return
         try:
-            self.start()
+            if self.prepared is not None:
+                fn, timeout = self.prepared
+                self.task._launch_into(
+                    self.runner, run, fn, timeout, self.args, self.kwargs, self.found, self.waits
+                )
+            else:
+                launched = self.task._launch(
+                    self.runner, self.args, self.kwargs, self.found, self.waits
+                )
+                run._adopt(launched)  # type: ignore[attr-defined]
         except BaseException as exc:  # the runner refused the work: this run failed
             run._finish(exception=exc)
 
@@ -303,6 +324,8 @@ class ComposedRun(BaseTaskRun):
     Once the inputs end, the work is submitted and this run follows the run
     `submit` returned (`inner`).
     """
+
+    __slots__ = ("inner",)
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -475,29 +498,20 @@ class TaskFunction(Generic[P, R]):
                 given.wait()
         by_value = found.by_value
         pending = [r for r in waits if r._status is None]
-        pending += [
-            r
-            for r in inputs
-            if r._status is None and (r in by_value or runner.input_handle(r) is None)
-        ]
+        for given in inputs:
+            if given._status is None and (given in by_value or runner.input_handle(given) is None):
+                pending.append(given)
         if not pending:
             return self._launch(runner, args, kwargs, found, waits)
-        fn, timeout = self._callable(runner)
-        prepared = runner.prepare(fn)
-        start: Callable[[], None]
+        call = self._callable(runner)
+        prepared = runner.prepare(call[0])
+        run: BaseTaskRun
         if prepared is not None:
-            run: BaseTaskRun = prepared
-            start = functools.partial(
-                self._launch_into, runner, prepared, fn, timeout, args, kwargs, found, waits
-            )
+            run = prepared
+            waiter = _Inputs(self, runner, run, call, (args, kwargs, found, waits), len(pending))
         else:
-            run = composed = ComposedRun(self.name)
-            launch = functools.partial(self._launch, runner, args, kwargs, found, waits)
-
-            def start() -> None:
-                composed._adopt(launch())
-
-        waiter = _Inputs(run, start, len(pending))
+            run = ComposedRun(self.name)
+            waiter = _Inputs(self, runner, run, None, (args, kwargs, found, waits), len(pending))
         for given in pending:
             given.add_done_callback(waiter)
         return run

@@ -83,12 +83,27 @@ class BaseTaskRun:
     blocking the event loop.
     """
 
-    _inputs: tuple[BaseTaskRun, ...] = ()
-    """The runs whose results this run was given (set by `@task` calls that pass runs).
-    If one of them ended unsuccessfully, this run's failure is reported as
-    `UpstreamFailedError` naming it."""
+    __slots__ = (
+        "__dict__",  # subclasses and users may add attributes
+        "_callbacks",
+        "_exception",
+        "_inputs",
+        "_instance_name",
+        "_latch",
+        "_lock",
+        "_status",
+        "_value",
+        "attempts",
+        "finished_at",
+        "name",
+        "started_at",
+    )
 
     def __init__(self, name: str) -> None:
+        self._inputs: tuple[BaseTaskRun, ...] = ()
+        """The runs whose results this run was given (set by `@task` calls that pass
+        runs). If one of them ended unsuccessfully, this run's failure is reported as
+        `UpstreamFailedError` naming it."""
         self.name = name
         self.attempts = 1
         self.started_at = time.monotonic()

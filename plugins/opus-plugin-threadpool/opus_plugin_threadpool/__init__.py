@@ -34,6 +34,8 @@ def default_max_workers() -> int:
 class ThreadTaskRun(BaseTaskRun):
     """A run on the pool, wrapping its `concurrent.futures.Future`."""
 
+    __slots__ = ("abandoned", "future", "job", "runner")
+
     def __init__(self, name: str, runner: ThreadPoolRunner) -> None:
         super().__init__(name)
         self.runner = runner
