@@ -106,3 +106,34 @@ def interruptible(command: list[str], **popen: object) -> subprocess.Popen[str]:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         **popen,
     )
+
+
+def runs_at_once(
+    root: Path, head: str, tasks: int, contexts: tuple[str, ...]
+) -> list[tuple[int, str, str]]:
+    """`opus run --context C` for each of `contexts`, all at once, in a project at `root`
+    whose `opus.toml` is `head` plus `tasks` no-op tasks of the processor `noop:Noop`
+    (which the caller writes); each run's (exit status, stdout, stderr)."""
+    lines = [head] + [
+        f'[[tasks]]\nkind = "Noop"\nversion = "v1"\nmetadata = {{ name = "n{i}" }}\n'
+        for i in range(tasks)
+    ]
+    (root / "opus.toml").write_text("\n".join(lines))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_CONFIG_HOME"] = str(root / ".user")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "opus_core.cli", "run", "--context", context],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for context in contexts
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        results.append((proc.returncode, out, err))
+    return results

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import tomli_w
-from cli_helpers import one_line_error, opus
+from cli_helpers import one_line_error, opus, runs_at_once
 from harness import Harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -347,31 +345,12 @@ def test_keyboard_interrupt_from_a_processor_in_the_caller_stops_the_run_cleanly
 
 def test_two_opus_runs_on_one_state_directory(tmp_path: Path) -> None:
     (tmp_path / "noop.py").write_text(NOOP)
-    lines = [
+    head = (
         '[opus]\npersistence = "file"\nrunner = "threadpool"\nprocessors = ["noop:Noop"]\n'
         '[persistence.file]\ndirectory = "state"\n'
-    ]
-    lines += [
-        f'[[tasks]]\nkind = "Noop"\nversion = "v1"\nmetadata = {{ name = "n{i}" }}\n'
-        for i in range(60)
-    ]
-    (tmp_path / "opus.toml").write_text("\n".join(lines))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / ".user")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "opus_core.cli", "run", "--context", context],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for context in ("one", "two")
-    ]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, out + err
+    )
+    for status, out, err in runs_at_once(tmp_path, head, 60, ("one", "two")):
+        assert status == 0, out + err
     stored = [json.loads(p.read_text()) for p in (tmp_path / "state").glob("*.json")]
     records = [entry["state"] for entry in stored if entry["id"].startswith("opus-run:")]
     assert len(records) == 120

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import one_line_error, opus
+from cli_helpers import one_line_error, opus, runs_at_once
 
 from opus_core import OpusError, StatePersistence, Task, TaskProcessor, Tasks
 from opus_core.config import project_state_dir
@@ -170,29 +170,12 @@ class Noop(TaskProcessor):
 
 def test_three_opus_runs_at_once_on_the_default_persistence(tmp_path: Path) -> None:
     (tmp_path / "noop.py").write_text(NOOP)
-    lines = ['[opus]\nrunner = "threadpool"\nprocessors = ["noop:Noop"]\n']
-    lines += [
-        f'[[tasks]]\nkind = "Noop"\nversion = "v1"\nmetadata = {{ name = "n{i}" }}\n'
-        for i in range(80)
-    ]
-    (tmp_path / "opus.toml").write_text("\n".join(lines))
+    head = '[opus]\nrunner = "threadpool"\nprocessors = ["noop:Noop"]\n'
+    for status, out, err in runs_at_once(tmp_path, head, 80, ("one", "two", "three")):
+        assert status == 0, out + err
+        assert "locked" not in err
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / ".user")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "opus_core.cli", "run", "--context", context],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for context in ("one", "two", "three")
-    ]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, out + err
-        assert "locked" not in err
     database = project_state_dir(tmp_path / "opus.toml") / "state.db"
     persistence = SqlitePersistence(database)
     state = persistence.retrieve_all_state_from_persistence()
