@@ -742,6 +742,11 @@ class RunList(list[BaseTaskRun]):
         if not self.wait(timeout):
             left = sum(1 for run in self if not run.done())
             raise TimeoutError(f"{left} of {len(self)} runs did not finish within {timeout}s")
+        kinds: dict[type[BaseTaskRun], list[BaseTaskRun]] = {}
+        for run in self:
+            kinds.setdefault(type(run), []).append(run)
+        for kind, runs in kinds.items():
+            kind._fetch_many(runs)  # remote values come in one round trip, not one each
         return [run.get_result(0, raise_exceptions) for run in self]
 
 

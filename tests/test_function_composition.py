@@ -532,3 +532,11 @@ def test_tasks_that_wait_for_tasks_never_starve_the_pool() -> None:
         assert [outer(x).get_result(timeout=20) for x in range(3)] == expected[:3]
     finally:
         runner.shutdown()
+
+
+def test_a_runlist_fetches_remote_values_only_when_asked(dask_runner: DaskRunner) -> None:
+    runs = RunList([task(runner=dask_runner)(inc)(i) for i in range(50)])
+    assert runs.wait(20)
+    assert not any(run._fetched for run in runs)  # type: ignore[attr-defined]
+    assert runs.get_results() == list(range(1, 51))  # all of them in one Client.gather
+    assert all(run._fetched for run in runs)  # type: ignore[attr-defined]

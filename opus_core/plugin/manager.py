@@ -21,6 +21,7 @@ import functools
 import importlib
 import os
 import sys
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,10 +354,7 @@ class PluginManager:
         self.infos[info.name] = info
         info.plugin = plugin
         proxy = _Guarded(plugin)
-        for attribute in dir(plugin):
-            opts = self.pm.parse_hookimpl_opts(plugin, attribute)
-            if opts is None:
-                continue
+        for attribute, opts in self._hookimpls(plugin):
             function = getattr(plugin, attribute)
             self._codes[getattr(function, "__code__", None)] = info.name
             setattr(proxy, attribute, self._guard(function, opts, info.name, attribute))
@@ -372,6 +370,23 @@ class PluginManager:
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(proxy) or [])
         if REGISTRATION_HOOKS.intersection(info.hooks):
             self._registries = None  # what plugins provide is asked again
+
+    def _hookimpls(self, plugin: object) -> list[tuple[str, Any]]:
+        """The hook implementations of `plugin`, as pluggy parses them (its
+        `parse_hookimpl_opts` on every attribute). A module's are parsed once per process:
+        every engine registers the same plugin modules, and looking at each of their
+        attributes is most of what registering costs."""
+        module = plugin if isinstance(plugin, types.ModuleType) else None
+        if module is not None and module in _MODULE_HOOKIMPLS:
+            return _MODULE_HOOKIMPLS[module]
+        found = []
+        for attribute in dir(plugin):
+            opts = self.pm.parse_hookimpl_opts(plugin, attribute)
+            if opts is not None:
+                found.append((attribute, opts))
+        if module is not None:
+            _MODULE_HOOKIMPLS[module] = found
+        return found
 
     def _guard(self, function: Any, opts: Mapping[str, Any], plugin: str, hook: str) -> Any:
         """`function` as pluggy will call it, guarded where opus promises that a failure
@@ -775,6 +790,10 @@ def _guarded_wrapper(
         return outcome if new_style else None
 
     return guarded
+
+
+_MODULE_HOOKIMPLS: dict[types.ModuleType, list[tuple[str, Any]]] = {}
+"""Plugin modules' hook implementations, parsed once (modules live as long as the process)."""
 
 
 class _Guarded:

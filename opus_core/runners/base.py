@@ -178,6 +178,12 @@ class BaseTaskRun:
     def _halt(self) -> None:
         """Stop the work itself. The base class cannot, so the work runs on unobserved."""
 
+    @classmethod
+    def _fetch_many(cls, runs: list[BaseTaskRun]) -> None:
+        """Bring the values of `runs` (all ended, all of this class) to this process at once,
+        before they are read one by one. A runner whose values stay remote until asked
+        for (dask) fetches them in one round trip here; the base class has them already."""
+
     def _help(self) -> None:
         """Called before anyone blocks waiting for this run: a runner whose workers may
         wait for each other's work (threadpool) does the work here if it has not started,

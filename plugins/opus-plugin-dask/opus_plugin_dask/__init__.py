@@ -156,6 +156,34 @@ class DaskTaskRun(BaseTaskRun):
             return exc
         return self._value
 
+    @classmethod
+    def _fetch_many(cls, runs: list[BaseTaskRun]) -> None:
+        """Fetch the remote values of `runs` with one `Client.gather` per runner."""
+        wanted: dict[int, list[DaskTaskRun]] = {}
+        for run in runs:
+            if (
+                isinstance(run, DaskTaskRun)
+                and run._remote
+                and not run._fetched
+                and run._status is TaskStatus.SUCCEEDED
+                and run.future is not None
+                and run._runner is not None
+            ):
+                wanted.setdefault(id(run._runner), []).append(run)
+        for group in wanted.values():
+            runner = group[0]._runner
+            assert runner is not None
+            try:
+                values = runner.client.gather([run.future for run in group])
+            except Exception:  # one is lost or will not unpickle: each says so when read
+                continue
+            for run, value in zip(group, values, strict=True):
+                if run._wrapped and isinstance(value, Attempted):
+                    run._attempts, value = value.attempts, value.value
+                run._attempts_known = True
+                run._value = value
+                run._fetched = True
+
     def _halt(self) -> None:
         for future in (self.future, self._handle):
             if future is not None:
