@@ -222,14 +222,31 @@ def _copy(value: Any) -> Any:
 
 def load_config(path: str | os.PathLike[str] | None = None, *, user: bool = True) -> Config:
     """Find, read, merge and check the configuration (no file at all is an empty config)."""
+    config = _found(path, user)
+    _LOADED.set((config.project,))  # whose state a persistence built from it keeps by default
+    for file in config.files:
+        _merge(config.data, _checked(file), file, config.origins, "")
+    return config
+
+
+def opus_value(path: str | os.PathLike[str] | None, key: str, default: Any = None) -> Any:
+    """One value of `[opus]` as `load_config(path)` would merge it, without merging (and so
+    copying) the rest: what the command line needs before it builds anything."""
+    value = default
+    for file in _found(path, user=True).files:
+        table = _checked(file).get("opus")
+        if isinstance(table, Mapping) and key in table:
+            value = _copy(table[key])
+    return value
+
+
+def _found(path: str | os.PathLike[str] | None, user: bool) -> Config:
+    """An empty `Config` that knows its files: the project's and the user's."""
     project, found_by = find_project_config(path)
     config = Config(project=project, found_by=found_by)
-    _LOADED.set((project,))  # whose state a persistence built from it keeps by default
     user_path = user_config_path() if user else None
     if user_path is not None and user_path.is_file() and user_path != project:
         config.user = user_path
-    for file in config.files:
-        _merge(config.data, _checked(file), file, config.origins, "")
     return config
 
 

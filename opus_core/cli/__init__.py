@@ -217,12 +217,12 @@ def _manager(config: str | None) -> PluginManager:
     A configuration that cannot be read is ignored here; the command that
     needs it reports it.
     """
-    from opus_core.config import load_config
+    from opus_core.config import opus_value
     from opus_core.errors import OpusError
     from opus_core.plugin.manager import PluginManager
 
     try:
-        disabled = load_config(config).opus("disable_plugins", ())
+        disabled = opus_value(config, "disable_plugins", ())
     except OpusError:
         disabled = ()
     return PluginManager(disabled=disabled)
