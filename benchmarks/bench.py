@@ -1194,6 +1194,27 @@ def process_pool(quick: bool) -> None:
     )
 
 
+# -- 14. function tasks that feed each other, on dask -------------------------------------------
+
+
+def compose_lattice(quick: bool) -> None:
+    """A diamond lattice of `@task` calls passing runs, against the same with `client.submit`
+    futures (see compose_dask.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import compose_dask
+
+    result = compose_dask.measure(quick)
+    add(
+        "14",
+        f"diamond lattice on dask, {result.tasks:,} tasks",
+        fmt(result.opus),
+        f"client.submit futures {fmt(result.bare)}",
+        result.ratio,
+        f"<= {compose_dask.TARGET}x",
+        result.ratio <= compose_dask.TARGET,
+    )
+
+
 BENCHMARKS = {
     "1": engine_overhead,
     "2": scaling,
@@ -1208,6 +1229,7 @@ BENCHMARKS = {
     "11": compose_map,
     "12": process_pool,
     "13": memory,
+    "14": compose_lattice,
 }
 
 

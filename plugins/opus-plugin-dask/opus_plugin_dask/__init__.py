@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import queue
 import sys
 import threading
 import types
@@ -267,9 +266,7 @@ class DaskRunner(Runner):
         self._client: Client | None = None
         self._lock = threading.Lock()
         self._runs: dict[str, DaskTaskRun] = {}
-        self._finished: queue.SimpleQueue[list[Future] | None] = queue.SimpleQueue()
         self._buffer: list[tuple[DaskTaskRun, str, bytes]] = []
-        self._collector: threading.Thread | None = None
         # In every key: tells this runner's tasks apart on a cluster shared with others.
         self._tag = os.urandom(8).hex()
         self._numbers = itertools.count()
@@ -499,18 +496,13 @@ class DaskRunner(Runner):
             for run, key, future in started:
                 run.future, run.key = future, key
                 self._runs[key] = run
-            if self._collector is None:
-                self._collector = threading.Thread(
-                    target=self._collect, args=(client,), name="opus-dask", daemon=True
-                )
-                self._collector.start()
             completed = self._completed
             if completed is None:
                 from distributed import as_completed
 
                 completed = self._completed = as_completed(loop=client.loop)
                 threading.Thread(
-                    target=self._watch, args=(completed,), name="opus-dask-watch", daemon=True
+                    target=self._watch, args=(client, completed), name="opus-dask", daemon=True
                 ).start()
             # Handed to the client's event loop in batches: one wake-up for a burst of tasks.
             wake = not self._unwatched
@@ -528,8 +520,8 @@ class DaskRunner(Runner):
         completed.update(futures)
         self._more.set()
 
-    def _watch(self, completed: Any) -> None:
-        """Hand futures to the collector as they end, in batches (`distributed.as_completed`).
+    def _watch(self, client: Client, completed: Any) -> None:
+        """Finish runs as their futures end, a batch at a time (`distributed.as_completed`).
 
         `Future.add_done_callback` would do, but it runs every callback through a
         thread pool of its own, a hop per task that costs about a fifth of a
@@ -538,44 +530,31 @@ class DaskRunner(Runner):
         """
         while True:
             for batch in completed.batches():  # ends when nothing is left to wait for
-                self._finished.put(batch)
+                self._settle(client, batch)
             self._more.wait()
             self._more.clear()
             if self._completed is not completed:
                 return  # shut down
 
-    def _collect(self, client: Client) -> None:
-        """Hand finished futures to their runs, fetching results many at a time.
+    def _settle(self, client: Client, batch: list[Future]) -> None:
+        """Hand finished futures to their runs, fetching the engine's values many at a time.
 
         One `gather` per batch of finished futures instead of one round trip each is
         what keeps the runner's overhead near that of bare `client.submit`.
         """
-        while True:
-            first = self._finished.get()
-            if first is None:
-                return  # shut down
-            batch = list(first)
-            while len(batch) < 1000:
-                try:
-                    more = self._finished.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    return
-                batch.extend(more)
-            ended = [(run, f) for f in batch if (run := self._runs.pop(f.key, None)) is not None]
-            # Only the engine's attempts bring their values: function tasks' stay remote.
-            finished = [f for run, f in ended if f.status == "finished" and not run._remote]
-            try:
-                results = client.gather(finished) if finished else []
-            except Exception:  # a result lost with its worker: take them one by one
-                results = [f.exception() or f.result() for f in finished]
-            by_key = dict(zip((f.key for f in finished), results, strict=True))
-            for run, future in ended:
-                if future.status == "finished":
-                    run._finish(value=by_key.get(future.key))
-                else:
-                    self._conclude_failed(run)
+        ended = [(run, f) for f in batch if (run := self._runs.pop(f.key, None)) is not None]
+        # Only the engine's attempts bring their values: function tasks' stay remote.
+        finished = [f for run, f in ended if f.status == "finished" and not run._remote]
+        try:
+            results = client.gather(finished) if finished else []
+        except Exception:  # a result lost with its worker: take them one by one
+            results = [f.exception() or f.result() for f in finished]
+        by_key = dict(zip((f.key for f in finished), results, strict=True))
+        for run, future in ended:
+            if future.status == "finished":
+                run._finish(value=by_key.get(future.key))
+            else:
+                self._conclude_failed(run)
 
     def _conclude_failed(self, run: DaskTaskRun) -> None:
         """Finish a run whose future failed or was cancelled, its unfinished inputs first.
@@ -617,9 +596,6 @@ class DaskRunner(Runner):
     def shutdown(self, wait: bool = True) -> None:
         """Close the client, and the local cluster if this runner started it."""
         with self._lock:
-            if self._collector is not None:
-                self._finished.put(None)
-                self._collector = None
             self._completed = None
             self._more.set()
             client, self._client = self._client, None
