@@ -552,3 +552,13 @@ def test_a_file_name_that_is_not_utf_8_in_an_error_is_reported(project: Path) ->
     assert "RuntimeError: /x/caf\\udce9.csv" in (project / "run.html").read_text()
     again = opus("report", "-o", "again.html", cwd=project)
     assert again.returncode == 0, again.stderr
+
+
+def test_opus_run_dry_run_with_a_report_is_refused(project: Path) -> None:
+    result = opus("run", "--dry-run", "--report", "r.html", cwd=project)
+    assert result.returncode == 2
+    assert one_line_error(result) == (
+        "opus: error: --report writes the report of a run, and --dry-run runs nothing: "
+        "leave one out"
+    )
+    assert not (project / "r.html").exists()

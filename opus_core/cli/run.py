@@ -64,7 +64,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume and type(tasks.state_persistence).name == "memory":
         warn(
             "--resume with the memory persistence restores nothing: it keeps no state "
-            'between runs; set [opus] persistence = "file" in opus.toml'
+            'between runs; set [opus] persistence = "sqlite" (the default when unset) or '
+            '"file" in opus.toml'
+        )
+    if args.dry_run and args.report is not None:
+        raise OpusError(
+            "--report writes the report of a run, and --dry-run runs nothing: leave one out"
         )
     if args.dry_run:
         return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
