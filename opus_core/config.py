@@ -192,7 +192,12 @@ def _too_deep(data: Mapping[str, Any]) -> bool:
 
 
 def _merge(
-    into: dict[str, Any], data: Mapping[str, Any], path: Path, origins: dict[str, Path], prefix: str
+    into: dict[str, Any],
+    data: Mapping[str, Any],
+    path: Path,
+    origins: dict[str, Path],
+    prefix: str,
+    copy: bool = True,
 ) -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -200,9 +205,9 @@ def _merge(
             if not isinstance(into.get(key), dict):
                 into[key] = {}
                 _forget(origins, dotted)
-            _merge(into[key], value, path, origins, dotted + ".")
+            _merge(into[key], value, path, origins, dotted + ".", copy)
         else:
-            into[key] = _copy(value)
+            into[key] = _copy(value) if copy else value
             _forget(origins, dotted)
         origins[dotted] = path
 
@@ -225,7 +230,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, user: bool = True
     config = _found(path, user)
     _LOADED.set((config.project,))  # whose state a persistence built from it keeps by default
     for file in config.files:
-        _merge(config.data, _checked(file), file, config.origins, "")
+        # The parsed file is handed over, not copied: it leaves the cache, so nothing
+        # else holds what the caller of load_config may change.
+        _merge(config.data, _checked(file, take=True), file, config.origins, "", copy=False)
     return config
 
 
@@ -253,21 +260,22 @@ def _found(path: str | os.PathLike[str] | None, user: bool) -> Config:
 _CHECKED: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
 
-def _checked(file: Path) -> dict[str, Any]:
+def _checked(file: Path, take: bool = False) -> dict[str, Any]:
     """`read_toml(file)` checked by `check_structure`, parsed once per version of the file
-    in this process (a command reads its configuration more than once). What it returns
-    is never handed out: `_merge` copies it."""
+    in this process (a command reads its configuration more than once). What stays
+    cached is never changed by anyone; with `take`, the caller gets it to keep and it
+    leaves the cache."""
     try:
         info = file.stat()
         version = (info.st_mtime_ns, info.st_size, info.st_ino)
     except OSError:
         version = None
-    cached = _CHECKED.get(file)
+    cached = _CHECKED.pop(file, None) if take else _CHECKED.get(file)
     if version is not None and cached is not None and cached[0] == version:
         return cached[1]
     data = read_toml(file)
     check_structure(data, file)
-    if version is not None:
+    if version is not None and not take:
         _CHECKED[file] = (version, data)
     return data
 
