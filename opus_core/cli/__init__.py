@@ -151,6 +151,15 @@ class Commands:
         self.names.append(name)
         return parser
 
+    def add_group(
+        self, name: str, help: str, default: str | None = None, description: str = ""
+    ) -> Commands:
+        """`opus NAME ACTION`: a command of its own actions (`group` of a new `add`), its
+        help saying which action runs when none is given."""
+        if default is not None:
+            description = f"{description} Without an action: opus {name} {default}.".strip()
+        return self.group(self.add(name, None, help=help, description=description), default)
+
     def group(self, parser: argparse.ArgumentParser, default: str | None = None) -> Commands:
         """The subcommands of `parser` (`opus NAME ACTION`), added the same way.
 

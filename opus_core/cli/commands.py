@@ -103,9 +103,7 @@ def add_core_commands(commands: Commands) -> None:
         help="no live progress line, even on a terminal",
     )
     loudness = run.add_mutually_exclusive_group()
-    loudness.add_argument(
-        "-q", "--quiet", action="store_true", help="log warnings and errors only"
-    )
+    loudness.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     loudness.add_argument(
         "-v", "--verbose", action="store_true", help="log everything (DEBUG), tracebacks too"
     )
@@ -120,14 +118,8 @@ def add_core_commands(commands: Commands) -> None:
     _add_tasks_and_graph(commands)
     add_report_command(commands)
 
-    plugins = commands.group(
-        commands.add(
-            "plugins",
-            None,
-            help="list the installed plugins, or start a new one",
-            description="Without an action: opus plugins list.",
-        ),
-        default="list",
+    plugins = commands.add_group(
+        "plugins", "list the installed plugins, or start a new one", default="list"
     )
     listing = plugins.add(
         "list", "opus_core.cli.plugins:list_plugins", help="every plugin, built-ins included"
@@ -142,15 +134,7 @@ def add_core_commands(commands: Commands) -> None:
     new.add_argument("--directory", default=".", help="where to write it (default: here)")
     new.add_argument("--force", action="store_true", help="overwrite an existing directory")
 
-    config = commands.group(
-        commands.add(
-            "config",
-            None,
-            help="show, create or locate opus.toml",
-            description="Without an action: opus config show.",
-        ),
-        default="show",
-    )
+    config = commands.add_group("config", "show, create or locate opus.toml", default="show")
     config_show = config.add(
         "show",
         "opus_core.cli.config:show",
@@ -169,15 +153,7 @@ def add_core_commands(commands: Commands) -> None:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     config.add("path", "opus_core.cli.config:path", help="which configuration files are read")
 
-    state = commands.group(
-        commands.add(
-            "state",
-            None,
-            help="what the configured persistence holds",
-            description="Without an action: opus state list.",
-        ),
-        default="list",
-    )
+    state = commands.add_group("state", "what the configured persistence holds", default="list")
     state_list = state.add(
         "list", "opus_core.cli.state:list_state", help="every identifier with state"
     )
@@ -225,15 +201,11 @@ def add_core_commands(commands: Commands) -> None:
 
 def _add_runs(commands: Commands) -> None:
     """`opus runs list|show|prune`: the run history."""
-    runs = commands.group(
-        commands.add(
-            "runs",
-            None,
-            help="the history of runs: list, show one, prune",
-            description="Every opus run is recorded by the configured persistence. "
-            "Without an action: opus runs list.",
-        ),
+    runs = commands.add_group(
+        "runs",
+        "the history of runs: list, show one, prune",
         default="list",
+        description="Every opus run is recorded by the configured persistence.",
     )
     listing = runs.add("list", "opus_core.cli.runs:list_runs", help="the runs, newest first")
     listing.add_argument(
@@ -254,9 +226,7 @@ def _add_runs(commands: Commands) -> None:
         help="latest (the default), a run id, or the beginning of one",
     )
     show.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
-    prune = runs.add(
-        "prune", "opus_core.cli.runs:prune", help="forget every run but the newest N"
-    )
+    prune = runs.add("prune", "opus_core.cli.runs:prune", help="forget every run but the newest N")
     prune.add_argument(
         "--keep", metavar="N", type=_count, required=True, help="how many of the newest to keep"
     )
