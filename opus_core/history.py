@@ -213,6 +213,7 @@ def find_run(persistence: StatePersistence, ref: str = LATEST) -> dict[str, Any]
     Its `status` is the displayed one (see `displayed_status`). Raises
     `OpusError` saying what there is when nothing, or more than one run, matches.
     """
+    run = None
     if ref == LATEST:
         newest = persistence.list_runs(limit=1)
         if not newest:
@@ -237,7 +238,8 @@ def find_run(persistence: StatePersistence, ref: str = LATEST) -> dict[str, Any]
                 )
                 raise OpusError(f"no run {ref!r} in {_where(persistence)}{hint}")
             ref = matches[0]
-    run = persistence.load_run(ref)
+    if run is None:  # not loaded above: the newest run, or the one a prefix names
+        run = persistence.load_run(ref)
     if run is None:  # pruned meanwhile by another process
         raise OpusError(f"run {ref!r} is gone (pruned meanwhile?); `opus runs list` shows the runs")
     run["status"] = displayed_status(run)

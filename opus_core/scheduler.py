@@ -250,10 +250,6 @@ class Attempt:
         return AttemptOutcome(published, writes)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a report: the exception's type and message (see `describe_exception`)."""
-    return describe_exception(exc)
-
 
 _SUCCEEDED = TaskStatus.SUCCEEDED
 _RESTORED = TaskStatus.RESTORED
@@ -274,7 +270,7 @@ class Scheduler:
     attempts and times, and errors, tracebacks, published values and the logs of
     retried tasks only for the tasks that have them — a million-task run holds no
     object per task for the garbage collector to walk. `results` reads them as
-    `TaskResult`s; `attempt_log(i)` gives a task's attempts.
+    `TaskResult`s; `attempt_logs()` gives each task's attempts.
     """
 
     def __init__(
@@ -607,7 +603,7 @@ class Scheduler:
                     ready.append(dependent)
 
     def _failed_attempt(self, index: int, exc: BaseException) -> None:
-        error = describe_error(exc)
+        error = describe_exception(exc)
         task = self.plan.tasks[index]
         trace: str | None = None
         if isinstance(exc, TaskTimeoutError):
@@ -691,13 +687,10 @@ class Scheduler:
             entry["error"] = error
             self.ended_at[index] = now
 
-    def attempt_log(self, index: int) -> list[dict[str, Any]]:
-        """The attempts of the task at `index`: when the scheduler saw each start and end,
-        how it ended (see `opus_core.history`); empty for a task never attempted."""
-        return self.attempt_logs()[index]
-
     def attempt_logs(self) -> AttemptLogs:
-        """`attempt_log` of every task, in plan order, each made as it is read."""
+        """The attempts of every task, in plan order, each list made as it is read: when
+        the scheduler saw each start and end, how it ended (see `opus_core.history`);
+        empty for a task never attempted."""
         return AttemptLogs(
             self.attempts, self.status, self.started_at, self.ended_at, self.errors, self.retried
         )

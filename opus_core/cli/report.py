@@ -65,13 +65,11 @@ def add_report_command(commands: Commands) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """`opus report`: write the report of the run `args.run` to `args.output`; 0 when written."""
-    from opus_core.assembly import Assembly
-    from opus_core.config import load_config
+    from opus_core.cli.state import configured_persistence
     from opus_core.history import find_run
 
     check_writable(args.output)
-    config = load_config(getattr(args, "config", None))
-    persistence = Assembly(config, manager=getattr(args, "plugin_manager", None)).persistence()
+    persistence = configured_persistence(args)
     if type(persistence).name == "memory":
         raise OpusError(
             "no run history to report on: the memory persistence forgets every run when opus "

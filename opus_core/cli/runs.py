@@ -12,23 +12,13 @@ import sys
 from typing import Any
 
 from opus_core.cli.output import duration, emit, printable, table, timestamp, to_json
+from opus_core.cli.state import configured_persistence
 from opus_core.errors import OpusError
 from opus_core.history import displayed_status, find_run, for_json
-from opus_core.persistence import StatePersistence
 
 ALL = 2**63 - 1
 """A count of runs this large or larger (`--limit`, `--keep`) means all of them: SQLite's
 integers stop here."""
-
-
-def _persistence(args: argparse.Namespace) -> StatePersistence:
-    from opus_core.assembly import Assembly
-    from opus_core.config import load_config
-
-    assembly = Assembly(
-        load_config(getattr(args, "config", None)), manager=getattr(args, "plugin_manager", None)
-    )
-    return assembly.persistence()
 
 
 def _seconds(value: Any) -> float | None:
@@ -71,7 +61,7 @@ def list_runs(args: argparse.Namespace) -> int:
         raise OpusError(f"--limit needs a number of runs to show, 1 or more, not {limit}")
     if limit is not None and limit >= ALL:
         limit = None
-    runs = _persistence(args).list_runs(limit=limit)
+    runs = configured_persistence(args).list_runs(limit=limit)
     for run in runs:
         run["status"] = displayed_status(run)
     as_json = getattr(args, "json", False)
@@ -99,7 +89,7 @@ def list_runs(args: argparse.Namespace) -> int:
 
 def show(args: argparse.Namespace) -> int:
     """One run (`latest` by default): what ran, how it ended, and each task."""
-    run = find_run(_persistence(args), getattr(args, "run", None) or "latest")
+    run = find_run(configured_persistence(args), getattr(args, "run", None) or "latest")
     if getattr(args, "json", False):
         print(to_json({**for_json(run), "duration": _took(run)}))
         return 0
@@ -142,6 +132,6 @@ def prune(args: argparse.Namespace) -> int:
     keep = args.keep
     if keep is None or keep < 0:
         raise OpusError(f"--keep needs a number of runs to keep, 0 or more, not {keep!r}")
-    removed = _persistence(args).prune_runs(min(keep, ALL))
+    removed = configured_persistence(args).prune_runs(min(keep, ALL))
     sys.stdout.write(f"pruned {removed} run(s), kept at most {keep}\n")
     return 0

@@ -16,7 +16,9 @@ from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, StatePersistence
 from opus_core.records import RECORD_KIND, record_id
 
 
-def _persistence(args: argparse.Namespace) -> StatePersistence:
+def configured_persistence(args: argparse.Namespace) -> StatePersistence:
+    """The persistence the configuration (`--config`, else found) names, as a command's
+    plugins make it: what `opus state`, `opus runs` and `opus report` read."""
     assembly = Assembly(
         load_config(getattr(args, "config", None)), manager=getattr(args, "plugin_manager", None)
     )
@@ -87,7 +89,7 @@ def list_state(args: argparse.Namespace) -> int:
 
     The first line, on stderr, says where the state is (stdout stays the table).
     """
-    persistence = _persistence(args)
+    persistence = configured_persistence(args)
     sys.stderr.write(f"state: {location(persistence)}\n")
     state = _without_history(persistence.retrieve_all_state_from_persistence())
     as_json = getattr(args, "json", False)
@@ -167,7 +169,7 @@ def _not_found(wanted: str, ids: list[str], command: str, context: str) -> str:
 
 def show(args: argparse.Namespace) -> int:
     """The state of one identifier or task: a task record for people, else JSON."""
-    persistence = _persistence(args)
+    persistence = configured_persistence(args)
     key = resolve(persistence, args.id, args.command, args.context)
     data = persistence.get_object_state(key)
     if getattr(args, "json", False):
@@ -211,7 +213,7 @@ def _indent(text: str) -> str:
 
 def clear(args: argparse.Namespace) -> int:
     """Forget one identifier's state, or everything (asked first, or `--yes`)."""
-    persistence = _persistence(args)
+    persistence = configured_persistence(args)
     if args.id is not None:
         if not persistence.delete_object_state(args.id):
             raise OpusError(f"no state for {args.id!r}; `opus state list` shows what there is")

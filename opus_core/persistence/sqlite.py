@@ -32,7 +32,7 @@ Guarantees:
 
 Tables: `state` (id, JSON) holds state and the engine's task records; `runs`
 (one row per run, its summary as JSON) and `task_runs` (one row per task of
-a run) hold the run history, indexed by run and by task name.
+a run) hold the run history, keyed by run id (which sorts by start) and position.
 """
 
 from __future__ import annotations
@@ -75,7 +75,6 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     summary TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
 CREATE TABLE IF NOT EXISTS task_runs (
     run_id TEXT NOT NULL,
     position INTEGER NOT NULL,
@@ -84,7 +83,6 @@ CREATE TABLE IF NOT EXISTS task_runs (
     data TEXT NOT NULL,
     PRIMARY KEY (run_id, position)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS task_runs_by_name ON task_runs (name, run_id);
 """
 
 LARGEST = 2**63 - 1
