@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import OpusError, TaskCancelledError, hookimpl
 from opus_core.report import TaskStatus
-from opus_core.runners.base import Attempted, BaseTaskRun, Runner, run_name
+from opus_core.runners.base import Attempted, BaseTaskRun, Runner, check_count, run_name
 
 if TYPE_CHECKING:
     from distributed import Client, Future, LocalCluster
@@ -210,6 +210,23 @@ def _futures_in(value: Any) -> list[Future]:
     return found
 
 
+class _Lost:
+    """A value that could not be fetched, and why."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _fetched(future: Future) -> Any:
+    """The future's value, or `_Lost` with the error that fetching it raised."""
+    try:
+        return future.result()
+    except Exception as exc:  # lost with its worker, cancelled meanwhile, will not unpickle
+        return _Lost(exc)
+
+
 def _with_remote_traceback(future: Future) -> BaseException:
     """The future's exception with the frames it had on the worker (distributed rebuilds
     them with tblib), so that a failed task's traceback shows where it failed there."""
@@ -245,11 +262,8 @@ class DaskRunner(Runner):
         client_kwargs: dict[str, Any] | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
-        for option, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"{option} must be a whole number of at least 1, got {value!r}")
+        check_count("n_workers", n_workers)
+        check_count("threads_per_worker", threads_per_worker)
         if address is not None and (n_workers or threads_per_worker or cluster_kwargs):
             raise ValueError(
                 "n_workers, threads_per_worker and cluster_kwargs are for a local "
@@ -530,7 +544,13 @@ class DaskRunner(Runner):
         """
         while True:
             for batch in completed.batches():  # ends when nothing is left to wait for
-                self._settle(client, batch)
+                try:
+                    self._settle(client, batch)
+                except Exception:  # one bad batch must not leave every later run running
+                    for future in batch:
+                        run = self._runs.pop(future.key, None)
+                        if run is not None:
+                            self._conclude_failed(run)
             self._more.wait()
             self._more.clear()
             if self._completed is not completed:
@@ -548,11 +568,15 @@ class DaskRunner(Runner):
         try:
             results = client.gather(finished) if finished else []
         except Exception:  # a result lost with its worker: take them one by one
-            results = [f.exception() or f.result() for f in finished]
+            results = [_fetched(f) for f in finished]
         by_key = dict(zip((f.key for f in finished), results, strict=True))
         for run, future in ended:
             if future.status == "finished":
-                run._finish(value=by_key.get(future.key))
+                value = by_key.get(future.key)
+                if isinstance(value, _Lost):
+                    run._finish(exception=value.error)
+                else:
+                    run._finish(value=value)
             else:
                 self._conclude_failed(run)
 
