@@ -34,6 +34,14 @@ class Attempted:
         return (Attempted, (self.value, self.attempts))
 
 
+def check_count(option: str, value: int | None) -> int | None:
+    """A runner's count option (`max_workers`, `n_workers`): `value` if it is None or a
+    whole number of at least 1, else `ValueError` naming `option`."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{option} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
 def run_name(fn: Callable[..., Any]) -> str:
     """The name a run of `fn` is known by: its `opus_name`, else its `__name__`."""
     name = getattr(fn, "opus_name", None) or getattr(fn, "__name__", None)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
 from opus_core.report import REMOTE_TRACEBACK
-from opus_core.runners.base import BaseTaskRun, Runner, run_name
+from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -585,21 +585,9 @@ class MultiprocessTaskRun(BaseTaskRun):
             )
         )
 
-    def _kill(self) -> None:
+    def _halt(self) -> None:
         """Kill the task's process group (its process, and whatever it started)."""
         self._child.kill()
-
-    def _halt(self) -> None:
-        self._kill()
-
-
-def check_max_workers(max_workers: int | None) -> int | None:
-    """`max_workers` if it is None or a whole number of at least 1; else `ValueError`."""
-    if max_workers is not None and (
-        isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-    ):
-        raise ValueError(f"max_workers must be a whole number of at least 1, got {max_workers!r}")
-    return max_workers
 
 
 class ProcessRunner(Runner):
@@ -619,7 +607,7 @@ class ProcessRunner(Runner):
     run_class: ClassVar[type[MultiprocessTaskRun]] = MultiprocessTaskRun
 
     def __init__(self, max_workers: int | None = None) -> None:
-        self.max_workers = check_max_workers(max_workers)
+        self.max_workers = check_count("max_workers", max_workers)
 
     @property
     def max_concurrency(self) -> int | None:

@@ -32,13 +32,12 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError, ProcessDiedError, TaskCancelledError
-from opus_core.runners.base import BaseTaskRun, Runner, run_name
+from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
 from opus_core.runners.process import (
     _DEFERRED,
     TaskProcess,
     _context,
     become_task_process,
-    check_max_workers,
     end_processes,
     flush_std_streams,
     forking_mask,
@@ -266,7 +265,7 @@ class ProcessPoolRunner(Runner):
     run_class: ClassVar[type[PoolTaskRun]] = PoolTaskRun
 
     def __init__(self, max_workers: int | None = None) -> None:
-        self.max_workers = check_max_workers(max_workers)
+        self.max_workers = check_count("max_workers", max_workers)
         self._forget()
         _pools.add(self)
 

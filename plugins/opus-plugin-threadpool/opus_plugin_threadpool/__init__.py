@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import TaskCancelledError, hookimpl
-from opus_core.runners.base import BaseTaskRun, Runner, run_name
+from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,13 +78,7 @@ class ThreadPoolRunner(Runner):
     def __init__(
         self, max_workers: int | None = None, thread_name_prefix: str = "opus-threadpool"
     ) -> None:
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            raise ValueError(
-                f"max_workers must be a whole number of at least 1, got {max_workers!r}"
-            )
-        self.max_workers = max_workers or default_max_workers()
+        self.max_workers = check_count("max_workers", max_workers) or default_max_workers()
         self.thread_name_prefix = thread_name_prefix
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
