@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from opus_core.errors import PluginError
-from opus_core.plugin import PROJECT, spec
+from opus_core.plugin import PROJECT, hookimpl, spec
 from opus_core.plugin.registry import Registry, kinds
 from opus_core.version import __version__
 
@@ -431,21 +431,21 @@ class PluginManager:
 
         if hook not in LIFECYCLE_HOOKS and hook not in REGISTRATION_HOOKS:
             # A failure is the caller's to report (`_call`), naming the plugin.
-            firstresult = spec_opts(hook).get("firstresult")
+            spec_opts = self.pm.parse_hookspec_opts(spec, hook)
+            firstresult = bool(spec_opts and spec_opts.get("firstresult"))
             wrapper = opts.get("wrapper") or opts.get("hookwrapper")
             guarded = answered if firstresult and not wrapper else function
         elif opts.get("wrapper") or opts.get("hookwrapper"):
             guarded = _guarded_wrapper(function, failed, new_style=bool(opts.get("wrapper")))
         else:
             guarded = notify if hook in LIFECYCLE_HOOKS else answer
-        marker = f"{PROJECT}_impl"
         if guarded is function:
-            if getattr(function, marker, None) == opts:
-                return function
-            guarded = lambda *args: function(*args)  # noqa: E731  (to carry the marker)
-        guarded = functools.wraps(function)(guarded)
-        setattr(guarded, marker, dict(opts))  # even where it sat on a staticmethod
-        return guarded
+            if self.pm.parse_hookimpl_opts(types.SimpleNamespace(impl=function), "impl") == opts:
+                return function  # it carries its own marking
+            guarded = lambda *args: function(*args)  # noqa: E731  (to carry the marking)
+        # Marked by pluggy's own marker, even where the original sat on a staticmethod.
+        marked: Any = hookimpl(**opts)(functools.wraps(function)(guarded))
+        return marked
 
     def _broken(
         self, name: str, error: str, exc: BaseException | None = None, what: str = "is broken"
@@ -702,13 +702,7 @@ class PluginManager:
 
     def task_started(self, task: Task, attempt: int) -> None:
         """Call `opus_task_started`."""
-        # Called for every task: `_notify` written out, one call less.
-        try:
-            self.hook.opus_task_started(task=task, attempt=attempt)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # only a wrapper gets here: plain ones are guarded
-            self._hook_failed(self._culprit(exc) or "?", "opus_task_started", exc)
+        self._notify(self.hook.opus_task_started, task=task, attempt=attempt)
 
     def task_retrying(
         self, task: Task, attempt: int, error: str, delay: float, traceback: str | None = None
@@ -725,22 +719,11 @@ class PluginManager:
 
     def task_finished(self, task: Task, result: TaskResult) -> None:
         """Call `opus_task_finished`."""
-        try:  # as task_started
-            self.hook.opus_task_finished(task=task, result=result)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:
-            self._hook_failed(self._culprit(exc) or "?", "opus_task_finished", exc)
+        self._notify(self.hook.opus_task_finished, task=task, result=result)
 
     def run_finished(self, report: RunReport) -> None:
         """Call `opus_run_finished`."""
         self._notify(self.hook.opus_run_finished, report=report)
-
-
-def spec_opts(hook: str) -> dict[str, Any]:
-    """The hookspec options of `hook` (`firstresult`, ...)."""
-    opts: dict[str, Any] = getattr(getattr(spec, hook, None), f"{PROJECT}_spec", {})
-    return opts
 
 
 def _reserved(name: str) -> bool:
