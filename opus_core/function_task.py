@@ -138,25 +138,16 @@ def scan(values: Iterable[Any]) -> Found:
             found.setdefault(id(item), item)
             if plain:
                 by_value.add(item)
-            climb = [parent] if parent else []  # mark every container above as a holder
-            while climb:
-                holder = climb.pop()
-                if holder not in holders:
-                    holders.add(holder)
-                    climb.extend(parents.get(holder, ()))
+            if parent:
+                _hold(parent, holders, parents)
         elif isinstance(item, _CONTAINERS):
             key = id(item)
             if key in parents:  # met before: only its new parent matters
                 tangled = True
                 if parent:
                     parents[key].append(parent)
-                    if key in holders and parent not in holders:
-                        climb = [parent]
-                        while climb:
-                            holder = climb.pop()
-                            if holder not in holders:
-                                holders.add(holder)
-                                climb.extend(parents.get(holder, ()))
+                    if key in holders:  # what holds runs now has one more container above
+                        _hold(parent, holders, parents)
                 continue
             parents[key] = [parent] if parent else []
             inner = plain or not _handles_pass(item)
@@ -171,9 +162,14 @@ def scan(values: Iterable[Any]) -> Found:
     return Found(runs, by_value, holders)
 
 
-def find_runs(value: Any) -> list[BaseTaskRun]:
-    """The runs in `value` (itself, or inside lists, tuples, sets and dicts), each once."""
-    return scan((value,)).runs
+def _hold(container: int, holders: set[int], parents: dict[int, list[int]]) -> None:
+    """Mark `container` and every container above it as holding a run."""
+    climb = [container]
+    while climb:
+        holder = climb.pop()
+        if holder not in holders:
+            holders.add(holder)
+            climb.extend(parents.get(holder, ()))
 
 
 def _handles_pass(container: object) -> bool:
@@ -211,7 +207,7 @@ def _replace(
     containers stay shared and a list or dict that holds itself still does.
     """
     if isinstance(value, BaseTaskRun):
-        return value.get_result(0) if value in found.by_value else swap(value)
+        return _value(value) if value in found.by_value else swap(value)
     key = id(value)
     if key not in found.holders:
         return value
