@@ -45,16 +45,31 @@ class DictPersistence(StatePersistence):
         return self.saved.pop(object_identifier, None) is not None
 
 
+class ReadCountingPersistence(StatePersistence):
+    """The in-memory persistence with one method of its own: every way of keeping runs must
+    agree on where they are, whichever methods a subclass overrides."""
+
+    reads = 0
+
+    def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
+        self.reads += 1
+        return super().retrieve_all_state_from_persistence()
+
+
+KINDS = ["memory", "file", "sqlite", "third-party", "memory, one method overridden"]
+
+
 def persistences(tmp_path: Path) -> dict[str, StatePersistence]:
     return {
         "memory": StatePersistence(),
         "file": FilePersistence(tmp_path / "files"),
         "sqlite": SqlitePersistence(tmp_path / "state.db"),
         "third-party": DictPersistence(),
+        "memory, one method overridden": ReadCountingPersistence(),
     }
 
 
-@pytest.mark.parametrize("kind", ["memory", "file", "sqlite", "third-party"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_each_run_is_recorded_with_every_task_and_attempt(tmp_path: Path, kind: str) -> None:
     persistence = persistences(tmp_path)[kind]
     h = Harness(tmp_path, state_persistence=persistence)
@@ -92,7 +107,7 @@ def test_each_run_is_recorded_with_every_task_and_attempt(tmp_path: Path, kind: 
     assert "tasks" not in persistence.list_runs()[0]
 
 
-@pytest.mark.parametrize("kind", ["memory", "file", "sqlite", "third-party"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_runs_are_listed_newest_first_found_by_prefix_and_pruned(tmp_path: Path, kind: str) -> None:
     persistence = persistences(tmp_path)[kind]
     ids = []

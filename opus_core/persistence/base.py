@@ -115,11 +115,16 @@ class StatePersistence:
     # -- the engine's records of a whole run, kept as the scheduler keeps the run ----------
 
     def _in_memory(self) -> bool:
+        """Whether this is the in-memory persistence as this class implements it (no
+        subclass stores or reads state its own way), which keeps the engine's records and
+        runs as objects; every other persistence gets them as state."""
         cls = type(self)
         return (
             cls.save_object_state is StatePersistence.save_object_state
             and cls.save_record is StatePersistence.save_record
             and cls.get_object_state is StatePersistence.get_object_state
+            and cls.retrieve_all_state_from_persistence
+            is StatePersistence.retrieve_all_state_from_persistence
         )
 
     def _adopt_records(self, table: RecordTable) -> bool:
@@ -212,7 +217,7 @@ class StatePersistence:
         when it is read; every other persistence saves `record.to_state()`
         like any state (override this to store records differently).
         """
-        if type(self).save_object_state is StatePersistence.save_object_state:
+        if self._in_memory():
             self._records[object_identifier] = record
             self._replace_in_runs(object_identifier)
         else:
@@ -235,7 +240,7 @@ class StatePersistence:
         """
         run_id = check_run(run)
         key = f"{RUN_HISTORY}{run_id}"
-        if type(self).save_object_state is not StatePersistence.save_object_state:
+        if not self._in_memory():
             from opus_core.history import materialized
 
             self.save_object_state(key, materialized(run))
@@ -252,9 +257,7 @@ class StatePersistence:
 
     def _history(self) -> dict[str, dict[str, Any]]:
         """Every saved run by id (this implementation: the `RUN_HISTORY` state)."""
-        if type(self).retrieve_all_state_from_persistence is (
-            StatePersistence.retrieve_all_state_from_persistence
-        ):  # kept here: read only the history, not every record
+        if self._in_memory():  # kept here: read only the history, not every record
             items = [
                 (k, self._load(v)) for k, v in self._records.items() if k.startswith(RUN_HISTORY)
             ]
@@ -268,9 +271,7 @@ class StatePersistence:
 
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The saved runs, newest first (by id), without their `tasks`; at most `limit`."""
-        if type(self).retrieve_all_state_from_persistence is (
-            StatePersistence.retrieve_all_state_from_persistence
-        ):  # kept here: summaries without copying every run's tasks
+        if self._in_memory():  # kept here: summaries without copying every run's tasks
             kept = {
                 k[len(RUN_HISTORY) :]: run_summary(v.run) if isinstance(v, _Run) else v
                 for k, v in self._records.items()
