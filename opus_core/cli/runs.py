@@ -15,20 +15,15 @@ from opus_core.cli.output import duration, emit, printable, table, timestamp, to
 from opus_core.cli.state import configured_persistence
 from opus_core.errors import OpusError
 from opus_core.history import displayed_status, find_run, for_json
+from opus_core.persistence.base import finite_number
 
 ALL = 2**63 - 1
 """A count of runs this large or larger (`--limit`, `--keep`) means all of them: SQLite's
 integers stop here."""
 
 
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 def _took(run: dict[str, Any]) -> float | None:
-    started, ended = _seconds(run.get("started_at")), _seconds(run.get("ended_at"))
+    started, ended = finite_number(run.get("started_at")), finite_number(run.get("ended_at"))
     return ended - started if started is not None and ended is not None else None
 
 
@@ -72,7 +67,7 @@ def list_runs(args: argparse.Namespace) -> int:
         (
             run.get("id"),
             run["status"],
-            timestamp(_seconds(run.get("started_at"))),
+            timestamp(finite_number(run.get("started_at"))),
             duration(_took(run)),
             _where(run),
             _counts(run),
@@ -98,8 +93,8 @@ def show(args: argparse.Namespace) -> int:
         f"status:      {run.get('status')}",
         f"command:     {run.get('command')} (context {run.get('context')})",
         f"config:      {run.get('config') or '-'}",
-        f"started:     {timestamp(_seconds(run.get('started_at')))}",
-        f"ended:       {timestamp(_seconds(run.get('ended_at')))}",
+        f"started:     {timestamp(finite_number(run.get('started_at')))}",
+        f"ended:       {timestamp(finite_number(run.get('ended_at')))}",
         f"duration:    {duration(_took(run))}",
         f"runner:      {run.get('runner')}",
         f"persistence: {run.get('persistence')}",
@@ -114,7 +109,7 @@ def show(args: argparse.Namespace) -> int:
                 task.get("name"),
                 task.get("status"),
                 task.get("attempts"),
-                duration(_seconds(task.get("duration"))),
+                duration(finite_number(task.get("duration"))),
                 task.get("error") or "",
             )
             for task in tasks

@@ -13,6 +13,7 @@ from opus_core.cli.output import duration, emit, iso, timestamp, to_json
 from opus_core.config import load_config
 from opus_core.errors import OpusError
 from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, StatePersistence
+from opus_core.persistence.base import finite_number
 from opus_core.records import RECORD_KIND, record_id
 
 
@@ -39,28 +40,22 @@ def location(persistence: StatePersistence) -> str:
 # -- times: `output`'s, for values that may be anything (state is whatever was saved) ---------
 
 
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return None
-    return float(value)
-
-
 def _local(value: Any) -> str:
     try:
-        return timestamp(_seconds(value))
+        return timestamp(finite_number(value))
     except (OverflowError, OSError, ValueError):
         return "-"
 
 
 def _iso(value: Any) -> Any:
     try:
-        return iso(_seconds(value)) if _seconds(value) is not None else value
+        return iso(finite_number(value)) if finite_number(value) is not None else value
     except (OverflowError, OSError, ValueError):
         return value
 
 
 def _duration(value: Any) -> str:
-    seconds = _seconds(value)
+    seconds = finite_number(value)
     return duration(seconds) if seconds is not None and 0 <= seconds < 1e9 else "-"
 
 
@@ -119,7 +114,7 @@ def list_state(args: argparse.Namespace) -> int:
                 "status": data.get("status"),
                 "attempts": data.get("attempts"),
                 "finished_at": _iso(data.get("finished_at")),
-                "duration": _seconds(data.get("duration")),
+                "duration": finite_number(data.get("duration")),
                 "bytes": size,
             }
         )

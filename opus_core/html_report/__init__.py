@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from opus_core.errors import OpusError
+from opus_core.persistence.base import finite_number
 
 __all__ = [
     "GRAPH_LIMIT",
@@ -120,13 +121,6 @@ def task_layers(dependencies: Sequence[Sequence[int]]) -> list[int]:
 # -- what the page receives ------------------------------------------------------------------
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -142,14 +136,15 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
         )
     records: list[Mapping[str, Any]] = [t for t in run["tasks"] if isinstance(t, Mapping)]
     index = {str(t.get("name")): i for i, t in enumerate(records)}
-    started = _number(run.get("started_at"))
-    ended = _number(run.get("ended_at"))
+    started = finite_number(run.get("started_at"))
+    ended = finite_number(run.get("ended_at"))
 
     attempts: list[tuple[int, int, float, float, str, str | None]] = []
     for i, record in enumerate(records):
         log = [a for a in record.get("attempt_log") or () if isinstance(a, Mapping)]
         if not log:  # a record without its attempts: one bar from the task's own times
-            begin, end = _number(record.get("started_at")), _number(record.get("ended_at"))
+            begin = finite_number(record.get("started_at"))
+            end = finite_number(record.get("ended_at"))
             if begin is not None and end is not None:
                 log = [
                     {
@@ -161,10 +156,10 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
                     }
                 ]
         for number, entry in enumerate(log, start=1):
-            begin = _number(entry.get("started_at"))
+            begin = finite_number(entry.get("started_at"))
             if begin is None:
                 continue
-            end = _number(entry.get("ended_at"))
+            end = finite_number(entry.get("ended_at"))
             attempt = entry.get("attempt")
             attempts.append(
                 (
@@ -194,7 +189,7 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
     layers = task_layers(dependencies)
 
     def relative(value: Any) -> float | None:
-        number = _number(value)
+        number = finite_number(value)
         return None if number is None else round(number - origin, 6)
 
     tasks: list[dict[str, Any]] = []
@@ -207,7 +202,7 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
                 "attempts": record.get("attempts") or 0,
                 "start": relative(record.get("started_at")),
                 "end": relative(record.get("ended_at")),
-                "duration": _number(record.get("duration")),
+                "duration": finite_number(record.get("duration")),
                 "error": _text(record.get("error")),
                 "traceback": _text(record.get("traceback")),
                 "runner": _text(record.get("runner")),

@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from opus_core.records import PendingRecord, RecordTable
 
 
+def finite_number(value: object) -> float | None:
+    """`value` as a float if it is a finite number (not a bool), else None: how times and
+    durations read back from stored state and run history are taken."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return number if number - number == 0 else None  # NaN and infinities are not
+
+
 def check_state(object_identifier: object, data: object) -> None:
     """Reject identifiers that are not strings and data that is not a dict."""
     if not isinstance(object_identifier, str) or not object_identifier:

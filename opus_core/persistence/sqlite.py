@@ -51,6 +51,7 @@ from opus_core.persistence.base import (
     StatePersistence,
     check_run,
     check_state,
+    finite_number,
     run_summary,
     to_json,
 )
@@ -439,7 +440,7 @@ class SqlitePersistence(StatePersistence):
             for position, task in enumerate(tasks)
         ]
         summary_text = to_json(f"run {run_id}", summary)
-        started, ended = _number(run.get("started_at")), _number(run.get("ended_at"))
+        started, ended = finite_number(run.get("started_at")), finite_number(run.get("ended_at"))
         with self._using(f"save the run {run_id!r}", create=True, write=True) as connection:
             assert connection is not None
             with self._transaction(connection):
@@ -524,9 +525,3 @@ class SqlitePersistence(StatePersistence):
 
     def __repr__(self) -> str:
         return f"SqlitePersistence({str(self.path)!r})"
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
