@@ -19,7 +19,7 @@ import pytest
 from distributed.diagnostics.plugin import SchedulerPlugin
 from opus_plugin_dask import DaskRunner, DaskTaskRun
 
-from opus_core import RunList, UpstreamFailedError, task, unmapped, wait
+from opus_core import RunList, Task, TaskProcessor, Tasks, UpstreamFailedError, task, unmapped, wait
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -249,3 +249,25 @@ def test_keywords_dask_keeps_for_itself_reach_the_task(runner: DaskRunner) -> No
     assert configure(1, key="k", retries=3, priority=9).get_result(timeout=30) == "1:k:3:9"
     runs = configure.map([1, 2], key="m", retries=unmapped(4))
     assert runs.get_results(timeout=30) == ["1:m:4:0", "2:m:4:0"]
+
+
+class Publishes(TaskProcessor):
+    """Publishes a value the driver cannot take for the task named "unfetchable"."""
+
+    kind = "Publishes"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+        name = task.task_id
+        return {name: WorkerOnly(name) if name == "unfetchable" else name}
+
+
+def test_a_value_the_driver_cannot_take_fails_only_its_task(runner: DaskRunner) -> None:
+    for _ in range(2):  # and the runner still finishes what comes after
+        tasks = Tasks(runner=runner)
+        tasks.register_task_processor(Publishes())
+        for name in ("plain-1", "unfetchable", "plain-2"):
+            tasks.add_task(Task("Publishes", "v1", metadata={"name": name}))
+        report = tasks.process_context()
+        assert report["plain-1"].status == report["plain-2"].status == "succeeded"
+        assert report["unfetchable"].status == "failed"
+        assert "reached the driver" in str(report["unfetchable"].error)
