@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import OpusError, did_you_mean
@@ -132,6 +132,12 @@ class RunTasks(Sequence[dict[str, Any]]):
         self._report = report
         self._plan = plan
         self._logs = attempt_logs
+        results = report.results
+        self._result: Callable[[int], TaskResult] = (
+            results.at  # the scheduler's columns, in plan order
+            if isinstance(results, TaskResults) and len(results) == len(plan.tasks)
+            else lambda index: results[plan.tasks[index].task_id]
+        )
 
     def __len__(self) -> int:
         return len(self._plan.tasks)
@@ -142,19 +148,8 @@ class RunTasks(Sequence[dict[str, Any]]):
         return self._entry(index, self._result(index))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        results = self._report.results
-        if isinstance(results, TaskResults) and len(results) == len(self._plan.tasks):
-            for index in range(len(results)):
-                yield self._entry(index, results.at(index))
-        else:
-            for index in range(len(self._plan.tasks)):
-                yield self._entry(index, self._result(index))
-
-    def _result(self, index: int) -> TaskResult:
-        results = self._report.results
-        if isinstance(results, TaskResults) and len(results) == len(self._plan.tasks):
-            return results.at(index)
-        return results[self._plan.tasks[index].task_id]
+        for index in range(len(self._plan.tasks)):
+            yield self._entry(index, self._result(index))
 
     def _entry(self, index: int, result: TaskResult) -> dict[str, Any]:
         tasks = self._plan.tasks
