@@ -119,7 +119,7 @@ class RunTasks(Sequence[dict[str, Any]]):
     is read back (`materialized`).
     """
 
-    __slots__ = ("_logs", "_plan", "_report", "_runner")
+    __slots__ = ("_logs", "_plan", "_report", "_result", "_runner")
 
     def __init__(
         self,
