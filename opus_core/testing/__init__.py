@@ -59,8 +59,24 @@ import pytest
 
 if TYPE_CHECKING:
     from opus_core.engine import Tasks
+    from opus_core.testing.persistence import PersistenceContract
+    from opus_core.testing.runner import RunnerContract
 
-__all__ = ["OpusProject", "opus_project"]
+__all__ = ["OpusProject", "PersistenceContract", "RunnerContract", "opus_project"]
+
+_CONTRACTS = {
+    "PersistenceContract": "opus_core.testing.persistence",
+    "RunnerContract": "opus_core.testing.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The conformance classes, imported when first asked for."""
+    module = _CONTRACTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'opus_core.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 
 def import_root(module: ModuleType) -> Path | None:
