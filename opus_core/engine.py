@@ -18,6 +18,7 @@ from opus_core.processor import TaskProcessor, check_processor
 from opus_core.records import RunRecords
 from opus_core.report import RunReport
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
+from opus_core.runners.base import HALT_GRACE, wait_for_halts
 from opus_core.scheduler import Scheduler
 from opus_core.store import KeyValueStore
 
@@ -264,6 +265,13 @@ class Tasks:
         finally:
             with self._lock:
                 self._scheduler = None
+            still = wait_for_halts(HALT_GRACE)  # work told to stop is gone before the run ends
+            if still:
+                names = ", ".join(sorted(r.name for r in still))
+                self.logger.warning(
+                    f"runner {getattr(runner, 'name', runner)!r} is still halting {names} "
+                    f"after {HALT_GRACE:g}s; the run ends without waiting for it"
+                )
             if owned:
                 runner.shutdown(wait=not scheduler.interrupted)
         records.close()

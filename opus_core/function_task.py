@@ -19,7 +19,7 @@ from opus_core.aio import is_async, run_coroutine
 from opus_core.errors import TaskTimeoutError
 from opus_core.report import TaskStatus
 from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, resolve_runner
-from opus_core.runners.base import SIGNAL_CHECK, Attempted, upstream_failure
+from opus_core.runners.base import SIGNAL_CHECK, Attempted, Work, upstream_failure
 from opus_core.timeouts import call_with_alarm, check_task_number, deadlines
 
 P = ParamSpec("P")
@@ -268,7 +268,18 @@ class _Inputs:
     one object per waiting call, no closures.
     """
 
-    __slots__ = ("args", "found", "kwargs", "pending", "prepared", "run", "runner", "task", "waits")
+    __slots__ = (
+        "args",
+        "found",
+        "kwargs",
+        "lock",
+        "pending",
+        "prepared",
+        "run",
+        "runner",
+        "task",
+        "waits",
+    )
 
     def __init__(
         self,
@@ -285,17 +296,18 @@ class _Inputs:
         self.prepared = prepared  # (fn, timeout) for a run from `runner.prepare`
         self.args, self.kwargs, self.found, self.waits = call
         self.pending = pending
+        self.lock = threading.Lock() if pending > 1 else None
 
     def __call__(self, given: BaseTaskRun) -> None:
         run = self.run
-        if run._status is not None:  # stopped, or an earlier input failed
+        if run.status is not None:  # stopped, or an earlier input failed
             return
-        status = given._status
+        status = given.status
         if status is not TaskStatus.SUCCEEDED and status is not TaskStatus.RESTORED:
-            run._finish(exception=upstream_failure(run.name, (given,)))
+            run.finish(exception=upstream_failure(run.name, (given,)))
             return
-        if self.pending > 1:  # (with one input, its callback alone counts down)
-            with run._lock:
+        if self.lock is not None:  # (with one input, its callback alone counts down)
+            with self.lock:
                 self.pending -= 1
                 if self.pending:
                     return
@@ -311,7 +323,7 @@ class _Inputs:
                 )
                 run._adopt(launched)  # type: ignore[attr-defined]
         except BaseException as exc:  # the runner refused the work: this run failed
-            run._finish(exception=exc)
+            run.finish(exception=exc)
 
 
 class ComposedRun(BaseTaskRun):
@@ -337,9 +349,11 @@ class ComposedRun(BaseTaskRun):
 
     def _follow(self, inner: BaseTaskRun) -> None:
         self.attempts = inner.attempts
-        self._finish(value=inner._value, exception=inner._exception, status=inner._status)
+        status, value, exception = inner.outcome()
+        self.finish(value=value, exception=exception, status=status)
 
-    def _halt(self) -> None:
+    def halt(self) -> None:
+        """Stop the work's own run."""
         if self.inner is not None:
             self.inner.stop()
 
@@ -348,7 +362,7 @@ class ComposedRun(BaseTaskRun):
         if not self.wait(timeout):
             raise TimeoutError(f"task run {self.instance_name} did not finish within {timeout}s")
         inner = self.inner
-        if self._exception is None and inner is not None:
+        if self.exception() is None and inner is not None:
             return inner.get_result(0, raise_exceptions)
         return super().get_result(0, raise_exceptions)
 
@@ -474,7 +488,7 @@ class TaskFunction(Generic[P, R]):
         """Whether no input needs waiting for (each ended, or passed as the runner's handle)."""
         by_value = found.by_value
         for run in found.runs:
-            if run._status is None and (run in by_value or runner.input_handle(run) is None):
+            if run.status is None and (run in by_value or runner.input_handle(run) is None):
                 return False
         return True
 
@@ -493,9 +507,9 @@ class TaskFunction(Generic[P, R]):
             for given in (*inputs, *waits):
                 given.wait()
         by_value = found.by_value
-        pending = [r for r in waits if r._status is None]
+        pending = [r for r in waits if r.status is None]
         for given in inputs:
-            if given._status is None and (given in by_value or runner.input_handle(given) is None):
+            if given.status is None and (given in by_value or runner.input_handle(given) is None):
                 pending.append(given)
         if not pending:
             return self._launch(runner, args, kwargs, found, waits)
@@ -527,11 +541,11 @@ class TaskFunction(Generic[P, R]):
         inputs = found.runs
         failed = upstream_failure(self.name, (*waits, *inputs) if waits else tuple(inputs))
         if failed is not None:
-            run._finish(exception=failed)
+            run.finish(exception=failed)
             return
         args, kwargs = _resolved(runner, args, kwargs, found)
-        run._inputs = tuple(inputs)
-        runner.submit_prepared(run, fn, *args, **kwargs)
+        run.inputs = tuple(inputs)
+        runner.submit_prepared(run, self._work(fn, args, kwargs))
         if timeout is not None:
             deadlines.watch(run, timeout, self._grace)
 
@@ -548,13 +562,13 @@ class TaskFunction(Generic[P, R]):
         failed = upstream_failure(self.name, (*waits, *inputs))
         if failed is not None:
             run = BaseTaskRun(self.name)
-            run._finish(exception=failed)
+            run.finish(exception=failed)
             return run
         if inputs:
             args, kwargs = _resolved(runner, args, kwargs, found)
         run = self._submit(runner, args, kwargs)
         if inputs:
-            run._inputs = tuple(inputs)
+            run.inputs = tuple(inputs)
         return run
 
     def _launch_many(
@@ -580,7 +594,7 @@ class TaskFunction(Generic[P, R]):
             for run, row in zip(runs, given, strict=True):
                 inputs = _call_runs(row, {}).runs + shared
                 if inputs:
-                    run._inputs = tuple(inputs)
+                    run.inputs = tuple(inputs)
         if timeout is not None:
             for run in runs:
                 deadlines.watch(run, timeout, self._grace)
@@ -595,9 +609,13 @@ class TaskFunction(Generic[P, R]):
             fn = _Call(self.fn, self.name, self.retries, self.retry_sleep_time, alarm, self.timeout)
         return fn, None if runner.blocking else self.timeout
 
+    def _work(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Work:
+        """What a runner is handed for one call (see `Work`)."""
+        return Work(fn, args, kwargs, self.name, "function", timeout=self.timeout)
+
     def _submit(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseTaskRun:
         fn, timeout = self._callable(runner)
-        run = runner.submit(fn, *args, **kwargs)
+        run = runner.submit(self._work(fn, args, kwargs))
         if timeout is not None:
             deadlines.watch(run, timeout, self._grace)
         return run
@@ -722,7 +740,7 @@ class RunList(list[BaseTaskRun]):
         """Block until every run ended or `timeout` seconds passed; True if all ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for run in self:
-            if run._status is None and not run.wait(
+            if run.status is None and not run.wait(
                 None if deadline is None else max(0.0, deadline - time.monotonic())
             ):
                 return False
@@ -742,7 +760,7 @@ class RunList(list[BaseTaskRun]):
         for run in self:
             kinds.setdefault(type(run), []).append(run)
         for kind, runs in kinds.items():
-            kind._fetch_many(runs)  # remote values come in one round trip, not one each
+            kind.fetch_many(runs)  # remote values come in one round trip, not one each
         return [run.get_result(0, raise_exceptions) for run in self]
 
 
@@ -754,7 +772,7 @@ class DoneAndNotDone(NamedTuple):
 
 
 def _failed(run: BaseTaskRun) -> bool:
-    return run._exception is not None
+    return run.exception() is not None
 
 
 def wait(
@@ -797,14 +815,14 @@ def wait(
 
     waiting = everything - done
     for run in waiting:
-        run._help()
+        run.before_wait()
     for run in waiting:
         run.add_done_callback(on_done)
     try:
         _sleep_until(woken, timeout)
     finally:
         for run in waiting:
-            run._discard_callback(on_done)
+            run.remove_done_callback(on_done)
     with lock:
         ended = set(done)
     return DoneAndNotDone(ended, everything - ended)
@@ -833,7 +851,7 @@ def as_completed(
     ended: queue.SimpleQueue[BaseTaskRun] = queue.SimpleQueue()
     waiting = [run for run in everything if not run.done()]
     for run in waiting:
-        run._help()
+        run.before_wait()
         run.add_done_callback(ended.put)
     try:
         pending = set(waiting)
@@ -855,4 +873,4 @@ def as_completed(
                 yield run
     finally:
         for run in waiting:
-            run._discard_callback(ended.put)
+            run.remove_done_callback(ended.put)

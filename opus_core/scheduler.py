@@ -44,7 +44,7 @@ from opus_core.report import (
     TaskStatus,
     format_traceback,
 )
-from opus_core.runners.base import SIGNAL_CHECK, BaseTaskRun, Runner
+from opus_core.runners.base import NO_ENTRIES, SIGNAL_CHECK, BaseTaskRun, Runner, Work
 from opus_core.store import KeyValueStore
 from opus_core.substitution import substitute
 from opus_core.timeouts import call_with_alarm, deadlines
@@ -157,98 +157,51 @@ def _unchanged(old: Any, new: Any, depth: int = 0) -> bool:
         return False
 
 
-class Attempt:
-    """One attempt of one task, as handed to a runner: call it to process the task."""
+def run_attempt(
+    processor: TaskProcessor,
+    task: Task,
+    command: str,
+    context: str,
+    values: dict[str, Any],
+    persistence: StatePersistence,
+    record: bool,
+    alarm: float | None,
+    asynchronous: bool | None = None,
+) -> AttemptOutcome:
+    """One attempt of one manifest task: what the engine's `Work` calls, wherever it runs.
 
-    __slots__ = (
-        "alarm",
-        "command",
-        "context",
-        "is_async",
-        "opus_group",
-        "opus_name",
-        "persistence",
-        "processor",
-        "record",
-        "task",
-        "values",
-    )
+    `values` is what the task sees; `record`: the work runs on a copy of `persistence`,
+    so its writes are recorded and sent back; `alarm`: the timeout to enforce inside the
+    call (for a blocking runner); `asynchronous`: whether `process_task` is `async def`
+    (None: found out here).
+    """
+    name = task.meta.name or display_name(task)
+    store = KeyValueStore(dict(values))
+    state = RecordingPersistence(persistence) if record else persistence
 
-    def __init__(
-        self,
-        processor: TaskProcessor,
-        task: Task,
-        command: str,
-        context: str,
-        values: dict[str, Any],
-        persistence: StatePersistence,
-        record: bool,
-        alarm: float | None,
-        is_async: bool | None = None,
-    ) -> None:
-        self.processor = processor
-        self.task = task
-        self.command = command
-        self.context = context
-        self.values = values
-        self.persistence = persistence
-        self.record = record
-        self.alarm = alarm
-        self.is_async = is_async
-        """Whether `process_task` is `async def`; None: found out when the attempt runs."""
-        self.opus_name = task.meta.name or display_name(task)
-        self.opus_group = task.kind  # what a runner may group attempts by
-
-    def opus_call(self) -> tuple[Any, tuple[Any, ...]]:
-        """The same work as an importable function and its arguments.
-
-        Runners that serialize what they run (dask) submit this instead of the
-        attempt itself: the function is serialized once and the arguments with
-        plain pickle, which is cheaper than pickling a new callable per task.
-        """
-        return run_attempt, (
-            self.processor,
-            self.task,
-            self.command,
-            self.context,
-            self.values,
-            self.persistence,
-            self.record,
-            self.alarm,
-            self.is_async,
+    def process() -> Any:
+        return processor.process_task(
+            task=task,
+            command=command,
+            context=context,
+            key_value_store=store,
+            state_persistence=state,
         )
 
-    def __call__(self) -> AttemptOutcome:
-        store = KeyValueStore(dict(self.values))
-        persistence = RecordingPersistence(self.persistence) if self.record else self.persistence
-
-        def process() -> Any:
-            return self.processor.process_task(
-                task=self.task,
-                command=self.command,
-                context=self.context,
-                key_value_store=store,
-                state_persistence=persistence,
-            )
-
-        asynchronous = self.is_async
-        if asynchronous is None:
-            asynchronous = is_async(self.processor.process_task)
-        try:
-            if asynchronous:  # cancelled on timeout, on any runner
-                returned = run_coroutine(process(), self.task.meta.timeout, self.opus_name)
-            elif self.alarm is None:
-                returned = process()
-            else:
-                returned = call_with_alarm(process, self.alarm, self.opus_name)
-        except SystemExit as exc:
-            raise OpusError(
-                f"processor of task {self.opus_name!r} raised SystemExit({exc.code!r})"
-            ) from None
-        published = published_values(store if returned is None else returned, self.values)
-        writes = persistence.writes if isinstance(persistence, RecordingPersistence) else None
-        return AttemptOutcome(published, writes)
-
+    if asynchronous is None:
+        asynchronous = is_async(processor.process_task)
+    try:
+        if asynchronous:  # cancelled on timeout, on any runner
+            returned = run_coroutine(process(), task.meta.timeout, name)
+        elif alarm is None:
+            returned = process()
+        else:
+            returned = call_with_alarm(process, alarm, name)
+    except SystemExit as exc:
+        raise OpusError(f"processor of task {name!r} raised SystemExit({exc.code!r})") from None
+    published = published_values(store if returned is None else returned, values)
+    writes = state.writes if isinstance(state, RecordingPersistence) else None
+    return AttemptOutcome(published, writes)
 
 
 _SUCCEEDED = TaskStatus.SUCCEEDED
@@ -487,20 +440,32 @@ class Scheduler:
         asynchronous = self._async.get(id(processor))
         if asynchronous is None:
             asynchronous = self._async[id(processor)] = is_async(processor.process_task)
-        attempt = Attempt(
-            processor,
-            task,
-            self.plan.command,
-            self.plan.context,
-            values,
-            self.persistence,
-            not runner.shares_memory,
-            timeout if runner.blocking else None,
-            asynchronous,
+        meta = task.meta
+        work = Work(
+            run_attempt,
+            (
+                processor,
+                task,
+                self.plan.command,
+                self.plan.context,
+                values,
+                self.persistence,
+                not runner.shares_memory,
+                timeout if runner.blocking else None,
+                asynchronous,
+            ),
+            {},
+            meta.name or display_name(task),
+            task.kind,
+            meta.labels,
+            meta.annotations,
+            NO_ENTRIES,
+            attempt_number,
+            timeout,
         )
         self.hooks.task_started(task, attempt_number)
         try:
-            run: object = runner.submit(attempt)  # a broken runner returns anything
+            run: object = runner.submit(work)  # a broken runner returns anything
         except KeyboardInterrupt:
             self._finish(index, _CANCELLED, "interrupted while running")
             raise
@@ -786,8 +751,3 @@ class AttemptLogs(Sequence[list[dict[str, Any]]]):
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         return (self[i] for i in range(len(self._status)))
-
-
-def run_attempt(*fields: Any) -> AttemptOutcome:
-    """Make an `Attempt` from its fields and run it (see `Attempt.opus_call`)."""
-    return Attempt(*fields)()

@@ -1,4 +1,9 @@
-"""Runners: where tasks run. See `Runner` to write your own.
+"""Runners: where tasks run. See `Runner` to write your own (docs/runners.md).
+
+A runner's `submit` receives a `Work` (call it to do the task; its fields say which
+task it is) and returns a `BaseTaskRun` whose `finish` it calls when the work ends and
+whose `halt` stops the work. `opus_core.runners.remote` sends work to another process
+and its outcome, traceback included, back.
 
 Built in: `SequentialRunner` (`"sequential"`), `ProcessRunner` (`"process"`) and
 `ProcessPoolRunner` (`"processpool"`).
@@ -15,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "BaseTaskRun": "opus_core.runners.base",
+    "HALT_GRACE": "opus_core.runners.base",
     "Runner": "opus_core.runners.base",
+    "Work": "opus_core.runners.base",
+    "wait_for_halts": "opus_core.runners.base",
     "MultiprocessTaskRun": "opus_core.runners.process",
     "ProcessRunner": "opus_core.runners.process",
     "PoolTaskRun": "opus_core.runners.processpool",
@@ -29,6 +37,7 @@ _EXPORTS = {
 
 __all__ = [
     "BUILTIN_RUNNERS",
+    "HALT_GRACE",
     "BaseTaskRun",
     "MultiprocessTaskRun",
     "PoolTaskRun",
@@ -38,7 +47,9 @@ __all__ = [
     "RunnerSpec",
     "SequentialRunner",
     "SequentialTaskRun",
+    "Work",
     "resolve_runner",
+    "wait_for_halts",
 ]
 
 
@@ -52,7 +63,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from opus_core.runners.base import BaseTaskRun, Runner
+    from opus_core.runners.base import HALT_GRACE, BaseTaskRun, Runner, Work, wait_for_halts
     from opus_core.runners.process import MultiprocessTaskRun, ProcessRunner
     from opus_core.runners.processpool import PoolTaskRun, ProcessPoolRunner
     from opus_core.runners.resolve import BUILTIN_RUNNERS, RunnerSpec, resolve_runner

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -42,10 +43,133 @@ def check_count(option: str, value: int | None) -> int | None:
     return value
 
 
+HALT_GRACE = 10.0
+"""Seconds opus waits, at the end of a run and at exit, for `BaseTaskRun.halt()` calls still
+under way (a stop or a timeout); past it, it says which runs were still halting and goes on."""
+
+class _NoEntries(Mapping[str, Any]):
+    """An empty mapping that cannot change (and pickles as the one `NO_ENTRIES`)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __reduce__(self) -> str:
+        return "NO_ENTRIES"
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+NO_ENTRIES: Mapping[str, Any] = _NoEntries()
+"""The empty mapping `Work` holds when a task declares no labels, annotations or resources."""
+
+
+@dataclass(slots=True, eq=False)
+class Work:
+    """One attempt of one task, as the engine hands it to `Runner.submit`.
+
+    Call it (`work()`) to do the work: it calls `fn(*args, **kwargs)` and returns what the
+    run's result is to be, or raises what the run is to fail with. `fn` is an importable
+    function (for a manifest task, the engine's; for a function task, a wrapper around the
+    user's function that applies its retries), so `Work` pickles whenever `fn` and the
+    arguments do; to send work to another process, `opus_core.runners.remote.dumps_work`
+    pickles it whatever the function (closures and `__main__` functions by value).
+
+    The other fields are for the runner to read (to name, group, place or limit the work);
+    changing them changes nothing.
+    """
+
+    fn: Callable[..., Any]
+    """What to call."""
+    args: tuple[Any, ...] = ()
+    """Positional arguments for `fn`."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `fn`."""
+    name: str = ""
+    """The task's name: a manifest task's id, a function task's name."""
+    kind: str = "function"
+    """A manifest task's kind, or `"function"` for a function task."""
+    labels: Mapping[str, str] = NO_ENTRIES
+    """The task's labels (`metadata.labels`)."""
+    annotations: Mapping[str, Any] = NO_ENTRIES
+    """The task's annotations (`metadata.annotations`)."""
+    resources: Mapping[str, float] = NO_ENTRIES
+    """What the task holds while it runs, when it declares it (`metadata.resources`)."""
+    attempt: int = 1
+    """Which attempt this is (1, then 2, ... as the engine retries a manifest task; a function
+    task's retries happen inside `fn`)."""
+    timeout: float | None = None
+    """The task's timeout in seconds. The engine enforces it (with `BaseTaskRun.time_out`,
+    or inside `fn` for a `blocking` runner); a runner may pass it on to where the work runs."""
+
+    def __call__(self) -> Any:
+        return self.fn(*self.args, **self.kwargs)
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Work:
+        """What `Runner.submit(fn, *args, **kwargs)` is asked to run, as a `Work`: `fn` itself
+        when the engine passed a `Work` (and nothing else), else a `Work` calling `fn` with
+        the arguments, named after it."""
+        if isinstance(fn, Work) and not args and not kwargs:
+            return fn
+        return cls(fn, args, kwargs, run_name(fn))
+
+
 def run_name(fn: Callable[..., Any]) -> str:
-    """The name a run of `fn` is known by: its `opus_name`, else its `__name__`."""
+    """The name a run of `fn` is known by: a `Work`'s `name`, else `fn`'s `opus_name` or
+    `__name__`."""
+    if isinstance(fn, Work):
+        return fn.name
     name = getattr(fn, "opus_name", None) or getattr(fn, "__name__", None)
     return name if isinstance(name, str) else type(fn).__name__
+
+
+_halting: set[BaseTaskRun] = set()  # runs whose halt() is under way
+_halted = threading.Condition()
+
+
+def wait_for_halts(timeout: float | None = HALT_GRACE) -> list[BaseTaskRun]:
+    """Wait until every `halt()` under way (of a run stopped or timed out, on any runner) has
+    returned, or `timeout` seconds pass; the runs still halting then (none, normally).
+
+    The engine calls it before it shuts a runner down and `opus` before it exits, so work a
+    runner was told to halt is gone before opus says the run is over.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _halted:
+        while _halting:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            _halted.wait(SIGNAL_CHECK if left is None else min(left, SIGNAL_CHECK))
+        return list(_halting)
+
+
+def _halts_at_exit() -> None:
+    """At the program's exit: let halts under way end (within `HALT_GRACE`), else say so."""
+    still = wait_for_halts(HALT_GRACE)
+    if still:
+        import sys
+
+        names = ", ".join(sorted(run.instance_name for run in still))
+        print(
+            f"opus: exiting while still halting {names} (not done after {HALT_GRACE:g}s)",
+            file=sys.stderr,
+        )
+
+
+_exit_hook = False
 
 
 _cascade = threading.local()
@@ -83,46 +207,51 @@ def _call_back(run: BaseTaskRun, callbacks: list[Callable[[BaseTaskRun], None]])
 class BaseTaskRun:
     """A handle to one started task.
 
-    Runner authors subclass it, call `_finish(value=...)` or `_finish(exception=...)`
-    exactly when the work ends, and override `_halt()` to stop the work for real.
-    The first call to `_finish` wins, so a stop racing a result is harmless.
+    Runner authors subclass it, call `finish(value=...)` or `finish(exception=...)`
+    exactly when the work ends, and override `halt()` to stop the work for real.
+    The first call to `finish` wins, so a stop racing a result is harmless.
+
+    The state the handle keeps for opus is private to this class (name-mangled), so a
+    subclass may use any attribute names of its own.
 
     A run is awaitable: `await run` gives its result in async code without
     blocking the event loop.
     """
 
     __slots__ = (
+        "__callbacks",
         "__dict__",  # subclasses and users may add attributes
-        "_callbacks",
-        "_exception",
-        "_inputs",
+        "__exception",
+        "__latch",
+        "__lock",
+        "__status",
+        "__value",
         "_instance_name",
-        "_latch",
-        "_lock",
-        "_status",
-        "_value",
         "attempts",
         "finished_at",
+        "inputs",
         "name",
         "started_at",
     )
 
     def __init__(self, name: str) -> None:
-        self._inputs: tuple[BaseTaskRun, ...] = ()
-        """The runs whose results this run was given (set by `@task` calls that pass
-        runs). If one of them ended unsuccessfully, this run's failure is reported as
+        self.inputs: tuple[BaseTaskRun, ...] = ()
+        """The runs whose results this run was given (set by `@task` calls that pass runs).
+        If one of them ended unsuccessfully, this run's failure is reported as
         `UpstreamFailedError` naming it."""
         self.name = name
+        """The task's name."""
         self.attempts = 1
+        """How many attempts the run took (known once it ended)."""
         self.started_at = time.monotonic()
         self.finished_at: float | None = None
         self._instance_name: str | None = None
-        self._status: TaskStatus | None = None
-        self._value: Any = None
-        self._exception: BaseException | None = None
-        self._latch: Any = None  # a lock held until the run ends, made only when someone waits
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[BaseTaskRun], None]] = []
+        self.__status: TaskStatus | None = None
+        self.__value: Any = None
+        self.__exception: BaseException | None = None
+        self.__latch: Any = None  # a lock held until the run ends, made only when someone waits
+        self.__lock = threading.Lock()
+        self.__callbacks: list[Callable[[BaseTaskRun], None]] = []
 
     @property
     def instance_name(self) -> str:
@@ -133,34 +262,40 @@ class BaseTaskRun:
             self._instance_name = f"{self.name}-{uuid.uuid4().hex[:8]}"
         return self._instance_name
 
-    def _wait_latch(self) -> Any:
+    def __wait_latch(self) -> Any:
         """A lock that is free once the run has ended (a `threading.Lock`, not an Event:
         making an Event costs forty times as much, and most runs are waited for once)."""
-        with self._lock:
-            if self._latch is None:
-                self._latch = threading.Lock()
-                if self._status is None:
-                    self._latch.acquire()  # released by _finish
-            return self._latch
+        with self.__lock:
+            if self.__latch is None:
+                self.__latch = threading.Lock()
+                if self.__status is None:
+                    self.__latch.acquire()  # released by finish
+            return self.__latch
 
     # -- for runner authors ------------------------------------------------
 
-    def _finish(
+    def finish(
         self,
         value: Any = None,
         exception: BaseException | None = None,
         status: TaskStatus | None = None,
     ) -> bool:
-        """Record the outcome; False (and nothing changes) if the run already ended."""
-        with self._lock:
-            if self._status is not None:
+        """Record how the work ended — its `value`, or the `exception` it raised — and wake
+        whoever waits; False (and nothing changes) if the run had already ended.
+
+        Call it once the work has ended, from any thread. `status` is found from the
+        exception when not given (`TaskTimeoutError`: timed out, `TaskCancelledError`:
+        cancelled, `UpstreamFailedError`: skipped, anything else: failed).
+        """
+        with self.__lock:
+            if self.__status is not None:
                 return False
             if isinstance(value, Attempted):
                 self.attempts, value = value.attempts, value.value
             if exception is not None:
                 self.attempts = getattr(exception, "_opus_attempts", self.attempts)
-                if self._inputs:
-                    upstream = upstream_failure(self.name, self._inputs)
+                if self.inputs:
+                    upstream = upstream_failure(self.name, self.inputs)
                     if upstream is not None:
                         exception = upstream
                 if status is None:
@@ -173,26 +308,33 @@ class BaseTaskRun:
                         if isinstance(exception, UpstreamFailedError)
                         else TaskStatus.FAILED
                     )
-            self._value, self._exception = value, exception
-            self._status = status or TaskStatus.SUCCEEDED
+            self.__value, self.__exception = value, exception
+            self.__status = status or TaskStatus.SUCCEEDED
             self.finished_at = time.monotonic()
-            callbacks, self._callbacks = self._callbacks, []
-            if self._latch is not None:
-                self._latch.release()
+            callbacks, self.__callbacks = self.__callbacks, []
+            if self.__latch is not None:
+                self.__latch.release()
         if callbacks:
             _call_back(self, callbacks)
         return True
 
-    def _halt(self) -> None:
-        """Stop the work itself. The base class cannot, so the work runs on unobserved."""
+    def halt(self) -> None:
+        """Stop the work itself (kill its process, cancel it on the cluster).
+
+        Called once, after `stop()` or a timeout has ended the run as cancelled or timed
+        out, in the thread that stopped it. Return once the work is gone (or cannot do
+        harm): opus waits for `halt()` to return, up to `HALT_GRACE` seconds, before it
+        shuts the runner down and before it exits. The base class cannot stop anything,
+        so work of a runner that does not override it runs on unobserved.
+        """
 
     @classmethod
-    def _fetch_many(cls, runs: list[BaseTaskRun]) -> None:
+    def fetch_many(cls, runs: list[BaseTaskRun]) -> None:
         """Bring the values of `runs` (all ended, all of this class) to this process at once,
         before they are read one by one. A runner whose values stay remote until asked
         for (dask) fetches them in one round trip here; the base class has them already."""
 
-    def _help(self) -> None:
+    def before_wait(self) -> None:
         """Called before anyone blocks waiting for this run: a runner whose workers may
         wait for each other's work (threadpool) does the work here if it has not started,
         so a task that waits for another task cannot wait for a worker forever."""
@@ -202,29 +344,34 @@ class BaseTaskRun:
     @property
     def status(self) -> TaskStatus | None:
         """How the run ended, or None while it runs."""
-        return self._status
+        return self.__status
+
+    def outcome(self) -> tuple[TaskStatus | None, Any, BaseException | None]:
+        """`(status, value, exception)` as this handle holds them now, without waiting or
+        fetching (a runner that keeps values remote holds None until `get_result`)."""
+        return self.__status, self.__value, self.__exception
 
     def done(self) -> bool:
         """True once the run has ended, whatever the outcome."""
-        return self._status is not None
+        return self.__status is not None
 
     def is_running(self) -> bool:
         """True until the run has ended."""
-        return self._status is None
+        return self.__status is None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends or `timeout` seconds pass; True if it ended."""
-        if self._status is not None:
+        if self.__status is not None:
             return True
-        self._help()
-        latch = self._wait_latch()
+        self.before_wait()
+        latch = self.__wait_latch()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             # In slices: the kernel may hand Ctrl-C's SIGINT to another thread (a worker's),
             # and Python raises KeyboardInterrupt here only once this thread runs again.
             left = SIGNAL_CHECK if deadline is None else deadline - time.monotonic()
             if left <= 0:
-                return self._status is not None
+                return self.__status is not None
             if latch.acquire(timeout=min(left, SIGNAL_CHECK)):
                 latch.release()  # for the next waiter
                 return True
@@ -237,46 +384,64 @@ class BaseTaskRun:
         """
         if not self.wait(timeout):
             raise TimeoutError(f"task run {self.instance_name} did not finish within {timeout}s")
-        if self._exception is not None:
+        if self.__exception is not None:
             if raise_exceptions:
-                raise self._exception
-            return self._exception
-        return self._value
+                raise self.__exception
+            return self.__exception
+        return self.__value
 
     def exception(self) -> BaseException | None:
         """The exception the run ended with, or None (also None while running)."""
-        return self._exception
+        return self.__exception
 
     def stop(self) -> None:
-        """Stop the run: it ends as `cancelled` unless it had already ended."""
-        if self._finish(exception=TaskCancelledError(f"task run {self.instance_name} was stopped")):
-            self._halt()  # after the status is settled, so the halted work cannot claim another
+        """Stop the run: it ends as `cancelled` unless it had already ended, and its work
+        is halted (`halt()`) before this returns."""
+        self.__end(TaskCancelledError(f"task run {self.instance_name} was stopped"))
 
     def time_out(self, timeout: float) -> None:
-        """End the run as `timed_out` after `timeout` seconds (called by a deadline watcher)."""
-        error = TaskTimeoutError(f"task {self.name!r} timed out after {timeout:g}s")
-        if self._finish(exception=error):
-            self._halt()
+        """End the run as `timed_out` after `timeout` seconds and halt its work (called by
+        the engine's deadline watcher)."""
+        self.__end(TaskTimeoutError(f"task {self.name!r} timed out after {timeout:g}s"))
+
+    def __end(self, error: BaseException) -> None:
+        # The run is among the halting before anyone can see it ended, so whoever ends the
+        # program on seeing it (the engine, `opus run`) waits for the halt.
+        global _exit_hook
+        with _halted:
+            _halting.add(self)
+            if not _exit_hook:
+                import atexit
+
+                atexit.register(_halts_at_exit)
+                _exit_hook = True
+        try:
+            if self.finish(exception=error):
+                self.halt()  # after the status is settled, so the halted work cannot claim another
+        finally:
+            with _halted:
+                _halting.discard(self)
+                _halted.notify_all()
 
     def add_done_callback(self, callback: Callable[[BaseTaskRun], None]) -> None:
         """Call `callback(run)` when the run ends (at once if it has)."""
-        with self._lock:
-            if self._status is None:
-                self._callbacks.append(callback)
+        with self.__lock:
+            if self.__status is None:
+                self.__callbacks.append(callback)
                 return
         callback(self)
 
-    def _discard_callback(self, callback: Callable[[BaseTaskRun], None]) -> None:
+    def remove_done_callback(self, callback: Callable[[BaseTaskRun], None]) -> None:
         """Forget a callback given to `add_done_callback` (no error if it already ran)."""
-        with self._lock:
+        with self.__lock:
             try:
-                self._callbacks.remove(callback)
+                self.__callbacks.remove(callback)
             except ValueError:
                 pass
 
     def __await__(self) -> Generator[Any, None, Any]:
         """`await run`: the result (or the task's exception), without blocking the loop."""
-        if self._status is None:
+        if self.__status is None:
             import asyncio  # here: only async callers need it
 
             loop = asyncio.get_running_loop()
@@ -292,11 +457,11 @@ class BaseTaskRun:
             try:
                 yield from woken.__await__()
             finally:
-                self._discard_callback(wake)
+                self.remove_done_callback(wake)
         return self.get_result()
 
     def __repr__(self) -> str:
-        state = self._status.value if self._status else "running"
+        state = self.__status.value if self.__status else "running"
         return f"<{type(self).__name__} {self.instance_name} {state}>"
 
 
@@ -320,10 +485,9 @@ def upstream_failure(name: str, inputs: tuple[BaseTaskRun, ...]) -> UpstreamFail
     those of the run that failed first, so they do not grow with the chain.
     """
     for run in inputs:
-        status = run._status
+        status, _, cause = run.outcome()
         if status is None or status is TaskStatus.SUCCEEDED or status is TaskStatus.RESTORED:
             continue
-        cause = run._exception
         if isinstance(cause, UpstreamFailedError):
             origin, root = cause.origin, cause.__cause__
         else:
@@ -341,7 +505,8 @@ class Runner:
 
     A runner has a class attribute `name` (what `opus.toml` and `runner=` call
     it), takes its options as keyword arguments (from `[runners.<name>]`), and
-    implements `submit` and, if it holds resources, `shutdown`.
+    implements `submit` (which receives a `Work`) and, if it holds resources,
+    `shutdown`. See docs/runners.md for a worked example.
 
     Two class attributes tell the engine how to drive it:
 
@@ -370,7 +535,13 @@ class Runner:
         """
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
-        """Start `fn(*args, **kwargs)` and return its run handle without waiting."""
+        """Start `fn(*args, **kwargs)` and return its run handle without waiting.
+
+        The engine and `@task` pass one `Work` as `fn` and nothing else; a user may
+        call `submit(function, *args)` directly. `Work.of(fn, *args, **kwargs)` gives
+        a `Work` either way. Return a `BaseTaskRun` (a subclass of your own) whose
+        `finish` is called when the work ends and whose `halt` stops the work.
+        """
         raise NotImplementedError(f"{type(self).__name__}.submit is not implemented")
 
     def input_handle(self, run: BaseTaskRun) -> Any:
@@ -394,10 +565,8 @@ class Runner:
         """
         return None
 
-    def submit_prepared(
-        self, run: BaseTaskRun, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> None:
-        """Start `fn(*args, **kwargs)` into `run`, made by `prepare` (not if it was stopped)."""
+    def submit_prepared(self, run: BaseTaskRun, work: Work, /) -> None:
+        """Start `work` into `run`, made by `prepare` (not if it was stopped)."""
         raise NotImplementedError(f"{type(self).__name__} cannot start prepared runs")
 
     def submit_map(
@@ -406,17 +575,25 @@ class Runner:
         """Start `fn(*row, **kwargs)` for each row of `zip(*iterables)` (lists of one
         length); one run per row.
 
-        The default submits each row; a runner with a cheaper way to start many
-        (dask's `client.map`) overrides it.
+        The default submits a `Work` per row; a runner with a cheaper way to start
+        many (dask's `client.map`) overrides it.
         """
-        return [self.submit(fn, *row, **kwargs) for row in zip(*iterables, strict=True)]
+        name = run_name(fn)
+        return [
+            self.submit(Work(fn, row, kwargs, name)) for row in zip(*iterables, strict=True)
+        ]
 
     def flush(self) -> None:
         """Start whatever `submit` held back. The engine calls it after each burst of
         submissions; a runner that batches work (dask) submits the batch here."""
 
     def shutdown(self, wait: bool = True) -> None:
-        """Release the runner's resources; with `wait`, after the work it started ends."""
+        """Release the runner's resources; with `wait`, after the work it started ends.
+
+        The base class waits (up to `HALT_GRACE` seconds) for the `halt()` calls under
+        way: a runner that overrides `shutdown` calls `super().shutdown(wait)` first.
+        """
+        wait_for_halts(HALT_GRACE)
 
     def __enter__(self) -> Runner:
         return self

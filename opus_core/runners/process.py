@@ -33,9 +33,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from opus_core.errors import OpusError, ProcessDiedError, RemoteTaskError
-from opus_core.report import REMOTE_TRACEBACK
+from opus_core.errors import OpusError, ProcessDiedError
 from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
+from opus_core.runners.remote import read_outcome, run_work
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -52,68 +52,6 @@ def _context() -> Any:
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
 _forking = threading.local()  # the signal mask of the thread forking, for its child
 _PARENT_GONE = getattr(signal, "SIGRTMIN", signal.SIGUSR2) + 2  # a real-time signal nobody uses
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """`exc` if it survives pickling, else a `RemoteTaskError` with its type and message.
-
-    Either way it carries this process's traceback as text in a note (see
-    `opus_core.report.format_traceback`): the frames themselves cannot travel.
-    """
-    import pickle
-    import traceback
-
-    detail = "".join(traceback.format_exception(exc)).rstrip()
-    try:
-        exc.add_note(f"{REMOTE_TRACEBACK}{detail}")
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        kind = type(exc)
-        portable = RemoteTaskError(f"{kind.__module__}.{kind.__qualname__}", _text(exc))
-        portable.add_note(f"{REMOTE_TRACEBACK}{detail}")
-        return portable
-    return exc
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__} whose message cannot be shown>"
-
-
-def task_message(fn: Callable[..., Any], args: Any, kwargs: Any) -> bytes:
-    """Run `fn` and pickle what it returned or raised: `(True, value)` or `(False, exception)`,
-    the exception made portable (see `_portable`)."""
-    import pickle
-
-    try:
-        message: tuple[bool, Any] = (True, fn(*args, **kwargs))
-    except BaseException as exc:
-        message = (False, _portable(exc))
-    try:
-        return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        what = "result" if message[0] else "exception"
-        error = OpusError(
-            f"the {what} of task {run_name(fn)!r} could not be sent "
-            f"back from its process: {type(exc).__name__}: {exc}"
-        )
-        return pickle.dumps((False, error), pickle.HIGHEST_PROTOCOL)
-
-
-def read_message(data: bytes, name: str) -> tuple[bool | None, Any]:
-    """What the process of task `name` sent (see `task_message`); one that cannot be read
-    is an `OpusError` saying so."""
-    import pickle
-
-    try:
-        return pickle.loads(data)  # type: ignore[no-any-return]
-    except Exception as exc:
-        return False, OpusError(
-            f"the result of task {name!r} could not be read back from its "
-            f"process: {type(exc).__name__}: {exc}"
-        )
 
 
 def flush_std_streams() -> None:
@@ -263,7 +201,7 @@ def _run_task(
 ) -> None:  # pragma: no cover - runs in the child
     # Masked across the fork: the task gets the mask its caller had before.
     become_task_process(lifeline, parent, main_thread, forking_mask())
-    message = task_message(fn, args, kwargs)
+    message = run_work(fn, args, kwargs)
     flush_std_streams()  # what the task printed is out before its result is
     send.send_bytes(message)
     send.close()
@@ -554,11 +492,11 @@ class MultiprocessTaskRun(BaseTaskRun):
             return  # no result: the sentinel says how the process ended
         finally:
             receive.close()
-        ok, payload = read_message(data, self.name)
+        ok, payload = read_outcome(data, self.name)
         if ok:
-            self._finish(value=payload)
+            self.finish(value=payload)
         else:
-            self._finish(exception=payload)
+            self.finish(exception=payload)
 
     def reap(self) -> None:
         """The process ended: collect it, and say how it died if it sent no result."""
@@ -570,7 +508,7 @@ class MultiprocessTaskRun(BaseTaskRun):
         release(self)
         if self.done():
             return
-        self._finish(
+        self.finish(
             exception=ProcessDiedError(
                 f"the process of task {self.name!r} (pid {self.pid}) {how_it_ended(code)} "
                 "without sending back a result"
@@ -579,13 +517,13 @@ class MultiprocessTaskRun(BaseTaskRun):
 
     def lost(self, error: Exception) -> None:
         """The watcher could not handle this run's process: the run fails saying so."""
-        self._finish(
+        self.finish(
             exception=OpusError(
                 f"lost track of the process of task {self.name!r}: {type(error).__name__}: {error}"
             )
         )
 
-    def _halt(self) -> None:
+    def halt(self) -> None:
         """Kill the task's process group (its process, and whatever it started)."""
         self._child.kill()
 
@@ -620,4 +558,5 @@ class ProcessRunner(Runner):
 
     def shutdown(self, wait: bool = True) -> None:
         """Kill this runner's task processes that linger (all of them, without `wait`)."""
+        super().shutdown(wait)
         end_processes(self, everything=not wait)

@@ -4,7 +4,7 @@ Up to `max_workers` worker processes are forked (`multiprocessing`'s `fork`
 context) as tasks arrive, and each runs one task after another. A task travels
 to its worker pickled: functions by reference (a function `@task` decorated is
 found through its decorator), and, where that fails (closures, lambdas), by
-value with `cloudpickle` if it is installed. A task that cannot travel either
+value with `cloudpickle` (`opus_core.runners.remote.dumps_work`). A task that cannot travel either
 way (a lock or a `multiprocessing` queue among its arguments), or that its
 worker cannot unpickle (a function defined in `__main__` after the worker was
 forked), is not refused: it is handed to a worker forked for it, which inherits
@@ -21,18 +21,15 @@ running (`ProcessDiedError`) and is replaced the same way.
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from types import FunctionType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError, ProcessDiedError, TaskCancelledError
-from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
+from opus_core.runners.base import BaseTaskRun, Runner, Work, check_count
 from opus_core.runners.process import (
     _DEFERRED,
     TaskProcess,
@@ -43,11 +40,10 @@ from opus_core.runners.process import (
     forking_mask,
     how_it_ended,
     out_of_files,
-    read_message,
     release,
-    task_message,
     watch,
 )
+from opus_core.runners.remote import dumps_work, read_outcome, run_work
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -58,57 +54,10 @@ _Work = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 # -- a task on its way to a worker ---------------------------------------------------------------
 
 
-def _decorated(module: str, qualname: str) -> Any:
-    """In a worker: the function that the decorator found at `module.qualname` wraps."""
-    import importlib
-
-    found: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    return found.__wrapped__
-
-
-@functools.cache
-def _pickler() -> type[Any]:
-    """`pickle.Pickler`, but a function whose name holds its decorator (`@task`, or anything
-    `functools.wraps`-like) is sent by reference through the decorator.
-
-    Made on first use: `pickle` is not imported before a pool runs a task.
-    """
-    import pickle
-
-    class Pickler(pickle.Pickler):
-        def reducer_override(self, obj: Any) -> Any:
-            if type(obj) is not FunctionType:
-                return NotImplemented
-            module, qualname = obj.__module__, obj.__qualname__
-            found: Any = sys.modules.get(module)
-            for part in qualname.split("."):
-                found = getattr(found, part, None)
-            if found is not obj and getattr(found, "__wrapped__", None) is obj:
-                return _decorated, (module, qualname)
-            return NotImplemented
-
-    return Pickler
-
-
 def _dumps(call: _Work) -> bytes | None:
     """`call` pickled for a worker, or None if it cannot be (then a worker is forked for it)."""
-    import io
-    import pickle
-
-    buffer = io.BytesIO()
     try:
-        _pickler()(buffer, pickle.HIGHEST_PROTOCOL).dump(call)
-        return buffer.getvalue()
-    except Exception:
-        pass
-    try:
-        import cloudpickle  # type: ignore[import-untyped, import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    try:
-        return cloudpickle.dumps(call, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+        return dumps_work(call)
     except Exception:
         return None
 
@@ -124,7 +73,7 @@ def _serve(
     """A worker's life: the task in `first`, then each task that comes on `tasks`, one
     answer each.
 
-    The answer is `task_message`'s `(True, value)` or `(False, exception)`, or
+    The answer is `run_work`'s `(True, value)` or `(False, exception)`, or
     `(None, why)` when the task could not be unpickled here (a function defined in
     `__main__` after this worker started, say): the pool then forks a worker for it.
     """
@@ -134,7 +83,7 @@ def _serve(
     # whichever thread forked it (the watcher masks them for itself).
     become_task_process(lifeline, parent, main_thread, forking_mask() - _DEFERRED)
     fn, args, kwargs = first.pop()  # popped: nothing of a task outlives it here
-    message = task_message(fn, args, kwargs)
+    message = run_work(fn, args, kwargs)
     del fn, args, kwargs
     while True:
         flush_std_streams()  # what the task printed is out before its result is
@@ -149,7 +98,7 @@ def _serve(
             why = f"{type(exc).__name__}: {exc}"
             message = pickle.dumps((None, why), pickle.HIGHEST_PROTOCOL)
             continue
-        message = task_message(fn, args, kwargs)
+        message = run_work(fn, args, kwargs)
         del fn, args, kwargs
 
 
@@ -172,8 +121,9 @@ class PoolTaskRun(BaseTaskRun):
         worker = self._worker
         return None if worker is None else worker.child.pid
 
-    def _halt(self) -> None:
-        self._pool._halt(self)
+    def halt(self) -> None:
+        """Kill the worker running this task (a fresh one takes its place)."""
+        self._pool.halt_run(self)
 
 
 class _Worker:
@@ -213,7 +163,7 @@ class _Worker:
         self.child.kill()
         run = self.run
         if run is not None:
-            run._finish(
+            run.finish(
                 exception=OpusError(
                     f"lost track of the worker process of task {run.name!r}: "
                     f"{type(error).__name__}: {error}"
@@ -242,8 +192,8 @@ class ProcessPoolRunner(Runner):
     tasks arrive and run one task after another, so a task costs a message
     each way instead of a new process. Functions travel pickled by reference
     (module-level functions, `@task` functions, methods and classes), else by
-    value with `cloudpickle` when it is installed (closures, lambdas); a task
-    that still cannot travel (a lock among its arguments, no `cloudpickle`),
+    value with `cloudpickle` (closures, lambdas); a task
+    that still cannot travel (a lock among its arguments),
     or that a worker cannot unpickle (a function defined in `__main__` after
     the worker was forked), gets a worker forked for it, which inherits it.
     Results and exceptions come back pickled, as on `process`.
@@ -283,12 +233,10 @@ class ProcessPoolRunner(Runner):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
         """Run `fn(*args, **kwargs)` on a free worker, a new one, or the first to be free."""
-        name = run_name(fn)
-        opus_call = getattr(fn, "opus_call", None)
-        if opus_call is not None:  # an engine's attempt: an importable function and its fields
-            fn, args = opus_call()
-        run = self.run_class(name, (fn, args, kwargs), self)
-        run._payload = _dumps((fn, args, kwargs))
+        work = Work.of(fn, *args, **kwargs)
+        call: _Work = (work.fn, work.args, work.kwargs)
+        run = self.run_class(work.name, call, self)
+        run._payload = _dumps(call)
         with self._lock:
             worker = self._idle.pop() if self._idle else None
             if worker is None:
@@ -305,6 +253,7 @@ class ProcessPoolRunner(Runner):
     def shutdown(self, wait: bool = True) -> None:
         """End the workers; with `wait`, once every run has ended, else at once (the runs
         that have not ended are cancelled)."""
+        super().shutdown(wait)
         while wait:
             with self._lock:
                 running = [w.run for w in self._workers if w.run is not None]
@@ -322,7 +271,7 @@ class ProcessPoolRunner(Runner):
                 worker.alive = False
             self._workers.clear()
         for run in left:
-            run._finish(
+            run.finish(
                 exception=TaskCancelledError(
                     f"task run {run.instance_name} was cancelled: its runner was shut down"
                 )
@@ -338,7 +287,7 @@ class ProcessPoolRunner(Runner):
         except (EOFError, OSError):
             return  # the worker ended: its sentinel says how
         answered = worker.run
-        ok, payload = read_message(data, "?" if answered is None else answered.name)
+        ok, payload = read_outcome(data, "?" if answered is None else answered.name)
         with self._lock:
             run, worker.run = worker.run, None
             if not worker.alive:
@@ -359,9 +308,9 @@ class ProcessPoolRunner(Runner):
         if run is not None:
             run._call = run._payload = None
             if ok:
-                run._finish(value=payload)
+                run.finish(value=payload)
             else:
-                run._finish(exception=payload)
+                run.finish(exception=payload)
 
     def _ended(self, worker: _Worker) -> None:
         """A worker ended (killed, or on its own): collect it, fail the run it was running,
@@ -378,7 +327,7 @@ class ProcessPoolRunner(Runner):
         run, worker.run = worker.run, None
         if run is not None:
             run._call = run._payload = None
-            run._finish(
+            run.finish(
                 exception=ProcessDiedError(
                     f"the worker process of task {run.name!r} (pid {child.pid}) "
                     f"{how_it_ended(code)} while running it"
@@ -436,9 +385,9 @@ class ProcessPoolRunner(Runner):
                     continue
                 except Exception as exc:
                     error: Exception = exc
-            run._finish(exception=error)
+            run.finish(exception=error)
 
-    def _halt(self, run: PoolTaskRun) -> None:
+    def halt_run(self, run: PoolTaskRun) -> None:
         """`run` was stopped or timed out: kill its worker if it is running it."""
         with self._lock:
             worker = run._worker

@@ -43,7 +43,7 @@ class SequentialRunner(Runner):
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
-            run._finish(exception=exc)
+            run.finish(exception=exc)
         else:
-            run._finish(value=value)
+            run.finish(value=value)
         return run

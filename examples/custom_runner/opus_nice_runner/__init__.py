@@ -6,22 +6,21 @@ options as keyword arguments, and register the class with a hookimpl.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from opus_core import hookimpl
-from opus_core.runners import BaseTaskRun, ProcessRunner, Runner
-from opus_core.runners.base import run_name
+from opus_core.runners import BaseTaskRun, ProcessRunner, Runner, Work
 
 
-class _Niced:
+class Niced:
     """Calls `fn` after lowering the priority of the process it runs in."""
 
     def __init__(self, fn: Callable[..., Any], niceness: int) -> None:
         self.fn = fn
         self.niceness = niceness
-        self.opus_name = run_name(fn)  # runs keep the task's name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         os.nice(self.niceness)
@@ -40,7 +39,9 @@ class NiceRunner(ProcessRunner):
         self.niceness = niceness
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> BaseTaskRun:
-        return super().submit(_Niced(fn, self.niceness), *args, **kwargs)
+        """Run the work as the process runner does, at lower priority (same name and fields)."""
+        work = Work.of(fn, *args, **kwargs)
+        return super().submit(dataclasses.replace(work, fn=Niced(work.fn, self.niceness)))
 
 
 @hookimpl

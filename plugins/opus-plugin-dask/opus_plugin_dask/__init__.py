@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import OpusError, TaskCancelledError, hookimpl
 from opus_core.report import TaskStatus
-from opus_core.runners.base import Attempted, BaseTaskRun, Runner, check_count, run_name
+from opus_core.runners.base import Attempted, BaseTaskRun, Runner, Work, check_count, run_name
+from opus_core.runners.remote import portable_exception
 
 if TYPE_CHECKING:
     from distributed import Client, Future, LocalCluster
@@ -40,7 +41,13 @@ def _run_pickled(blob: bytes) -> Any:
     import cloudpickle
 
     function, arguments = cloudpickle.loads(blob)
-    return function(*arguments)
+    try:
+        return function(*arguments)
+    except Exception as exc:  # its traceback, as formatted here, goes with it
+        portable = portable_exception(exc)
+        if portable is exc:
+            raise
+        raise portable from None
 
 
 class DaskConnectionError(OpusError):
@@ -111,12 +118,13 @@ class DaskTaskRun(BaseTaskRun):
         self._runner = runner
         self._remote = remote  # the value stays on the cluster until asked for
         self._fetched = False
+        self._value: Any = None  # the value fetched from the cluster
         self._handle: Future | None = None  # what dependents are given, when not `future`
 
     @property  # type: ignore[override]
     def attempts(self) -> int:
         """How many attempts the run took (for a task with retries, known with its value)."""
-        if not self._attempts_known and self._status is TaskStatus.SUCCEEDED:
+        if not self._attempts_known and self.status is TaskStatus.SUCCEEDED:
             try:
                 self._fetch()
             except Exception:  # the value is lost: the count with it
@@ -145,8 +153,10 @@ class DaskTaskRun(BaseTaskRun):
         and `TimeoutError` if the run does not end within `timeout` seconds.
         """
         result = super().get_result(timeout, raise_exceptions)
-        if not self._remote or self._fetched or self._exception is not None:
+        if not self._remote or self.exception() is not None:
             return result
+        if self._fetched:
+            return self._value
         try:
             self._fetch()
         except Exception as exc:  # lost with its worker, or cannot be unpickled here
@@ -156,7 +166,7 @@ class DaskTaskRun(BaseTaskRun):
         return self._value
 
     @classmethod
-    def _fetch_many(cls, runs: list[BaseTaskRun]) -> None:
+    def fetch_many(cls, runs: list[BaseTaskRun]) -> None:
         """Fetch the remote values of `runs` with one `Client.gather` per runner."""
         wanted: dict[int, list[DaskTaskRun]] = {}
         for run in runs:
@@ -164,7 +174,7 @@ class DaskTaskRun(BaseTaskRun):
                 isinstance(run, DaskTaskRun)
                 and run._remote
                 and not run._fetched
-                and run._status is TaskStatus.SUCCEEDED
+                and run.status is TaskStatus.SUCCEEDED
                 and run.future is not None
                 and run._runner is not None
             ):
@@ -183,7 +193,8 @@ class DaskTaskRun(BaseTaskRun):
                 run._value = value
                 run._fetched = True
 
-    def _halt(self) -> None:
+    def halt(self) -> None:
+        """Cancel the work's future (a running task runs on: Dask cannot stop it)."""
         for future in (self.future, self._handle):
             if future is not None:
                 future.cancel()  # Dask cancels what depends on it too
@@ -394,25 +405,26 @@ class DaskRunner(Runner):
         as inputs), even inside lists, tuples, sets and dicts, are resolved by Dask
         on the worker. The engine's attempts are held for `flush()`.
         """
-        name = run_name(fn)
-        key = self._key(getattr(fn, "opus_group", name))
-        cheaper = getattr(fn, "opus_call", None)  # the engine's attempts offer one
-        if cheaper is not None and not args and not kwargs:
+        work = Work.of(fn, *args, **kwargs)
+        name = work.name
+        key = self._key(work.kind if work.kind != "function" else name)
+        if work.kind != "function":  # an engine's attempt: its value comes to the driver
             import cloudpickle
 
             run = DaskTaskRun(name, self)
             # Sent as bytes, so the scheduler passes them on without unpickling them, and
             # held until `flush()` so that a burst of attempts is one `client.map`.
             with self._lock:
-                self._buffer.append((run, key, cloudpickle.dumps(cheaper())))
+                self._buffer.append((run, key, cloudpickle.dumps((work.fn, work.args))))
             return run
+        fn, args, kwargs = work.fn, work.args, work.kwargs
         client = self.client
         self._ship_new_modules(client)
         run = DaskTaskRun(name, self, remote=True, wrapped=_may_wrap(fn))
         nested = any(isinstance(v, _CONTAINERS) for v in (*args, *kwargs.values()))
         futures = _futures_in((args, kwargs) if nested else (*args, *kwargs.values()))
         if self._handed and futures:
-            run._inputs = self._input_runs(futures)  # known before the work can end
+            run.inputs = self._input_runs(futures)  # known before the work can end
         if nested and not futures:
             import cloudpickle
 
@@ -433,8 +445,7 @@ class DaskRunner(Runner):
         """Start `fn(*row, **kwargs)` for each row of `zip(*iterables)` with one `Client.map`."""
         client = self.client
         self._ship_new_modules(client)
-        name = run_name(fn)
-        group = getattr(fn, "opus_group", name)
+        name = group = run_name(fn)
         count = len(iterables[0]) if iterables else 0
         wrapped = _may_wrap(fn)
         runs = [DaskTaskRun(name, self, remote=True, wrapped=wrapped) for _ in range(count)]
@@ -443,7 +454,7 @@ class DaskRunner(Runner):
         keys = [self._key(group) for _ in range(count)]
         if self._handed:
             for run, row in zip(runs, zip(*iterables, strict=True), strict=True):
-                run._inputs = self._input_runs(_futures_in((row, kwargs)))
+                run.inputs = self._input_runs(_futures_in((row, kwargs)))
         if kwargs and not _dask_keywords("map").isdisjoint(kwargs):
             futures = client.map(
                 _apply_row, [fn] * count, [kwargs] * count, *iterables, key=keys, pure=False
@@ -469,7 +480,7 @@ class DaskRunner(Runner):
                 run._handle = self.client.submit(
                     _unwrap, run.future, key=self._key(f"{run.name}.value"), pure=False
                 )
-                if run.done() and run._exception is not None:  # stopped meanwhile
+                if run.done() and run.exception() is not None:  # stopped meanwhile
                     run._handle.cancel()
             handle = run._handle
         self._handed[handle.key] = run
@@ -574,9 +585,9 @@ class DaskRunner(Runner):
             if future.status == "finished":
                 value = by_key.get(future.key)
                 if isinstance(value, _Lost):
-                    run._finish(exception=value.error)
+                    run.finish(exception=value.error)
                 else:
-                    run._finish(value=value)
+                    run.finish(value=value)
             else:
                 self._conclude_failed(run)
 
@@ -592,10 +603,10 @@ class DaskRunner(Runner):
         while stack:
             current = stack.pop()
             chain.append(current)
-            for given in current._inputs:
+            for given in current.inputs:
                 if (
                     isinstance(given, DaskTaskRun)
-                    and given._status is None
+                    and given.status is None
                     and given.future is not None
                     and given.future.done()
                 ):
@@ -606,16 +617,16 @@ class DaskRunner(Runner):
             future = current.future
             assert future is not None
             if future.status == "finished":
-                current._finish(value=None)  # a remote value, fetched when asked for
+                current.finish(value=None)  # a remote value, fetched when asked for
             elif future.status == "cancelled":
                 message = f"task run {current.instance_name} was cancelled"
-                current._finish(exception=TaskCancelledError(message))
+                current.finish(exception=TaskCancelledError(message))
             else:
                 try:
                     error = _with_remote_traceback(future)
                 except Exception as exc:  # nothing to be had from the cluster but this
                     error = exc
-                current._finish(exception=error)
+                current.finish(exception=error)
 
     def shutdown(self, wait: bool = True) -> None:
         """Close the client, and the local cluster if this runner started it."""

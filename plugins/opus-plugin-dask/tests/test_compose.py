@@ -95,7 +95,7 @@ def test_a_diamond_moves_its_values_from_worker_to_worker(runner: DaskRunner) ->
     total, pid = bottom.get_result(timeout=30)
     assert total == 6 + 9 and pid != DRIVER
     assert all(r.status == "succeeded" for r in (top, left, right, bottom))
-    assert set(bottom._inputs) == {left, right}
+    assert set(bottom.inputs) == {left, right}
     # The middle values exist, on the cluster only: fetching one is what would bring it here.
     with pytest.raises(RuntimeError, match="reached the driver"):
         left.get_result(timeout=30)
@@ -229,7 +229,7 @@ def test_a_value_is_fetched_once_and_only_when_asked(runner: DaskRunner) -> None
     run = make(5)
     with pytest.raises(TimeoutError):
         run.get_result(timeout=0.01)
-    assert run.wait(30) and run._value is None and not run._fetched  # ended; value remote
+    assert run.wait(30) and run.outcome()[1] is None and not run._fetched  # ended; value remote
     assert run.get_result() == [0, 1, 2, 3, 4]
     assert run.get_result() is run.get_result()  # fetched once
     results: list[Any] = []

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import TaskCancelledError, hookimpl
-from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
+from opus_core.runners.base import BaseTaskRun, Runner, Work, check_count, run_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,7 +45,8 @@ class ThreadTaskRun(BaseTaskRun):
         self.job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
         """The work, until a thread takes it."""
 
-    def _help(self) -> None:
+    def before_wait(self) -> None:
+        """On a pool thread of this run's pool, do the work now if it is still queued."""
         # A pool thread waiting for work still queued on its own pool does that work
         # itself: otherwise tasks that wait for tasks can fill every thread and wait forever.
         if getattr(_pool_thread, "runner", None) is self.runner:
@@ -59,7 +60,8 @@ class ThreadTaskRun(BaseTaskRun):
             raise RuntimeError(f"task run {self.instance_name} was started twice")
         return job
 
-    def _halt(self) -> None:
+    def halt(self) -> None:
+        """Cancel the work if it has not started; a running thread cannot be stopped."""
         if self.future is not None and not self.future.cancel():
             self.abandoned = True  # it runs on: a thread cannot be stopped
 
@@ -126,13 +128,11 @@ class ThreadPoolRunner(Runner):
         """A run for `fn` that `submit_prepared` queues later."""
         return ThreadTaskRun(run_name(fn), self)
 
-    def submit_prepared(
-        self, run: BaseTaskRun, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> None:
-        """Queue `fn(*args, **kwargs)` on the pool, its outcome going to `run`."""
+    def submit_prepared(self, run: BaseTaskRun, work: Work, /) -> None:
+        """Queue `work` on the pool, its outcome going to `run`."""
         if not isinstance(run, ThreadTaskRun) or run.runner is not self:
             raise TypeError(f"not a run this runner prepared: {run!r}")
-        self._queue(run, fn, args, kwargs)
+        self._queue(run, work, (), {})
 
     def submit_map(
         self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]
@@ -179,13 +179,13 @@ class ThreadPoolRunner(Runner):
         callbacks: this is the whole cost of the runner over a bare executor.
         """
         try:
-            if run._status is None:  # not stopped while it queued
+            if run.status is None:  # not stopped while it queued
                 try:
                     value = fn(*args, **kwargs)
                 except BaseException as exc:  # every outcome is the run's, none the pool's
-                    run._finish(exception=exc)
+                    run.finish(exception=exc)
                 else:
-                    run._finish(value=value)
+                    run.finish(value=value)
         finally:
             self._runs.discard(run)
 
@@ -196,6 +196,7 @@ class ThreadPoolRunner(Runner):
         was stopped or timed out: its thread cannot be killed and is left to finish
         (or not) on its own.
         """
+        super().shutdown(wait)
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is None:
@@ -212,11 +213,11 @@ class ThreadPoolRunner(Runner):
                 wait_for(running)
             executor.shutdown(wait=False, cancel_futures=True)
         for run in runs:  # queued work the shutdown cancelled never reaches `_execute`
-            if (run.future is None and run._status is None) or (
+            if (run.future is None and run.status is None) or (
                 run.future is not None and run.future.cancelled()
             ):
                 self._runs.discard(run)
-                run._finish(
+                run.finish(
                     exception=TaskCancelledError(f"task run {run.instance_name} was stopped")
                 )
 
