@@ -79,8 +79,10 @@ NO_ENTRIES: Mapping[str, Any] = _NoEntries()
 class Work:
     """One attempt of one task, as the engine hands it to `Runner.submit`.
 
-    Call it (`work()`) to do the work: it calls `fn(*args, **kwargs)` and returns what the
-    run's result is to be, or raises what the run is to fail with. `fn` is an importable
+    Call it (`work()`) to do the work: it calls `fn(*args, **kwargs)` and returns what to
+    hand to `BaseTaskRun.finish(value=...)` (the run's value, possibly wrapped with the
+    number of attempts it took, which `finish` unwraps), or raises what the run is to fail
+    with (`finish(exception=...)`). `fn` is an importable
     function (for a manifest task, the engine's; for a function task, a wrapper around the
     user's function that applies its retries), so `Work` pickles whenever `fn` and the
     arguments do; to send work to another process, `opus_core.runners.remote.dumps_work`

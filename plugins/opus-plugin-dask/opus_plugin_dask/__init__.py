@@ -630,6 +630,7 @@ class DaskRunner(Runner):
 
     def shutdown(self, wait: bool = True) -> None:
         """Close the client, and the local cluster if this runner started it."""
+        super().shutdown(wait)
         with self._lock:
             self._completed = None
             self._more.set()
