@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import OPUS, interruptible
+
 from opus_core.testing import OpusProject, RunnerContract
 from opus_core.testing.runner import PATIENCE
 
@@ -21,7 +21,6 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "subprocess_runn
 sys.path.insert(0, str(EXAMPLE))
 
 import opus_subprocess_runner  # noqa: E402
-
 from opus_subprocess_runner import SubprocessRunner  # noqa: E402
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from opus_core.testing import RunnerContract
 from opus_plugin_dask import DaskRunner
+
+from opus_core.testing import RunnerContract
 
 
 class TestDaskRunner(RunnerContract):
