@@ -64,25 +64,26 @@ def demo() -> None:
     run(BIN / "opus", "run", "--config", "examples/hello_world/opus.toml")
 
 
-CHROMIUM = Path("/usr/bin/chromium")
+DEBIAN_PACKAGES = {"chromium": Path("/usr/bin/chromium"), "zsh": Path("/usr/bin/zsh")}
+"""Debian packages the tests drive: the report's browser tests (chromium), and the zsh
+completion script run in a real zsh."""
 
 
-def install_chromium() -> None:
-    """Debian's `chromium`, which the report's browser tests drive, when it is missing.
-
-    Only from the system's own package sources: no browser is downloaded from anywhere else
-    (`playwright install` is never run).
-    """
-    if CHROMIUM.exists():
+def install_debian_packages() -> None:
+    """The `DEBIAN_PACKAGES` that are missing, from the system's own package sources only (no
+    browser is downloaded from anywhere else: `playwright install` is never run)."""
+    missing = [name for name, path in DEBIAN_PACKAGES.items() if not path.exists()]
+    if not missing:
         return
     sudo = ["sudo"] if os.geteuid() != 0 else []
+    print(f"+ installing Debian packages the tests need: {', '.join(missing)}", flush=True)
     run(*sudo, "apt-get", "update")
-    run(*sudo, "apt-get", "install", "-y", "chromium")
+    run(*sudo, "apt-get", "install", "-y", *missing)
 
 
 def test() -> None:
     install("test")
-    install_chromium()
+    install_debian_packages()
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
     run(PYTHON, "-m", "pytest", *sys.argv[2:])
