@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -62,28 +61,28 @@ def test_the_example_configuration_runs_both_tasks(project: OpusProject) -> None
     assert "2 succeeded" in result.stdout
 
 
-def config(tasks: str) -> str:
-    head = """
+def slow_task(project: OpusProject, metadata: str) -> Path:
+    """Configure one task, `slow`, that sleeps for ten minutes on the subprocess runner,
+    with `metadata` added; the file its process id will be written to."""
+    pid_file = project.path / "slow.pid"
+    project.write_config(
+        f"""
         [opus]
         runner = "subprocess"
         processors = ["slow_processor:Sleep"]
-    """
-    return textwrap.dedent(head) + textwrap.dedent(tasks)
+
+        [[tasks]]
+        kind = "Sleep"
+        version = "v1"
+        metadata = {{ name = "slow"{metadata} }}
+        spec = {{ seconds = 600, pid_file = "{pid_file}" }}
+        """
+    )
+    return pid_file
 
 
 def test_a_timeout_kills_the_task_process_under_opus_run(project: OpusProject) -> None:
-    pid_file = project.path / "slow.pid"
-    project.write_config(
-        config(
-            f"""
-            [[tasks]]
-            kind = "Sleep"
-            version = "v1"
-            metadata = {{ name = "slow", timeout = 1 }}
-            spec = {{ seconds = 600, pid_file = "{pid_file}" }}
-            """
-        )
-    )
+    pid_file = slow_task(project, ", timeout = 1")
     result = project.run("run")
     assert result.returncode == 1, result.stderr
     assert "1 timed_out" in result.stdout
@@ -91,18 +90,7 @@ def test_a_timeout_kills_the_task_process_under_opus_run(project: OpusProject) -
 
 
 def test_sigterm_ends_opus_run_and_the_task_process(project: OpusProject) -> None:
-    pid_file = project.path / "slow.pid"
-    project.write_config(
-        config(
-            f"""
-            [[tasks]]
-            kind = "Sleep"
-            version = "v1"
-            metadata = {{ name = "slow" }}
-            spec = {{ seconds = 600, pid_file = "{pid_file}" }}
-            """
-        )
-    )
+    pid_file = slow_task(project, "")
     environment = dict(os.environ, **project.environment)
     environment["OPUS_PLUGINS"] = "subprocess=opus_subprocess_runner"
     environment["PYTHONPATH"] = str(EXAMPLE)
