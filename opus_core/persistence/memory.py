@@ -102,7 +102,8 @@ class MemoryPersistence(StatePersistence):
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier` with `data`."""
-        self._table(object_identifier)[object_identifier] = to_json(object_identifier, data)
+        text = to_json(object_identifier, data)  # checks the identifier too
+        self._table(object_identifier)[object_identifier] = text
         self._replace_in_runs(object_identifier)
 
     def delete_object_state(self, object_identifier: str) -> bool:
