@@ -41,7 +41,7 @@ from opus_core.store import KeyValueStore
 # Values that come back exactly as they went in (the value rules of docs/persistence.md).
 ROUND_TRIP: dict[str, Any] = {
     "nested": {"a": {"b": {"c": [1, [2, [3, {"d": None}]]]}}, "empty": {}, "list": []},
-    "unicode": "naïve café ☃ 中文 🎉 \u00a0 \t\n \"quoted\" \\ / \x00",
+    "unicode": 'naïve café ☃ 中文 🎉 \u00a0 \t\n "quoted" \\ / \x00',
     "ключ 🔑": "a key that is not ASCII",
     "": "the empty key",
     "big": 2**100,
