@@ -31,6 +31,15 @@ class TestJsonlPersistence(PersistenceContract):
         return persistence
 
 
+def test_the_guide_shows_the_example_as_it_is() -> None:
+    guide = (EXAMPLE.parent.parent / "docs" / "persistence.md").read_text(encoding="utf-8")
+    snippet = guide.split("```python\nclass JsonlPersistence", 1)[1].split("```", 1)[0]
+    snippet = "class JsonlPersistence" + snippet
+    source = {line.strip() for line in (EXAMPLE / "jsonl_persistence.py").read_text().splitlines()}
+    missing = [line for line in snippet.splitlines() if line.strip() not in source]
+    assert missing == []
+
+
 def test_a_torn_last_line_is_skipped_and_the_next_save_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "state.jsonl"
     persistence = example().JsonlPersistence(path)
