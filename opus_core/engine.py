@@ -11,7 +11,7 @@ from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
 from opus_core.graph import Plan, build_plan
 from opus_core.logger import LoggerWrapper
 from opus_core.manifest import Task, display_name
-from opus_core.persistence import StatePersistence
+from opus_core.persistence import MemoryPersistence, StatePersistence
 from opus_core.plugin.defaults import LogLines, Resume
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor, check_processor
@@ -55,7 +55,7 @@ class Tasks:
         self.logger = logger if logger is not None else LoggerWrapper()
         self.key_value_store = key_value_store if key_value_store is not None else KeyValueStore()
         self.state_persistence = (
-            state_persistence if state_persistence is not None else StatePersistence()
+            state_persistence if state_persistence is not None else MemoryPersistence()
         )
         self.runner: RunnerSpec | None = runner
         self.runner_options = dict(runner_options or {})
@@ -283,9 +283,7 @@ class Tasks:
             plan,
             scheduler.attempt_logs(),
             status=history.final_status(report, stopped),
-            # The base class keeps a run in memory as it is handed over, or saves it as
-            # state (a list of tasks then); a persistence of its own gets the list.
-            lazy=type(persistence).save_run is StatePersistence.save_run,
+            lazy=persistence.lazy_run_tasks,
         )
         try:
             self._save_run(run)

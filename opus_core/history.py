@@ -101,7 +101,7 @@ def finish_run(
     `attempt_logs` has, per task of `plan`, the scheduler's log of its attempts
     (None for a task never attempted). With `lazy`, `run["tasks"]` is a `RunTasks`,
     which makes each task's entry when it is read — for a persistence that keeps the
-    run in memory as it is handed over (`StatePersistence.save_run`).
+    run in memory as it is handed over (`StatePersistence.lazy_run_tasks`).
     """
     tasks = RunTasks(run["runner"], report, plan, attempt_logs)
     run["tasks"] = tasks if lazy else list(tasks)

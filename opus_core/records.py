@@ -210,22 +210,21 @@ class RunRecords:
     ) -> None:
         """Offer the persistence the scheduler's columns for `tasks`, the tasks of the run.
 
-        The in-memory persistence takes them (`RecordTable`): each `save` then marks a
-        task's record as saved rather than making one. Any other persistence saves
-        each record as it comes, as state.
+        A persistence that takes them (`StatePersistence.adopt_run_records`, as the
+        in-memory one does) keeps the run's `RecordTable`: each `save` then marks a
+        task's record as saved rather than making one. Any other gets each record
+        through `save_record` as the task finishes.
         """
-        adopt = getattr(self.persistence, "_adopt_records", None)
         table = RecordTable(
             self.command, self.context, tasks, status, attempts, ended_at, durations, errors, traces
         )
-        if adopt is not None and adopt(table):
+        if self.persistence.adopt_run_records(table):
             self.table = table
 
     def close(self) -> None:
         """The run has ended: let the persistence set aside what the run's records replace."""
-        finished = getattr(self.persistence, "_records_finished", None)
-        if self.table is not None and finished is not None:
-            finished(self.table)
+        if self.table is not None:
+            self.persistence.run_records_finished(self.table)
 
     def load(self, task: Task) -> TaskRecord | None:
         """The last record of `task` for this command and context, if any and readable."""

@@ -260,10 +260,22 @@ class Liar(SequentialRunner):
 class Leaky(StatePersistence):
     name = "leaky"
 
+    def __init__(self):
+        self.saved = {}
+
+    def get_object_state(self, object_identifier):
+        return dict(self.saved.get(object_identifier, {}))
+
     def save_object_state(self, object_identifier, data):
         if object_identifier.startswith("opus-run:") and data["task"] == "b":
             raise RuntimeError("disk on fire")
-        super().save_object_state(object_identifier, data)
+        self.saved[object_identifier] = data
+
+    def delete_object_state(self, object_identifier):
+        return self.saved.pop(object_identifier, None) is not None
+
+    def retrieve_all_state_from_persistence(self):
+        return dict(self.saved)
 
 
 @hookimpl
@@ -324,8 +336,17 @@ def test_a_persistence_failing_to_save_a_record_ends_the_run_with_its_summary(
 class FailingPersistence(StatePersistence):
     name = "failing"
 
+    def get_object_state(self, object_identifier: str) -> dict[str, Any]:
+        return {}
+
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         raise OSError(28, "No space left on device")
+
+    def delete_object_state(self, object_identifier: str) -> bool:
+        return False
+
+    def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
+        return {}
 
 
 def test_a_persistence_raising_a_non_opus_error_through_the_api(tmp_path: Path) -> None:

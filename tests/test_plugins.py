@@ -12,7 +12,6 @@ from opus_core import (
     ConfigError,
     LoggerWrapper,
     PluginError,
-    StatePersistence,
     Task,
     TaskProcessor,
     Tasks,
@@ -21,6 +20,7 @@ from opus_core import (
 )
 from opus_core.assembly import Assembly
 from opus_core.config import load_config
+from opus_core.persistence import MemoryPersistence
 from opus_core.plugin.manager import PluginManager
 from opus_core.runners import SequentialRunner
 
@@ -161,7 +161,7 @@ def test_two_in_process_plugins_with_one_runner_name() -> None:
     assert "plugin 'again'" in str(raised.value)
 
 
-class Pathy(StatePersistence):
+class Pathy(MemoryPersistence):
     name = "pathy"
 
     def __init__(self, directory: Path | None = None, keep: int = 3) -> None:

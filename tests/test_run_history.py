@@ -18,7 +18,8 @@ from opus_plugin_file_persistence import FilePersistence
 from opus_core import OpusError, StatePersistence, Task, TaskProcessor, Tasks
 from opus_core.cli.output import printable
 from opus_core.history import RUN_STATUSES, find_run, for_json
-from opus_core.persistence.base import MEMORY_RUNS
+from opus_core.persistence import MemoryPersistence
+from opus_core.persistence.memory import MEMORY_RUNS
 from opus_core.persistence.sqlite import SqlitePersistence
 
 
@@ -45,9 +46,9 @@ class DictPersistence(StatePersistence):
         return self.saved.pop(object_identifier, None) is not None
 
 
-class ReadCountingPersistence(StatePersistence):
-    """The in-memory persistence with one method of its own: every way of keeping runs must
-    agree on where they are, whichever methods a subclass overrides."""
+class ReadCountingPersistence(MemoryPersistence):
+    """The in-memory persistence with one method of its own: its own fast paths (runs and
+    records kept as objects) and the overridden method must agree on where runs are."""
 
     reads = 0
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import one_line_error, opus, runs_at_once
 
-from opus_core import OpusError, StatePersistence, Task, TaskProcessor, Tasks
+from opus_core import OpusError, Task, TaskProcessor, Tasks
 from opus_core.config import project_state_dir
+from opus_core.persistence import MemoryPersistence
 from opus_core.persistence.sqlite import SqlitePersistence, StateDatabaseError
 from opus_core.plugin.manager import PluginManager
 
@@ -30,7 +31,7 @@ def test_registered_by_the_core_and_the_default_of_a_configuration(tmp_path: Pat
     tasks = Tasks.from_config(tmp_path / "opus.toml")
     assert isinstance(tasks.state_persistence, SqlitePersistence)
     assert tasks.state_persistence.path == project_state_dir(tmp_path / "opus.toml") / "state.db"
-    assert type(Tasks().state_persistence) is StatePersistence  # built in Python: memory
+    assert type(Tasks().state_persistence) is MemoryPersistence  # built in Python: memory
 
 
 def test_path_is_relative_to_the_opus_toml_that_sets_it(tmp_path: Path) -> None:

@@ -283,13 +283,13 @@ def _state(args: argparse.Namespace, config: Config) -> str:
     from opus_core.assembly import Assembly
     from opus_core.cli.state import location
     from opus_core.errors import OpusError
-    from opus_core.persistence import StatePersistence
+    from opus_core.persistence import MemoryPersistence
 
     try:
         persistence = Assembly(config, manager=getattr(args, "plugin_manager", None)).persistence()
     except OpusError as exc:
         return f"{config.state_dir} (this project's folder; the persistence is unusable: {exc})"
     where = location(persistence)
-    if type(persistence) is StatePersistence:  # nothing on disk; say where files would go
+    if isinstance(persistence, MemoryPersistence):  # nothing on disk; say where files would go
         where += f"; this project's folder: {config.state_dir}"
     return where

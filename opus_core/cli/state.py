@@ -12,7 +12,7 @@ from opus_core.assembly import Assembly
 from opus_core.cli.output import duration, emit, iso, timestamp, to_json
 from opus_core.config import load_config
 from opus_core.errors import OpusError
-from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, StatePersistence
+from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, MemoryPersistence, StatePersistence
 from opus_core.persistence.base import finite_number
 from opus_core.records import RECORD_KIND, record_id
 
@@ -32,7 +32,7 @@ def location(persistence: StatePersistence) -> str:
         where = getattr(persistence, attribute, None)
         if isinstance(where, (str, os.PathLike)):
             return f"{os.fspath(where)} (persistence {persistence.name!r})"
-    if type(persistence) is StatePersistence:
+    if isinstance(persistence, MemoryPersistence):
         return "in memory, for this process only (persistence 'memory')"
     return f"persistence {persistence.name!r}"
 

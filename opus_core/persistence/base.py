@@ -1,16 +1,19 @@
-"""`StatePersistence`: where task state is kept. The base class keeps it in memory.
+"""`StatePersistence`: the persistence contract.
 
-The contract has two parts. State: a JSON-compatible dict per identifier
-(`get_object_state`, `save_object_state`, `delete_object_state`,
-`retrieve_all_state_from_persistence`, `persist_all_state`). Run history:
-`save_run`, `list_runs`, `load_run`, `prune_runs` (see `opus_core.history` for
-what a run holds). The base class keeps runs as ordinary state under the
-reserved prefix `RUN_HISTORY`, so a persistence that implements the state part
-keeps history too; one with a better place for runs (`sqlite`) overrides them.
+A persistence keeps *state*: a JSON object (a dict) per identifier. It
+implements four methods — `get_object_state`, `save_object_state`,
+`delete_object_state` and `retrieve_all_state_from_persistence` — and sets a
+`name`. Everything else the engine needs is built on those four here: the run
+history (`save_run`, `list_runs`, `load_run`, `prune_runs`, kept as state under
+the reserved prefix `RUN_HISTORY`), the engine's task records (`save_record`,
+kept under `RUN_RECORDS`) and `persist_all_state`. A persistence with a better
+place for runs or records (`sqlite`, `memory`) overrides those methods; none
+has to. docs/persistence.md is the guide.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError
@@ -32,7 +35,7 @@ def finite_number(value: object) -> float | None:
 
 
 def check_state(object_identifier: object, data: object) -> None:
-    """Reject identifiers that are not strings and data that is not a dict."""
+    """Reject identifiers that are not non-empty strings and data that is not a dict."""
     if not isinstance(object_identifier, str) or not object_identifier:
         raise OpusError(f"state identifier must be a non-empty string, got {object_identifier!r}")
     if not isinstance(data, dict):
@@ -41,13 +44,83 @@ def check_state(object_identifier: object, data: object) -> None:
         )
 
 
-_encoder: Any = None  # a json.JSONEncoder, made when state is first encoded
-
 RUN_RECORDS = "opus-run:"
 """The prefix of the identifiers of the engine's run records (see `opus_core.records`)."""
 
 RUN_HISTORY = "opus-history:"
-"""The prefix under which the base class keeps each run of the history (`save_run`)."""
+"""The prefix under which the default run history keeps each run (`save_run`)."""
+
+_encoder: Any = None  # a json.JSONEncoder, made when state is first encoded
+_JSON_TYPES = (str, int, float, bool, type(None))
+
+
+def _altered(value: Any, where: str = "") -> str | None:
+    """Where and how `value` would not come back from JSON as it is, or None if it would.
+
+    `where` is the path to `value` (`['tags'][0]`); call it only on data the encoder took
+    (finite, free of cycles), so that the walk ends.
+    """
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return (
+                    f"the key {key!r} in {where or 'the state'} is a {type(key).__name__} "
+                    "and would come back as a str"
+                )
+            found = _altered(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if kind is list:
+        for index, item in enumerate(value):
+            found = _altered(item, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    if kind in _JSON_TYPES:
+        return None
+    at = f" at {where}" if where else ""
+    if kind is tuple:
+        return f"a tuple{at} would come back as a list"
+    return f"a {kind.__module__}.{kind.__qualname__}{at} would not come back as itself"
+
+
+def to_json(object_identifier: str, data: dict[str, Any]) -> str:
+    """`data` as JSON text, after `check_state`; raises `OpusError` naming the identifier
+    when `data` would not come back from JSON exactly as it is.
+
+    The value rules: dicts with `str` keys, lists, `str`, `int` (any size),
+    finite `float`, `bool` and `None`, nested as deep as Python's `json` goes.
+    A tuple (it would come back a list), a non-`str` key (it would come back a
+    string), NaN or an infinity, a subclass (an `IntEnum`, an `OrderedDict`)
+    or any other object is refused, never silently altered. Every built-in
+    persistence saves through this; a third-party one should too.
+    """
+    global _encoder
+    check_state(object_identifier, data)
+    if _encoder is None:
+        import json  # here: the json module is not needed to start opus
+
+        _encoder = json.JSONEncoder(allow_nan=False)
+    try:
+        text = str(_encoder.encode(data))
+        # What the encoder lets through may still change on the way (a tuple, an int key,
+        # an IntEnum): walk it, now that it is known to be finite and free of cycles.
+        reason = _altered(data)
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = str(exc) or type(exc).__name__
+    if reason is not None:
+        raise OpusError(f"state for {object_identifier!r} is not JSON data: {reason}")
+    return text
+
+
+def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `data` through JSON (refused as `to_json` refuses)."""
+    import json
+
+    copied: dict[str, Any] = json.loads(to_json(object_identifier, data))
+    return copied
 
 
 def check_run(run: object) -> str:
@@ -65,237 +138,129 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in run.items() if key != "tasks"}
 
 
-def to_json(object_identifier: str, data: dict[str, Any]) -> str:
-    """`data` as JSON text, which is what every persistence can store."""
-    global _encoder
-    if _encoder is None:
-        import json  # here: the json module is not needed to start opus
+class StatePersistence(abc.ABC):
+    """Where task state is kept: a JSON object (dict) per identifier (usually a task id).
 
-        _encoder = json.JSONEncoder(allow_nan=False)
-    try:
-        return str(_encoder.encode(data))
-    except (TypeError, ValueError) as exc:
-        raise OpusError(f"state for {object_identifier!r} is not JSON data: {exc}") from None
+    **Implement** the four state methods — `get_object_state`,
+    `save_object_state`, `delete_object_state`,
+    `retrieve_all_state_from_persistence` — and set `name` (what
+    `[opus] persistence` and `[persistence.NAME]` use). Options come as keyword
+    arguments of `__init__`, from `[persistence.NAME]` in opus.toml.
 
+    **Defaults built on those four**, to override only for speed or a better
+    place: `persist_all_state` (nothing: saves are durable when they return),
+    the run history `save_run`, `list_runs`, `load_run`, `prune_runs` (each run
+    is the state of `RUN_HISTORY + id`), and the engine's task records
+    (`save_record`, `adopt_run_records`, `run_records_finished`).
 
-def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of `data` through JSON."""
-    import json
+    **Promises** every persistence keeps (`opus_core.testing.PersistenceContract`
+    checks them): what is read back is what was saved, and what JSON cannot
+    bring back unchanged is refused with an `OpusError` (save through
+    `to_json`); a pickled copy works on the same store (open files and
+    connections lazily, never pickle them: runners that do not share memory
+    ship the persistence with every task); `supports_concurrent_processes`
+    says whether two processes may write one store at once.
 
-    copied: dict[str, Any] = json.loads(to_json(object_identifier, data))
-    return copied
-
-
-MEMORY_RUNS = 20
-"""How many runs the in-memory persistence keeps in its history (the newest)."""
-
-
-class _Run:
-    """A run kept in memory as it was handed over (see `StatePersistence.save_run`)."""
-
-    __slots__ = ("run",)
-
-    def __init__(self, run: dict[str, Any]) -> None:
-        self.run = dict(run)
-
-
-class StatePersistence:
-    """State kept by object identifier (usually a task id), as JSON-compatible dicts.
-
-    This base class keeps everything in memory for the life of the process (the
-    `memory` persistence). Subclasses store it elsewhere: override
-    `retrieve_all_state_from_persistence`, `get_object_state`, `save_object_state`,
-    `delete_object_state` and `persist_all_state`, and set a `name`. The run
-    history (`save_run`, `list_runs`, `load_run`, `prune_runs`) then works
-    through those; override it too to keep runs elsewhere.
+    `StatePersistence()` itself gives the in-memory persistence
+    (`MemoryPersistence`, named `memory`), as it always has.
     """
 
-    name: ClassVar[str] = "memory"
+    name: ClassVar[str]
+    """The name users configure: `[opus] persistence = "NAME"`, `[persistence.NAME]`."""
 
-    def __init__(self, logger: object = None) -> None:
-        # Kept as JSON text: checked once, copied for free. The engine's run records are
-        # kept apart, so that shipping this object to workers (__getstate__) leaves them out.
-        self._json: dict[str, Any] = {}
-        self._records: dict[str, Any] = {}  # JSON text, or a PendingRecord (see save_record)
-        self._runs_records: list[RecordTable] = []  # whole runs' records (_adopt_records)
+    supports_concurrent_processes: ClassVar[bool] = False
+    """True if several processes may save into one store at once and nothing is lost
+    (as `sqlite` and `file` promise); `PersistenceContract` then checks it with two
+    real processes."""
 
-    def _table(self, object_identifier: str) -> dict[str, Any]:
-        if object_identifier.startswith(RUN_RECORDS) or object_identifier.startswith(RUN_HISTORY):
-            return self._records
-        return self._json
+    lazy_run_tasks: ClassVar[bool] = False
+    """True if `save_run` takes a run whose `tasks` is a `opus_core.history.RunTasks` (a
+    sequence that makes each task's dict when it is read) instead of a list; the
+    in-memory persistence keeps runs as they are handed over and sets it."""
 
-    # -- the engine's records of a whole run, kept as the scheduler keeps the run ----------
+    def __new__(cls, *args: Any, **kwargs: Any) -> StatePersistence:
+        if cls is StatePersistence:  # the seed's `StatePersistence()`: state in memory
+            from opus_core.persistence.memory import MemoryPersistence
 
-    def _in_memory(self) -> bool:
-        """Whether this is the in-memory persistence as this class implements it (no
-        subclass stores or reads state its own way), which keeps the engine's records and
-        runs as objects; every other persistence gets them as state."""
-        cls = type(self)
-        return (
-            cls.save_object_state is StatePersistence.save_object_state
-            and cls.save_record is StatePersistence.save_record
-            and cls.get_object_state is StatePersistence.get_object_state
-            and cls.retrieve_all_state_from_persistence
-            is StatePersistence.retrieve_all_state_from_persistence
-        )
+            return super().__new__(MemoryPersistence)
+        return super().__new__(cls)
 
-    def _adopt_records(self, table: RecordTable) -> bool:
-        """Keep `table`, the records of a run that is starting, as the run fills it; False
-        (nothing kept) unless this is the in-memory persistence, whose records are
-        then made when read (see `opus_core.records.RecordTable`)."""
-        if not self._in_memory():
-            return False
-        self._runs_records.append(table)
-        return True
+    # -- state: the four methods a persistence implements ------------------------------
 
-    def _records_finished(self, table: RecordTable) -> None:
-        """`table`'s run ended: an earlier run's table of the same command and context
-        keeps only the records this one did not replace, each on its own."""
-        from opus_core.records import TableRecord
+    @abc.abstractmethod
+    def get_object_state(self, object_identifier: str) -> dict[str, Any]:
+        """The state saved for `object_identifier`, or an empty dict if there is none.
 
-        for older in [t for t in self._runs_records if t is not table and t.prefix == table.prefix]:
-            for key, index in older.identifiers():
-                if table.find(key[len(table.prefix) :]) is None:
-                    self._records[key] = TableRecord(older, index)
-            self._runs_records.remove(older)
+        The caller owns what is returned: changing it changes nothing saved.
+        """
 
-    def _from_runs(self, object_identifier: str) -> dict[str, Any] | None:
-        for table in reversed(self._runs_records):
-            if object_identifier.startswith(table.prefix):
-                index = table.find(object_identifier[len(table.prefix) :])
-                if index is not None:
-                    return table.to_state(index)
-        return None
+    @abc.abstractmethod
+    def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
+        """Replace the state of `object_identifier` with `data`.
 
-    def _replace_in_runs(self, object_identifier: str) -> bool:
-        """Forget the run tables' record `object_identifier` (it is saved or deleted anew)."""
-        found = False
-        if self._runs_records and object_identifier.startswith(RUN_RECORDS):
-            for table in self._runs_records:
-                if object_identifier.startswith(table.prefix):
-                    found = table.discard(object_identifier[len(table.prefix) :]) or found
-        return found
+        Refuse what JSON cannot bring back unchanged with an `OpusError` naming the
+        identifier (`to_json` does it). Once this returns, the state is saved: a
+        fresh instance on the same store reads it.
+        """
 
-    @staticmethod
-    def _load(stored: Any) -> dict[str, Any]:
-        if isinstance(stored, _Run):
-            from opus_core.history import materialized
+    @abc.abstractmethod
+    def delete_object_state(self, object_identifier: str) -> bool:
+        """Forget `object_identifier`; True if it had state."""
 
-            return json_copy(str(stored.run.get("id")), materialized(stored.run))
-        if not isinstance(stored, str):
-            state: dict[str, Any] = stored.to_state()
-            return state
-        import json
+    @abc.abstractmethod
+    def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
+        """Every identifier and its state (the run history and records included)."""
 
-        loaded: dict[str, Any] = json.loads(stored)
-        return loaded
+    def persist_all_state(self) -> None:
+        """Make everything saved so far durable; called at the end of each run.
+
+        The default does nothing, for a persistence whose saves are durable when they
+        return; override it in one that buffers writes.
+        """
+        return
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
         """A copy of everything saved (the seed's attribute)."""
         return self.retrieve_all_state_from_persistence()
 
-    def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
-        """Every identifier and its state."""
-        state = {
-            key: self._load(stored)
-            for table in (self._json, self._records)
-            for key, stored in table.items()
-        }
-        for records in self._runs_records:  # the newest last: it wins
-            for key, index in records.identifiers():
-                state[key] = records.to_state(index)
-        return state
-
-    def get_object_state(self, object_identifier: str) -> dict[str, Any]:
-        """The state saved for `object_identifier`, or an empty dict."""
-        if self._runs_records and object_identifier.startswith(RUN_RECORDS):
-            found = self._from_runs(object_identifier)
-            if found is not None:
-                return found
-        stored = self._table(object_identifier).get(object_identifier)
-        return {} if stored is None else self._load(stored)
-
-    def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
-        """Replace the state of `object_identifier` with `data`."""
-        check_state(object_identifier, data)
-        self._table(object_identifier)[object_identifier] = to_json(object_identifier, data)
-        self._replace_in_runs(object_identifier)
+    # -- the engine's task records (opus_core.records) ---------------------------------
 
     def save_record(self, object_identifier: str, record: PendingRecord) -> None:
-        """Save one of the engine's run records (`opus_core.records`).
+        """Save one of the engine's task records, as the task finishes.
 
-        The in-memory persistence keeps `record` itself and makes its state
-        when it is read; every other persistence saves `record.to_state()`
-        like any state (override this to store records differently).
+        The default saves `record.to_state()` through `save_object_state`; the
+        in-memory persistence keeps `record` itself and makes its state when read.
         """
-        if self._in_memory():
-            self._records[object_identifier] = record
-            self._replace_in_runs(object_identifier)
-        else:
-            self.save_object_state(object_identifier, record.to_state())
+        self.save_object_state(object_identifier, record.to_state())
 
-    def delete_object_state(self, object_identifier: str) -> bool:
-        """Forget `object_identifier`; True if there was anything to forget."""
-        in_runs = self._replace_in_runs(object_identifier)
-        return self._table(object_identifier).pop(object_identifier, None) is not None or in_runs
+    def adopt_run_records(self, table: RecordTable) -> bool:
+        """Offered at the start of a run: keep `table`, the run's records as the
+        scheduler's own columns, instead of a `save_record` call per task? The
+        default declines (False), and each record comes through `save_record`."""
+        return False
 
-    # -- run history ------------------------------------------------------------------
+    def run_records_finished(self, table: RecordTable) -> None:
+        """The run whose records `adopt_run_records` took has ended (the default: nothing)."""
+        return
+
+    # -- run history (opus_core.history) ------------------------------------------------
 
     def save_run(self, run: dict[str, Any]) -> None:
         """Save `run` (a dict as `opus_core.history` makes it), replacing a run with its id.
 
-        The engine saves each run twice: when it starts (status "running") and
-        when it ends. This implementation keeps it as the state of
-        `RUN_HISTORY + id`, through `save_object_state`; the in-memory
-        persistence keeps the newest `MEMORY_RUNS` runs.
+        The engine saves each run twice: when it starts (status "running", no
+        tasks) and when it ends. The default keeps it as the state of
+        `RUN_HISTORY + id`, through `save_object_state`.
         """
+        from opus_core.history import materialized
+
         run_id = check_run(run)
-        key = f"{RUN_HISTORY}{run_id}"
-        if not self._in_memory():
-            from opus_core.history import materialized
-
-            self.save_object_state(key, materialized(run))
-            return
-        # In memory, as with records: the run itself, copied through JSON when read (the
-        # engine hands over a new dict and does not change it later; its tasks may be a
-        # `RunTasks`, which makes each task's entry only then). Only the newest
-        # MEMORY_RUNS are kept: a process that runs forever must not grow forever.
-        self._records.pop(key, None)
-        self._records[key] = _Run(run)
-        runs = [k for k in self._records if k.startswith(RUN_HISTORY)]
-        for old in sorted(runs)[: max(0, len(runs) - MEMORY_RUNS)]:
-            del self._records[old]
-
-    def _history(self) -> dict[str, dict[str, Any]]:
-        """Every saved run by id (this implementation: the `RUN_HISTORY` state)."""
-        if self._in_memory():  # kept here: read only the history, not every record
-            items = [
-                (k, self._load(v)) for k, v in self._records.items() if k.startswith(RUN_HISTORY)
-            ]
-        else:
-            items = list(self.retrieve_all_state_from_persistence().items())
-        runs = {}
-        for key, data in items:
-            if key.startswith(RUN_HISTORY) and data.get("id") == key[len(RUN_HISTORY) :]:
-                runs[key[len(RUN_HISTORY) :]] = data
-        return runs
+        self.save_object_state(f"{RUN_HISTORY}{run_id}", materialized(run))
 
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The saved runs, newest first (by id), without their `tasks`; at most `limit`."""
-        if self._in_memory():  # kept here: summaries without copying every run's tasks
-            kept = {
-                k[len(RUN_HISTORY) :]: run_summary(v.run) if isinstance(v, _Run) else v
-                for k, v in self._records.items()
-                if k.startswith(RUN_HISTORY)
-            }
-            history = {
-                run_id: json_copy(run_id, run) if isinstance(run, dict) else self._load(run)
-                for run_id, run in kept.items()
-            }
-        else:
-            history = self._history()
-        runs = [run_summary(run) for _, run in sorted(history.items(), reverse=True)]
+        runs = [run_summary(run) for _, run in sorted(self.runs().items(), reverse=True)]
         return runs if limit is None else runs[: max(limit, 0)]
 
     def load_run(self, run_id: str) -> dict[str, Any] | None:
@@ -307,22 +272,19 @@ class StatePersistence:
         """Forget every run but the `keep` newest; how many were forgotten."""
         if keep < 0:
             raise OpusError(f"prune_runs keeps a number of runs, at least 0, not {keep}")
-        old = sorted(self._history(), reverse=True)[keep:]
+        old = sorted(self.runs(), reverse=True)[keep:]
         for run_id in old:
             self.delete_object_state(f"{RUN_HISTORY}{run_id}")
         return len(old)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Shipped to the workers of a runner that does not share memory (dask): processors
-        # may read their own state there, but the engine's run records stay behind, so
-        # what travels with each task does not grow with the size of the run.
-        state = dict(self.__dict__)
-        state["_records"] = {}
-        state["_runs_records"] = []
-        return state
-
-    def persist_all_state(self) -> None:
-        """Make everything saved so far durable (nothing to do in memory)."""
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """Every saved run by id, tasks included: what the default `list_runs` and
+        `prune_runs` read (the default: the `RUN_HISTORY` entries of all the state)."""
+        runs = {}
+        for key, data in self.retrieve_all_state_from_persistence().items():
+            if key.startswith(RUN_HISTORY) and data.get("id") == key[len(RUN_HISTORY) :]:
+                runs[key[len(RUN_HISTORY) :]] = data
+        return runs
 
 
 StatePersistance = StatePersistence

@@ -13,7 +13,7 @@ Guarantees:
   database locked waits for it (`busy_timeout`, 30 s by default) instead of
   failing; readers never wait for writers (WAL).
 * **Its own file only.** One database, `state.db` in the project's state
-  folder (`opus_core.config.current_state_dir`) unless `path` says otherwise;
+  folder (`opus_core.persistence.state_folder`) unless `path` says otherwise;
   SQLite adds `state.db-wal` and `state.db-shm` beside it. A folder it creates
   has mode 0700 and the database mode 0600. Reading (`opus state list`,
   `opus runs list`) of a database that does not exist creates nothing.
@@ -50,11 +50,11 @@ from opus_core.errors import OpusError
 from opus_core.persistence.base import (
     StatePersistence,
     check_run,
-    check_state,
     finite_number,
     run_summary,
     to_json,
 )
+from opus_core.persistence.folder import state_folder
 
 if TYPE_CHECKING:
     import sqlite3
@@ -99,10 +99,8 @@ collector cannot close (and checkpoint) the parent's database from under it."""
 
 
 def default_path() -> Path:
-    """`state.db` in the project's state folder (see `opus_core.config.current_state_dir`)."""
-    from opus_core.config import current_state_dir
-
-    return current_state_dir() / FILENAME
+    """`state.db` in the project's state folder (`opus_core.persistence.state_folder`)."""
+    return state_folder() / FILENAME
 
 
 class StateDatabaseError(OpusError):
@@ -120,6 +118,7 @@ class SqlitePersistence(StatePersistence):
     """
 
     name: ClassVar[str] = "sqlite"
+    supports_concurrent_processes: ClassVar[bool] = True
 
     def __init__(
         self, path: Path | None = None, busy_timeout: float = 30.0, synchronous: str = "normal"
@@ -333,7 +332,7 @@ class SqlitePersistence(StatePersistence):
 
     def __getstate__(self) -> dict[str, Any]:
         # Shipped to other processes (dask): no connection, no lock; they open their own.
-        state = super().__getstate__()
+        state = dict(self.__dict__)
         state["_connection"] = None
         state["_pid"] = 0
         state.pop("_lock", None)
@@ -398,7 +397,6 @@ class SqlitePersistence(StatePersistence):
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier`, committed before this returns."""
-        check_state(object_identifier, data)
         text = to_json(object_identifier, data)
         with self._using(
             f"save the state of {object_identifier!r}", create=True, write=True

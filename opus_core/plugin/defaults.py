@@ -44,10 +44,10 @@ def opus_register_runners() -> Iterable[type[Runner]]:
 @hookimpl
 def opus_register_persistence() -> Iterable[type[StatePersistence]]:
     """`memory` and `sqlite`."""
-    from opus_core.persistence import StatePersistence
+    from opus_core.persistence import MemoryPersistence
     from opus_core.persistence.sqlite import SqlitePersistence
 
-    return [StatePersistence, SqlitePersistence]
+    return [MemoryPersistence, SqlitePersistence]
 
 
 @hookimpl

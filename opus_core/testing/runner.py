@@ -36,9 +36,12 @@ from typing import Any, ClassVar
 import pytest
 
 from opus_core.errors import TaskTimeoutError
+from opus_core.manifest import Task
+from opus_core.persistence import StatePersistence
 from opus_core.processor import TaskProcessor
 from opus_core.report import TaskStatus, format_traceback
 from opus_core.runners.base import BaseTaskRun, Runner, Work, wait_for_halts
+from opus_core.store import KeyValueStore
 
 PATIENCE = 60.0
 """Seconds a test waits for something that should happen at once before it fails."""
@@ -105,10 +108,16 @@ class ContractProcessor(TaskProcessor):
 
     kind = "RunnerContract"
 
-    def process_task(  # type: ignore[no-untyped-def]
-        self, task, command, context, key_value_store, state_persistence
+    def process_task(
+        self,
+        task: Task,
+        command: str,
+        context: str = "default",
+        key_value_store: KeyValueStore | None = None,
+        state_persistence: StatePersistence | None = None,
     ) -> dict[str, Any]:
         """Add, or wait, as the spec says; publish the outcome under the task's name."""
+        assert key_value_store is not None
         spec = task.spec
         name = task.task_id
         if "wait" in spec:
@@ -289,7 +298,6 @@ class RunnerContract:
     def _blocking_timeout(self, runner: Runner, tmp_path: Path) -> None:
         """A blocking runner's timeouts are the engine's alarm, inside the call."""
         from opus_core.engine import Tasks
-        from opus_core.manifest import Task
 
         tasks = Tasks(runner=runner)
         tasks.register_task_processor(ContractProcessor())
@@ -350,7 +358,6 @@ class RunnerContract:
 
     def test_the_engine_runs_a_graph_and_passes_values_along(self) -> None:
         from opus_core.engine import Tasks
-        from opus_core.manifest import Task
 
         tasks = Tasks(runner=self.make_runner())
         tasks.register_task_processor(ContractProcessor())
@@ -367,7 +374,6 @@ class RunnerContract:
 
     def test_a_timeout_under_the_engine_times_the_task_out(self, tmp_path: Path) -> None:
         from opus_core.engine import Tasks
-        from opus_core.manifest import Task
 
         tasks = Tasks(runner=self.make_runner())
         tasks.register_task_processor(ContractProcessor())
@@ -388,7 +394,6 @@ class RunnerContract:
 
     def test_max_workers_caps_how_many_tasks_run_at_once(self, tmp_path: Path) -> None:
         from opus_core.engine import Tasks
-        from opus_core.manifest import Task
 
         option = self.max_workers_option
         if option is None:  # the runner claims no cap: one at a time is then not promised

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from opus_core import OpusError, StatePersistence, hookimpl
-from opus_core.persistence import check_state
+from opus_core.persistence import state_folder, to_json
 
 __version__ = "0.1.0"
 
@@ -76,13 +76,9 @@ def file_name(object_identifier: str) -> str:
 
 
 def default_directory() -> Path:
-    """The project's own folder under `platformdirs.user_state_dir("opus")`.
-
-    See `opus_core.config.project_state_dir`: two checkouts never share records.
-    """
-    from opus_core.config import current_state_dir
-
-    return current_state_dir()
+    """The project's state folder (`opus_core.persistence.state_folder`): two checkouts
+    of one project never share records."""
+    return state_folder()
 
 
 class StateFileError(OpusError):
@@ -175,6 +171,7 @@ class FilePersistence(StatePersistence):
     """
 
     name: ClassVar[str] = "file"
+    supports_concurrent_processes: ClassVar[bool] = True
 
     def __init__(self, directory: Path | None = None, lock_timeout: float = 30.0) -> None:
         super().__init__()
@@ -327,7 +324,7 @@ class FilePersistence(StatePersistence):
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier`, atomically and durably."""
-        check_state(object_identifier, data)
+        to_json(object_identifier, data)  # refuses what JSON would not bring back unchanged
         try:
             import json
 
