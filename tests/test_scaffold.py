@@ -18,6 +18,7 @@ import pytest
 from cli_helpers import one_line_error, opus
 
 from opus_core import Task
+from opus_core.cli import CommandContext
 from opus_core.cli.scaffold import new
 from opus_core.errors import ConfigError
 
@@ -25,7 +26,8 @@ OPUS = Path(sys.executable).parent / "opus"
 
 
 def scaffold(directory: Path, name: str = "hello", force: bool = False) -> int:
-    return new(argparse.Namespace(name=name, directory=str(directory), force=force))
+    args = argparse.Namespace(name=name, directory=str(directory), force=force)
+    return new(CommandContext(args))
 
 
 def builds_wheels_by_itself() -> bool:

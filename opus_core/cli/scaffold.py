@@ -8,12 +8,12 @@ tests, which use `opus_core.testing`.
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from opus_core.cli.context import CommandContext
 from opus_core.errors import ConfigError
 
 NAME = re.compile(r"[a-z][a-z0-9_-]*")
@@ -287,8 +287,9 @@ def files(names: PluginNames) -> dict[str, str]:
     return {path: Template(text).substitute(values) for path, text in templates.items()}
 
 
-def new(args: argparse.Namespace) -> int:
+def new(context: CommandContext) -> int:
     """Write `DIR/opus-plugin-NAME/`; refuse to overwrite it without --force."""
+    args = context.args
     names = plugin_names(args.name)
     target = Path(args.directory) / names.distribution
     if target.exists() and not args.force:
