@@ -135,6 +135,13 @@ def add_core_commands(commands: Commands) -> None:
         configure=False,
     )
     new.add_argument("name", help="the plugin's name: opus-plugin-NAME, module opus_plugin_NAME")
+    new.add_argument(
+        "--kind",
+        choices=("processor", "runner", "persistence", "loader", "command"),
+        default="processor",
+        help="what the plugin provides, with a test of it (default: processor, with options "
+        "and a lifecycle hook)",
+    )
     new.add_argument("--directory", default=".", help="where to write it (default: here)")
     new.add_argument("--force", action="store_true", help="overwrite an existing directory")
 
