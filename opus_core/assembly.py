@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opus_core.config import Config, load_config
 from opus_core.errors import (
@@ -35,6 +35,9 @@ from opus_core.plugin.manager import PluginManager
 from opus_core.plugin.registry import SECTIONS
 from opus_core.processor import TaskProcessor
 from opus_core.runners.base import Runner
+
+if TYPE_CHECKING:
+    from opus_core.engine import Tasks
 
 NOT_OPTIONS = frozenset({"self", "logger"})
 
@@ -182,6 +185,8 @@ class Assembly:
         self.manager = manager or PluginManager(disabled=self.config.opus("disable_plugins", ()))
         for plugin in plugins:
             self.manager.register(plugin)
+        self.configured = False
+        """Whether the plugins were handed their options (`configure_plugins`, done once)."""
 
     # -- names and options
 
@@ -271,8 +276,15 @@ class Assembly:
     def check(self) -> None:
         """Check every name and option table the configuration holds, before building anything.
 
-        Plugins get their `[plugins.<name>]` options here, through `opus_configure`.
+        Plugins get their `[plugins.<name>]` options here, through `opus_configure`
+        (unless they already had them from this assembly).
         """
+        self.check_sections()
+        self.configure_plugins()
+
+    def check_sections(self) -> None:
+        """Check the chosen runner, persistence and logger, and every `[runners.<name>]`,
+        `[persistence.<name>]` and `[loggers.<name>]` table, against what plugins provide."""
         for section in SECTIONS:
             kind = self.manager.registry(section).kind
             chosen = self.config.opus(kind.singular)
@@ -280,10 +292,15 @@ class Assembly:
                 self.lookup(section, chosen, kind.key)
             for name in self.config.data.get(section, {}):
                 self.options(section, name, self.lookup(section, name, f"{section}.{name}"))
-        self.configure_plugins()
 
     def configure_plugins(self) -> None:
-        """Check `[plugins.<name>]` and hand each plugin that takes options its own."""
+        """Check `[plugins.<name>]` and hand each plugin that takes options its own.
+
+        Once per assembly: a second call does nothing, so the command line and the
+        engine it builds from the same assembly configure the plugins once.
+        """
+        if self.configured:
+            return
         tables: dict[str, Any] = self.config.data.get("plugins", {})
         infos = {info.name: info for info in self.manager.plugins()}
         for name in tables:
@@ -316,6 +333,7 @@ class Assembly:
                 self.manager.configure(name, instance)
             except PluginError as exc:
                 raise ConfigError(f"{self.config.where(f'plugins.{name}')}: {exc}") from None
+        self.configured = True
 
     def runner(self, name: str | None = None) -> Runner:
         """The configured runner, or the one called `name`, with its options."""
@@ -346,6 +364,43 @@ class Assembly:
             extra["level"] = level
         logger: LoggerWrapper = self.build("loggers", name, **extra)
         return logger
+
+    def engine(
+        self,
+        runner: str | None = None,
+        persistence: StatePersistence | None = None,
+        engine_class: type[Tasks] | None = None,
+    ) -> Tasks:
+        """The engine of this configuration: checked (`check`), then its logger, runner
+        (`runner` overriding `[opus] runner`), persistence (`persistence`, else the
+        configured one), processors and tasks. What `Tasks.from_config` returns
+        (`engine_class`: a subclass of `Tasks` to make instead)."""
+        from opus_core.engine import Tasks
+
+        self.check()
+        logger = self.logger()
+        runner_class, options = self.runner_class(runner)
+        tasks = (engine_class or Tasks)(
+            logger=logger,
+            state_persistence=persistence if persistence is not None else self.persistence(),
+            runner=runner_class,
+            runner_options=options,
+            fail_fast=bool(self.config.opus("fail_fast", False)),
+            plugin_manager=self.manager,
+        )
+        tasks.config = self.config
+        for processor in self.processors(logger):
+            tasks.register_task_processor(processor)
+        for task, where in self.tasks_with_sources():
+            try:
+                tasks.add_task(task)
+            except ManifestError as exc:
+                broken = "".join(
+                    f"; {info.describe()} {info.failure}: {info.error}"
+                    for info in self.manager.broken()
+                )
+                raise ConfigError(f"{where}: {exc}{broken}") from None
+        return tasks
 
     # -- processors and tasks
 

@@ -91,31 +91,7 @@ class Tasks:
         from opus_core.assembly import Assembly
         from opus_core.config import load_config
 
-        assembly = Assembly(load_config(path), plugins)
-        assembly.check()
-        logger = assembly.logger()
-        runner_class, options = assembly.runner_class(runner)
-        tasks = cls(
-            logger=logger,
-            state_persistence=assembly.persistence(),
-            runner=runner_class,
-            runner_options=options,
-            fail_fast=bool(assembly.config.opus("fail_fast", False)),
-            plugin_manager=assembly.manager,
-        )
-        tasks.config = assembly.config
-        for processor in assembly.processors(logger):
-            tasks.register_task_processor(processor)
-        for task, where in assembly.tasks_with_sources():
-            try:
-                tasks.add_task(task)
-            except ManifestError as exc:
-                broken = "".join(
-                    f"; {info.describe()} {info.failure}: {info.error}"
-                    for info in assembly.manager.broken()
-                )
-                raise ConfigError(f"{where}: {exc}{broken}") from None
-        return tasks
+        return Assembly(load_config(path), plugins).engine(runner=runner, engine_class=cls)
 
     def manager(self) -> PluginManager:
         """The plugin manager of this engine, with the engine's log lines registered as `log`.

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -18,14 +19,24 @@ import pytest
 from cli_helpers import one_line_error, opus
 
 from opus_core import Task
+from opus_core.cli import CommandContext
 from opus_core.cli.scaffold import new
 from opus_core.errors import ConfigError
 
 OPUS = Path(sys.executable).parent / "opus"
 
 
-def scaffold(directory: Path, name: str = "hello", force: bool = False) -> int:
-    return new(argparse.Namespace(name=name, directory=str(directory), force=force))
+KINDS = ["processor", "runner", "persistence", "loader", "command"]
+
+OWN_TESTS = {"processor": 2, "runner": 2, "persistence": 2, "loader": 3, "command": 2}
+"""How many tests each kind's template writes beside those of a conformance class."""
+
+
+def scaffold(
+    directory: Path, name: str = "hello", force: bool = False, kind: str = "processor"
+) -> int:
+    args = argparse.Namespace(name=name, directory=str(directory), force=force, kind=kind)
+    return new(CommandContext(args))
 
 
 def builds_wheels_by_itself() -> bool:
@@ -57,11 +68,10 @@ class Installed:
         )
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    root = tmp_path_factory.mktemp("scaffold")
-    assert scaffold(root) == 0
-    distribution = root / "opus-plugin-hello"
+def install(root: Path, name: str = "hello", kind: str = "processor") -> Installed:
+    """Scaffold the plugin `name` of `kind` in `root` and install it into `root/installed`."""
+    assert scaffold(root, name, kind=kind) == 0
+    distribution = root / f"opus-plugin-{name}"
     target = root / "installed"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target)]
     if builds_wheels_by_itself():
@@ -73,6 +83,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     env["XDG_CONFIG_HOME"] = str(root / "xdg" / "config")
     env["XDG_STATE_HOME"] = str(root / "xdg" / "state")
     return Installed(distribution, target, env)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    return install(tmp_path_factory.mktemp("scaffold"))
 
 
 def test_writes_a_complete_distribution(tmp_path: Path, capsys) -> None:
@@ -173,6 +188,7 @@ def test_an_existing_distribution_is_overwritten_only_with_force(tmp_path: Path)
     assert readme.read_text().startswith("# opus-plugin-hello")
 
 
+@pytest.mark.slow
 def test_installing_leaves_the_project_environment_alone(installed: Installed) -> None:
     entry_points = next(installed.target.glob("opus_plugin_hello-0.1.0.dist-info/entry_points.txt"))
     assert "[opus]\nhello = opus_plugin_hello" in entry_points.read_text()
@@ -180,6 +196,7 @@ def test_installing_leaves_the_project_environment_alone(installed: Installed) -
     assert not (Path(sysconfig.get_paths()["purelib"]) / "opus_plugin_hello").exists()
 
 
+@pytest.mark.slow
 def test_the_installed_plugin_is_listed_enabled_with_its_processor(installed: Installed) -> None:
     result = installed.run(str(OPUS), "plugins", "list", "--json", cwd=installed.target.parent)
     assert result.returncode == 0, result.stderr
@@ -189,6 +206,7 @@ def test_the_installed_plugin_is_listed_enabled_with_its_processor(installed: In
     assert hello["provides"]["processors"] == ["HelloHello"]
 
 
+@pytest.mark.slow
 def test_the_generated_tests_pass_against_the_installed_plugin(installed: Installed) -> None:
     tests = installed.distribution / "tests" / "test_hello.py"
     result = installed.run(
@@ -206,3 +224,57 @@ def test_opus_plugins_new_on_the_command_line(tmp_path: Path) -> None:
     again = opus("plugins", "new", "hello", "--directory", str(tmp_path), cwd=tmp_path)
     assert str(tmp_path / "opus-plugin-hello") in one_line_error(again)
     assert "not a valid plugin name" in one_line_error(opus("plugins", "new", "Bad", cwd=tmp_path))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_writes_a_plugin_declaring_the_api_it_was_written_for(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert scaffold(tmp_path, "my-plugin", kind=kind) == 0
+    folder = tmp_path / "opus-plugin-my-plugin"
+    package = (folder / "opus_plugin_my_plugin" / "__init__.py").read_text()
+    assert 'OPUS_PLUGIN_API_REQUIRES = ">=1.0,<2"' in package
+    for source in folder.rglob("*.py"):
+        compile(source.read_text(), str(source), "exec")
+    project = tomllib.loads((folder / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["opus"] == {"my-plugin": "opus_plugin_my_plugin"}
+    assert f"wrote the {kind} plugin 'my-plugin'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("kind", "written"),
+    [
+        ("runner", "class TestMyPluginRunner(RunnerContract):\n"),
+        ("persistence", "class TestMyPluginPersistence(PersistenceContract):\n"),
+        ("loader", "def test_opus_runs_the_tasks_of_the_manifests_opus_toml_lists("),
+        ("command", "def my_plugin(context: CommandContext) -> int:"),
+    ],
+)
+def test_each_kind_writes_what_it_is_about(tmp_path: Path, kind: str, written: str) -> None:
+    scaffold(tmp_path, "my-plugin", kind=kind)
+    folder = tmp_path / "opus-plugin-my-plugin"
+    sources = "".join(path.read_text() for path in sorted(folder.rglob("*.py")))
+    assert written in sources
+
+
+def test_an_unknown_kind_is_a_usage_error(tmp_path: Path) -> None:
+    result = opus("plugins", "new", "x", "--kind", "widget", cwd=tmp_path)
+    assert "invalid choice: 'widget'" in one_line_error(result)
+    assert list(tmp_path.glob("opus-plugin-*")) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS[1:])
+def test_every_kind_installs_and_passes_its_own_tests(
+    tmp_path_factory: pytest.TempPathFactory, kind: str
+) -> None:
+    plugin = install(tmp_path_factory.mktemp(kind), f"my-{kind}", kind)
+    tests = plugin.distribution / "tests"
+    result = plugin.run(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),
+        cwd=plugin.target.parent,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed is not None and int(passed[1]) >= OWN_TESTS[kind], result.stdout
+    assert "failed" not in result.stdout and "error" not in result.stdout

@@ -199,3 +199,123 @@ def test_a_plugin_registered_with_a_name_reads_its_plugins_table_uninstalled(
     ).items()
     ran = opus_project.run("run", "--dry-run")
     assert "volume 11" in ran.stdout, (ran.stdout, ran.stderr)
+
+
+MAYBE = """
+    from pathlib import Path
+
+    from opus_core import TaskProcessor
+    from opus_core.plugin import hookimpl
+
+
+    class Maybe(TaskProcessor):
+        kind = "Maybe"
+
+        def process_task(self, task, command, context="default", key_value_store=None,
+                         state_persistence=None):
+            if "write" in task.spec:
+                Path(task.spec["write"]).write_text("written")
+            if task.spec.get("fail"):
+                raise RuntimeError(task.spec["fail"])
+            return {}
+
+
+    @hookimpl
+    def opus_register_processors():
+        return [Maybe]
+"""
+
+A_FAILURE = """
+    [[tasks]]
+    kind = "Maybe"
+    version = "v1"
+    metadata = { name = "build" }
+
+    [[tasks]]
+    kind = "Maybe"
+    version = "v1"
+    metadata = { name = "deploy", dependencies = ["build"] }
+    spec = { fail = "the cluster is down" }
+
+    [[tasks]]
+    kind = "Maybe"
+    version = "v1"
+    metadata = { name = "announce", dependencies = ["deploy"] }
+"""
+
+
+def maybe(opus_project: OpusProject, tasks: str = A_FAILURE) -> None:
+    opus_project.write("kit_maybe.py", MAYBE)
+    opus_project.register("kit_maybe")
+    opus_project.write_config(tasks)
+
+
+@pytest.mark.parametrize("output", [(), ("--json",), ("-q", "--tb=no")], ids=str)
+def test_assert_outcomes_reads_how_each_task_of_the_run_ended(
+    opus_project: OpusProject, output: tuple[str, ...]
+) -> None:
+    maybe(opus_project)
+    result = opus_project.run("run", *output)
+    assert result.ret == result.returncode == 1
+    result.assert_outcomes(succeeded=1, failed=1, skipped=1)
+    assert result.outcomes == {
+        "succeeded": 1,
+        "failed": 1,
+        "skipped": 1,
+        "timed_out": 0,
+        "restored": 0,
+        "cancelled": 0,
+    }
+
+
+def test_assert_outcomes_says_what_differs(opus_project: OpusProject) -> None:
+    maybe(opus_project)
+    result = opus_project.run("run")
+    with pytest.raises(AssertionError, match=r"outcomes differ \(succeeded: expected 3, got 1, "):
+        result.assert_outcomes(succeeded=3)
+    with pytest.raises(AssertionError, match="skipped: expected 0, got 1"):
+        result.assert_outcomes(succeeded=1, failed=1)
+
+
+def test_a_run_with_nothing_in_scope_ran_no_task(opus_project: OpusProject) -> None:
+    maybe(opus_project)
+    result = opus_project.run("run", "--context", "nowhere", "-k", "nothing")
+    assert result.ret == 5, result.stderr
+    result.assert_outcomes()
+
+
+def test_a_command_that_runs_nothing_has_no_outcomes(opus_project: OpusProject) -> None:
+    maybe(opus_project)
+    result = opus_project.run("run", "--dry-run")
+    with pytest.raises(AssertionError, match="no run outcome in the output of .* --dry-run"):
+        result.assert_outcomes()
+
+
+def test_the_output_matches_lines_as_pytester_results_do(opus_project: OpusProject) -> None:
+    maybe(opus_project)
+    result = opus_project.run("run", "--tb=line")
+    assert isinstance(result, subprocess.CompletedProcess)
+    assert isinstance(result.stdout, str) and "deploy" in result.stdout + result.stderr
+    result.stdout.fnmatch_lines(["*deploy*failed*", "1 succeeded, 1 failed, 1 skipped in *s"])
+    result.stdout.re_match_lines([r"^1 succeeded, 1 failed, 1 skipped in [0-9.]+s$"])
+    result.stdout.no_fnmatch_line("*timed_out*")
+    result.stderr.fnmatch_lines(["*the cluster is down*"])
+    with pytest.raises(pytest.fail.Exception):
+        result.stdout.fnmatch_lines(["*no such line*"])
+    with pytest.raises(pytest.fail.Exception):
+        result.stderr.no_re_match_line(".*cluster")
+    assert result.stdout.lines == result.stdout.splitlines()
+
+
+def test_tasks_and_run_work_in_the_project_folder(opus_project: OpusProject) -> None:
+    maybe(
+        opus_project,
+        '[[tasks]]\nkind = "Maybe"\nversion = "v1"\nmetadata = { name = "w" }\n'
+        'spec = { write = "out.txt" }\n',
+    )
+    assert Path.cwd() == opus_project.path
+    assert opus_project.tasks().process_context().ok
+    assert (opus_project.path / "out.txt").read_text() == "written"
+    (opus_project.path / "out.txt").unlink()
+    opus_project.run("run").assert_outcomes(succeeded=1)
+    assert (opus_project.path / "out.txt").read_text() == "written"

@@ -2,7 +2,9 @@
 
 Every command, the core's own included, is added by a plugin through
 `opus_register_commands`; a command's module is imported only when it runs,
-so `opus --help` costs little more than finding the plugins.
+so `opus --help` costs little more than finding the plugins. Each command's
+handler gets a `CommandContext` (or, if it does not ask for one, the parsed
+arguments), and the plugins are configured once, here, before it runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from opus_core.cli.context import CommandContext, takes_context
 from opus_core.version import __version__
 
 if TYPE_CHECKING:
@@ -120,7 +123,11 @@ def _common() -> Parser:
     return common
 
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[CommandContext], int] | Callable[[argparse.Namespace], int]
+"""A command's handler: a function of a `CommandContext` (its first parameter annotated so)
+or of the parsed arguments, returning the exit status."""
+
+__all__ = ["CommandContext", "Commands", "Handler", "build_parser", "main"]
 
 
 class Commands:
@@ -132,14 +139,28 @@ class Commands:
         self.names: list[str] = []
 
     def add(
-        self, name: str, handler: Handler | str | None, help: str, **kwargs: Any
+        self,
+        name: str,
+        handler: Handler | str | None,
+        help: str,
+        *,
+        configure: bool = True,
+        **kwargs: Any,
     ) -> argparse.ArgumentParser:
         """Add `opus NAME`; returns its parser, for arguments and sub-subcommands.
 
-        `handler` is a function of the parsed arguments returning the exit
-        status, or a `"module:function"` string imported when the command runs
-        (None for a group whose subcommands have handlers). Other keyword
-        arguments go to `argparse`'s `add_parser` (`description`, `epilog`, ...).
+        `handler` returns the exit status; it is called with a `CommandContext`
+        if its first parameter is annotated `CommandContext`, else with the
+        parsed arguments (`argparse.Namespace`). It may be a `"module:function"`
+        string imported when the command runs, or None for a group whose
+        subcommands have handlers.
+
+        Before the handler runs, opus reads the configuration, checks
+        `[plugins.*]` and hands every plugin its options (`opus_configure`).
+        `configure=False` skips that, for a command that must work whatever
+        the configuration holds (`opus config path`, `opus plugins list`).
+        Other keyword arguments go to `argparse`'s `add_parser`
+        (`description`, `epilog`, ...).
         """
         if name in self.names:
             raise ValueError(f"opus already has a command {name!r}")
@@ -147,7 +168,7 @@ class Commands:
             name, help=help, parents=[self._common], **kwargs
         )
         if handler is not None:
-            parser.set_defaults(handler=handler)
+            parser.set_defaults(handler=handler, configures=configure)
         self.names.append(name)
         return parser
 
@@ -277,7 +298,7 @@ def _main(argv: list[str]) -> int:
     except Exception as exc:
         return _failed(exc, debug)
     args = parser.parse_args(argv)
-    args.plugin_manager = manager  # the plugins loaded for the command line, for commands
+    args.plugin_manager = manager  # for handlers of the parsed arguments: context.plugins
     handler = getattr(args, "handler", None)
     if isinstance(handler, DefaultAction):  # `opus state`: `opus state list`
         handler = handler.resolve(args)
@@ -288,10 +309,12 @@ def _main(argv: list[str]) -> int:
         if isinstance(handler, str):
             module_name, _, function_name = handler.partition(":")
             handler = getattr(importlib.import_module(module_name), function_name)
-        if not getattr(handler, "__module__", "").startswith("opus_core."):
-            _configure_plugins(args, manager)  # a plugin's command gets its [plugins.NAME]
-        status: int = handler(args)
-        return status
+        context = CommandContext(args, manager)
+        if getattr(args, "configures", True):  # every plugin gets its [plugins.NAME], once
+            context.configure()
+        call: Callable[[Any], int] = handler
+        status = call(context) if takes_context(handler) else call(args)
+        return int(status)
     except BrokenPipeError:  # the reader went away (`opus ... | head`): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -299,14 +322,6 @@ def _main(argv: list[str]) -> int:
         return int(status)
     except Exception as exc:
         return _failed(exc, debug)
-
-
-def _configure_plugins(args: argparse.Namespace, manager: PluginManager) -> None:
-    """Check `[plugins.*]` and hand each plugin its options (`opus_configure`)."""
-    from opus_core.assembly import Assembly
-    from opus_core.config import load_config
-
-    Assembly(load_config(getattr(args, "config", None)), manager=manager).configure_plugins()
 
 
 def _failed(exc: Exception, debug: bool) -> int:

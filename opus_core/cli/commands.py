@@ -122,15 +122,26 @@ def add_core_commands(commands: Commands) -> None:
         "plugins", "list the installed plugins, or start a new one", default="list"
     )
     listing = plugins.add(
-        "list", "opus_core.cli.plugins:list_plugins", help="every plugin, built-ins included"
+        "list",
+        "opus_core.cli.plugins:list_plugins",
+        help="every plugin, built-ins included",
+        configure=False,  # lists a plugin whatever its options: it is how one finds out why
     )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     new = plugins.add(
         "new",
         "opus_core.cli.scaffold:new",
         help="write a new plugin distribution, with a passing test",
+        configure=False,
     )
     new.add_argument("name", help="the plugin's name: opus-plugin-NAME, module opus_plugin_NAME")
+    new.add_argument(
+        "--kind",
+        choices=("processor", "runner", "persistence", "loader", "command"),
+        default="processor",
+        help="what the plugin provides, with a test of it (default: processor, with options "
+        "and a lifecycle hook)",
+    )
     new.add_argument("--directory", default=".", help="where to write it (default: here)")
     new.add_argument("--force", action="store_true", help="overwrite an existing directory")
 
@@ -142,7 +153,10 @@ def add_core_commands(commands: Commands) -> None:
     )
     config_show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     init = config.add(
-        "init", "opus_core.cli.config:init", help="write a commented starter opus.toml"
+        "init",
+        "opus_core.cli.config:init",
+        help="write a commented starter opus.toml",
+        configure=False,
     )
     init.add_argument(
         "path",
@@ -151,7 +165,12 @@ def add_core_commands(commands: Commands) -> None:
         help="the file to write, or a directory to write opus.toml in (default: ./opus.toml)",
     )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    config.add("path", "opus_core.cli.config:path", help="which configuration files are read")
+    config.add(
+        "path",
+        "opus_core.cli.config:path",
+        help="which configuration files are read",
+        configure=False,  # says where the files are even when they are wrong
+    )
 
     state = commands.add_group("state", "what the configured persistence holds", default="list")
     state_list = state.add(
@@ -192,6 +211,7 @@ def add_core_commands(commands: Commands) -> None:
         description="Print a completion script for bash or zsh.",
         epilog=COMPLETION_EPILOG,
         formatter_class=_raw(),
+        configure=False,  # runs at each TAB: never an error under the cursor
     )
     completion.add_argument("shell", nargs="?", choices=("bash", "zsh"), help="the shell")
     completion.add_argument(  # what the scripts call for names that depend on the project

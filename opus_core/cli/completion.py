@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opus_core.cli.context import CommandContext
 
 FILES = "@files"
 """The value marker for an argument that names a file."""
@@ -359,27 +363,18 @@ fi
 # -- names from the project --------------------------------------------------------------
 
 
-def names(kind: str, args: argparse.Namespace) -> list[str]:
+def names(kind: str, context: CommandContext) -> list[str]:
     """The runner names, task names or contexts of the project, for completion.
 
     Never raises: a missing or broken configuration has no names.
     """
-    manager = getattr(args, "plugin_manager", None)
     try:
         if kind == "runners":
-            if manager is None:
-                from opus_core.plugin.manager import PluginManager
-
-                manager = PluginManager()
-            return sorted(manager.registry("runners"))
-        from opus_core.config import load_config
-
-        config = load_config(getattr(args, "config", None))
+            return sorted(context.plugins.registry("runners"))
+        config = context.config
         if config.project is None and not config.data.get("tasks"):
             return []
-        from opus_core.assembly import Assembly
-
-        tasks = Assembly(config, manager=manager).tasks()
+        tasks = context.assembly.tasks()
     except Exception:  # completion must never print an error under the cursor
         return []
     if kind == "tasks":
@@ -391,10 +386,11 @@ def names(kind: str, args: argparse.Namespace) -> list[str]:
     return sorted(contexts)
 
 
-def completion(args: argparse.Namespace) -> int:
+def completion(context: CommandContext) -> int:
     """Print a completion script, or (`--list`) the names the scripts ask for."""
+    args = context.args
     if args.list:
-        for name in names(args.list, args):
+        for name in names(args.list, context):
             print(name)
         return 0
     if args.shell is None:
@@ -403,7 +399,7 @@ def completion(args: argparse.Namespace) -> int:
         raise OpusError("which shell? `opus completion bash` or `opus completion zsh`")
     from opus_core.cli import build_parser
 
-    parser = build_parser(getattr(args, "plugin_manager", None))
+    parser = build_parser(context.plugins)
     script = bash_script(parser) if args.shell == "bash" else zsh_script(parser)
     sys.stdout.write(script)
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -11,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from opus_core.config import FILENAME, OPUS_KEYS, Config, load_config, user_config_path
+from opus_core.config import FILENAME, OPUS_KEYS, Config, user_config_path
 from opus_core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from opus_core.cli.context import CommandContext
     from opus_core.plugin.manager import PluginManager
 
 
@@ -152,15 +152,11 @@ def effective(
     return data, entries
 
 
-def show(args: argparse.Namespace) -> int:
+def show(context: CommandContext) -> int:
     """The configuration in effect as TOML lines, each with the file it came from or `# default`."""
-    config = load_config(getattr(args, "config", None))
-    manager = getattr(args, "plugin_manager", None)
-    if manager is None:
-        from opus_core.plugin.manager import PluginManager
-
-        manager = PluginManager(disabled=config.opus("disable_plugins", ()))
-    data, entries = effective(config, manager)
+    args = context.args
+    config = context.config
+    data, entries = effective(config, context.plugins)
     tasks = data.get("tasks") or []
     if getattr(args, "json", False):
         print(
@@ -220,8 +216,9 @@ STARTER_TAIL = """
 """
 
 
-def init(args: argparse.Namespace) -> int:
+def init(context: CommandContext) -> int:
     """Write a commented starter opus.toml; refuse to overwrite without --force."""
+    args = context.args
     target = Path(args.path)
     if target.is_dir() and target.suffix != ".toml":  # `opus config init app`: app/opus.toml
         target = target / FILENAME
@@ -265,28 +262,29 @@ def _write(target: Path, text: str) -> None:
         raise
 
 
-def path(args: argparse.Namespace) -> int:
+def path(context: CommandContext) -> int:
     """Which configuration files are read, and how the project file was found."""
-    config = load_config(getattr(args, "config", None))
+    config = context.config
     if config.project:
         print(f"project: {config.project} (found by {config.found_by})")
     else:
         print(f"project: none (no opus.toml in {Path.cwd()} or its parents)")
     user = user_config_path()
     print(f"user:    {user} ({'read' if user.is_file() else 'not present'})")
-    print(f"state:   {_state(args, config)}")
+    print(f"state:   {_state(context)}")
     return 0
 
 
-def _state(args: argparse.Namespace, config: Config) -> str:
+def _state(context: CommandContext) -> str:
     """Where the configured persistence keeps state (this project's folder by default)."""
-    from opus_core.assembly import Assembly
     from opus_core.cli.state import location
     from opus_core.errors import OpusError
     from opus_core.persistence import MemoryPersistence
 
+    config = context.config
     try:
-        persistence = Assembly(config, manager=getattr(args, "plugin_manager", None)).persistence()
+        context.configure()  # a persistence may read its plugin's [plugins.NAME] options
+        persistence = context.persistence
     except OpusError as exc:
         return f"{config.state_dir} (this project's folder; the persistence is unusable: {exc})"
     where = location(persistence)

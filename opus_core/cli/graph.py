@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opus_core.cli.context import CommandContext
 from opus_core.cli.tasks import Scope, scope
 
 GROUP_ABOVE = 200
@@ -41,9 +42,10 @@ class Drawing:
     heading: str
 
 
-def graph(args: argparse.Namespace) -> int:
+def graph(context: CommandContext) -> int:
     """Print the graph of the tasks in scope for `--command` and `--context`."""
-    found = scope(args)
+    args = context.args
+    found = scope(context)
     group_by = args.group_by
     if group_by == "auto":
         group_by = "kind" if len(found.tasks) > GROUP_ABOVE else "none"

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
+from opus_core.cli.context import CommandContext
 from opus_core.cli.output import emit
-from opus_core.config import load_config
-from opus_core.plugin.manager import PluginManager
 
 
-def list_plugins(args: argparse.Namespace) -> int:
+def list_plugins(context: CommandContext) -> int:
     """Every plugin with its version, distribution, what it provides, hooks and status."""
-    manager = getattr(args, "plugin_manager", None)
-    if manager is None:
-        config = load_config(getattr(args, "config", None))
-        manager = PluginManager(disabled=config.opus("disable_plugins", ()))
-    infos = manager.plugins()
+    infos = context.plugins.plugins()
     rows = []
     for info in infos:
         provides = "; ".join(
@@ -36,6 +29,6 @@ def list_plugins(args: argparse.Namespace) -> int:
         ("NAME", "VERSION", "DISTRIBUTION", "STATUS", "PROVIDES", "HOOKS"),
         rows,
         [info.to_dict() for info in infos],
-        args.json,
+        context.args.json,
     )
     return 0

@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING
 from opus_core.errors import OpusError
 
 if TYPE_CHECKING:
-    import argparse
-
-    from opus_core.cli import Commands
+    from opus_core.cli import CommandContext, Commands
     from opus_core.persistence import StatePersistence
 
 DEFAULT_OUTPUT = "report.html"
@@ -63,13 +61,13 @@ def add_report_command(commands: Commands) -> None:
     )
 
 
-def report(args: argparse.Namespace) -> int:
-    """`opus report`: write the report of the run `args.run` to `args.output`; 0 when written."""
-    from opus_core.cli.state import configured_persistence
+def report(context: CommandContext) -> int:
+    """`opus report`: write the report of the run `RUN` to `-o FILE`; 0 when written."""
     from opus_core.history import find_run
 
+    args = context.args
     check_writable(args.output)
-    persistence = configured_persistence(args)
+    persistence = context.persistence
     if type(persistence).name == "memory":
         raise OpusError(
             "no run history to report on: the memory persistence forgets every run when opus "

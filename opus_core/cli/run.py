@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from opus_core.cli import exit_leaving_threads, interrupted_status
+from opus_core.cli import CommandContext, exit_leaving_threads, interrupted_status
 from opus_core.cli.output import (
     printable,
     report_records,
@@ -40,7 +40,7 @@ SHORT_FRAMES = 5
 """How many of a traceback's last frames `--tb=short` shows."""
 
 
-def run(args: argparse.Namespace) -> int:
+def run(context: CommandContext) -> int:
     """Run the tasks; 0 when all succeeded, 1 when any did not, 5 when none was in scope,
     130/143 when stopped."""
     from opus_core.logger import LoggerWrapper
@@ -48,13 +48,14 @@ def run(args: argparse.Namespace) -> int:
     previous = LoggerWrapper.stream
     LoggerWrapper.stream = "stderr"  # stdout carries the results only
     try:
-        return _run(args)
+        return _run(context)
     finally:
         LoggerWrapper.stream = previous
 
 
-def _run(args: argparse.Namespace) -> int:
-    tasks = Tasks.from_config(getattr(args, "config", None), runner=args.runner)
+def _run(context: CommandContext) -> int:
+    args = context.args
+    tasks = context.tasks(runner=args.runner)
     _override(tasks, args)
     manager = tasks.manager()
     if args.names:

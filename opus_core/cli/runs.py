@@ -7,12 +7,11 @@ shown as "interrupted" (see `opus_core.history.displayed_status`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
+from opus_core.cli.context import CommandContext
 from opus_core.cli.output import duration, emit, printable, table, timestamp, to_json
-from opus_core.cli.state import configured_persistence
 from opus_core.errors import OpusError
 from opus_core.history import displayed_status, find_run, for_json
 from opus_core.persistence.base import finite_number
@@ -49,14 +48,15 @@ def _where(run: dict[str, Any]) -> str:
 # -- list ------------------------------------------------------------------------------------
 
 
-def list_runs(args: argparse.Namespace) -> int:
+def list_runs(context: CommandContext) -> int:
     """The runs, newest first: id, status, start, duration, command/context, counts."""
+    args = context.args
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         raise OpusError(f"--limit needs a number of runs to show, 1 or more, not {limit}")
     if limit is not None and limit >= ALL:
         limit = None
-    runs = configured_persistence(args).list_runs(limit=limit)
+    runs = context.persistence.list_runs(limit=limit)
     for run in runs:
         run["status"] = displayed_status(run)
     as_json = getattr(args, "json", False)
@@ -82,9 +82,10 @@ def list_runs(args: argparse.Namespace) -> int:
 # -- show ------------------------------------------------------------------------------------
 
 
-def show(args: argparse.Namespace) -> int:
+def show(context: CommandContext) -> int:
     """One run (`latest` by default): what ran, how it ended, and each task."""
-    run = find_run(configured_persistence(args), getattr(args, "run", None) or "latest")
+    args = context.args
+    run = find_run(context.persistence, getattr(args, "run", None) or "latest")
     if getattr(args, "json", False):
         print(to_json({**for_json(run), "duration": _took(run)}))
         return 0
@@ -122,11 +123,11 @@ def show(args: argparse.Namespace) -> int:
 # -- prune -----------------------------------------------------------------------------------
 
 
-def prune(args: argparse.Namespace) -> int:
+def prune(context: CommandContext) -> int:
     """Forget every run but the `--keep N` newest."""
-    keep = args.keep
+    keep = context.args.keep
     if keep is None or keep < 0:
         raise OpusError(f"--keep needs a number of runs to keep, 0 or more, not {keep!r}")
-    removed = configured_persistence(args).prune_runs(min(keep, ALL))
+    removed = context.persistence.prune_runs(min(keep, ALL))
     sys.stdout.write(f"pruned {removed} run(s), kept at most {keep}\n")
     return 0

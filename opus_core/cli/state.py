@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from typing import Any
 
-from opus_core.assembly import Assembly
+from opus_core.cli.context import CommandContext
 from opus_core.cli.output import duration, emit, iso, timestamp, to_json
-from opus_core.config import load_config
 from opus_core.errors import OpusError
 from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, MemoryPersistence, StatePersistence
 from opus_core.persistence.base import finite_number
 from opus_core.records import RECORD_KIND, record_id
-
-
-def configured_persistence(args: argparse.Namespace) -> StatePersistence:
-    """The persistence the configuration (`--config`, else found) names, as a command's
-    plugins make it: what `opus state`, `opus runs` and `opus report` read."""
-    assembly = Assembly(
-        load_config(getattr(args, "config", None)), manager=getattr(args, "plugin_manager", None)
-    )
-    return assembly.persistence()
 
 
 def location(persistence: StatePersistence) -> str:
@@ -79,12 +68,13 @@ def _for_json(data: Any) -> Any:
 # -- list -----------------------------------------------------------------------------
 
 
-def list_state(args: argparse.Namespace) -> int:
+def list_state(context: CommandContext) -> int:
     """Every identifier that has state, with its status, finish time and duration.
 
     The first line, on stderr, says where the state is (stdout stays the table).
     """
-    persistence = configured_persistence(args)
+    args = context.args
+    persistence = context.persistence
     sys.stderr.write(f"state: {location(persistence)}\n")
     state = _without_history(persistence.retrieve_all_state_from_persistence())
     as_json = getattr(args, "json", False)
@@ -162,9 +152,10 @@ def _not_found(wanted: str, ids: list[str], command: str, context: str) -> str:
     return f"{message}; `opus state list` shows what there is"
 
 
-def show(args: argparse.Namespace) -> int:
+def show(context: CommandContext) -> int:
     """The state of one identifier or task: a task record for people, else JSON."""
-    persistence = configured_persistence(args)
+    args = context.args
+    persistence = context.persistence
     key = resolve(persistence, args.id, args.command, args.context)
     data = persistence.get_object_state(key)
     if getattr(args, "json", False):
@@ -206,9 +197,10 @@ def _indent(text: str) -> str:
 # -- clear ----------------------------------------------------------------------------
 
 
-def clear(args: argparse.Namespace) -> int:
+def clear(context: CommandContext) -> int:
     """Forget one identifier's state, or everything (asked first, or `--yes`)."""
-    persistence = configured_persistence(args)
+    args = context.args
+    persistence = context.persistence
     if args.id is not None:
         if not persistence.delete_object_state(args.id):
             raise OpusError(f"no state for {args.id!r}; `opus state list` shows what there is")

@@ -7,10 +7,10 @@ for `opus run`.
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from opus_core.cli.context import CommandContext
 from opus_core.manifest import Task, display_name
 
 
@@ -63,12 +63,12 @@ class Scope:
         return text
 
 
-def scope(args: argparse.Namespace) -> Scope:
-    """Plan the configuration for `args.command` and `args.context`, with `NAME ...` and `-k`."""
-    from opus_core.engine import Tasks
+def scope(context: CommandContext) -> Scope:
+    """Plan the configuration for `--command` and `--context`, with `NAME ...` and `-k`."""
     from opus_core.plugin.defaults import KeywordSelection, Selection
 
-    engine = Tasks.from_config(getattr(args, "config", None))
+    args = context.args
+    engine = context.tasks()
     manager = engine.manager()
     if args.names:
         manager.register(Selection(args.names), name="builtin.selection", core=True)
@@ -106,11 +106,12 @@ def _declared_dependencies(shown: list[ScopedTask]) -> None:
         s.after = list(dict.fromkeys(found))
 
 
-def tasks(args: argparse.Namespace) -> int:
+def tasks(context: CommandContext) -> int:
     """List the tasks in scope (kind, labels, dependencies), then those out of scope and why."""
     from opus_core.cli.output import emit
 
-    found = scope(args)
+    args = context.args
+    found = scope(context)
     names = [s.name for s in found.tasks]
     rows = [
         (

@@ -112,11 +112,19 @@ def opus_register_commands(commands: Commands) -> None:
     """Add subcommands to `opus` with `commands.add(name, handler, help=...)`.
 
     Called once each time `opus` starts, before the command line is parsed, so
-    keep it cheap: `handler` may be a function of the parsed arguments
-    (`argparse.Namespace`) returning an exit status, or a `"module:function"`
-    string imported only when the command runs. `add` returns the
-    `argparse.ArgumentParser` of the new command, for its arguments. The core's
-    own `run`, `plugins`, `config` and `state` are added through this hook.
+    keep it cheap: `handler` may be a function or a `"module:function"` string
+    imported only when the command runs, and returns the exit status. A
+    handler whose first parameter is annotated `opus_core.cli.CommandContext`
+    receives one — `.args` (the parsed arguments), `.config`, `.plugins`, and,
+    built when first asked for, `.persistence` and `.tasks()` (the engine);
+    any other handler receives the parsed arguments (`argparse.Namespace`).
+    Before the handler runs, opus checks `[plugins.*]` and hands every plugin
+    its options (`opus_configure`); `commands.add(..., configure=False)` skips
+    that for a command that must work whatever the configuration holds. `add`
+    returns the `argparse.ArgumentParser` of the new command, for its
+    arguments; `commands.add_group(name, help, default=...)` makes
+    `opus NAME ACTION`. The core's own commands are added through this hook.
+    docs/commands.md has a complete command plugin.
 
     Example::
 
@@ -124,6 +132,11 @@ def opus_register_commands(commands: Commands) -> None:
         def opus_register_commands(commands):
             parser = commands.add("hello", "opus_plugin_hello.cli:hello", help="say hello")
             parser.add_argument("--name", default="world")
+
+        # opus_plugin_hello/cli.py
+        def hello(context: CommandContext) -> int:
+            print(f"hello, {context.args.name}, from {context.config.project}")
+            return 0
     """
 
 

@@ -29,15 +29,25 @@ test of a project that has opus-core installed can ask for the fixture::
         opus_project.register(opus_plugin_hello)
         opus_project.write_config(TASKS)
         result = opus_project.run("run")           # the real `opus` command
-        assert result.returncode == 0, result.stderr
-        assert "Hello, opus!" in result.stdout + result.stderr
+        result.assert_outcomes(succeeded=1)        # read from the run's own summary
+        result.stderr.fnmatch_lines(["*Hello, opus!*"])
+        assert result.ret == 0                     # also .returncode, as CompletedProcess
 
 Registered plugins are loaded in-process (`Tasks.from_config(..., plugins=[...])`)
 and by the `opus` command (their module names in `$OPUS_PLUGINS`, their folders
-on `PYTHONPATH`), whether or not the plugin is also installed. Neither reads nor
-writes the user's files: `XDG_CONFIG_HOME` and `XDG_STATE_HOME` point into the
-test's temporary folder and every `OPUS_*` variable is removed, in the test
+on `PYTHONPATH`), whether or not the plugin is also installed. Both run in the
+project folder: the fixture makes it the test's working directory, as `opus`
+makes the folder of `opus.toml` the working directory of the tasks it runs, so
+a relative path means the same file to `tasks()` and to `run()`. Neither reads
+nor writes the user's files: `XDG_CONFIG_HOME` and `XDG_STATE_HOME` point into
+the test's temporary folder and every `OPUS_*` variable is removed, in the test
 process (for the test's duration) and in the `opus` it runs.
+
+`run` returns an `OpusResult`: a `subprocess.CompletedProcess` (`returncode`,
+`stdout`, `stderr`, `args`) whose `stdout` and `stderr` are strings with
+pytest's line matching (`fnmatch_lines`, `re_match_lines`, `no_fnmatch_line`),
+with `ret` for the exit status and, after `opus run`, `outcomes` and
+`assert_outcomes(succeeded=..., failed=..., ...)`, as pytest's `pytester` offers.
 
 Nothing of opus is imported until a fixture is used, since pytest imports this
 module in every session of every project that has opus-core installed.
@@ -46,11 +56,13 @@ module in every session of every project that has opus-core installed.
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -62,7 +74,14 @@ if TYPE_CHECKING:
     from opus_core.testing.persistence import PersistenceContract
     from opus_core.testing.runner import RunnerContract
 
-__all__ = ["OpusProject", "PersistenceContract", "RunnerContract", "opus_project"]
+__all__ = [
+    "OpusProject",
+    "OpusResult",
+    "Output",
+    "PersistenceContract",
+    "RunnerContract",
+    "opus_project",
+]
 
 _CONTRACTS = {
     "PersistenceContract": "opus_core.testing.persistence",
@@ -76,7 +95,6 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'opus_core.testing' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
-
 
 
 def import_root(module: ModuleType) -> Path | None:
@@ -94,6 +112,147 @@ def import_root(module: ModuleType) -> Path | None:
     return Path(file).resolve().parents[levels]
 
 
+STATUSES = ("succeeded", "failed", "skipped", "timed_out", "restored", "cancelled")
+"""How a task of a run can end: the keywords of `OpusResult.assert_outcomes`."""
+
+SUMMARY = re.compile(
+    r"(?P<counts>\d+ [a-z_]+(?:, \d+ [a-z_]+)*|no tasks) in \d+(?:\.\d+)?s(?: \(interrupted\))?"
+)
+"""The last line `opus run` prints: `2 succeeded, 1 failed in 0.41s`."""
+
+NOTHING_IN_SCOPE = 5
+"""The exit status of `opus run` with no task in scope: a run of no tasks."""
+
+
+class Output(str):
+    """What `opus` wrote to stdout or stderr: a `str`, with pytest's line matching.
+
+    The matchers are those of `pytest.LineMatcher` (what `pytester` results offer):
+    each raises a failure that shows every line and where the match stopped.
+    """
+
+    __slots__ = ()
+
+    @property
+    def lines(self) -> list[str]:
+        """The text, one item per line, without line ends."""
+        return self.splitlines()
+
+    def fnmatch_lines(self, lines: Sequence[str], *, consecutive: bool = False) -> None:
+        """Fail unless the text has lines matching the glob patterns `lines`, in order
+        (`*` any text, `?` one character; with `consecutive`, one after the other)."""
+        pytest.LineMatcher(self.lines).fnmatch_lines(list(lines), consecutive=consecutive)
+
+    def re_match_lines(self, lines: Sequence[str], *, consecutive: bool = False) -> None:
+        """Fail unless the text has lines that the regular expressions `lines` match
+        (`re.match`: from the start of the line), in order."""
+        pytest.LineMatcher(self.lines).re_match_lines(list(lines), consecutive=consecutive)
+
+    def no_fnmatch_line(self, pattern: str) -> None:
+        """Fail if any line matches the glob `pattern`."""
+        pytest.LineMatcher(self.lines).no_fnmatch_line(pattern)
+
+    def no_re_match_line(self, pattern: str) -> None:
+        """Fail if the regular expression `pattern` matches the start of any line."""
+        pytest.LineMatcher(self.lines).no_re_match_line(pattern)
+
+
+class OpusResult(subprocess.CompletedProcess[str]):
+    """What `OpusProject.run` returns: how `opus` exited and what it wrote.
+
+    A `subprocess.CompletedProcess` (`args`, `returncode`, `stdout`, `stderr`)
+    whose `stdout` and `stderr` are `Output`s: strings with `fnmatch_lines`
+    and the other matchers of `pytest.LineMatcher`.
+    """
+
+    stdout: Output
+    stderr: Output
+
+    def __init__(self, args: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        super().__init__(list(args), returncode, Output(stdout), Output(stderr))
+
+    @property
+    def ret(self) -> int:
+        """The exit status (`returncode`), as pytest's `RunResult.ret`."""
+        return self.returncode
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """How many tasks of `opus run` ended in each status (every status, zeros included).
+
+        Read from what the run printed: its JSON report with `--json`, else its
+        summary line; a run with nothing in scope (exit status 5) ran no task.
+        Fails the test when the output holds no run (another command, `--dry-run`).
+        """
+        counts = dict.fromkeys(STATUSES, 0)
+        found = self._json_counts()
+        if found is None:
+            found = self._summary_counts()
+        if found is None:
+            if self.returncode == NOTHING_IN_SCOPE:
+                return counts
+            raise AssertionError(
+                f"no run outcome in the output of {' '.join(self.args)} (exit status "
+                f"{self.returncode}): it prints no summary line and no JSON report\n"
+                f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+            )
+        counts.update(found)
+        return counts
+
+    def _json_counts(self) -> dict[str, int] | None:
+        try:
+            data = json.loads(self.stdout)
+        except ValueError:
+            return None
+        counts = data.get("counts") if isinstance(data, dict) else None
+        if not isinstance(counts, dict):
+            return None
+        return {str(status): int(n) for status, n in counts.items()}
+
+    def _summary_counts(self) -> dict[str, int] | None:
+        for line in reversed(self.stdout.lines):
+            matched = SUMMARY.fullmatch(line.strip())
+            if matched is None:
+                continue
+            if matched["counts"] == "no tasks":
+                return {}
+            pairs = (part.split(" ", 1) for part in matched["counts"].split(", "))
+            return {status: int(n) for n, status in pairs}
+        return None
+
+    def assert_outcomes(
+        self,
+        succeeded: int = 0,
+        failed: int = 0,
+        skipped: int = 0,
+        timed_out: int = 0,
+        restored: int = 0,
+        cancelled: int = 0,
+    ) -> None:
+        """Fail unless `opus run` ended exactly so many tasks in each status (those not
+        given: none), showing what differs, the exit status and the output."""
+        expected = {
+            "succeeded": succeeded,
+            "failed": failed,
+            "skipped": skipped,
+            "timed_out": timed_out,
+            "restored": restored,
+            "cancelled": cancelled,
+        }
+        actual = self.outcomes
+        seen = {status: actual.get(status, 0) for status in expected}
+        if seen != expected:
+            differs = ", ".join(
+                f"{status}: expected {expected[status]}, got {seen[status]}"
+                for status in expected
+                if seen[status] != expected[status]
+            )
+            raise AssertionError(
+                f"outcomes differ ({differs}); exit status {self.returncode}\n"
+                f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+            )
+
+
 class OpusProject:
     """An opus project in a temporary folder: its files, its plugins, an engine and `opus`.
 
@@ -108,6 +267,9 @@ class OpusProject:
         self.plugins: list[ModuleType] = []
         """The registered plugin modules, in the order they were registered."""
         self._monkeypatch = monkeypatch
+        # The test runs in the project folder, as `run()` and every task do: a relative
+        # path in the test, in `tasks()` and in `opus` names the same file.
+        monkeypatch.chdir(self.path)
         self._on_sys_path = False
         self._names: list[str] = []
         self.environment: dict[str, str] = {
@@ -152,7 +314,8 @@ class OpusProject:
         return self.write("opus.toml", text)
 
     def tasks(self, **kwargs: Any) -> Tasks:
-        """`Tasks.from_config` on the project's `opus.toml`, with the registered plugins."""
+        """`Tasks.from_config` on the project's `opus.toml`, with the registered plugins
+        (in the project folder, the test's working directory, as `run()`)."""
         from opus_core.engine import Tasks
 
         return Tasks.from_config(self.path / "opus.toml", plugins=list(self.plugins), **kwargs)
@@ -164,8 +327,9 @@ class OpusProject:
 
     def run(
         self, *args: str, timeout: float = 60, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run `opus ARGS` in the project folder with the registered plugins; what it did.
+    ) -> OpusResult:
+        """Run `opus ARGS` in the project folder with the registered plugins; what it did
+        (`OpusResult`: `returncode`, `stdout`, `stderr`, `assert_outcomes`, line matching).
 
         `env` adds or overrides environment variables, after everything else.
         """
@@ -183,14 +347,11 @@ class OpusProject:
         if folders:
             environment["PYTHONPATH"] = os.pathsep.join(folders)
         environment.update(env or {})
-        return subprocess.run(
-            [*self.command(), *args],
-            cwd=self.path,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        command = [*self.command(), *args]
+        done = subprocess.run(
+            command, cwd=self.path, env=environment, capture_output=True, text=True, timeout=timeout
         )
+        return OpusResult(command, done.returncode, done.stdout, done.stderr)
 
     def close(self) -> None:
         """Forget the modules imported from the project folder, for the next test's own."""
