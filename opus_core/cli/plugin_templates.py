@@ -290,6 +290,7 @@ class Test${camel}Runner(RunnerContract):
     """opus-core's conformance tests of runners, run against this one."""
 
     runner_class = ${camel}Runner
+    max_workers_option = None  # it runs one task at a time: there is no cap to check
 
 
 def test_a_function_runs_on_it() -> None:
@@ -328,22 +329,26 @@ PERSISTENCE_PACKAGE = (
     '''\
 """The opus plugin `$name`: the persistence `$name`, to edit into your own.
 
-`${camel}Persistence` keeps every state in one JSON file, rewritten on each
-change: simple, and slow for big projects. Keep it elsewhere by rewriting the
+`${camel}Persistence` keeps every state in one JSON file, read on each access and
+rewritten whole, under a file lock, on each change: simple and safe, and slow
+for big projects. Keep it elsewhere by rewriting the
 four state methods; its tests — opus-core's `PersistenceContract` — say
 whether it keeps the contract.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from opus_core import StatePersistence
-from opus_core.config import current_state_dir
+from opus_core.persistence import state_folder, to_json
 from opus_core.plugin import hookimpl
 
 '''
@@ -359,39 +364,53 @@ class ${camel}Persistence(StatePersistence):
 
     name: ClassVar[str] = "$name"
 
+    supports_concurrent_processes: ClassVar[bool] = True  # every change holds a file lock
+
     def __init__(self, path: Path | None = None) -> None:
         super().__init__()
-        self.path = Path(path) if path is not None else current_state_dir() / "$snake.json"
-        self.data: dict[str, dict[str, Any]] = (
-            json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
-        )
+        self.path = Path(path) if path is not None else state_folder() / "$snake.json"
+
+    def read(self) -> dict[str, Any]:
+        """Every identifier and its state, as the file holds them now."""
+        if not self.path.exists():
+            return {}
+        return json.loads(self.path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[dict[str, Any]]:
+        """The file's contents to change, under a lock that other processes respect; the
+        file is written whole (a temporary file, then a rename) when the block ends."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self.read()
+            yield data
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(json.dumps(data))
+            os.replace(temporary, self.path)
 
     def retrieve_all_state_from_persistence(self) -> dict[str, dict[str, Any]]:
         """Every identifier and its state."""
-        return {key: dict(value) for key, value in self.data.items()}
+        return self.read()
 
     def get_object_state(self, object_identifier: str) -> dict[str, Any]:
-        """The state of `object_identifier`, or an empty dict."""
-        return dict(self.data.get(object_identifier, {}))
+        """The state of `object_identifier`, or an empty dict (a fresh copy either way)."""
+        return self.read().get(object_identifier, {})  # type: ignore[no-any-return]
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
-        """Replace the state of `object_identifier` with `data`, and write the file."""
-        self.data[object_identifier] = json.loads(json.dumps(data))
-        self.persist_all_state()
+        """Replace the state of `object_identifier` with `data`.
+
+        `to_json` refuses (naming the identifier) what JSON would not give back as it is.
+        """
+        value = json.loads(to_json(object_identifier, data))
+        with self.changing() as stored:
+            stored[object_identifier] = value
 
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if it had state."""
-        found = self.data.pop(object_identifier, None) is not None
-        if found:
-            self.persist_all_state()
-        return found
-
-    def persist_all_state(self) -> None:
-        """Write the file whole, or not at all (a temporary file, then a rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.data), encoding="utf-8")
-        os.replace(temporary, self.path)
+        with self.changing() as stored:
+            return stored.pop(object_identifier, None) is not None
 
 
 @hookimpl
