@@ -217,6 +217,11 @@ class Assembly:
                 message += f"; {info.describe()} {info.failure}: {info.error}"
         if wanted and not any(i.distribution == wanted for i in broken):
             message += f" (pip install {wanted} provides it)"
+        elif not wanted:
+            message += (
+                "; install the plugin that provides it, or load a module of your own with "
+                "`opus -p MODULE` or $OPUS_PLUGINS"
+            )
         raise ConfigError(message)
 
     def checked_options(
@@ -314,7 +319,13 @@ class Assembly:
                     f"{installed or 'none'}"
                 )
             if info.status == "enabled" and self.manager.options_class(name) is None:
-                raise ConfigError(f"{where}: {info.describe()} takes no options")
+                sections = [
+                    f"[{section}.{provided}]"
+                    for section in ("runners", "persistence", "loggers")
+                    for provided in info.provides.get(section, [])
+                ]
+                hint = f"; its {' and '.join(sections)} options go there" if sections else ""
+                raise ConfigError(f"{where}: {info.describe()} takes no options{hint}")
         for name, info in infos.items():
             cls = self.manager.options_class(name)
             if cls is None or info.status != "enabled":

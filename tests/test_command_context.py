@@ -331,3 +331,51 @@ def test_the_worked_example_of_the_commands_page_runs(opus_project: OpusProject)
         "report: skipped",
         "2 of 3 task(s) to do",
     ]
+
+
+PERSISTENCE_ONLY = """
+    from opus_core.persistence import MemoryPersistence
+    from opus_core.plugin import hookimpl
+
+
+    class Kept(MemoryPersistence):
+        name = "kept"
+
+        def __init__(self, where: str = "here"):
+            super().__init__()
+            self.where = where
+
+
+    @hookimpl
+    def opus_register_persistence():
+        return [Kept]
+"""
+
+
+def test_options_under_plugins_for_a_persistence_point_to_its_own_section(
+    opus_project: OpusProject,
+) -> None:
+    opus_project.write("kept_plugin.py", PERSISTENCE_ONLY)
+    opus_project.register("kept_plugin", name="kept")
+    opus_project.write_config(
+        """
+        [opus]
+        persistence = "kept"
+
+        [plugins.kept]
+        where = "there"
+        """
+    )
+    result = opus_project.run("state", "list")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        "takes no options; its [persistence.kept] options go there"
+    ), result.stderr
+
+
+def test_an_unknown_persistence_says_how_to_load_a_plugin(opus_project: OpusProject) -> None:
+    opus_project.write_config('[opus]\npersistence = "nowhere"\n')
+    result = opus_project.run("state", "list")
+    assert result.returncode == 2
+    assert "no persistence named 'nowhere'" in result.stderr
+    assert "`opus -p MODULE` or $OPUS_PLUGINS" in result.stderr

@@ -185,6 +185,10 @@ class StatePersistence(abc.ABC):
             return super().__new__(MemoryPersistence)
         return super().__new__(cls)
 
+    def __init__(self, logger: object = None) -> None:  # noqa: B027 - nothing to set up
+        """Nothing to set up here; `logger` is accepted, and ignored, as the seed's
+        persistence took one (so `super().__init__(logger)` keeps working)."""
+
     # -- state: the four methods a persistence implements ------------------------------
 
     @abc.abstractmethod

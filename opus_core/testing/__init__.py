@@ -74,6 +74,10 @@ if TYPE_CHECKING:
     from opus_core.testing.persistence import PersistenceContract
     from opus_core.testing.runner import RunnerContract
 
+# The conformance classes' asserts show the values that differ, as a test's own do (pytest
+# rewrites only test modules and the plugins it loads unless told).
+pytest.register_assert_rewrite("opus_core.testing.persistence", "opus_core.testing.runner")
+
 __all__ = [
     "OpusProject",
     "OpusResult",

@@ -101,18 +101,31 @@ class ContractPublish(TaskProcessor):
         return {task.task_id: task.spec["value"]}
 
 
-def _write_at_once(payload: bytes, who: str, count: int, barrier: Any) -> None:
+def _write_at_once(payload: bytes, who: str, count: int, barrier: Any, report: str) -> None:
     """In a child process: a copy of the persistence, `count` saves of its own and of one
-    shared identifier, and a run; exits 1 if any of its own saves does not read back."""
-    persistence: StatePersistence = pickle.loads(payload)
-    barrier.wait(timeout=60)
-    for i in range(count):
-        persistence.save_object_state(f"{who}-{i}", {"who": who, "i": i})
-        persistence.save_object_state("shared", {"who": who, "i": i})
-    persistence.save_run({"id": f"run-{who}", "status": "succeeded", "tasks": []})
-    persistence.persist_all_state()
-    lost = [i for i in range(count) if persistence.get_object_state(f"{who}-{i}").get("i") != i]
-    sys.exit(1 if lost or persistence.load_run(f"run-{who}") is None else 0)
+    shared identifier, and a run; exits 1, saying why in the file `report`, if anything
+    raises or any of its own saves does not read back."""
+    try:
+        persistence: StatePersistence = pickle.loads(payload)
+        barrier.wait(timeout=60)
+        for i in range(count):
+            persistence.save_object_state(f"{who}-{i}", {"who": who, "i": i})
+            persistence.save_object_state("shared", {"who": who, "i": i})
+        persistence.save_run({"id": f"run-{who}", "status": "succeeded", "tasks": []})
+        persistence.persist_all_state()
+        lost = [
+            i for i in range(count) if persistence.get_object_state(f"{who}-{i}").get("i") != i
+        ]
+        problems = [f"saves of {who!r} that do not read back: {lost}"] if lost else []
+        if persistence.load_run(f"run-{who}") is None:
+            problems.append(f"the run 'run-{who}' it saved does not load")
+    except BaseException:
+        import traceback
+
+        problems = [traceback.format_exc()]
+    if problems:
+        Path(report).write_text("\n".join(problems), encoding="utf-8")
+    sys.exit(1 if problems else 0)
 
 
 class PersistenceContract:
@@ -369,15 +382,21 @@ class PersistenceContract:
         context: Any = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         barrier = context.Barrier(2)
         count = 60
+        reports = {who: store.parent / f"{who}-writer.report" for who in ("left", "right")}
         workers = [
-            context.Process(target=_write_at_once, args=(payload, who, count, barrier))
+            context.Process(
+                target=_write_at_once, args=(payload, who, count, barrier, str(reports[who]))
+            )
             for who in ("left", "right")
         ]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join(timeout=120)
-        assert [worker.exitcode for worker in workers] == [0, 0]
+        said = {
+            who: path.read_text(encoding="utf-8") for who, path in reports.items() if path.exists()
+        }
+        assert [worker.exitcode for worker in workers] == [0, 0], said
         if not type(persistence).supports_concurrent_processes:
             return
         seen = self.make_persistence(store)
