@@ -379,3 +379,44 @@ def test_an_unknown_persistence_says_how_to_load_a_plugin(opus_project: OpusProj
     assert result.returncode == 2
     assert "no persistence named 'nowhere'" in result.stderr
     assert "`opus -p MODULE` or $OPUS_PLUGINS" in result.stderr
+
+
+LIMITED_RUNNER = """
+    from opus_core.plugin import hookimpl
+    from opus_core.runners import SequentialRunner
+
+
+    class Limited(SequentialRunner):
+        name = "limited"
+
+        def __init__(self, per_label: dict[str, int] | None = None):
+            self.per_label = per_label or {}
+
+
+    @hookimpl
+    def opus_register_runners():
+        return [Limited]
+"""
+
+
+def test_config_show_prints_toml_that_reads_back_whatever_the_keys(
+    opus_project: OpusProject,
+) -> None:
+    import tomllib
+
+    opus_project.write("limited_runner.py", LIMITED_RUNNER)
+    opus_project.register("limited_runner", name="limited")
+    opus_project.write_config(
+        """
+        [opus]
+        runner = "limited"
+
+        [runners.limited]
+        per_label = { "tier=db" = 1, "plain" = 2 }
+        """
+    )
+    shown = opus_project.run("config", "show")
+    assert shown.returncode == 0, shown.stderr
+    lines = [line.split("  # ")[0] for line in shown.stdout.splitlines() if " = " in line]
+    data = tomllib.loads("\n".join(lines))
+    assert data["runners"]["limited"]["per_label"] == {"tier=db": 1, "plain": 2}

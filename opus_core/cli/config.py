@@ -31,6 +31,13 @@ def _leaves(
     return found
 
 
+def toml_key(key: str) -> str:
+    """`key` as a TOML key: bare when it can be, else quoted."""
+    if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
+        return key
+    return json.dumps(key)
+
+
 def inline(value: Any) -> str:
     """A value as one line of TOML."""
     if isinstance(value, bool):
@@ -40,7 +47,7 @@ def inline(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(inline(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {inline(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{toml_key(k)} = {inline(v)}" for k, v in value.items()) + " }"
     return str(value)
 
 
@@ -174,7 +181,7 @@ def show(context: CommandContext) -> int:
     if not config.files:
         print("# no configuration file found; every setting has its default")
     for path, (value, source) in entries.items():
-        print(f"{'.'.join(path)} = {inline(value)}  # {source}")
+        print(f"{'.'.join(toml_key(part) for part in path)} = {inline(value)}  # {source}")
     if tasks:
         print(f"\n# {len(tasks)} task(s) from {config.origin('tasks')}")
         print(tomli_w.dumps({"tasks": tasks}).rstrip())

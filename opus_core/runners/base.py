@@ -402,8 +402,8 @@ class BaseTaskRun:
         self.__end(TaskCancelledError(f"task run {self.instance_name} was stopped"))
 
     def time_out(self, timeout: float) -> None:
-        """End the run as `timed_out` after `timeout` seconds and halt its work (called by
-        the engine's deadline watcher)."""
+        """End the run as `timed_out` now, its `timeout` seconds being up, and halt its work
+        (the engine's deadline watcher calls it `timeout` seconds after `submit`)."""
         self.__end(TaskTimeoutError(f"task {self.name!r} timed out after {timeout:g}s"))
 
     def __end(self, error: BaseException) -> None:

@@ -56,8 +56,8 @@ _Work = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 def _dumps(call: _Work) -> bytes | None:
     """`call` pickled for a worker, or None if it cannot be (then a worker is forked for it)."""
-    try:
-        return dumps_work(call)
+    try:  # workers are forked from this process: its `__main__` is theirs
+        return dumps_work(call, main_by_value=False)
     except Exception:
         return None
 

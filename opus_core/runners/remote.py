@@ -49,14 +49,23 @@ def _decorated(module: str, qualname: str) -> Any:
     return found.__wrapped__
 
 
+class _ByValue(Exception):
+    """Raised while pickling by reference: something of `__main__` must travel by value."""
+
+
 @functools.cache
-def _pickler() -> type[Any]:
+def _pickler(main_by_value: bool) -> type[Any]:
     """`pickle.Pickler`, but a function whose name holds its decorator (`@task`, or anything
-    `functools.wraps`-like) is sent by reference through the decorator."""
+    `functools.wraps`-like) is sent by reference through the decorator, and (with
+    `main_by_value`) a function or class of `__main__` stops it: another interpreter's
+    `__main__` is not this one's."""
     import pickle
 
     class Pickler(pickle.Pickler):
         def reducer_override(self, obj: Any) -> Any:
+            if main_by_value and isinstance(obj, (FunctionType, type)):
+                if getattr(obj, "__module__", None) == "__main__":
+                    raise _ByValue
             if type(obj) is not FunctionType:
                 return NotImplemented
             module, qualname = obj.__module__, obj.__qualname__
@@ -70,20 +79,22 @@ def _pickler() -> type[Any]:
     return Pickler
 
 
-def dumps_work(work: Work | Any) -> bytes:
+def dumps_work(work: Work | Any, *, main_by_value: bool = True) -> bytes:
     """`work` (a `Work`, or anything else to send) as bytes for `loads_work` in another process.
 
     Plain pickle first (functions by reference, a decorated function through its
-    decorator); what plain pickle refuses — a function of `__main__` or a closure — by
-    value with cloudpickle. Raises what cloudpickle raises when neither can (a lock, an
-    open file among the arguments).
+    decorator); what plain pickle cannot send by reference — a closure, a lambda, and a
+    function or class of the script being run (`__main__`) — by value with cloudpickle.
+    `main_by_value=False` sends `__main__`'s by reference, for a process forked from this
+    one (which has the same `__main__`). Raises what cloudpickle raises when neither can
+    (a lock, an open file among the arguments).
     """
     import io
     import pickle
 
     buffer = io.BytesIO()
     try:
-        _pickler()(buffer, pickle.HIGHEST_PROTOCOL).dump(work)
+        _pickler(main_by_value)(buffer, pickle.HIGHEST_PROTOCOL).dump(work)
         return buffer.getvalue()
     except Exception:
         pass

@@ -161,8 +161,14 @@ def _gone(pid: int) -> bool:
 
 
 class RunnerContract:
-    """The runner contract's tests. Set `runner_class` (and `runner_options`), or override
-    `make_runner`."""
+    """The runner contract's tests, for a runner's own suite to inherit.
+
+    Set `runner_class` (and `runner_options`, the keyword arguments it is made with), or
+    override `make_runner`. `halts_work = False` for a runner whose `halt()` cannot stop
+    running work (threads): the stop and timeout tests then check only that the run
+    ends as promised. `max_workers_option`: the option that caps how many tasks run at
+    once (default `"max_workers"`), or None if the runner has none.
+    """
 
     runner_class: ClassVar[type[Runner]]
     """The runner under test."""
