@@ -358,6 +358,7 @@ class PluginManager:
                     answer = Answer.checked(plugin, hook, answer)
                 except PluginError as exc:
                     self._broken(plugin, f"a wrapper of {hook} {exc}")
+                    continue
             if answer is not None:
                 answers.append(answer)
         return answers
