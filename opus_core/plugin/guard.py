@@ -16,7 +16,7 @@ import functools
 import inspect
 import types
 from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pluggy
 
@@ -78,11 +78,21 @@ class Hooks(pluggy.PluginManager):
         self.owner = owner
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
-        """The hookimpl options of `plugin.<name>` (of what it guards, for a `Guarded`)."""
+        """The hookimpl options of `plugin.<name>` (of what it guards, for a `Guarded`).
+
+        `hookimpl` written above `staticmethod` or `classmethod` marks the method
+        object, which pluggy reads only from 1.7 on: it is read here for every pluggy.
+        """
         if isinstance(plugin, Guarded):
             opts = plugin.options(name)
             return None if opts is None else pluggy.HookimplOpts(**opts)
-        return super().parse_hookimpl_opts(plugin, name)
+        found = super().parse_hookimpl_opts(plugin, name)
+        if found is None:
+            method = inspect.getattr_static(plugin, name, None)
+            if isinstance(method, staticmethod | classmethod):
+                marked = getattr(method, self.project_name + "_impl", None)
+                found = cast(pluggy.HookimplOpts, marked) if isinstance(marked, dict) else None
+        return found
 
     def outermost_wrapper(self, hook: str, default: str = "builtin") -> str:
         """The plugin of the wrapper of `hook` pluggy calls first: the last word on an answer."""
