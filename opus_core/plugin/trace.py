@@ -2,14 +2,14 @@
 
 The lines come from pluggy's own call monitoring (`add_hookcall_monitoring`):
 for each hook call one line with the hook, how long the call took and what
-it returned (or the exception it raised), then one line per implementation in
+it returned, if anything (or the exception it raised), then one line per implementation in
 the order pluggy called them, naming its plugin (`HookImpl.plugin_name`) and,
 for a registration hook, what that plugin answered::
 
     opus: trace: opus_register_runners 0.412 ms
     opus: trace:   1. good -> Careful
     opus: trace:   2. builtin -> SequentialRunner, ProcessRunner, ProcessPoolRunner
-    opus: trace: opus_task_finished 0.081 ms -> [None, None]
+    opus: trace: opus_task_finished 0.081 ms
     opus: trace:   1. loud (wrapper)
     opus: trace:   2. good
     opus: trace:   3. builtin.log
