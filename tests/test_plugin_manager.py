@@ -211,6 +211,41 @@ def test_failing_lifecycle_wrappers_are_reported_once_each_and_the_others_still_
     assert "Traceback" not in out
 
 
+def test_a_wrapper_that_breaks_the_protocol_is_reported_and_the_call_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    called: list[str] = []
+
+    class Sloppy:
+        @hookimpl(wrapper=True)
+        def opus_run_started(self):  # type: ignore[no-untyped-def]
+            yield
+            yield
+
+        @hookimpl(wrapper=True)
+        def opus_run_finished(self):  # type: ignore[no-untyped-def]
+            return
+            yield
+
+    class Plain:
+        @hookimpl
+        def opus_run_started(self):  # type: ignore[no-untyped-def]
+            called.append("started")
+
+        @hookimpl
+        def opus_run_finished(self):  # type: ignore[no-untyped-def]
+            called.append("finished")
+
+    plugins = manager(("sloppy", Sloppy()), ("plain", Plain()))
+    plugins.run_started(None)  # type: ignore[arg-type]
+    plugins.run_finished(None)  # type: ignore[arg-type]
+    assert called == ["started", "finished"]
+    assert capsys.readouterr().err.splitlines() == [
+        "opus: warning: plugin 'sloppy' failed in opus_run_started: RuntimeError: the wrapper yielded twice",
+        "opus: warning: plugin 'sloppy' failed in opus_run_finished: RuntimeError: the wrapper did not yield",
+    ]
+
+
 def test_a_failing_lifecycle_hook_goes_to_the_engines_logger_naming_plugin_and_hook(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

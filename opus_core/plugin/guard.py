@@ -217,6 +217,7 @@ def relay(
             if exc is not thrown:
                 failed(exc)
             raise thrown from None
+        wrapper.close()
         failed(RuntimeError("the wrapper yielded twice"))
         raise
     try:
