@@ -2,6 +2,8 @@
 
 python3 dev.py demo     install opus and its plugins into .venv and run the main job
 python3 dev.py test     install the same plus the test tools and run every check and test
+                        (with no arguments, also `floor`; arguments go to pytest)
+python3 dev.py floor    the plugin-system tests against the oldest pluggy and packaging allowed
 python3 dev.py bench    install the baselines and print the benchmark table (benchmarks/)
 """
 
@@ -87,6 +89,54 @@ def test() -> None:
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
     run(PYTHON, "-m", "pytest", *sys.argv[2:])
+    if not sys.argv[2:]:
+        floor()
+
+
+FLOOR_VENV = ROOT / ".venv-floor"
+FLOORED = ("pluggy", "packaging", "cloudpickle")
+"""Dependencies whose declared minimum (`name>=X` in pyproject.toml) is what `floor` tests."""
+FLOOR_TESTS = (
+    "tests/test_plugin_system.py",
+    "tests/test_plugins.py",
+    "tests/test_plugin_manager.py",
+    "tests/test_remote.py",
+)
+
+
+def floors() -> list[str]:
+    """`name==X` for each of `FLOORED`, X its minimum in opus-core's dependencies."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = []
+    for requirement in project["dependencies"]:
+        found = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)", requirement.strip())
+        if found and found.group(1).lower() in FLOORED:
+            pins.append(f"{found.group(1)}=={found.group(2)}")
+    return pins
+
+
+def floor() -> None:
+    """The plugin-system tests in `.venv-floor`, with the oldest pluggy, packaging and cloudpickle that
+    opus-core declares it works with, so that the declared floors stay true."""
+    python = FLOOR_VENV / "bin" / "python"
+    pins = floors()
+    stamp = FLOOR_VENV / ".installed"
+    digest = hashlib.sha256()
+    for project in [ROOT, *PLUGINS, *EXAMPLE_PLUGINS]:
+        digest.update((project / "pyproject.toml").read_bytes())
+    if not stamp.exists() or stamp.read_text() != digest.hexdigest():
+        print(f"+ creating {FLOOR_VENV.name} with {' '.join(pins)}", flush=True)
+        venv.create(FLOOR_VENV, with_pip=True, clear=True)
+        pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        plugins = [arg for plugin in PLUGINS + EXAMPLE_PLUGINS for arg in ("-e", str(plugin))]
+        run(*pip, "-e", ".", *plugins, "pytest", "pytest-timeout", "hypothesis", *pins)
+        stamp.write_text(digest.hexdigest())
+    shown = f"import importlib.metadata as m; print(*(n + ' ' + m.version(n) for n in {FLOORED}))"
+    run(python, "-c", shown)
+    run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FLOOR_TESTS)
 
 
 PREFECT_VENV = ROOT / ".bench" / "prefect"
@@ -136,7 +186,7 @@ def bench() -> None:
     run(PYTHON, "benchmarks/bench.py", *sys.argv[2:])
 
 
-COMMANDS = {"demo": demo, "test": test, "bench": bench}
+COMMANDS = {"demo": demo, "test": test, "floor": floor, "bench": bench}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -2,8 +2,8 @@
 
 The public API: manifest tasks (`Task`, `TaskProcessor`, `Tasks`), function
 tasks (`task`), the stores (`KeyValueStore`, `StatePersistence`), logging
-(`LoggerWrapper`), reports (`RunReport`), plugins (`hookimpl`, `hookspecs`)
-and errors (`OpusError` and its subclasses).
+(`LoggerWrapper`), reports (`RunReport`), plugins (`hookimpl`, `hookspecs`,
+`PLUGIN_API`, the plugin API version) and errors (`OpusError` and its subclasses).
 
 Names are imported on first use, so `import opus_core` (and `opus --help`)
 stays fast.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from opus_core.version import __version__
+from opus_core.version import PLUGIN_API, __version__
 
 _EXPORTS = {
     "task": "opus_core.function_task",
@@ -59,6 +59,7 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "PLUGIN_API",
     "BaseTaskRun",
     "ConfigError",
     "CycleError",

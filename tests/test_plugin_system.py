@@ -1239,6 +1239,7 @@ from opus_core import hookimpl
 @hookimpl(wrapper=True)
 def opus_task_finished(task):
     raise RuntimeError("before yield")
+    yield
 
 
 @hookimpl(hookwrapper=True)

@@ -113,6 +113,13 @@ def _common() -> Parser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
     )
     common.add_argument(
+        "--trace-plugins",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print each hook call, the plugins that answered and its duration on stderr "
+        "(as $OPUS_TRACE_PLUGINS=1)",
+    )
+    common.add_argument(
         "-p",
         dest="plugins",
         metavar="MODULE",
@@ -236,6 +243,7 @@ def _early(argv: list[str]) -> argparse.Namespace:
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--config", default=None)
     early.add_argument("--debug", action="store_true")
+    early.add_argument("--trace-plugins", action="store_true")
     early.add_argument("-p", dest="plugins", action="append", default=[])
     known, _ = early.parse_known_args(argv)
     return known
@@ -284,12 +292,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from opus_core.plugin.manager import DEBUG_ENV, PLUGINS_ENV, plugin_modules
+    from opus_core.plugin.manager import DEBUG_ENV, PLUGINS_ENV, TRACE_ENV, plugin_modules
 
     early = _early(argv)
     debug = early.debug
     if debug:
         os.environ[DEBUG_ENV] = "1"
+    if early.trace_plugins:
+        os.environ[TRACE_ENV] = "1"
     if early.plugins:
         os.environ[PLUGINS_ENV] = plugin_modules(early.plugins)
     try:

@@ -27,6 +27,15 @@ Hooks are called through pluggy with pluggy's semantics: `tryfirst` and
 `trylast` order implementations, `wrapper=True` (and the older
 `hookwrapper=True`) wrap the others, and `firstresult` hooks stop at the
 first non-None answer. `docs/hooks.md` lists every hook.
+
+Say which plugin API versions the plugin was written for (`opus_core.PLUGIN_API`
+is this opus's) with a PEP 440 specifier in its module; an opus outside the
+range reports the plugin as broken instead of calling it::
+
+    OPUS_PLUGIN_API_REQUIRES = ">=1.0,<2"
+
+`opus --trace-plugins` (or `OPUS_TRACE_PLUGINS=1`) shows every hook call, the
+plugins that answered and how long it took. `docs/plugins.md` says more.
 """
 
 from __future__ import annotations

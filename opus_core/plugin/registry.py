@@ -1,5 +1,8 @@
 """One typed registry per kind of thing plugins provide: runners, persistence, loggers.
 
+`PluginInfo` is what opus knows of one plugin: where it comes from, its status,
+what it provides and which hooks it implements (`opus plugins list`).
+
 A `Kind` says everything opus knows about one kind: the base class, the hook
 that provides it, where `opus.toml` chooses one and configures it, the default,
 and which of the project's distributions provides a name it lacks. A
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,70 @@ class Registry(Mapping[str, type]):
     def names(self) -> list[str]:
         """Every name, sorted."""
         return sorted(self.classes)
+
+    def provide(self, cls: type, plugin: str, plugins: Mapping[str, PluginInfo]) -> str | None:
+        """Add `cls`, provided by `plugin`, under its `name`; if another plugin provides that
+        name too, the conflict, which is returned and raised whenever the name is asked for."""
+        name: str = getattr(cls, "name")  # noqa: B009  (checked by the registration hook)
+        first = self.providers.get(name)
+        if first is None or first == plugin:
+            self.classes[name], self.providers[name] = cls, plugin
+            return None
+        self.conflicts[name] = (
+            f"{self.kind.singular} {name!r} is provided by both {plugins[first].describe()} and "
+            f"{plugins[plugin].describe()}; uninstall one, or list one in [opus] disable_plugins"
+        )
+        return self.conflicts[name]
+
+
+@dataclass(slots=True)
+class PluginInfo:
+    """What `opus plugins list` shows about one plugin."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    builtin: bool
+    status: str = "enabled"  # enabled | disabled | error
+    error: str | None = None
+    traceback: str | None = None
+    provides: dict[str, list[str]] = field(
+        default_factory=lambda: {"runners": [], "persistence": [], "loggers": [], "processors": []}
+    )
+    hooks: list[str] = field(default_factory=list)
+    plugin: object = None
+    failure: str = "is broken"
+    """How messages introduce `error`: "failed to load" or "is broken"."""
+    dist: Any = None
+    """The `importlib.metadata.Distribution`, read for name and version only when shown."""
+
+    def read_dist(self) -> None:
+        """Fill `distribution` and `version` from the distribution's metadata (once)."""
+        if self.dist is not None:
+            metadata = self.dist.metadata  # parsed on each access: once here
+            self.distribution, self.version = metadata["Name"], metadata["Version"]
+            self.dist = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of `opus plugins list --json`."""
+        self.read_dist()
+        return {
+            "name": self.name,
+            "version": self.version,
+            "distribution": self.distribution,
+            "provides": self.provides,
+            "hooks": self.hooks,
+            "status": self.status,
+            "error": self.error,
+            "builtin": self.builtin,
+        }
+
+    def describe(self) -> str:
+        """How messages name the plugin: `plugin 'x' (dist 1.0)`."""
+        self.read_dist()
+        if not self.distribution:
+            return f"plugin {self.name!r}"
+        return f"plugin {self.name!r} ({self.distribution} {self.version or '?'})"
 
 
 def _kinds() -> tuple[Kind, ...]:
