@@ -119,8 +119,8 @@ def floors() -> list[str]:
 
 
 def floor() -> None:
-    """The plugin-system tests in `.venv-floor`, with the oldest pluggy, packaging and cloudpickle that
-    opus-core declares it works with, so that the declared floors stay true."""
+    """The plugin-system tests in `.venv-floor`, with the oldest pluggy, packaging and
+    cloudpickle that opus-core declares it works with, so the declared floors stay true."""
     python = FLOOR_VENV / "bin" / "python"
     pins = floors()
     stamp = FLOOR_VENV / ".installed"
