@@ -208,7 +208,9 @@ def test_stop_kills_the_process_and_its_children(tmp_path: Path) -> None:
         if child == 0:
             time.sleep(60)
             os._exit(0)
-        pids.write_text(f"{os.getpid()} {child}")
+        partial = pids.with_name("pids.partial")
+        partial.write_text(f"{os.getpid()} {child}")
+        partial.replace(pids)  # whole when it appears
         time.sleep(60)
 
     run = ProcessRunner().submit(spawn_and_sleep)

@@ -242,9 +242,15 @@ class SqlitePersistence(StatePersistence):
 
         try:
             connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            application = connection.execute("PRAGMA application_id").fetchone()[0]
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            # One snapshot for the three: another process creating the schema at this moment
+            # must not be seen half done (tables, but not yet its application id).
+            connection.execute("BEGIN")
+            try:
+                application = connection.execute("PRAGMA application_id").fetchone()[0]
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            finally:
+                connection.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail("read it", exc) from None
         if application != APPLICATION_ID and (tables or application):
