@@ -281,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, _on_stop_signal)
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # Ctrl-C, wherever it lands: loading plugins, parsing, running
-        sys.stderr.write("opus: terminated\n" if _terminated else "opus: interrupted\n")
+    except KeyboardInterrupt as exc:  # Ctrl-C, wherever it lands: loading plugins, parsing, running
+        from opus_core.plugin.trace import PluginImportInterrupted
+
+        how = "terminated" if _terminated else "interrupted"
+        where = f" {exc}" if isinstance(exc, PluginImportInterrupted) else ""
+        sys.stderr.write(f"opus: {how}{where}\n")
         exit_leaving_threads(interrupted_status())
         return interrupted_status()
     finally:

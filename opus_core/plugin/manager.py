@@ -35,6 +35,7 @@ from opus_core.plugin.guard import (
     one_line,
 )
 from opus_core.plugin.registry import PluginInfo, Registry, kinds
+from opus_core.plugin.trace import importing, tracer
 from opus_core.version import __version__
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ def _load(entry_point: EntryPoint) -> tuple[object, BaseException | None]:
     key = (entry_point.name, entry_point.value)
     if key not in _loaded:
         try:
-            _loaded[key] = (entry_point.load(), None)
+            with importing(entry_point.name, entry_point.value):
+                _loaded[key] = (entry_point.load(), None)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit too: a plugin must not end opus
@@ -153,8 +155,6 @@ class PluginManager:
         self._options: dict[str, type] = {}
         self._reported: set[tuple[str, str]] = set()
         if _truthy(os.environ.get(TRACE_ENV)):
-            from opus_core.plugin.trace import tracer
-
             self.pm.add_hookcall_monitoring(*tracer(sys.stderr))
 
     # -- loading ------------------------------------------------------------------------
@@ -224,7 +224,8 @@ class PluginManager:
             return
         info = PluginInfo(name, None, None, builtin=False)
         try:
-            module = importlib.import_module(module_name)
+            with importing(name, module_name):
+                module = importlib.import_module(module_name)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:

@@ -13,14 +13,21 @@ for a registration hook, what that plugin answered::
     opus: trace:   1. loud (wrapper)
     opus: trace:   2. good
     opus: trace:   3. builtin.log
+
+Before each plugin is imported it prints `opus: trace: importing plugin NAME
+(TARGET)`, so a plugin that ends the process or hangs while it is imported
+can be named; Ctrl-C during an import names the plugin (`importing`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import reprlib
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import pluggy
@@ -28,6 +35,29 @@ import pluggy
 from opus_core.plugin.guard import Answer
 
 PREFIX = "opus: trace: "
+
+
+class PluginImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) came while a plugin was being imported: names the plugin."""
+
+
+@contextlib.contextmanager
+def importing(name: str, target: str) -> Iterator[None]:
+    """Around the import of plugin `name` (module or entry point `target`): a trace line
+    first under `$OPUS_TRACE_PLUGINS` (written before the import, so a plugin that ends
+    the process there is the last line), and an interruption that names the plugin."""
+    if os.environ.get("OPUS_TRACE_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on"):
+        sys.stderr.write(f"{PREFIX}importing plugin {name!r} ({target})\n")
+        sys.stderr.flush()
+    try:
+        yield
+    except PluginImportInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise PluginImportInterrupted(
+            f"while importing plugin {name!r} ({target}); "
+            f"`[opus] disable_plugins = [{name!r}]` leaves it out"
+        ) from None
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
