@@ -415,7 +415,10 @@ def test_the_trace_flag_of_opus_prints_the_hook_calls_of_a_command(tmp_path: Pat
     (tmp_path / "opus.toml").write_text('[opus]\npersistence = "memory"\n')
     result = opus("--trace-plugins", "tasks", cwd=tmp_path)
     assert result.returncode in (0, 5), result.stderr
-    trace = [line for line in result.stderr.splitlines() if line.startswith("opus: trace: ")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("opus: trace: ")]
+    imports = [line for line in lines if line.startswith("opus: trace: importing plugin ")]
+    assert "opus: trace: importing plugin 'file' (opus_plugin_file_persistence)" in imports
+    trace = [line for line in lines if line not in imports]
     assert trace[0].startswith("opus: trace: opus_register_commands ")
     assert trace[1] == "opus: trace:   1. builtin (tryfirst)"
     plain = opus("tasks", cwd=tmp_path)
