@@ -257,7 +257,10 @@ class DaskRunner(Runner):
     Options: `address` (a scheduler such as `tcp://host:8786`; none: a local
     cluster for this runner), `n_workers`, `threads_per_worker` and `processes`
     for the local cluster, `cluster_kwargs` and `client_kwargs` passed on to
-    `LocalCluster` and `Client`, and `connect_timeout` in seconds.
+    `LocalCluster` and `Client`, `connect_timeout` in seconds, and
+    `no_workers_warning`: when tasks have waited that many seconds (default 30)
+    on a cluster with no worker, one line on stderr names the scheduler, and the
+    tasks go on waiting for a worker to join.
     """
 
     name: ClassVar[str] = "dask"
@@ -272,8 +275,11 @@ class DaskRunner(Runner):
         cluster_kwargs: dict[str, Any] | None = None,
         client_kwargs: dict[str, Any] | None = None,
         connect_timeout: float = 10.0,
+        no_workers_warning: float = 30.0,
     ) -> None:
         check_count("n_workers", n_workers)
+        if not no_workers_warning > 0:
+            raise ValueError(f"no_workers_warning must be above 0, got {no_workers_warning!r}")
         check_count("threads_per_worker", threads_per_worker)
         if address is not None and (n_workers or threads_per_worker or cluster_kwargs):
             raise ValueError(
@@ -287,6 +293,7 @@ class DaskRunner(Runner):
         self.cluster_kwargs: Mapping[str, Any] = dict(cluster_kwargs or {})
         self.client_kwargs: Mapping[str, Any] = dict(client_kwargs or {})
         self.connect_timeout = connect_timeout
+        self.no_workers_warning = no_workers_warning
         self.cluster: LocalCluster | None = None
         self._client: Client | None = None
         self._lock = threading.Lock()
@@ -529,6 +536,12 @@ class DaskRunner(Runner):
                 threading.Thread(
                     target=self._watch, args=(client, completed), name="opus-dask", daemon=True
                 ).start()
+                threading.Thread(
+                    target=self._watch_workers,
+                    args=(client, completed),
+                    name="opus-dask-workers",
+                    daemon=True,
+                ).start()
             # Handed to the client's event loop in batches: one wake-up for a burst of tasks.
             wake = not self._unwatched
             self._unwatched.extend(future for _, _, future in started)
@@ -566,6 +579,35 @@ class DaskRunner(Runner):
             self._more.clear()
             if self._completed is not completed:
                 return  # shut down
+
+    def _watch_workers(self, client: Client, completed: Any) -> None:
+        """While tasks wait: say once (on stderr) when the cluster has had no worker for
+        `no_workers_warning` seconds, and again only after workers came and went."""
+        import sys
+        import time
+
+        since: float | None = None
+        said = False
+        while self._completed is completed:
+            time.sleep(min(1.0, self.no_workers_warning / 4))
+            try:
+                workers = len(client.nthreads()) if self._runs else 1
+            except Exception:  # closing, or the scheduler is gone: the runs say so
+                continue
+            if workers:
+                since, said = None, False
+                continue
+            now = time.monotonic()
+            since = now if since is None else since
+            if not said and now - since >= self.no_workers_warning:
+                address = client.scheduler.address if client.scheduler else self.address
+                print(
+                    f"opus: dask: the scheduler at {address} has had no worker for "
+                    f"{now - since:.0f}s; {len(self._runs)} task(s) wait for one to join",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
 
     def _settle(self, client: Client, batch: list[Future]) -> None:
         """Hand finished futures to their runs, fetching the engine's values many at a time.
