@@ -108,6 +108,10 @@ def call_with_alarm(
         signal.signal(signal.SIGALRM, previous)
 
 
+QUEUED_CHECK = 0.1
+"""Seconds between looks at a run whose timeout fell due while its work was queued."""
+
+
 class DeadlineWatcher:
     """One daemon thread that times out runs whose deadline has passed.
 
@@ -116,14 +120,16 @@ class DeadlineWatcher:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, BaseTaskRun, float]] = []
+        self._heap: list[tuple[float, int, BaseTaskRun, float, float]] = []
         self._counter = itertools.count()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def watch(self, run: BaseTaskRun, timeout: float, grace: float = 0.0) -> None:
-        """Call `run.time_out(timeout)` if it is still running `timeout` seconds from now
-        (`timeout + grace`: the work was told to stop itself at `timeout`).
+        """Call `run.time_out(timeout)` if it is still running `timeout` seconds after its
+        work began to run (`timeout + grace`: the work was told to stop itself at
+        `timeout`). Time the work waits in its runner's queue does not count (see
+        `BaseTaskRun.mark_queued`).
 
         A timeout that is not a number of seconds a clock can hold (NaN,
         infinite, beyond `MAX_SECONDS`) never falls due.
@@ -133,7 +139,7 @@ class DeadlineWatcher:
         with self._wakeup:
             heapq.heappush(
                 self._heap,
-                (time.monotonic() + timeout + grace, next(self._counter), run, timeout),
+                (time.monotonic() + timeout + grace, next(self._counter), run, timeout, grace),
             )
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -147,12 +153,20 @@ class DeadlineWatcher:
             with self._wakeup:
                 while not self._heap:
                     self._wakeup.wait()
-                deadline, _, run, timeout = self._heap[0]
-                delay = deadline - time.monotonic()
+                deadline, _, run, timeout, grace = self._heap[0]
+                now = time.monotonic()
+                delay = deadline - now
                 if delay > 0:
                     self._wakeup.wait(min(delay, threading.TIMEOUT_MAX))
                     continue
                 heapq.heappop(self._heap)
+                since = run.running_since
+                if not run.done() and (since is None or since + timeout + grace > now):
+                    # Queued, or began later than it was submitted: due later.
+                    later = now + QUEUED_CHECK if since is None else since + timeout + grace
+                    entry = (later, next(self._counter), run, timeout, grace)
+                    heapq.heappush(self._heap, entry)
+                    continue
             try:
                 if not run.done():
                     run.time_out(timeout)

@@ -335,3 +335,37 @@ def test_opus_toml_selects_it(tmp_path: Path) -> None:
     )
     tasks = Tasks.from_config(tmp_path / "opus.toml")
     assert tasks.runner is ProcessPoolRunner and tasks.runner_options == {"max_workers": 1}
+
+
+def test_a_timeout_counts_from_when_a_worker_takes_the_task_not_from_the_queue(
+    tmp_path: Path,
+) -> None:
+    from opus_core import task
+
+    runner = ProcessPoolRunner(max_workers=1)
+    first_started = tmp_path / "first"
+    release = tmp_path / "release"
+
+    @task(runner=runner)
+    def hold() -> str:
+        first_started.touch()
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "held"
+
+    @task(runner=runner, timeout=1)
+    def quick() -> str:
+        return "quick"
+
+    try:
+        held = hold()
+        assert wait_for(first_started.exists)
+        queued = quick()  # waits for the one worker, longer than its timeout
+        assert not queued.wait(1.5)  # the queue's time is not its own
+        release.touch()
+        assert held.get_result(timeout=60) == "held"
+        assert queued.get_result(timeout=60) == "quick"
+    finally:
+        release.touch()
+        runner.shutdown()

@@ -233,6 +233,7 @@ class BaseTaskRun:
         "finished_at",
         "inputs",
         "name",
+        "running_since",
         "started_at",
     )
 
@@ -246,6 +247,9 @@ class BaseTaskRun:
         self.attempts = 1
         """How many attempts the run took (known once it ended)."""
         self.started_at = time.monotonic()
+        self.running_since: float | None = self.started_at
+        """When the work began to run (`time.monotonic()`), or None while it waits in the
+        runner's queue: a timeout counts from here (see `mark_queued`)."""
         self.finished_at: float | None = None
         self._instance_name: str | None = None
         self.__status: TaskStatus | None = None
@@ -329,6 +333,16 @@ class BaseTaskRun:
         shuts the runner down and before it exits. The base class cannot stop anything,
         so work of a runner that does not override it runs on unobserved.
         """
+
+    def mark_queued(self) -> None:
+        """The work waits in the runner's own queue (for a free worker): its timeout does
+        not run until `mark_running()`. A run is taken as running from `submit` unless
+        its runner says so."""
+        self.running_since = None
+
+    def mark_running(self) -> None:
+        """The work queued by `mark_queued()` has begun to run: its timeout starts now."""
+        self.running_since = time.monotonic()
 
     @classmethod
     def fetch_many(cls, runs: list[BaseTaskRun]) -> None:

@@ -147,6 +147,7 @@ class _Worker:
         self.run: PoolTaskRun | None = first
         self.alive = True  # False once it is killed, retired or dead: it takes no more tasks
         first._worker = self
+        first.mark_running()
         watch(self, pool)
 
     def done(self) -> bool:
@@ -205,8 +206,8 @@ class ProcessPoolRunner(Runner):
     Unlike on `process`, tasks share their worker with the tasks before them:
     module-level state they change, or threads they leave running, are seen by
     the next task on that worker, and a worker knows the program as it was when
-    it was forked. A `@task` timeout counts from the call, time waiting for a
-    free worker included. `shutdown()` waits for the runs, then ends the
+    it was forked. A timeout counts from when a worker takes the task: time
+    waiting for a free worker is not running. `shutdown()` waits for the runs, then ends the
     workers (`wait=False`: cancels what has not ended and kills them at once).
     """
 
@@ -243,6 +244,7 @@ class ProcessPoolRunner(Runner):
                 if len(self._workers) < self.max_concurrency:
                     self._workers.add(_Worker(self, run))
                 else:
+                    run.mark_queued()  # its timeout waits for a worker to take it
                     self._pending.append(run)
                 return run
             worker.run = run
@@ -303,6 +305,7 @@ class ProcessPoolRunner(Runner):
                 else:
                     worker.run = following
                     following._worker = worker
+                    following.mark_running()
         if following is not None:
             self._send(worker, following)
         if run is not None:
