@@ -3,7 +3,8 @@
     python examples/etl.py [RUNNER] [OUTPUT]
 
 RUNNER is sequential, process, threadpool (the default) or dask; nothing else
-changes. Each reading is transformed in a run of its own, the runs start as
+changes. OUTPUT defaults to a file in a new temporary folder, so a run leaves
+nothing behind in the checkout. Each reading is transformed in a run of its own, the runs start as
 soon as the extract is done, and the load waits for all of them. One reading
 is bad: its transform fails, and the load reports what it skipped.
 """
@@ -13,12 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from opus_core import UpstreamFailedError, task, unmapped
 
 RUNNER = sys.argv[1] if len(sys.argv) > 1 else "threadpool"
-OUTPUT = Path(sys.argv[2] if len(sys.argv) > 2 else "etl-output.json")
+
+
+def output_file() -> Path:
+    """OUTPUT, else etl-output.json in a new temporary folder (not the checkout)."""
+    if len(sys.argv) > 2:
+        return Path(sys.argv[2])
+    return Path(tempfile.mkdtemp(prefix="opus-etl-")) / "etl-output.json"
 
 
 @task(runner=RUNNER)
@@ -47,6 +55,7 @@ async def load(rows: list[dict[str, object]], path: str) -> int:
 
 
 def main() -> int:
+    output = output_file()
     readings = extract("north")
     # How many transforms there are depends on what the extract found, so map takes the
     # list itself; every element's run then starts at once.
@@ -55,9 +64,9 @@ def main() -> int:
     for run in rows:
         if run.exception() is not None:
             print(f"skipped a reading: {run.exception()}")
-    loaded = load(good, str(OUTPUT))  # a list of runs: each is replaced by its value
-    print(f"loaded {loaded.get_result()} rows into {OUTPUT} on {RUNNER}")
-    downstream = load([rows[-1]], str(OUTPUT) + ".bad")
+    loaded = load(good, str(output))  # a list of runs: each is replaced by its value
+    print(f"loaded {loaded.get_result()} rows into {output} on {RUNNER}")
+    downstream = load([rows[-1]], str(output) + ".bad")
     try:
         downstream.get_result()
     except UpstreamFailedError as exc:

@@ -53,6 +53,7 @@ _EXPORTS = {
     "MultiprocessTaskRun": "opus_core.runners",
     "SequentialTaskRun": "opus_core.runners",
     "KeyValueStore": "opus_core.store",
+    "project_folder": "opus_core.config",
 }
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "as_completed",
     "hookimpl",
     "hookspecs",
+    "project_folder",
     "task",
     "unmapped",
     "wait",
@@ -111,6 +113,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from opus_core import hookspecs
+    from opus_core.config import project_folder
     from opus_core.engine import Tasks
     from opus_core.errors import (
         ConfigError,

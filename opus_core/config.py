@@ -66,6 +66,32 @@ def project_state_dir(project: Path | None) -> Path:
 
 
 _LOADED: ContextVar[tuple[Path | None]] = ContextVar("opus_loaded_project")
+_LOADED_IN_PROCESS: list[Path | None] = []
+"""The project file of the configuration loaded last in this process, whatever the thread."""
+
+
+def project_folder() -> Path:
+    """The project folder: the folder of the `opus.toml` loaded last in this process.
+
+    `Tasks.from_config` and the `opus` command load it; a forked worker inherits
+    it. With none loaded yet, it is the folder of the `opus.toml` that lookup
+    finds ($OPUS_CONFIG, else the current directory or its parents), else the
+    current directory.
+
+    `opus run` makes it every task's working directory, so a relative path
+    just works there. A processor or function task that may also run under
+    `Tasks.from_config` in a program of your own (which leaves that program's
+    working directory alone) resolves relative paths against it:
+    `opus_core.project_folder() / task.spec["file"]`.
+    """
+    if _LOADED_IN_PROCESS:
+        project = _LOADED_IN_PROCESS[-1]
+    else:
+        try:
+            project, _ = find_project_config()
+        except ConfigError:
+            project = None
+    return project.parent if project is not None else Path.cwd()
 
 
 def current_state_dir() -> Path:
@@ -229,6 +255,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, user: bool = True
     """Find, read, merge and check the configuration (no file at all is an empty config)."""
     config = _found(path, user)
     _LOADED.set((config.project,))  # whose state a persistence built from it keeps by default
+    _LOADED_IN_PROCESS[:] = [config.project]
     for file in config.files:
         # The parsed file is handed over, not copied: it leaves the cache, so nothing
         # else holds what the caller of load_config may change.

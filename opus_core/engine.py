@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,9 @@ class Tasks:
         `restored` and the values it published are restored. Plugins may restore
         tasks the same way (`opus_task_restore`), with or without `resume`.
 
+        A run with no task in scope runs nothing and is not recorded: its report is
+        empty and its `run_id` None.
+
         Raises `DependencyError`/`CycleError` before anything runs when the graph
         is invalid. Task failures do not raise: they are in the report
         (`report.raise_on_failure()` turns them into an exception).
@@ -191,6 +195,10 @@ class Tasks:
         plan = self.plan(command, context)
         for warning in plan.warnings:
             self.logger.warning(warning)
+        if not plan.tasks:
+            # As pytest with no test collected: nothing ran, so nothing goes into the
+            # history, and `latest` stays the last run that ran something.
+            return RunReport(command, context, started_at=time.time())
         restored = self.restored(plan, resume)
         runner, owned = self._runner()
         try:

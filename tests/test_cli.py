@@ -326,7 +326,7 @@ def test_plugins_list_json(tmp_path: Path) -> None:
     assert builtin["provides"]["runners"] == ["sequential", "process", "processpool"]
     assert builtin["provides"]["persistence"] == ["memory", "sqlite"]
     assert builtin["provides"]["loggers"] == ["plain"]
-    assert set(builtin["provides"]) == {"runners", "persistence", "loggers", "processors"}
+    assert {"runners", "persistence", "loggers", "processors"} <= set(builtin["provides"])
     nice = next(r for r in records if r["name"] == "nice")
     assert nice == {
         "name": "nice",

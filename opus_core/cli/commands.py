@@ -196,10 +196,19 @@ def add_core_commands(commands: Commands) -> None:
         "clear",
         "opus_core.cli.state:clear",
         help="forget the state of one id, or of all",
-        description="Forget the state of ID; without ID, all state and task records "
+        description="Forget the state of ID, or the last record of the task NAME; without "
+        "ID, all state and task records "
         "(asked on a terminal, --yes elsewhere); the run history stays (opus runs prune).",
     )
-    clear.add_argument("id", metavar="ID", nargs="?", help="the id to forget (default: all)")
+    clear.add_argument(
+        "id", metavar="ID|NAME", nargs="?", help="a state id or a task's name (default: all)"
+    )
+    clear.add_argument(
+        "--command", default="apply", help="the command of a task's record (default: apply)"
+    )
+    clear.add_argument(
+        "--context", default="default", help="the context of a task's record (default: default)"
+    )
     clear.add_argument("-y", "--yes", action="store_true", help="forget everything without asking")
 
     _add_runs(commands)
@@ -236,7 +245,8 @@ def _add_runs(commands: Commands) -> None:
         "show",
         "opus_core.cli.runs:show",
         help="one run and each of its tasks",
-        description="One run: how it ended and each task's status, attempts and error.",
+        description="One run: how it ended, each task's status, attempts and error, and "
+        "the tracebacks of the tasks that failed (as opus run ends).",
     )
     show.add_argument(
         "run",
@@ -244,6 +254,13 @@ def _add_runs(commands: Commands) -> None:
         nargs="?",
         default="latest",
         help="latest (the default), a run id, or the beginning of one",
+    )
+    show.add_argument(
+        "--tb",
+        choices=("short", "long", "line", "no"),
+        default="short",
+        help="tracebacks of failed tasks: the last frames (short, the default), all of "
+        "them (long), one line per task (line), or none (no)",
     )
     show.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
     prune = runs.add("prune", "opus_core.cli.runs:prune", help="forget every run but the newest N")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from opus_core.cli.context import CommandContext
-from opus_core.cli.tasks import Scope, scope
+from opus_core.cli.tasks import Scope, nothing_in_scope, outside_a_project, scope
 
 GROUP_ABOVE = 200
 """More tasks than this are grouped by kind unless `--group-by none`."""
@@ -43,7 +43,11 @@ class Drawing:
 
 
 def graph(context: CommandContext) -> int:
-    """Print the graph of the tasks in scope for `--command` and `--context`."""
+    """Print the graph of the tasks in scope for `--command` and `--context`; exit status 5,
+    as `opus run`'s, when none is in scope or there is no `opus.toml`."""
+    from opus_core.cli.run import NOTHING_IN_SCOPE
+    if outside_a_project(context):
+        return NOTHING_IN_SCOPE
     args = context.args
     found = scope(context)
     group_by = args.group_by
@@ -57,7 +61,7 @@ def graph(context: CommandContext) -> int:
         )
     render: Callable[[Drawing], str] = {"mermaid": mermaid, "dot": dot, "text": text}[args.format]
     print(render(drawing))
-    return 0
+    return nothing_in_scope(context, found)
 
 
 def _heading(found: Scope, grouping: str | None = None) -> str:

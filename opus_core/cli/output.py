@@ -223,15 +223,29 @@ def emit(
 # -- the run report ------------------------------------------------------------------------------
 
 
+def task_label(task_id: str, kind: str) -> str:
+    """How tables name a task: its name, or for a task without one (whose id is its
+    64-hex checksum) `Kind@` and 12 digits of it, as log lines do (`display_name`)."""
+    if len(task_id) == 64 and all(c in "0123456789abcdef" for c in task_id):
+        return f"{kind}@{task_id[:12]}"
+    return task_id
+
+
 def report_table(report: RunReport, width: int | None = -1) -> str:
     """The end-of-run summary: one row per task."""
-    rows = [(r.task_id, r.status, r.attempts, duration(r.duration), r.error or "") for r in report]
+    rows = [
+        (task_label(r.task_id, r.kind), r.status, r.attempts, duration(r.duration), r.error or "")
+        for r in report
+    ]
     return table(("TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"), rows, width)
 
 
 def report_records(report: RunReport) -> dict[str, Any]:
-    """The run report as JSON data: the run, then per task its outcome and traceback."""
+    """The run report as JSON data: the run (`run`: its id in the history, what `opus runs
+    show` and `opus report` take; null when nothing ran), then per task its outcome and
+    traceback."""
     return {
+        "run": report.run_id,
         "command": report.command,
         "context": report.context,
         "ok": report.ok,

@@ -173,7 +173,7 @@ def test_opus_run_greets_with_the_configured_greeting(opus_project: OpusProject)
 PROCESSOR_README = """\
 # $distribution
 
-An [opus](https://pypi.org/project/opus-core/) plugin, `$name`. It provides
+An opus (`opus-core`) plugin, `$name`. It provides
 the processor `$kind`, which greets `spec.name` and publishes the greeting as
 `greeting` to the tasks that depend on it.
 
@@ -309,7 +309,7 @@ def test_opus_lists_it_among_the_runners(opus_project: OpusProject) -> None:
 RUNNER_README = """\
 # $distribution
 
-An [opus](https://pypi.org/project/opus-core/) plugin providing the runner
+An opus (`opus-core`) plugin providing the runner
 `$name`.
 
 ```sh
@@ -465,7 +465,7 @@ def test_opus_state_reads_the_file_opus_toml_names(opus_project: OpusProject) ->
 PERSISTENCE_README = """\
 # $distribution
 
-An [opus](https://pypi.org/project/opus-core/) plugin providing the persistence
+An opus (`opus-core`) plugin providing the persistence
 `$name`: every state in one JSON file.
 
 ```sh
@@ -604,7 +604,7 @@ def test_opus_runs_the_tasks_of_the_manifests_opus_toml_lists(opus_project: Opus
 LOADER_README = """\
 # $distribution
 
-An [opus](https://pypi.org/project/opus-core/) plugin, `$name`: a task loader
+An opus (`opus-core`) plugin, `$name`: a task loader
 for `.jsonl` manifests — one task per line, as a JSON object with `kind`,
 `version`, `metadata` and `spec`.
 
@@ -694,7 +694,7 @@ def test_opus_help_lists_it(opus_project: OpusProject) -> None:
 COMMAND_README = """\
 # $distribution
 
-An [opus](https://pypi.org/project/opus-core/) plugin adding the command
+An opus (`opus-core`) plugin adding the command
 `opus $name`: how many tasks are in scope and how many runs are recorded.
 
 ```sh

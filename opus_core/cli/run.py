@@ -8,6 +8,7 @@ the failures with their tracebacks, the plan of `--dry-run`, and the JSON of
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from opus_core.cli.output import (
     report_records,
     report_table,
     table,
+    task_label,
     terminal_width,
     to_json,
 )
@@ -34,6 +36,12 @@ if TYPE_CHECKING:
 
 NOTHING_IN_SCOPE = 5
 """The exit status of a run with no task in scope (as pytest's "no tests collected")."""
+
+NO_PROJECT = (
+    "opus: nothing to run: no opus.toml here or in any parent folder; "
+    "`opus config init` writes a starter one (or name one with --config)\n"
+)
+"""What `opus run`, `opus tasks` and `opus graph` say (exit status 5) outside a project."""
 
 TB_STYLES = ("short", "long", "line", "no")
 SHORT_FRAMES = 5
@@ -55,6 +63,14 @@ def run(context: CommandContext) -> int:
 
 def _run(context: CommandContext) -> int:
     args = context.args
+    project = context.config.project
+    if project is None:
+        # Nothing to run, so no engine and no persistence: no state folder appears.
+        sys.stderr.write(NO_PROJECT)
+        return NOTHING_IN_SCOPE
+    # The project folder is every task's working directory, on every runner: changed once
+    # here, before any runner, thread or task starts (docs/project-folder.md).
+    os.chdir(project.parent)
     tasks = context.tasks(runner=args.runner)
     _override(tasks, args)
     manager = tasks.manager()
@@ -107,7 +123,7 @@ def _run(context: CommandContext) -> int:
         print(report.summary() + (" (interrupted)" if report.interrupted else ""))
     if status == NOTHING_IN_SCOPE:
         sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
-    if args.report is not None:
+    if args.report is not None and status != NOTHING_IN_SCOPE:
         write_run_report(tasks.state_persistence, report.run_id, args.report)
     exit_leaving_threads(status)
     return status
@@ -158,7 +174,7 @@ def failures_section(report: RunReport, style: str = "short", width: int | None 
     parts = [_rule(" FAILURES ", "=", width)]
     for result in failed:
         tries = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
-        name = printable(result.task_id)
+        name = printable(task_label(result.task_id, result.kind))
         parts.append(_rule(f" {name} ({result.status}, {tries}) ", "_", width))
         if result.traceback:
             text = result.traceback if style == "long" else short_traceback(result.traceback)
@@ -182,7 +198,8 @@ def _one_line(result: TaskResult) -> str:
             path, _, rest = stripped[len('File "') :].partition('", line ')
             where = f"{path}:{rest.split(',')[0]}: "
             break
-    return printable(f"{result.task_id}: {where}{result.error or result.status.value}")
+    name = task_label(result.task_id, result.kind)
+    return printable(f"{name}: {where}{result.error or result.status.value}")
 
 
 def short_traceback(text: str, frames: int = SHORT_FRAMES) -> str:
@@ -243,10 +260,7 @@ def nothing_in_scope(tasks: Tasks, plan: Plan, args: argparse.Namespace) -> str:
     config = getattr(tasks, "config", None)
     if not tasks.tasks:
         if config is None or config.project is None:
-            return (
-                "opus: nothing to run: no opus.toml here or in any parent folder; "
-                "`opus config init` writes a starter one (or name one with --config)\n"
-            )
+            return NO_PROJECT
         return (
             f"opus: nothing to run: {config.project} has no tasks "
             "(add [[tasks]], or manifest files in [opus] manifests)\n"

@@ -11,7 +11,15 @@ import sys
 from typing import Any
 
 from opus_core.cli.context import CommandContext
-from opus_core.cli.output import duration, emit, printable, table, timestamp, to_json
+from opus_core.cli.output import (
+    duration,
+    emit,
+    printable,
+    table,
+    task_label,
+    timestamp,
+    to_json,
+)
 from opus_core.errors import OpusError
 from opus_core.history import displayed_status, find_run, for_json
 from opus_core.persistence.base import finite_number
@@ -107,7 +115,7 @@ def show(context: CommandContext) -> int:
     if tasks:
         rows = [
             (
-                task.get("name"),
+                task_label(str(task.get("name")), str(task.get("kind"))),
                 task.get("status"),
                 task.get("attempts"),
                 duration(finite_number(task.get("duration"))),
@@ -117,7 +125,34 @@ def show(context: CommandContext) -> int:
         ]
         print()
         print(table(("TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"), rows))
+        failures = _failures(tasks, getattr(args, "tb", "short"))
+        if failures:
+            print(failures)
     return 0
+
+
+def _failures(tasks: list[dict[str, Any]], style: str) -> str:
+    """The FAILURES section `opus run` ends with, from the run's saved tasks."""
+    from opus_core.cli.run import failures_section
+    from opus_core.report import RunReport, TaskResult, TaskStatus
+
+    statuses = {status.value: status for status in TaskStatus}
+    results = {}
+    for task in tasks:
+        status = statuses.get(str(task.get("status")))
+        if status is None or status not in (TaskStatus.FAILED, TaskStatus.TIMED_OUT):
+            continue
+        name = str(task.get("name"))
+        attempts = task.get("attempts")
+        results[name] = TaskResult(
+            task_id=name,
+            kind=str(task.get("kind")),
+            status=status,
+            attempts=attempts if isinstance(attempts, int) else 0,
+            error=str(task["error"]) if task.get("error") else None,
+            traceback=str(task["traceback"]) if task.get("traceback") else None,
+        )
+    return failures_section(RunReport("", "", results), style) if results else ""
 
 
 # -- prune -----------------------------------------------------------------------------------

@@ -198,39 +198,50 @@ def _indent(text: str) -> str:
 
 
 def clear(context: CommandContext) -> int:
-    """Forget one identifier's state, or everything (asked first, or `--yes`)."""
+    """Forget one identifier's state (a state id, or a task's name as `show` takes it), or
+    everything (asked first, or `--yes`; nothing to ask when nothing is stored)."""
     args = context.args
     persistence = context.persistence
     if args.id is not None:
-        if not persistence.delete_object_state(args.id):
-            raise OpusError(f"no state for {args.id!r}; `opus state list` shows what there is")
-        cleared = 1
-    else:
-        keys = list(_without_history(persistence.retrieve_all_state_from_persistence()))
-        if not getattr(args, "yes", False) and not _confirmed(persistence, len(keys)):
-            sys.stderr.write("nothing cleared\n")
-            return 0
-        for key in keys:
-            persistence.delete_object_state(key)
-        cleared = len(keys)
-    # A persistence that can find damaged entries (the file one) removes them too, or their
-    # warning would repeat on every command with nothing to clear them by.
+        command = getattr(args, "command", "apply")
+        task_context = getattr(args, "context", "default")
+        if not persistence.delete_object_state(args.id) and not (
+            persistence.delete_object_state(record_id(command, task_context, args.id))
+        ):
+            ids = list(persistence.retrieve_all_state_from_persistence())
+            raise OpusError(_not_found(args.id, ids, command, task_context))
+        persistence.persist_all_state()
+        print("cleared 1 record(s)")
+        return 0
+    keys = list(_without_history(persistence.retrieve_all_state_from_persistence()))
+    # A persistence that can find damaged entries (the file one) lists them after reading
+    # and removes them too, or their warning would repeat on every command.
     remove_damaged = getattr(persistence, "remove_damaged", None)
-    damaged = remove_damaged() if args.id is None and callable(remove_damaged) else 0
+    damaged = len(getattr(persistence, "problems", None) or ()) if callable(remove_damaged) else 0
+    if not keys and not damaged:
+        print("cleared 0 record(s)")
+        return 0
+    if not getattr(args, "yes", False) and not _confirmed(persistence, len(keys), damaged):
+        sys.stderr.write("nothing cleared\n")
+        return 0
+    for key in keys:
+        persistence.delete_object_state(key)
+    removed = remove_damaged() if callable(remove_damaged) else 0
     persistence.persist_all_state()
-    print(f"cleared {cleared} record(s)" + (f" and {damaged} damaged file(s)" if damaged else ""))
+    print(f"cleared {len(keys)} record(s)" + (f" and {removed} damaged file(s)" if removed else ""))
     return 0
 
 
-def _confirmed(persistence: StatePersistence, count: int) -> bool:
+def _confirmed(persistence: StatePersistence, count: int, damaged: int = 0) -> bool:
     """Ask on a terminal whether to forget everything; elsewhere, `--yes` is required."""
     where = location(persistence)
+    what = f"all {count} record(s)" + (f" and {damaged} damaged file(s)" if damaged else "")
     if not sys.stdin.isatty():
         raise OpusError(
-            f"`opus state clear` forgets all {count} record(s) in {where}; "
-            "pass --yes to confirm (stdin is not a terminal), or give one ID"
+            f"`opus state clear` forgets {what} in {where}; "
+            "pass --yes to confirm (stdin is not a terminal), or give one ID or task name"
         )
-    sys.stderr.write(f"Forget all {count} record(s) in {where}? [y/N] ")
+    sys.stderr.write(f"Forget {what} in {where}? [y/N] ")
     sys.stderr.flush()
     answer = sys.stdin.readline()
     return answer.strip().lower() in ("y", "yes")

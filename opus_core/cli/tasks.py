@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from opus_core.cli.context import CommandContext
 from opus_core.manifest import Task, display_name
+
+if TYPE_CHECKING:
+    from opus_core.engine import Tasks
+    from opus_core.graph import Plan
 
 
 @dataclass(slots=True)
@@ -43,6 +48,10 @@ class Scope:
     context: str
     tasks: list[ScopedTask]
     deselected: int
+    plan: Plan | None = None
+    """The plan the tasks come from (None for a scope made by hand)."""
+    engine: Tasks | None = None
+    """The engine that planned it."""
 
     @property
     def in_scope(self) -> int:
@@ -81,7 +90,35 @@ def scope(context: CommandContext) -> Scope:
     ]
     shown += [ScopedTask(t, display_name(t), False, why) for t, why in plan.excluded]
     _declared_dependencies(shown)
-    return Scope(args.command, args.context, shown, len(engine.tasks) - len(shown))
+    return Scope(args.command, args.context, shown, len(engine.tasks) - len(shown), plan, engine)
+
+
+def outside_a_project(context: CommandContext) -> bool:
+    """True, with `opus run`'s one-line hint on stderr, when no `opus.toml` is found.
+
+    `opus tasks` and `opus graph` then exit 5, as `opus run` does (and pytest
+    when it collects no test).
+    """
+    import sys
+
+    from opus_core.cli.run import NO_PROJECT
+
+    if context.config.project is not None:
+        return False
+    sys.stderr.write(NO_PROJECT)
+    return True
+
+
+def nothing_in_scope(context: CommandContext, found: Scope) -> int:
+    """0 when a task of `found` is in scope, else `opus run`'s reason on stderr and 5."""
+    import sys
+
+    from opus_core.cli.run import NOTHING_IN_SCOPE, nothing_in_scope
+
+    if found.in_scope or found.plan is None or found.engine is None:
+        return 0
+    sys.stderr.write(nothing_in_scope(found.engine, found.plan, context.args))
+    return NOTHING_IN_SCOPE
 
 
 def _declared_dependencies(shown: list[ScopedTask]) -> None:
@@ -107,9 +144,13 @@ def _declared_dependencies(shown: list[ScopedTask]) -> None:
 
 
 def tasks(context: CommandContext) -> int:
-    """List the tasks in scope (kind, labels, dependencies), then those out of scope and why."""
+    """List the tasks in scope (kind, labels, dependencies), then those out of scope and why;
+    exit status 5, as `opus run`'s, when none is in scope or there is no `opus.toml`."""
     from opus_core.cli.output import emit
+    from opus_core.cli.run import NOTHING_IN_SCOPE
 
+    if outside_a_project(context):
+        return NOTHING_IN_SCOPE
     args = context.args
     found = scope(context)
     names = [s.name for s in found.tasks]
@@ -139,4 +180,4 @@ def tasks(context: CommandContext) -> int:
     emit(("TASK", "KIND", "LABELS", "DEPENDS ON", "SCOPE"), rows, records, args.json)
     if not args.json:
         print(found.summary())
-    return 0
+    return nothing_in_scope(context, found)

@@ -69,6 +69,10 @@ def opus_register_commands(commands: Commands) -> None:
 # -- manifest files ---------------------------------------------------------------------------
 
 
+OPUS_MANIFEST_SUFFIXES = (".toml", ".json")
+"""The manifest files the core reads (`opus_load_tasks`), as `opus plugins list` shows them."""
+
+
 @hookimpl(trylast=True)
 def opus_load_tasks(path: Path) -> list[Task] | None:
     """`.toml` (a file of `[[tasks]]`) and `.json` (a list of manifests, or one)."""

@@ -24,10 +24,13 @@ from opus_core.plugin import hookimpl
 if TYPE_CHECKING:
     from opus_core import Task
 
-__all__ = ["SUFFIXES", "opus_load_tasks"]
+__all__ = ["OPUS_MANIFEST_SUFFIXES", "SUFFIXES", "opus_load_tasks"]
 
 SUFFIXES = (".yaml", ".yml")
 """The file suffixes this plugin reads (in any case)."""
+
+OPUS_MANIFEST_SUFFIXES = SUFFIXES
+"""What `opus plugins list` shows this plugin provides: `manifests: .yaml, .yml`."""
 
 
 @hookimpl
