@@ -186,7 +186,8 @@ class Tasks:
         tasks the same way (`opus_task_restore`), with or without `resume`.
 
         A run with no task in scope runs nothing and is not recorded: its report is
-        empty and its `run_id` None.
+        empty and its `run_id` None (its runner is made, so its options are checked,
+        but not started).
 
         Raises `DependencyError`/`CycleError` before anything runs when the graph
         is invalid. Task failures do not raise: they are in the report
@@ -197,7 +198,11 @@ class Tasks:
             self.logger.warning(warning)
         if not plan.tasks:
             # As pytest with no test collected: nothing ran, so nothing goes into the
-            # history, and `latest` stays the last run that ran something.
+            # history, and `latest` stays the last run that ran something. The runner is
+            # still made (not started), so a configuration error in it is still one.
+            runner, owned = self._runner()
+            if owned:
+                runner.shutdown(wait=False)
             return RunReport(command, context, started_at=time.time())
         restored = self.restored(plan, resume)
         runner, owned = self._runner()
