@@ -80,7 +80,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -208,6 +208,7 @@ def _leave_a_thread() -> int:
 
 
 STUCK = """
+import os
 import threading
 from opus_core import TaskProcessor
 
@@ -216,6 +217,9 @@ class Stuck(TaskProcessor):
     kind = "Stuck"
 
     def process_task(self, task, command, context, key_value_store, state_persistence):
+        with open("stuck.started.partial", "w") as marker:
+            marker.write(str(os.getpid()))
+        os.replace("stuck.started.partial", "stuck.started")
         threading.Event().wait()  # never returns, and a thread cannot be killed
 """
 
@@ -244,7 +248,7 @@ def test_a_timed_out_thread_does_not_keep_opus_running(tmp_path: Path) -> None:
 def test_ctrl_c_with_a_stuck_thread_exits_at_once_without_a_traceback(tmp_path: Path) -> None:
     root = stuck_project(tmp_path, "")
     opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
-    time.sleep(1.5)
+    started(root / "stuck.started")  # the run is under way, its task stuck
     opus.send_signal(signal.SIGINT)
     stdout, stderr = opus.communicate(timeout=15)
     assert opus.returncode == 130, (stdout, stderr)
@@ -311,7 +315,7 @@ def test_a_script_that_ends_with_a_task_still_running_ends_at_once_and_so_does_t
 def test_two_signals_at_once_still_stop_cleanly_with_the_summary(tmp_path: Path) -> None:
     root = stuck_project(tmp_path, "")
     opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
-    time.sleep(1.5)
+    started(root / "stuck.started")
     opus.send_signal(signal.SIGTERM)
     opus.send_signal(signal.SIGTERM)
     stdout, stderr = opus.communicate(timeout=15)
