@@ -369,3 +369,22 @@ def test_a_timeout_counts_from_when_a_worker_takes_the_task_not_from_the_queue(
     finally:
         release.touch()
         runner.shutdown()
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def test_max_tasks_per_worker_replaces_a_worker_after_that_many_tasks() -> None:
+    runner = ProcessPoolRunner(max_workers=1, max_tasks_per_worker=2)
+    try:
+        pids = [runner.submit(_pid).get_result(timeout=60) for _ in range(5)]
+    finally:
+        runner.shutdown()
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4], pids
+    assert all(wait_for(lambda pid=pid: not alive(pid)) for pid in set(pids))
+
+
+def test_max_tasks_per_worker_must_be_a_whole_number_of_at_least_one() -> None:
+    with pytest.raises(ValueError, match="max_tasks_per_worker must be a whole number"):
+        ProcessPoolRunner(max_tasks_per_worker=0)

@@ -129,7 +129,7 @@ class PoolTaskRun(BaseTaskRun):
 class _Worker:
     """One worker process of a pool, and the run it is working on (None: idle)."""
 
-    __slots__ = ("__weakref__", "alive", "child", "pool", "run", "tasks")
+    __slots__ = ("__weakref__", "alive", "child", "pool", "run", "served", "tasks")
 
     def __init__(self, pool: ProcessPoolRunner, first: PoolTaskRun) -> None:
         try:
@@ -146,6 +146,7 @@ class _Worker:
         self.pool = pool
         self.run: PoolTaskRun | None = first
         self.alive = True  # False once it is killed, retired or dead: it takes no more tasks
+        self.served = 0  # tasks it answered
         first._worker = self
         first.mark_running()
         watch(self, pool)
@@ -206,7 +207,9 @@ class ProcessPoolRunner(Runner):
     Unlike on `process`, tasks share their worker with the tasks before them:
     module-level state they change, or threads they leave running, are seen by
     the next task on that worker, and a worker knows the program as it was when
-    it was forked. A timeout counts from when a worker takes the task: time
+    it was forked; `max_tasks_per_worker` (default: no limit) replaces a worker
+    with a fresh one after that many tasks, so what tasks leak (memory, threads)
+    goes with it. A timeout counts from when a worker takes the task: time
     waiting for a free worker is not running. `shutdown()` waits for the runs, then ends the
     workers (`wait=False`: cancels what has not ended and kills them at once).
     """
@@ -215,8 +218,11 @@ class ProcessPoolRunner(Runner):
     shares_memory: ClassVar[bool] = False
     run_class: ClassVar[type[PoolTaskRun]] = PoolTaskRun
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(
+        self, max_workers: int | None = None, max_tasks_per_worker: int | None = None
+    ) -> None:
         self.max_workers = check_count("max_workers", max_workers)
+        self.max_tasks_per_worker = check_count("max_tasks_per_worker", max_tasks_per_worker)
         self._forget()
         _pools.add(self)
 
@@ -290,8 +296,15 @@ class ProcessPoolRunner(Runner):
             return  # the worker ended: its sentinel says how
         answered = worker.run
         ok, payload = read_outcome(data, "?" if answered is None else answered.name)
+        worn = False
         with self._lock:
             run, worker.run = worker.run, None
+            if ok is not None:
+                worker.served += 1
+            limit = self.max_tasks_per_worker
+            if worker.alive and limit is not None and worker.served >= limit:
+                self._retire(worker)  # served its tasks: it ends, a fresh one replaces it
+                worn = True
             if not worker.alive:
                 following = None
             else:
@@ -308,6 +321,9 @@ class ProcessPoolRunner(Runner):
                     following.mark_running()
         if following is not None:
             self._send(worker, following)
+        if worn:
+            worker.tasks.close()  # the worker exits at the end of its task pipe
+            self._refill()
         if run is not None:
             run._call = run._payload = None
             if ok:
