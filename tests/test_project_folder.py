@@ -287,3 +287,18 @@ def test_the_plugin_scaffold_links_to_no_missing_page(tmp_path: Path) -> None:
 def test_engine_report_of_an_empty_run_has_no_run_id() -> None:
     report = Tasks().process_context()
     assert len(report) == 0 and report.run_id is None
+
+
+def test_opus_main_called_in_a_program_gives_it_its_own_folder_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opus_core.cli import main
+
+    folder = shop(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert main(["run", "--config", str(folder / "opus.toml"), "--no-progress"]) == 0
+    assert "orders  succeeded" in capsys.readouterr().out
+    assert Path.cwd() == elsewhere

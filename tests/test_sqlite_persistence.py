@@ -288,10 +288,22 @@ def test_a_database_damaged_past_its_header_is_refused_before_any_write(tmp_path
     assert opus("run", "--no-progress", cwd=tmp_path).returncode == 0
     damage_past_the_header(database)
     before = database.read_bytes()
-    for command in (("run",), ("run", "--resume"), ("state", "clear", "--yes")):
+    commands = [
+        ("run",),
+        ("run", "--resume"),
+        ("state", "clear", "--yes"),
+        ("runs", "list"),
+        ("runs", "show"),
+        ("runs", "prune", "--keep", "1"),
+        ("report", "-o", "report.html"),
+    ]
+    for command in commands:
         message = one_line_error(opus(*command, cwd=tmp_path))
         assert f"state database {database} is damaged" in message, message
         assert "move it aside" in message and "`opus state clear` cannot repair it" in message
+    listing = opus("state", "list", cwd=tmp_path)  # its first line says where the state is
+    assert listing.returncode == 2 and "Traceback" not in listing.stderr
+    assert f"state database {database} is damaged" in listing.stderr.splitlines()[-1]
     assert database.read_bytes() == before  # never changed
 
     writer = SqlitePersistence(database)

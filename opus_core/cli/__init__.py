@@ -10,6 +10,7 @@ arguments), and the plugins are configured once, here, before it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGTERM, _on_stop_signal)
         signal.signal(signal.SIGINT, _on_stop_signal)
+    folder = os.getcwd()  # `opus run` works in the project folder; a caller gets its own back
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:  # Ctrl-C, wherever it lands: loading plugins, parsing, running
@@ -293,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         if saved is not None:  # as they were, for a program that called main() itself
             signal.signal(signal.SIGTERM, saved[0])
             signal.signal(signal.SIGINT, saved[1])
+        with contextlib.suppress(OSError):
+            os.chdir(folder)
 
 
 def _main(argv: list[str]) -> int:

@@ -169,7 +169,7 @@ class SqlitePersistence(StatePersistence):
         """The one error for a database that is damaged or not SQLite at all."""
         return StateDatabaseError(
             f"state database {self.path} is damaged or not an SQLite database ({reason}); "
-            "opus will not write to it, and `opus state clear` cannot repair it: move it "
+            "opus leaves it as it is, and `opus state clear` cannot repair it: move it "
             "aside (opus then starts a new one) or choose another file with "
             "[persistence.sqlite] path"
         )
@@ -293,9 +293,9 @@ class SqlitePersistence(StatePersistence):
         connection.execute("COMMIT")
 
     def _check(self, connection: sqlite3.Connection) -> None:
-        """Refuse a damaged database before the first write of this process to it:
-        `PRAGMA quick_check` reads every page (O(size), not the slower index cross-check of
-        `integrity_check`), once per database and process."""
+        """Refuse a damaged database before this process first reads or writes it, whatever
+        the command: `PRAGMA quick_check` reads every page (O(size), not the slower index
+        cross-check of `integrity_check`), once per database and process."""
         import sqlite3
 
         key = os.path.abspath(self.path)
@@ -315,12 +315,12 @@ class SqlitePersistence(StatePersistence):
         self, doing: str, create: bool = False, write: bool = False
     ) -> Iterator[sqlite3.Connection | None]:
         """The connection, under this object's lock; SQLite's errors become clear ones.
-        `write`: a change is coming, so the database is checked first (`_check`)."""
+        The database is checked (`_check`) before its first use by this process."""
         import sqlite3
 
         with self._lock:
             connection = self._open(create)
-            if write and connection is not None:
+            if connection is not None:
                 self._check(connection)
             try:
                 yield connection
