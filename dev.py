@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -73,14 +74,31 @@ completion script run in a real zsh."""
 
 def install_debian_packages() -> None:
     """The `DEBIAN_PACKAGES` that are missing, from the system's own package sources only (no
-    browser is downloaded from anywhere else: `playwright install` is never run)."""
+    browser is downloaded from anywhere else: `playwright install` is never run).
+
+    Where apt-get is missing or fails, exits with one line naming the packages and how to
+    install them: the tests that need them are never skipped.
+    """
     missing = [name for name, path in DEBIAN_PACKAGES.items() if not path.exists()]
     if not missing:
         return
     sudo = ["sudo"] if os.geteuid() != 0 else []
+    steps = [[*sudo, "apt-get", "update"], [*sudo, "apt-get", "install", "-y", *missing]]
+    where = ", ".join(f"{name} ({DEBIAN_PACKAGES[name]})" for name in missing)
+    advice = (
+        f"dev.py: the tests need {where}: install {' and '.join(missing)} with "
+        "your system's package manager, then run dev.py test again"
+    )
+    absent = [tool for tool in (*sudo, "apt-get") if shutil.which(tool) is None]
+    if absent:
+        sys.exit(f"{advice} ({' and '.join(absent)} not found)")
     print(f"+ installing Debian packages the tests need: {', '.join(missing)}", flush=True)
-    run(*sudo, "apt-get", "update")
-    run(*sudo, "apt-get", "install", "-y", *missing)
+    for step in steps:
+        print("+", " ".join(step), flush=True)
+        completed = subprocess.run(step, cwd=ROOT)
+        if completed.returncode:
+            failed = f"`{' '.join(step)}` failed with exit status {completed.returncode}"
+            sys.exit(f"{advice} ({failed})")
 
 
 def test() -> None:

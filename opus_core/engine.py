@@ -127,8 +127,11 @@ class Tasks:
             raise ManifestError(f"add_task needs a Task, got {task!r}")
         if (task.kind, task.version) not in self.processors:
             versions = sorted(v for k, v in self.processors if k == task.kind)
+            handler = self.processors[task.kind, versions[0]] if versions else None
+            wanted = ", ".join(f'"{v}"' for v in (*versions, task.version))
             hint = (
-                f"its processor handles versions {', '.join(versions)}"
+                f"its processor handles versions {', '.join(versions)}; to add one, set "
+                f"`versions = ({wanted})` on the processor class ({type(handler).__name__})"
                 if versions
                 else f"register a TaskProcessor with kind = {task.kind!r}"
             )

@@ -18,7 +18,7 @@ def test_the_readme_has_snippets() -> None:
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.splitlines()[0][:40] for s in SNIPPETS])
 def test_readme_snippet_runs(snippet: str, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "readme"}
+    namespace: dict = {"__name__": "__main__"}  # as a script: its main guard runs
     exec("from opus_core import *\n", namespace)  # snippets that show a fragment lean on this
     exec(compile(snippet, str(README), "exec"), namespace)
     out = capsys.readouterr().out

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 PYPROJECT = """\
 [build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -20,6 +20,7 @@ version = "0.1.0"
 description = "opus plugin '$name': $summary"
 readme = "README.md"
 requires-python = ">=3.11"
+license = "MIT"
 dependencies = ["opus-core"]
 
 [project.optional-dependencies]
