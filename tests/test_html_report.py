@@ -331,6 +331,72 @@ def test_ten_thousand_tasks_open_in_under_two_seconds_with_the_graph_grouped(
     opened.clean()
 
 
+SHOP = [  # the README's shop example: report needs totals and customers, totals needs orders
+    ("orders", [], {}),
+    ("customers", [], {}),
+    ("totals", ["orders"], {}),
+    ("report", ["totals", "customers"], {}),
+]
+
+GRAPH_GEOMETRY = """() => {
+  const boxes = Array.from(document.querySelectorAll("#graph .node"), (g) => {
+    const m = g.transform.baseVal.consolidate().matrix, r = g.querySelector("rect.box");
+    return { id: g.dataset.id, x: m.e, y: m.f, w: r.width.baseVal.value, h: r.height.baseVal.value };
+  });
+  const edges = Array.from(document.querySelectorAll("#graph path.edge"), (p) => {
+    const length = p.getTotalLength(), points = [];
+    for (let k = 0; k <= Math.ceil(length); k++) {
+      const q = p.getPointAtLength(k);
+      points.push([q.x, q.y]);
+    }
+    return { from: p.dataset.from, to: p.dataset.to, points: points };
+  });
+  return { boxes: boxes, edges: edges };
+}"""
+
+
+def edges_under_boxes(page: Any) -> list[str]:
+    """Each edge of the graph that passes through a box other than its two ends, as
+    `from -> to under box`: the edges' paths sampled every pixel of their length, the boxes
+    shrunk by a pixel (an edge may touch a box's border)."""
+    geometry = page.evaluate(GRAPH_GEOMETRY)
+    assert geometry["edges"] and geometry["boxes"]
+    crossings = []
+    for edge in geometry["edges"]:
+        for box in geometry["boxes"]:
+            if box["id"] in (edge["from"], edge["to"]):
+                continue
+            left, top = box["x"] + 1, box["y"] + 1
+            right, bottom = box["x"] + box["w"] - 1, box["y"] + box["h"] - 1
+            if any(left < x < right and top < y < bottom for x, y in edge["points"]):
+                crossings.append(f"{edge['from']} -> {edge['to']} under {box['id']}")
+                break
+    return crossings
+
+
+def test_no_edge_of_the_shop_example_passes_under_another_box(browser: Any, tmp_path: Path) -> None:
+    run = real_run(SHOP)
+    opened = open_report(browser, run, tmp_path / "report.html")
+    page = opened.page
+    names = [t["name"] for t in run["tasks"]]
+    customers, report = names.index("customers"), names.index("report")
+    long_edge = page.locator(f'#graph path.edge[data-from="t{customers}"][data-to="t{report}"]')
+    assert long_edge.count() == 1
+    assert edges_under_boxes(page) == []
+    opened.clean()
+
+
+def test_no_edge_of_a_bigger_run_passes_under_another_box(
+    browser: Any, small_run: dict[str, Any], tmp_path: Path
+) -> None:
+    opened = open_report(browser, small_run, tmp_path / "report.html")
+    assert opened.page.locator("#graph path.edge").count() == sum(
+        len(t["dependencies"]) for t in small_run["tasks"]
+    )
+    assert edges_under_boxes(opened.page) == []
+    opened.clean()
+
+
 # -- without a browser -----------------------------------------------------------------------------
 
 

@@ -235,55 +235,141 @@
       edges: Array.from(edgeMap.values()) };
   }
 
-  // Columns by layer, each ordered by the barycentre of its neighbours (a few sweeps).
+  // A layered (Sugiyama) layout. A node's column is its layer (the longest chain of
+  // dependencies before it, from the Python side). An edge that spans several columns gets a
+  // dummy node in each column between its ends: a slot of its own that the edge is drawn
+  // through, so no edge passes under a box. Nodes are ordered within their columns by the
+  // barycentre of their neighbours (sweeps right and left), then each column is placed as
+  // near its neighbours' heights as that order allows.
+  const DUMMY_H = 6, DUMMY_BUDGET = 20000;
+
   function layout(model) {
     const cols = Array.from(new Set(Array.from(model.nodes.values(), (n) => n.col))).sort((a, b) => a - b);
     const colIndex = new Map(cols.map((c, k) => [c, k]));
     const columns = cols.map(() => []);
+    const all = [];
     for (const n of model.nodes.values()) {
       n.c = colIndex.get(n.col);
       n.w = n.task !== undefined ? NODE_W : CLUSTER_W;
       n.h = n.task !== undefined ? NODE_H : CLUSTER_H;
       columns[n.c].push(n);
+      all.push(n);
     }
     const preds = new Map(), succs = new Map();
-    for (const n of model.nodes.values()) { preds.set(n.id, []); succs.set(n.id, []); }
-    for (const e of model.edges) { succs.get(e.from).push(e.to); preds.get(e.to).push(e.from); }
-    const pos = new Map();
-    function place(column) {
+    for (const n of all) { preds.set(n, []); succs.set(n, []); }
+    const link = (a, b) => { succs.get(a).push(b); preds.get(b).push(a); };
+    // Dummies for the shortest long edges first, up to a budget that keeps huge graphs quick;
+    // an edge past the budget is drawn straight to its end.
+    const spanOf = (e) => model.nodes.get(e.to).c - model.nodes.get(e.from).c - 1;
+    let budget = DUMMY_BUDGET;
+    const byLength = model.edges.slice().sort((x, y) => spanOf(x) - spanOf(y));
+    for (const e of byLength) {
+      const a = model.nodes.get(e.from), b = model.nodes.get(e.to);
+      e.via = [];
+      if (b.c <= a.c) continue;  // within a column (groups of one band): drawn as a loop
+      const span = b.c - a.c - 1;
+      if (span > budget) { link(a, b); continue; }
+      budget -= span;
+      let prev = a;
+      for (let c = a.c + 1; c < b.c; c++) {
+        const d = { id: "d" + all.length, dummy: true, c: c, w: CLUSTER_W, h: DUMMY_H, order: a.order };
+        preds.set(d, []); succs.set(d, []);
+        columns[c].push(d);
+        all.push(d);
+        link(prev, d);
+        e.via.push(d);
+        prev = d;
+      }
+      link(prev, b);
+    }
+    const mid = (n) => n.y + n.h / 2;
+    function stack(column) {
       let total = 0;
       for (const n of column) total += n.h + ROW_GAP;
       let y = -total / 2;
-      for (const n of column) { n.y = y; pos.set(n.id, y + n.h / 2); y += n.h + ROW_GAP; }
+      for (const n of column) { n.y = y; y += n.h + ROW_GAP; }
     }
     for (const column of columns) {
       column.sort((a, b) => a.order - b.order);
-      place(column);
+      stack(column);
     }
     const sweep = (column, neighbours) => {
-      const bary = new Map();
       for (const n of column) {
-        const near = neighbours.get(n.id);
-        let sum = 0, count = 0;
-        for (const m of near) { sum += pos.get(m); count++; }
-        bary.set(n.id, count ? sum / count : pos.get(n.id));
+        const near = neighbours.get(n);
+        let sum = 0;
+        for (const m of near) sum += mid(m);
+        n.bary = near.length ? sum / near.length : mid(n);
       }
-      column.sort((a, b) => bary.get(a.id) - bary.get(b.id) || a.order - b.order);
-      place(column);
+      column.sort((a, b) => a.bary - b.bary || a.order - b.order);
+      stack(column);
     };
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < 4; round++) {
       for (let c = 1; c < columns.length; c++) sweep(columns[c], preds);
       for (let c = columns.length - 2; c >= 0; c--) sweep(columns[c], succs);
     }
+    // Heights: each node as near the mean height of its neighbours as the order and the gaps
+    // allow (least squares under the order: pool-adjacent-violators on the offsets).
+    const settle = (column, sides) => {
+      const k = column.length;
+      const off = new Array(k), want = new Array(k);
+      let acc = 0;
+      for (let i = 0; i < k; i++) {
+        const n = column[i];
+        off[i] = acc;
+        acc += n.h + ROW_GAP;
+        let sum = 0, count = 0;
+        for (const side of sides) for (const m of side.get(n)) { sum += mid(m); count++; }
+        want[i] = (count ? sum / count : mid(n)) - n.h / 2 - off[i];
+      }
+      const blocks = [];  // [sum, count] of pooled targets, non-decreasing means
+      for (let i = 0; i < k; i++) {
+        blocks.push([want[i], 1]);
+        while (blocks.length > 1) {
+          const last = blocks[blocks.length - 1], prev = blocks[blocks.length - 2];
+          if (prev[0] / prev[1] <= last[0] / last[1]) break;
+          prev[0] += last[0]; prev[1] += last[1];
+          blocks.pop();
+        }
+      }
+      let i = 0;
+      for (const [sum, count] of blocks) {
+        for (let j = 0; j < count; j++, i++) column[i].y = sum / count + off[i];
+      }
+    };
+    for (let round = 0; round < 4; round++) {
+      for (let c = 1; c < columns.length; c++) settle(columns[c], [preds]);
+      for (let c = columns.length - 2; c >= 0; c--) settle(columns[c], [succs]);
+    }
+    for (let c = 0; c < columns.length; c++) settle(columns[c], [preds, succs]);
     let top = Infinity, bottom = -Infinity;
-    for (const n of model.nodes.values()) { top = Math.min(top, n.y); bottom = Math.max(bottom, n.y + n.h); }
+    for (const n of all) { top = Math.min(top, n.y); bottom = Math.max(bottom, n.y + n.h); }
     const margin = 16;
-    for (const n of model.nodes.values()) {
+    for (const n of all) {
       n.y = n.y - top + margin;
       n.x = margin + n.c * (CLUSTER_W + COL_GAP) + (CLUSTER_W - n.w) / 2;
     }
     return { width: margin * 2 + cols.length * (CLUSTER_W + COL_GAP) - COL_GAP,
       height: (isFinite(bottom) ? bottom - top : 0) + margin * 2 + 12 };
+  }
+
+  // An edge's path: across each gap between columns a curve (its control points keep it
+  // inside the gap), through each dummy slot a straight line.
+  function edgePath(e, a, b) {
+    let x = a.x + a.w, y = a.y + a.h / 2;
+    let d = "M" + x + "," + y;
+    const curve = (x2, y2) => {
+      const dx = (x2 - x) * 0.45;
+      d += y2 === y ? " L" + x2 + "," + y2
+        : " C" + (x + dx) + "," + y + " " + (x2 - dx) + "," + y2 + " " + x2 + "," + y2;
+      x = x2; y = y2;
+    };
+    for (const p of e.via) {
+      curve(p.x, p.y + p.h / 2);
+      x = p.x + p.w;
+      d += " L" + x + "," + y;
+    }
+    curve(b.x - 2, b.y + b.h / 2);
+    return d;
   }
 
   function drawGraph() {
@@ -311,11 +397,10 @@
     const nodeLayer = s("g", { class: "nodes" }, svg);
     for (const e of model.edges) {
       const a = model.nodes.get(e.from), b = model.nodes.get(e.to);
-      const x1 = a.x + a.w, y1 = a.y + a.h / 2, x2 = b.x, y2 = b.y + b.h / 2;
+      const x1 = a.x + a.w, y1 = a.y + a.h / 2, y2 = b.y + b.h / 2;
       let d;
       if (b.c > a.c) {
-        const dx = Math.max(30, (x2 - x1) * 0.45);
-        d = "M" + x1 + "," + y1 + " C" + (x1 + dx) + "," + y1 + " " + (x2 - dx) + "," + y2 + " " + (x2 - 2) + "," + y2;
+        d = edgePath(e, a, b);
       } else {  // same column (groups of one band): loop round the right-hand side
         const bx = b.x + b.w;
         d = "M" + x1 + "," + y1 + " C" + (x1 + 40) + "," + y1 + " " + (bx + 40) + "," + y2 + " " + (bx + 2) + "," + y2;
