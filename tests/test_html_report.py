@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class Scripted(TaskProcessor):
         attempt = self.tries[task.task_id] = self.tries.get(task.task_id, 0) + 1
         if attempt <= task.spec.get("fail_attempts", 0):
             raise ConnectionError(f"{task.task_id}: lost on attempt {attempt}")
+        time.sleep(task.spec.get("seconds", 0))
         if "fail" in task.spec:
             raise RuntimeError(task.spec["fail"])
         return None
@@ -394,6 +396,30 @@ def test_no_edge_of_a_bigger_run_passes_under_another_box(
         len(t["dependencies"]) for t in small_run["tasks"]
     )
     assert edges_under_boxes(opened.page) == []
+    opened.clean()
+
+
+def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewhere(
+    browser: Any, tmp_path: Path
+) -> None:
+    run = real_run([("blink", [], {}), ("a-long-running-load", ["blink"], {"seconds": 0.4})])
+    opened = open_report(browser, run, tmp_path / "report.html")
+    page = opened.page
+    names = [t["name"] for t in run["tasks"]]
+    long, short = names.index("a-long-running-load"), names.index("blink")
+    label = page.locator(f'#timeline text.bar-label[data-task="{long}"]')
+    assert label.text_content() == "a-long-running-load"
+    bar = page.locator(f'#timeline rect.attempt[data-task="{long}"]')
+    inside = page.evaluate(
+        "([l, b]) => { const t = l.getBBox(), r = b.getBBox();"
+        " return t.x >= r.x && t.x + t.width <= r.x + r.width; }",
+        [label.element_handle(), bar.element_handle()],
+    )
+    assert inside
+    assert bar.locator("title").count() == 0
+    narrow = page.locator(f'#timeline rect.attempt[data-task="{short}"]')
+    assert narrow.locator("title").text_content().startswith("blink")
+    assert page.locator(f'#timeline text.bar-label[data-task="{short}"]').count() == 0
     opened.clean()
 
 

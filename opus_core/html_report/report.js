@@ -573,6 +573,25 @@
   for (const lane of byLane) if (lane) lane.sort((x, y) => attempts[x].s - attempts[y].s);
   const LABEL_W = 56;
 
+  // A bar carries its task's name when the name fits inside it, padding included.
+  const LABEL_PAD = 4, MAX_LABELS = 2000, nameWidths = new Map();
+  let measure = null;
+  function nameWidth(i) {
+    let w = nameWidths.get(i);
+    if (w === undefined) {
+      if (!measure) {
+        measure = document.createElement("canvas").getContext("2d");
+        measure.font = "11px " + getComputedStyle(document.body).fontFamily;
+      }
+      w = measure.measureText(tasks[i].name).width;
+      nameWidths.set(i, w);
+    }
+    return w;
+  }
+  function fitsName(a, width, barH) {
+    return barH >= 12 && width >= 2 * LABEL_PAD + 12 && width >= nameWidth(a.task) + 2 * LABEL_PAD;
+  }
+
   function drawTimeline() {
     const box = timeline.box;
     const keepLeft = box.scrollLeft, keepTop = box.scrollTop;
@@ -621,6 +640,11 @@
         if (barH >= 8) rect.setAttribute("rx", "2");
         rect.setAttribute("data-k", String(k));
         rect.setAttribute("data-task", String(a.task));
+        if (!fitsName(a, g[2], barH)) {  // too narrow for its name: a tooltip instead
+          const title = document.createElementNS(SVGNS, "title");
+          title.textContent = tasks[a.task].name + " — attempt " + a.n + ", " + a.status;
+          rect.appendChild(title);
+        }
         frag.appendChild(rect);
       }
       barLayer.appendChild(frag);
@@ -637,6 +661,15 @@
         const list = parts.get(key);
         s("path", { class: "attempts st-" + key, d: list.join(""), "data-count": String(list.length) }, barLayer);
       }
+    }
+    const labelLayer = s("g", { class: "bar-labels" }, svg);
+    let labelled = 0;
+    for (let k = 0; k < attempts.length && labelled < MAX_LABELS; k++) {
+      const a = attempts[k], g = geometry(a);
+      if (!fitsName(a, g[2], barH)) continue;
+      const label = stext(labelLayer, g[0] + LABEL_PAD, g[1] + barH / 2 + 4, tasks[a.task].name, "bar-label");
+      label.setAttribute("data-task", String(a.task));
+      labelled++;
     }
     timeline.overlay = s("g", { class: "overlay" }, svg);
     box.appendChild(axisBox);
