@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,8 @@ def browser() -> Iterator[Any]:
 class Opened:
     """A report open in a page, with what the page logged and requested."""
 
-    def __init__(self, browser: Any, path: Path) -> None:
-        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    def __init__(self, browser: Any, path: Path, width: int = 1400) -> None:
+        self.page = browser.new_page(viewport={"width": width, "height": 1000})
         self.errors: list[str] = []
         self.requests: list[str] = []
         self.dialogs: list[str] = []
@@ -192,9 +193,9 @@ class Opened:
         return text
 
 
-def open_report(browser: Any, run: dict[str, Any], path: Path) -> Opened:
+def open_report(browser: Any, run: dict[str, Any], path: Path, width: int = 1400) -> Opened:
     write_report(run, path)
-    return Opened(browser, path)
+    return Opened(browser, path, width)
 
 
 def screenshot(opened: Opened, name: str) -> None:
@@ -420,6 +421,35 @@ def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewher
     narrow = page.locator(f'#timeline rect.attempt[data-task="{short}"]')
     assert narrow.locator("title").text_content().startswith("blink")
     assert page.locator(f'#timeline text.bar-label[data-task="{short}"]').count() == 0
+    opened.clean()
+
+
+def test_at_800_pixels_the_status_start_and_duration_columns_are_not_cut(
+    browser: Any, small_run: dict[str, Any], tmp_path: Path
+) -> None:
+    opened = open_report(browser, small_run, tmp_path / "report.html", width=800)
+    cut = opened.page.evaluate(
+        """() => Array.from(document.querySelectorAll("#tasks tr"), (row) =>
+            [2, 3, 4, 5].map((k) => row.children[k])
+              .filter((cell) => cell.scrollWidth > cell.clientWidth)
+              .map((cell) => cell.textContent)).flat()"""
+    )
+    assert cut == []
+    statuses = opened.page.eval_on_selector_all(
+        "#tasks tbody tr td:nth-child(3)", "cells => cells.map(c => c.innerText.trim())"
+    )
+    assert "succeeded" in statuses
+    opened.clean()
+    screenshot(opened, "report-800.png")
+
+
+def test_the_header_shows_when_the_run_started_as_the_cli_does(
+    browser: Any, small_run: dict[str, Any], tmp_path: Path
+) -> None:
+    opened = open_report(browser, small_run, tmp_path / "report.html")
+    started = opened.page.inner_text("header.run dl.facts dt:text-is('started') + dd")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", started), started
+    assert started == datetime.fromtimestamp(small_run["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
     opened.clean()
 
 

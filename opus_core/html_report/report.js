@@ -61,7 +61,10 @@
   function fmtCount(n) { return n.toLocaleString("en-US"); }
   function clock(epoch) {
     if (epoch === null || epoch === undefined) return "–";
-    return new Date(epoch * 1000).toLocaleString();
+    // Local time as the CLI writes it: 2026-06-12 22:33:13.
+    const d = new Date(epoch * 1000), p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " +
+      p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
   }
   function truncate(text, max) { return text.length > max ? text.slice(0, max - 1) + "…" : text; }
   function niceStep(raw) {
@@ -751,14 +754,16 @@
   }
 
   // -- table --------------------------------------------------------------------------------
+  // The short columns keep the width their longest value needs ("interrupted", "59 min 59 s",
+  // a sort arrow); the task and its error share what is left.
   const COLUMNS = [
-    { key: "name", label: "Task", width: "26%" },
-    { key: "kind", label: "Kind", width: "11%" },
-    { key: "status", label: "Status", width: "10%" },
-    { key: "attempts", label: "Attempts", width: "8%", num: true },
-    { key: "start", label: "Start", width: "8%", num: true },
-    { key: "duration", label: "Duration", width: "9%", num: true },
-    { key: "error", label: "Error", width: "28%" },
+    { key: "name", label: "Task" },
+    { key: "kind", label: "Kind", width: "12%" },
+    { key: "status", label: "Status", width: "112px" },
+    { key: "attempts", label: "Attempts", width: "96px", num: true },
+    { key: "start", label: "Start", width: "100px", num: true },
+    { key: "duration", label: "Duration", width: "100px", num: true },
+    { key: "error", label: "Error" },
   ];
   const table = {};
 
@@ -795,7 +800,7 @@
       const t = tasks[i];
       const tr = h("tr", { "data-i": String(i), cls: i === state.selected ? "sel" : null }, [
         h("td", { text: t.name, title: t.name }),
-        h("td", { text: t.kind }),
+        h("td", { text: t.kind, title: t.kind }),
         h("td", {}, [h("span", { cls: "dot " + st(t.status) }), document.createTextNode(" " + t.status.replace("_", " "))]),
         h("td", { cls: "num", text: String(t.attempts) }),
         h("td", { cls: "num", text: t.start === null ? "–" : fmtSec(t.start) }),
