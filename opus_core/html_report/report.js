@@ -244,7 +244,7 @@
   // through, so no edge passes under a box. Nodes are ordered within their columns by the
   // barycentre of their neighbours (sweeps right and left), then each column is placed as
   // near its neighbours' heights as that order allows.
-  const DUMMY_H = 6, DUMMY_BUDGET = 20000;
+  const DUMMY_H = 6, DUMMY_BUDGET = 8000;
 
   function layout(model) {
     const cols = Array.from(new Set(Array.from(model.nodes.values(), (n) => n.col))).sort((a, b) => a - b);
@@ -255,12 +255,12 @@
       n.c = colIndex.get(n.col);
       n.w = n.task !== undefined ? NODE_W : CLUSTER_W;
       n.h = n.task !== undefined ? NODE_H : CLUSTER_H;
+      n.preds = [];
+      n.succs = [];
       columns[n.c].push(n);
       all.push(n);
     }
-    const preds = new Map(), succs = new Map();
-    for (const n of all) { preds.set(n, []); succs.set(n, []); }
-    const link = (a, b) => { succs.get(a).push(b); preds.get(b).push(a); };
+    const link = (a, b) => { a.succs.push(b); b.preds.push(a); };
     // Dummies for the shortest long edges first, up to a budget that keeps huge graphs quick;
     // an edge past the budget is drawn straight to its end.
     const spanOf = (e) => model.nodes.get(e.to).c - model.nodes.get(e.from).c - 1;
@@ -275,8 +275,8 @@
       budget -= span;
       let prev = a;
       for (let c = a.c + 1; c < b.c; c++) {
-        const d = { id: "d" + all.length, dummy: true, c: c, w: CLUSTER_W, h: DUMMY_H, order: a.order };
-        preds.set(d, []); succs.set(d, []);
+        const d = { id: "d" + all.length, dummy: true, c: c, w: CLUSTER_W, h: DUMMY_H, order: a.order,
+          preds: [], succs: [], y: 0, bary: 0 };
         columns[c].push(d);
         all.push(d);
         link(prev, d);
@@ -296,9 +296,9 @@
       column.sort((a, b) => a.order - b.order);
       stack(column);
     }
-    const sweep = (column, neighbours) => {
+    const sweep = (column, side) => {
       for (const n of column) {
-        const near = neighbours.get(n);
+        const near = n[side];
         let sum = 0;
         for (const m of near) sum += mid(m);
         n.bary = near.length ? sum / near.length : mid(n);
@@ -307,8 +307,8 @@
       stack(column);
     };
     for (let round = 0; round < 4; round++) {
-      for (let c = 1; c < columns.length; c++) sweep(columns[c], preds);
-      for (let c = columns.length - 2; c >= 0; c--) sweep(columns[c], succs);
+      for (let c = 1; c < columns.length; c++) sweep(columns[c], "preds");
+      for (let c = columns.length - 2; c >= 0; c--) sweep(columns[c], "succs");
     }
     // Heights: each node as near the mean height of its neighbours as the order and the gaps
     // allow (least squares under the order: pool-adjacent-violators on the offsets).
@@ -321,7 +321,7 @@
         off[i] = acc;
         acc += n.h + ROW_GAP;
         let sum = 0, count = 0;
-        for (const side of sides) for (const m of side.get(n)) { sum += mid(m); count++; }
+        for (const side of sides) for (const m of n[side]) { sum += mid(m); count++; }
         want[i] = (count ? sum / count : mid(n)) - n.h / 2 - off[i];
       }
       const blocks = [];  // [sum, count] of pooled targets, non-decreasing means
@@ -340,10 +340,10 @@
       }
     };
     for (let round = 0; round < 4; round++) {
-      for (let c = 1; c < columns.length; c++) settle(columns[c], [preds]);
-      for (let c = columns.length - 2; c >= 0; c--) settle(columns[c], [succs]);
+      for (let c = 1; c < columns.length; c++) settle(columns[c], ["preds"]);
+      for (let c = columns.length - 2; c >= 0; c--) settle(columns[c], ["succs"]);
     }
-    for (let c = 0; c < columns.length; c++) settle(columns[c], [preds, succs]);
+    for (let c = 0; c < columns.length; c++) settle(columns[c], ["preds", "succs"]);
     let top = Infinity, bottom = -Infinity;
     for (const n of all) { top = Math.min(top, n.y); bottom = Math.max(bottom, n.y + n.h); }
     const margin = 16;
