@@ -389,12 +389,29 @@ def test_no_edge_of_the_shop_example_passes_under_another_box(browser: Any, tmp_
     opened.clean()
 
 
+def skipping_specs() -> list[tuple[str, list[str], dict[str, Any]]]:
+    """24 tasks in 6 layers of 4: each needs one of the layer before, and some also one two
+    or three layers back."""
+    specs: list[tuple[str, list[str], dict[str, Any]]] = []
+    for layer in range(6):
+        for k in range(4):
+            deps = [f"s-{layer - 1}-{k}"] if layer else []
+            if layer >= 2 and k % 2 == 0:
+                deps.append(f"s-{layer - 2}-{(k + 1) % 4}")
+            if layer >= 3 and k == 1:
+                deps.append(f"s-{layer - 3}-{(k + 2) % 4}")
+            specs.append((f"s-{layer}-{k}", deps, {}))
+    return specs
+
+
+@pytest.mark.parametrize("specs", [small_specs, skipping_specs], ids=["20-tasks", "24-tasks"])
 def test_no_edge_of_a_bigger_run_passes_under_another_box(
-    browser: Any, small_run: dict[str, Any], tmp_path: Path
+    browser: Any, specs: Any, tmp_path: Path
 ) -> None:
-    opened = open_report(browser, small_run, tmp_path / "report.html")
+    run = real_run(specs())
+    opened = open_report(browser, run, tmp_path / "report.html")
     assert opened.page.locator("#graph path.edge").count() == sum(
-        len(t["dependencies"]) for t in small_run["tasks"]
+        len(t["dependencies"]) for t in run["tasks"]
     )
     assert edges_under_boxes(opened.page) == []
     opened.clean()
