@@ -13,7 +13,9 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,7 @@ class Scripted(TaskProcessor):
         attempt = self.tries[task.task_id] = self.tries.get(task.task_id, 0) + 1
         if attempt <= task.spec.get("fail_attempts", 0):
             raise ConnectionError(f"{task.task_id}: lost on attempt {attempt}")
+        time.sleep(task.spec.get("seconds", 0))
         if "fail" in task.spec:
             raise RuntimeError(task.spec["fail"])
         return None
@@ -166,8 +169,8 @@ def browser() -> Iterator[Any]:
 class Opened:
     """A report open in a page, with what the page logged and requested."""
 
-    def __init__(self, browser: Any, path: Path) -> None:
-        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    def __init__(self, browser: Any, path: Path, width: int = 1400) -> None:
+        self.page = browser.new_page(viewport={"width": width, "height": 1000})
         self.errors: list[str] = []
         self.requests: list[str] = []
         self.dialogs: list[str] = []
@@ -190,9 +193,9 @@ class Opened:
         return text
 
 
-def open_report(browser: Any, run: dict[str, Any], path: Path) -> Opened:
+def open_report(browser: Any, run: dict[str, Any], path: Path, width: int = 1400) -> Opened:
     write_report(run, path)
-    return Opened(browser, path)
+    return Opened(browser, path, width)
 
 
 def screenshot(opened: Opened, name: str) -> None:
@@ -328,6 +331,142 @@ def test_ten_thousand_tasks_open_in_under_two_seconds_with_the_graph_grouped(
     assert failed["status"] == "failed"
     page.evaluate("window.opusReport.revealInGraph(13)")
     assert page.locator('#graph .node.task[data-task="13"]').count() == 1
+    opened.clean()
+
+
+SHOP = [  # the README's shop example: report needs totals and customers, totals needs orders
+    ("orders", [], {}),
+    ("customers", [], {}),
+    ("totals", ["orders"], {}),
+    ("report", ["totals", "customers"], {}),
+]
+
+GRAPH_GEOMETRY = """() => {
+  const boxes = Array.from(document.querySelectorAll("#graph .node"), (g) => {
+    const m = g.transform.baseVal.consolidate().matrix, r = g.querySelector("rect.box");
+    return { id: g.dataset.id, x: m.e, y: m.f, w: r.width.baseVal.value, h: r.height.baseVal.value };
+  });
+  const edges = Array.from(document.querySelectorAll("#graph path.edge"), (p) => {
+    const length = p.getTotalLength(), points = [];
+    for (let k = 0; k <= Math.ceil(length); k++) {
+      const q = p.getPointAtLength(k);
+      points.push([q.x, q.y]);
+    }
+    return { from: p.dataset.from, to: p.dataset.to, points: points };
+  });
+  return { boxes: boxes, edges: edges };
+}"""
+
+
+def edges_under_boxes(page: Any) -> list[str]:
+    """Each edge of the graph that passes through a box other than its two ends, as
+    `from -> to under box`: the edges' paths sampled every pixel of their length, the boxes
+    shrunk by a pixel (an edge may touch a box's border)."""
+    geometry = page.evaluate(GRAPH_GEOMETRY)
+    assert geometry["edges"] and geometry["boxes"]
+    crossings = []
+    for edge in geometry["edges"]:
+        for box in geometry["boxes"]:
+            if box["id"] in (edge["from"], edge["to"]):
+                continue
+            left, top = box["x"] + 1, box["y"] + 1
+            right, bottom = box["x"] + box["w"] - 1, box["y"] + box["h"] - 1
+            if any(left < x < right and top < y < bottom for x, y in edge["points"]):
+                crossings.append(f"{edge['from']} -> {edge['to']} under {box['id']}")
+                break
+    return crossings
+
+
+def test_no_edge_of_the_shop_example_passes_under_another_box(browser: Any, tmp_path: Path) -> None:
+    run = real_run(SHOP)
+    opened = open_report(browser, run, tmp_path / "report.html")
+    page = opened.page
+    names = [t["name"] for t in run["tasks"]]
+    customers, report = names.index("customers"), names.index("report")
+    long_edge = page.locator(f'#graph path.edge[data-from="t{customers}"][data-to="t{report}"]')
+    assert long_edge.count() == 1
+    assert edges_under_boxes(page) == []
+    opened.clean()
+
+
+def skipping_specs() -> list[tuple[str, list[str], dict[str, Any]]]:
+    """24 tasks in 6 layers of 4: each needs one of the layer before, and some also one two
+    or three layers back."""
+    specs: list[tuple[str, list[str], dict[str, Any]]] = []
+    for layer in range(6):
+        for k in range(4):
+            deps = [f"s-{layer - 1}-{k}"] if layer else []
+            if layer >= 2 and k % 2 == 0:
+                deps.append(f"s-{layer - 2}-{(k + 1) % 4}")
+            if layer >= 3 and k == 1:
+                deps.append(f"s-{layer - 3}-{(k + 2) % 4}")
+            specs.append((f"s-{layer}-{k}", deps, {}))
+    return specs
+
+
+@pytest.mark.parametrize("specs", [small_specs, skipping_specs], ids=["20-tasks", "24-tasks"])
+def test_no_edge_of_a_bigger_run_passes_under_another_box(
+    browser: Any, specs: Any, tmp_path: Path
+) -> None:
+    run = real_run(specs())
+    opened = open_report(browser, run, tmp_path / "report.html")
+    assert opened.page.locator("#graph path.edge").count() == sum(
+        len(t["dependencies"]) for t in run["tasks"]
+    )
+    assert edges_under_boxes(opened.page) == []
+    opened.clean()
+
+
+def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewhere(
+    browser: Any, tmp_path: Path
+) -> None:
+    run = real_run([("blink", [], {}), ("a-long-running-load", ["blink"], {"seconds": 0.4})])
+    opened = open_report(browser, run, tmp_path / "report.html")
+    page = opened.page
+    names = [t["name"] for t in run["tasks"]]
+    long, short = names.index("a-long-running-load"), names.index("blink")
+    label = page.locator(f'#timeline text.bar-label[data-task="{long}"]')
+    assert label.text_content() == "a-long-running-load"
+    bar = page.locator(f'#timeline rect.attempt[data-task="{long}"]')
+    inside = page.evaluate(
+        "([l, b]) => { const t = l.getBBox(), r = b.getBBox();"
+        " return t.x >= r.x && t.x + t.width <= r.x + r.width; }",
+        [label.element_handle(), bar.element_handle()],
+    )
+    assert inside
+    assert bar.locator("title").count() == 0
+    narrow = page.locator(f'#timeline rect.attempt[data-task="{short}"]')
+    assert narrow.locator("title").text_content().startswith("blink")
+    assert page.locator(f'#timeline text.bar-label[data-task="{short}"]').count() == 0
+    opened.clean()
+
+
+def test_at_800_pixels_the_status_start_and_duration_columns_are_not_cut(
+    browser: Any, small_run: dict[str, Any], tmp_path: Path
+) -> None:
+    opened = open_report(browser, small_run, tmp_path / "report.html", width=800)
+    cut = opened.page.evaluate(
+        """() => Array.from(document.querySelectorAll("#tasks tr"), (row) =>
+            [2, 3, 4, 5].map((k) => row.children[k])
+              .filter((cell) => cell.scrollWidth > cell.clientWidth)
+              .map((cell) => cell.textContent)).flat()"""
+    )
+    assert cut == []
+    statuses = opened.page.eval_on_selector_all(
+        "#tasks tbody tr td:nth-child(3)", "cells => cells.map(c => c.innerText.trim())"
+    )
+    assert "succeeded" in statuses
+    opened.clean()
+    screenshot(opened, "report-800.png")
+
+
+def test_the_header_shows_when_the_run_started_as_the_cli_does(
+    browser: Any, small_run: dict[str, Any], tmp_path: Path
+) -> None:
+    opened = open_report(browser, small_run, tmp_path / "report.html")
+    started = opened.page.inner_text("header.run dl.facts dt:text-is('started') + dd")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", started), started
+    assert started == datetime.fromtimestamp(small_run["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
     opened.clean()
 
 

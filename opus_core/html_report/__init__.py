@@ -17,8 +17,10 @@ error text can close it; the script writes every such string with
 The layout work that does not depend on what the reader clicks is done here:
 each task's layer (the longest chain of dependencies before it) and each
 attempt's lane (greedy interval partitioning: an attempt takes the first lane
-free when it starts). The script lays out whatever part of the graph is shown,
-and above `GRAPH_LIMIT` tasks draws groups of tasks instead of boxes.
+free when it starts). The script lays out whatever part of the graph is shown, a
+column per layer, with a dummy slot in every column a long edge crosses so that
+no edge is drawn under a box; above `GRAPH_LIMIT` tasks it draws groups of tasks
+instead of boxes. Timeline bars carry their task's name where it fits.
 """
 
 from __future__ import annotations

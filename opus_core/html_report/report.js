@@ -61,7 +61,10 @@
   function fmtCount(n) { return n.toLocaleString("en-US"); }
   function clock(epoch) {
     if (epoch === null || epoch === undefined) return "–";
-    return new Date(epoch * 1000).toLocaleString();
+    // Local time as the CLI writes it: 2026-06-12 22:33:13.
+    const d = new Date(epoch * 1000), p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " +
+      p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
   }
   function truncate(text, max) { return text.length > max ? text.slice(0, max - 1) + "…" : text; }
   function niceStep(raw) {
@@ -235,55 +238,141 @@
       edges: Array.from(edgeMap.values()) };
   }
 
-  // Columns by layer, each ordered by the barycentre of its neighbours (a few sweeps).
+  // A layered (Sugiyama) layout. A node's column is its layer (the longest chain of
+  // dependencies before it, from the Python side). An edge that spans several columns gets a
+  // dummy node in each column between its ends: a slot of its own that the edge is drawn
+  // through, so no edge passes under a box. Nodes are ordered within their columns by the
+  // barycentre of their neighbours (sweeps right and left), then each column is placed as
+  // near its neighbours' heights as that order allows.
+  const DUMMY_H = 6, DUMMY_BUDGET = 8000;
+
   function layout(model) {
     const cols = Array.from(new Set(Array.from(model.nodes.values(), (n) => n.col))).sort((a, b) => a - b);
     const colIndex = new Map(cols.map((c, k) => [c, k]));
     const columns = cols.map(() => []);
+    const all = [];
     for (const n of model.nodes.values()) {
       n.c = colIndex.get(n.col);
       n.w = n.task !== undefined ? NODE_W : CLUSTER_W;
       n.h = n.task !== undefined ? NODE_H : CLUSTER_H;
+      n.preds = [];
+      n.succs = [];
       columns[n.c].push(n);
+      all.push(n);
     }
-    const preds = new Map(), succs = new Map();
-    for (const n of model.nodes.values()) { preds.set(n.id, []); succs.set(n.id, []); }
-    for (const e of model.edges) { succs.get(e.from).push(e.to); preds.get(e.to).push(e.from); }
-    const pos = new Map();
-    function place(column) {
+    const link = (a, b) => { a.succs.push(b); b.preds.push(a); };
+    // Dummies for the shortest long edges first, up to a budget that keeps huge graphs quick;
+    // an edge past the budget is drawn straight to its end.
+    const spanOf = (e) => model.nodes.get(e.to).c - model.nodes.get(e.from).c - 1;
+    let budget = DUMMY_BUDGET;
+    const byLength = model.edges.slice().sort((x, y) => spanOf(x) - spanOf(y));
+    for (const e of byLength) {
+      const a = model.nodes.get(e.from), b = model.nodes.get(e.to);
+      e.via = [];
+      if (b.c <= a.c) continue;  // within a column (groups of one band): drawn as a loop
+      const span = b.c - a.c - 1;
+      if (span > budget) { link(a, b); continue; }
+      budget -= span;
+      let prev = a;
+      for (let c = a.c + 1; c < b.c; c++) {
+        const d = { id: "d" + all.length, dummy: true, c: c, w: CLUSTER_W, h: DUMMY_H, order: a.order,
+          preds: [], succs: [], y: 0, bary: 0 };
+        columns[c].push(d);
+        all.push(d);
+        link(prev, d);
+        e.via.push(d);
+        prev = d;
+      }
+      link(prev, b);
+    }
+    const mid = (n) => n.y + n.h / 2;
+    function stack(column) {
       let total = 0;
       for (const n of column) total += n.h + ROW_GAP;
       let y = -total / 2;
-      for (const n of column) { n.y = y; pos.set(n.id, y + n.h / 2); y += n.h + ROW_GAP; }
+      for (const n of column) { n.y = y; y += n.h + ROW_GAP; }
     }
     for (const column of columns) {
       column.sort((a, b) => a.order - b.order);
-      place(column);
+      stack(column);
     }
-    const sweep = (column, neighbours) => {
-      const bary = new Map();
+    const sweep = (column, side) => {
       for (const n of column) {
-        const near = neighbours.get(n.id);
-        let sum = 0, count = 0;
-        for (const m of near) { sum += pos.get(m); count++; }
-        bary.set(n.id, count ? sum / count : pos.get(n.id));
+        const near = n[side];
+        let sum = 0;
+        for (const m of near) sum += mid(m);
+        n.bary = near.length ? sum / near.length : mid(n);
       }
-      column.sort((a, b) => bary.get(a.id) - bary.get(b.id) || a.order - b.order);
-      place(column);
+      column.sort((a, b) => a.bary - b.bary || a.order - b.order);
+      stack(column);
     };
-    for (let round = 0; round < 3; round++) {
-      for (let c = 1; c < columns.length; c++) sweep(columns[c], preds);
-      for (let c = columns.length - 2; c >= 0; c--) sweep(columns[c], succs);
+    for (let round = 0; round < 4; round++) {
+      for (let c = 1; c < columns.length; c++) sweep(columns[c], "preds");
+      for (let c = columns.length - 2; c >= 0; c--) sweep(columns[c], "succs");
     }
+    // Heights: each node as near the mean height of its neighbours as the order and the gaps
+    // allow (least squares under the order: pool-adjacent-violators on the offsets).
+    const settle = (column, sides) => {
+      const k = column.length;
+      const off = new Array(k), want = new Array(k);
+      let acc = 0;
+      for (let i = 0; i < k; i++) {
+        const n = column[i];
+        off[i] = acc;
+        acc += n.h + ROW_GAP;
+        let sum = 0, count = 0;
+        for (const side of sides) for (const m of n[side]) { sum += mid(m); count++; }
+        want[i] = (count ? sum / count : mid(n)) - n.h / 2 - off[i];
+      }
+      const blocks = [];  // [sum, count] of pooled targets, non-decreasing means
+      for (let i = 0; i < k; i++) {
+        blocks.push([want[i], 1]);
+        while (blocks.length > 1) {
+          const last = blocks[blocks.length - 1], prev = blocks[blocks.length - 2];
+          if (prev[0] / prev[1] <= last[0] / last[1]) break;
+          prev[0] += last[0]; prev[1] += last[1];
+          blocks.pop();
+        }
+      }
+      let i = 0;
+      for (const [sum, count] of blocks) {
+        for (let j = 0; j < count; j++, i++) column[i].y = sum / count + off[i];
+      }
+    };
+    for (let round = 0; round < 4; round++) {
+      for (let c = 1; c < columns.length; c++) settle(columns[c], ["preds"]);
+      for (let c = columns.length - 2; c >= 0; c--) settle(columns[c], ["succs"]);
+    }
+    for (let c = 0; c < columns.length; c++) settle(columns[c], ["preds", "succs"]);
     let top = Infinity, bottom = -Infinity;
-    for (const n of model.nodes.values()) { top = Math.min(top, n.y); bottom = Math.max(bottom, n.y + n.h); }
+    for (const n of all) { top = Math.min(top, n.y); bottom = Math.max(bottom, n.y + n.h); }
     const margin = 16;
-    for (const n of model.nodes.values()) {
+    for (const n of all) {
       n.y = n.y - top + margin;
       n.x = margin + n.c * (CLUSTER_W + COL_GAP) + (CLUSTER_W - n.w) / 2;
     }
     return { width: margin * 2 + cols.length * (CLUSTER_W + COL_GAP) - COL_GAP,
       height: (isFinite(bottom) ? bottom - top : 0) + margin * 2 + 12 };
+  }
+
+  // An edge's path: across each gap between columns a curve (its control points keep it
+  // inside the gap), through each dummy slot a straight line.
+  function edgePath(e, a, b) {
+    let x = a.x + a.w, y = a.y + a.h / 2;
+    let d = "M" + x + "," + y;
+    const curve = (x2, y2) => {
+      const dx = (x2 - x) * 0.45;
+      d += y2 === y ? " L" + x2 + "," + y2
+        : " C" + (x + dx) + "," + y + " " + (x2 - dx) + "," + y2 + " " + x2 + "," + y2;
+      x = x2; y = y2;
+    };
+    for (const p of e.via) {
+      curve(p.x, p.y + p.h / 2);
+      x = p.x + p.w;
+      d += " L" + x + "," + y;
+    }
+    curve(b.x - 2, b.y + b.h / 2);
+    return d;
   }
 
   function drawGraph() {
@@ -311,11 +400,10 @@
     const nodeLayer = s("g", { class: "nodes" }, svg);
     for (const e of model.edges) {
       const a = model.nodes.get(e.from), b = model.nodes.get(e.to);
-      const x1 = a.x + a.w, y1 = a.y + a.h / 2, x2 = b.x, y2 = b.y + b.h / 2;
+      const x1 = a.x + a.w, y1 = a.y + a.h / 2, y2 = b.y + b.h / 2;
       let d;
       if (b.c > a.c) {
-        const dx = Math.max(30, (x2 - x1) * 0.45);
-        d = "M" + x1 + "," + y1 + " C" + (x1 + dx) + "," + y1 + " " + (x2 - dx) + "," + y2 + " " + (x2 - 2) + "," + y2;
+        d = edgePath(e, a, b);
       } else {  // same column (groups of one band): loop round the right-hand side
         const bx = b.x + b.w;
         d = "M" + x1 + "," + y1 + " C" + (x1 + 40) + "," + y1 + " " + (bx + 40) + "," + y2 + " " + (bx + 2) + "," + y2;
@@ -488,6 +576,25 @@
   for (const lane of byLane) if (lane) lane.sort((x, y) => attempts[x].s - attempts[y].s);
   const LABEL_W = 56;
 
+  // A bar carries its task's name when the name fits inside it, padding included.
+  const LABEL_PAD = 4, MAX_LABELS = 2000, nameWidths = new Map();
+  let measure = null;
+  function nameWidth(i) {
+    let w = nameWidths.get(i);
+    if (w === undefined) {
+      if (!measure) {
+        measure = document.createElement("canvas").getContext("2d");
+        measure.font = "11px " + getComputedStyle(document.body).fontFamily;
+      }
+      w = measure.measureText(tasks[i].name).width;
+      nameWidths.set(i, w);
+    }
+    return w;
+  }
+  function fitsName(a, width, barH) {
+    return barH >= 12 && width >= 2 * LABEL_PAD + 12 && width >= nameWidth(a.task) + 2 * LABEL_PAD;
+  }
+
   function drawTimeline() {
     const box = timeline.box;
     const keepLeft = box.scrollLeft, keepTop = box.scrollTop;
@@ -536,6 +643,11 @@
         if (barH >= 8) rect.setAttribute("rx", "2");
         rect.setAttribute("data-k", String(k));
         rect.setAttribute("data-task", String(a.task));
+        if (!fitsName(a, g[2], barH)) {  // too narrow for its name: a tooltip instead
+          const title = document.createElementNS(SVGNS, "title");
+          title.textContent = tasks[a.task].name + " — attempt " + a.n + ", " + a.status;
+          rect.appendChild(title);
+        }
         frag.appendChild(rect);
       }
       barLayer.appendChild(frag);
@@ -552,6 +664,15 @@
         const list = parts.get(key);
         s("path", { class: "attempts st-" + key, d: list.join(""), "data-count": String(list.length) }, barLayer);
       }
+    }
+    const labelLayer = s("g", { class: "bar-labels" }, svg);
+    let labelled = 0;
+    for (let k = 0; k < attempts.length && labelled < MAX_LABELS; k++) {
+      const a = attempts[k], g = geometry(a);
+      if (!fitsName(a, g[2], barH)) continue;
+      const label = stext(labelLayer, g[0] + LABEL_PAD, g[1] + barH / 2 + 4, tasks[a.task].name, "bar-label");
+      label.setAttribute("data-task", String(a.task));
+      labelled++;
     }
     timeline.overlay = s("g", { class: "overlay" }, svg);
     box.appendChild(axisBox);
@@ -633,14 +754,16 @@
   }
 
   // -- table --------------------------------------------------------------------------------
+  // The short columns keep the width their longest value needs ("interrupted", "59 min 59 s",
+  // a sort arrow); the task and its error share what is left.
   const COLUMNS = [
-    { key: "name", label: "Task", width: "26%" },
-    { key: "kind", label: "Kind", width: "11%" },
-    { key: "status", label: "Status", width: "10%" },
-    { key: "attempts", label: "Attempts", width: "8%", num: true },
-    { key: "start", label: "Start", width: "8%", num: true },
-    { key: "duration", label: "Duration", width: "9%", num: true },
-    { key: "error", label: "Error", width: "28%" },
+    { key: "name", label: "Task" },
+    { key: "kind", label: "Kind", width: "12%" },
+    { key: "status", label: "Status", width: "112px" },
+    { key: "attempts", label: "Attempts", width: "96px", num: true },
+    { key: "start", label: "Start", width: "100px", num: true },
+    { key: "duration", label: "Duration", width: "100px", num: true },
+    { key: "error", label: "Error" },
   ];
   const table = {};
 
@@ -677,7 +800,7 @@
       const t = tasks[i];
       const tr = h("tr", { "data-i": String(i), cls: i === state.selected ? "sel" : null }, [
         h("td", { text: t.name, title: t.name }),
-        h("td", { text: t.kind }),
+        h("td", { text: t.kind, title: t.kind }),
         h("td", {}, [h("span", { cls: "dot " + st(t.status) }), document.createTextNode(" " + t.status.replace("_", " "))]),
         h("td", { cls: "num", text: String(t.attempts) }),
         h("td", { cls: "num", text: t.start === null ? "–" : fmtSec(t.start) }),
