@@ -300,16 +300,17 @@ def test_hostile_task_names_and_errors_are_shown_as_text(
     opened.clean()
 
 
-def test_ten_thousand_tasks_open_in_under_two_seconds_with_the_graph_grouped(
+def test_ten_thousand_tasks_open_ready_before_load_with_the_graph_grouped(
     browser: Any, big_run: dict[str, Any], tmp_path: Path
 ) -> None:
+    # How long it takes is measured in benchmarks/report_open.py, not here.
     opened = open_report(browser, big_run, tmp_path / "report.html")
     page = opened.page
     timing = page.evaluate(
         "() => ({load: performance.getEntriesByType('navigation')[0].loadEventEnd,"
         " ready: performance.getEntriesByName('opus-report-ready')[0].startTime})"
     )
-    assert timing["ready"] < timing["load"] < 2000, timing
+    assert timing["ready"] < timing["load"], timing  # drawn while the page loads
     assert page.locator("#graph .node.task").count() == 0
     groups = page.locator("#graph .node.cluster").count()
     assert groups == 30  # 10 layers x 3 kinds
