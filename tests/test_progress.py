@@ -6,6 +6,7 @@ import re
 import textwrap
 from pathlib import Path
 
+import pytest
 from cli_helpers import opus, opus_on_a_terminal
 
 CHATTY = """
@@ -57,8 +58,11 @@ def screen_lines(output: str) -> list[str]:
     return lines
 
 
-def test_log_lines_and_the_progress_line_never_share_a_screen_line(tmp_path: Path) -> None:
-    root = project(tmp_path, "threadpool")
+@pytest.mark.parametrize("runner", ["threadpool", "process", "processpool"])
+def test_log_lines_and_the_progress_line_never_share_a_screen_line(
+    tmp_path: Path, runner: str
+) -> None:
+    root = project(tmp_path, runner)
     status, output = opus_on_a_terminal("run", cwd=root)
     assert status == 1, output
     shown = screen_lines(output)

@@ -1,0 +1,71 @@
+"""What a user sees of `opus run`, and of task processes' output, at the terminal and
+in redirected output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = """
+import sys
+from opus_core import task
+
+
+@task
+def chatty():
+    print("a whole line")
+    print("to stderr", file=sys.stderr)
+    sys.stdout.write("a line without its end")
+    return 42
+
+
+print(chatty().get_result())
+"""
+
+
+def test_a_task_process_writes_to_the_scripts_own_output(tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text(SCRIPT)
+    result = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "a whole line\na line without its end42\n"
+    assert result.stderr == "to stderr\n"
+
+
+FLOOD = """
+import resource, sys
+from opus_core import task
+
+MB = 1024 * 1024
+
+
+@task
+def flood(lines):
+    chunk = "y" * (MB - 1) + "\\n" if lines else "z" * MB
+    for _ in range(50):
+        sys.stdout.write(chunk)
+    return "done"
+
+
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+results = [flood(True).get_result(), flood(False).get_result()]
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(results, grown // 1024, file=sys.stderr)
+"""
+
+
+def test_a_task_printing_50_mb_is_streamed_through(tmp_path: Path) -> None:
+    (tmp_path / "flood.py").write_text(FLOOD)
+    with open(tmp_path / "out.txt", "wb") as out:
+        result = subprocess.run(
+            [sys.executable, "flood.py"], cwd=tmp_path, stdout=out, stderr=subprocess.PIPE,
+            text=True, timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    results, grown_mb = result.stderr.rsplit("]", 1)
+    assert results == "['done', 'done'", result.stderr
+    assert int(grown_mb) < 40, f"opus held the output in memory: {grown_mb} MB more"
+    size = (tmp_path / "out.txt").stat().st_size
+    assert size == 100 * 1024 * 1024
