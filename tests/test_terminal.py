@@ -7,6 +7,45 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from cli_helpers import opus
+
+EXITING = """
+import sys
+from opus_core import TaskProcessor
+
+
+def give_up(code):
+    print("about to give up")
+    sys.exit(code)
+
+
+class Exiting(TaskProcessor):
+    kind = "Exiting"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        give_up(3)
+"""
+
+
+@pytest.mark.parametrize("runner", ["sequential", "process"])
+@pytest.mark.parametrize("tb", ["short", "long"])
+def test_a_processor_calling_sys_exit_shows_its_own_lines(
+    tmp_path: Path, runner: str, tb: str
+) -> None:
+    (tmp_path / "exiting.py").write_text(EXITING)
+    (tmp_path / "opus.toml").write_text(
+        f'[opus]\nrunner = "{runner}"\nprocessors = ["exiting:Exiting"]\n'
+        '[[tasks]]\nkind = "Exiting"\nversion = "v1"\nmetadata = { name = "quitter" }\n'
+    )
+    result = opus("run", f"--tb={tb}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "raised SystemExit(3)" in result.stdout
+    failures = result.stdout[result.stdout.index("FAILURES") :]
+    assert "in give_up" in failures and "sys.exit(code)" in failures, failures
+    assert "give_up(3)" in failures, failures
+
+
 SCRIPT = """
 import sys
 from opus_core import task
