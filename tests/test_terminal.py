@@ -3,12 +3,15 @@ in redirected output."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import opus
+from cli_helpers import OPUS, interruptible, opus
 
 EXITING = """
 import sys
@@ -44,6 +47,49 @@ def test_a_processor_calling_sys_exit_shows_its_own_lines(
     failures = result.stdout[result.stdout.index("FAILURES") :]
     assert "in give_up" in failures and "sys.exit(code)" in failures, failures
     assert "give_up(3)" in failures, failures
+
+
+SLEEPY = """
+import time
+from pathlib import Path
+from opus_core import TaskProcessor
+
+
+class Sleepy(TaskProcessor):
+    kind = "Sleepy"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        Path(f"started-{task.task_id}").write_text("")
+        time.sleep(60)
+"""
+
+
+def test_ctrl_c_says_in_one_line_how_many_tasks_were_cancelled(tmp_path: Path) -> None:
+    (tmp_path / "sleepy.py").write_text(SLEEPY)
+    tasks = "".join(
+        f'[[tasks]]\nkind = "Sleepy"\nversion = "v1"\nmetadata = {{ name = "t{i:02}" }}\n'
+        for i in range(20)
+    )
+    (tmp_path / "opus.toml").write_text(
+        '[opus]\nrunner = "process"\nprocessors = ["sleepy:Sleepy"]\n'
+        "[runners.process]\nmax_workers = 2\n" + tasks
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / ".user")
+    env["XDG_STATE_HOME"] = str(tmp_path / ".state")
+    proc = interruptible([str(OPUS), "run"], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "20 cancelled" in out and "(interrupted)" in out
+    cancelled = [line for line in err.splitlines() if "cancelled" in line]
+    assert len(cancelled) == 2, err  # the count, and the summary of the run
+    assert "WARNING 20 task(s) cancelled" in cancelled[0], err
+    assert "run finished: 20 cancelled" in cancelled[1], err
+    assert "Traceback" not in err
 
 
 SCRIPT = """
