@@ -92,6 +92,48 @@ def test_ctrl_c_says_in_one_line_how_many_tasks_were_cancelled(tmp_path: Path) -
     assert "Traceback" not in err
 
 
+PRINTING = """
+import sys
+from opus_core import TaskProcessor
+
+
+class Printing(TaskProcessor):
+    kind = "Printing"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        for i in range(3000):
+            print(f"{task.task_id} line {i} " + "x" * 80)
+        return {}
+"""
+
+
+@pytest.mark.parametrize("runner", ["sequential", "threadpool", "process", "processpool"])
+def test_a_run_piped_into_head_ends_quietly_and_its_tasks_succeed(
+    tmp_path: Path, runner: str
+) -> None:
+    (tmp_path / "printing.py").write_text(PRINTING)
+    tasks = "".join(
+        f'[[tasks]]\nkind = "Printing"\nversion = "v1"\nmetadata = {{ name = "p{i}" }}\n'
+        for i in range(3)
+    )
+    (tmp_path / "opus.toml").write_text(
+        f'[opus]\nrunner = "{runner}"\nprocessors = ["printing:Printing"]\n' + tasks
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / ".user")
+    env["XDG_STATE_HOME"] = str(tmp_path / ".state")
+    pipeline = subprocess.run(
+        f"'{OPUS}' run 2>stderr.txt | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120,
+    )
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert pipeline.returncode == 0, stderr
+    assert pipeline.stdout.startswith("p") and pipeline.stdout.count("\n") == 1, pipeline.stdout
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert "run finished: 3 succeeded" in stderr, stderr
+
+
 SCRIPT = """
 import sys
 from opus_core import task
