@@ -119,7 +119,7 @@ class TaskOutput:
             for stream in self._streams.values():
                 if stream.pending:
                     text, stream.pending = stream.pending, ""
-                    _write(stream.name, text, end=True)
+                    _write(stream.name, text, unended=True)
 
     def close(self) -> None:
         """Write what is left and close the read ends (the child is collected)."""
@@ -143,7 +143,7 @@ class TaskOutput:
             stream.pending += text
             if stream.pending:
                 text, stream.pending = stream.pending, ""
-                _write(stream.name, text, end=True)
+                _write(stream.name, text, unended=True)
             self._close(stream.fd)
             return False
         text = stream.pending + stream.decoder.decode(data)
@@ -151,7 +151,7 @@ class TaskOutput:
         if newline:
             _write(stream.name, lines + newline)
         if len(rest) > LONGEST_LINE:
-            _write(stream.name, rest, end=False)
+            _write(stream.name, rest, unended=True)
             rest = ""
         stream.pending = rest
         return True
@@ -166,23 +166,24 @@ class TaskOutput:
                 pass
 
 
-def _write(name: str, text: str, end: bool | None = None) -> None:
+def _write(name: str, text: str, unended: bool = False) -> None:
     """Write `text` to `sys.stdout` or `sys.stderr` (`name`) as it is now.
 
-    `end` (a line that has no newline of its own): on a terminal, a newline is added, so
-    the next line (another task's, the progress line) starts on a line of its own;
-    elsewhere (a file, a pipe) the text is written as the task wrote it.
+    `unended`: the text does not end with a newline (the task ended, or the line is too
+    long to hold). On a terminal a newline is added, so that the next line (another
+    task's, the progress line) starts on a line of its own; elsewhere (a file, a pipe)
+    the text is written as the task wrote it.
     """
     target: TextIO | None = getattr(sys, name)
     if target is None:
         return
     try:
-        if end is not None and _is_terminal(target):
+        if unended and _is_terminal(target):
             text += "\n"
         target.write(text)
         target.flush()
-    except (OSError, ValueError):
-        pass  # the reader went away (`| head`), or the stream was closed: nothing to do
+    except Exception:  # the reader went away (`| head`), the stream is closed or cannot
+        pass  # take the text: the task goes on, and what it printed is dropped
 
 
 def _is_terminal(stream: TextIO) -> bool:

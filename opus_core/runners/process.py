@@ -413,8 +413,8 @@ class _Watcher:
                 if what is _OUTPUT:
                     try:
                         holder.read(key.fd)
-                    except Exception:  # a stream that cannot be written: the rest is dropped
-                        holder.close()
+                    except Exception:  # never expected; this thread must go on regardless
+                        self.forget(key.fd)
                     continue
                 try:
                     if what is _MESSAGE:
