@@ -198,7 +198,10 @@ def run_attempt(
         else:
             returned = call_with_alarm(process, alarm, name)
     except SystemExit as exc:
-        raise OpusError(f"processor of task {name!r} raised SystemExit({exc.code!r})") from None
+        # A failure of the task, not the end of opus; it keeps the processor's frames (where
+        # `sys.exit` was called), as every other exception of a processor does.
+        error = OpusError(f"processor of task {name!r} raised SystemExit({exc.code!r})")
+        raise error.with_traceback(exc.__traceback__) from None
     published = published_values(store if returned is None else returned, values)
     writes = state.writes if isinstance(state, RecordingPersistence) else None
     return AttemptOutcome(published, writes)

@@ -6,6 +6,7 @@ import re
 import textwrap
 from pathlib import Path
 
+import pytest
 from cli_helpers import opus, opus_on_a_terminal
 
 CHATTY = """
@@ -57,8 +58,11 @@ def screen_lines(output: str) -> list[str]:
     return lines
 
 
-def test_log_lines_and_the_progress_line_never_share_a_screen_line(tmp_path: Path) -> None:
-    root = project(tmp_path, "threadpool")
+@pytest.mark.parametrize("runner", ["threadpool", "process", "processpool"])
+def test_log_lines_and_the_progress_line_never_share_a_screen_line(
+    tmp_path: Path, runner: str
+) -> None:
+    root = project(tmp_path, runner)
     status, output = opus_on_a_terminal("run", cwd=root)
     assert status == 1, output
     shown = screen_lines(output)
@@ -71,6 +75,10 @@ def test_log_lines_and_the_progress_line_never_share_a_screen_line(tmp_path: Pat
     # what succeeded is shown by the line, not logged; what failed still is
     assert not any("succeeded in" in line for line in shown)
     assert any("task 't5' failed: RuntimeError: t5 gives up" in line for line in shown)
+    # what a task printed comes before what opus says of its end
+    last_words = next(i for i, line in enumerate(shown) if line.endswith("t5 writes to stderr 2"))
+    end = next(i for i, line in enumerate(shown) if "task 't5' failed" in line)
+    assert last_words < end, output
 
 
 def test_no_progress_and_log_levels(tmp_path: Path) -> None:
@@ -112,7 +120,7 @@ class Bytes(TaskProcessor):
 
 
 def test_a_task_writing_bytes_or_a_partial_line_works_on_a_terminal(tmp_path: Path) -> None:
-    for runner in ("threadpool", "process"):
+    for runner in ("threadpool", "process", "processpool"):
         root = tmp_path / runner
         root.mkdir()
         (root / "bytes_task.py").write_text(BYTES)

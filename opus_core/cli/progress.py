@@ -6,9 +6,8 @@ the terminal — opus's log lines, a processor's logging or `print`, a plugin's
 warning — goes through `Progress.attached()`, which clears the progress line,
 writes the complete lines, and draws the progress line again below them: a log
 line and the progress line never share a line of the screen. Task processes
-(the `process` runner) get the terminal back and write to it themselves: a
-line they print can land beside the progress line, which is drawn again at
-the next change.
+(the `process` and `processpool` runners) write to pipes that opus reads
+(`opus_core.runners.output`), and their lines come to the display the same way.
 
 The line is drawn again at most every `REFRESH` seconds, not at each task: a
 change that comes sooner is drawn by a thread that wakes every `REFRESH`
@@ -157,8 +156,9 @@ class Progress:
 
 
 def _detach_in_child() -> None:
-    """A forked task process writes to the terminal itself: it gets the real streams back
-    (its copy of the display would draw a line of its own, and keep partial lines)."""
+    """A forked task process writes to its own standard streams (which opus's task
+    processes read from pipes): it gets the real streams back, since its copy of the
+    display would draw a line of its own, and keep partial lines."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if isinstance(stream, _AboveProgress):

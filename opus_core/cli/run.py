@@ -8,9 +8,10 @@ the failures with their tracebacks, the plan of `--dry-run`, and the JSON of
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from opus_core.cli import CommandContext, exit_leaving_threads, interrupted_status
 from opus_core.cli.output import (
@@ -55,10 +56,76 @@ def run(context: CommandContext) -> int:
 
     previous = LoggerWrapper.stream
     LoggerWrapper.stream = "stderr"  # stdout carries the results only
+    saved = sys.stdout, sys.stderr
+    # `opus run | head -1`: a task printing after the reader went away goes on (into nothing).
+    sys.stdout, sys.stderr = (
+        stream if stream is None else QuietWhenClosed(stream) for stream in saved
+    )
     try:
         return _run(context)
     finally:
+        sys.stdout, sys.stderr = saved
         LoggerWrapper.stream = previous
+
+
+class QuietWhenClosed(io.TextIOBase):
+    """A standard stream that goes quiet when its reader goes away (`opus run | head -1`).
+
+    Python's advice for a closed pipe (the SIGPIPE section of the `signal` docs): point
+    the file descriptor at `os.devnull` and go on. What a task prints after that is
+    dropped, the task is not failed by a `BrokenPipeError`, and nothing is left to print
+    a traceback at exit; the run ends with its own exit status.
+    """
+
+    def __init__(self, target: TextIO) -> None:
+        super().__init__()
+        self.target = target
+        self.closed_by_reader = False
+        """True once the reader went away."""
+
+    def write(self, text: str) -> int:
+        try:
+            self.target.write(text)
+        except BrokenPipeError:
+            self.reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.target.flush()
+        except BrokenPipeError:
+            self.reader_gone()
+
+    def reader_gone(self) -> None:
+        """Point the stream at `os.devnull`: the reader went away."""
+        self.closed_by_reader = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.target.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        finally:
+            os.close(devnull)
+        try:
+            self.target.flush()  # what its buffer held goes into nothing, not into an error
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.target, name)  # buffer, errors, ...: the stream's own
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
 
 
 def _run(context: CommandContext) -> int:

@@ -151,6 +151,8 @@ class LogLines:
         self._debug = self._info = True
         self.success_level = "info"
         """"debug" while a progress line shows what succeeded."""
+        self.cancelled = 0
+        """How many tasks of the run were cancelled so far: one line says so at its end."""
         self._name = display_name
 
     @hookimpl
@@ -160,6 +162,7 @@ class LogLines:
         enabled = getattr(self.logger, "is_enabled_for", None)  # the level, as of this run
         self._debug = True if enabled is None else bool(enabled(logging.DEBUG))
         self._info = True if enabled is None else bool(enabled(logging.INFO))
+        self.cancelled = 0
         if self._info:
             self.logger.info(
                 f"run {plan.command!r} in context {plan.context!r}: {len(plan.tasks)} task(s)"
@@ -196,7 +199,11 @@ class LogLines:
         elif status == "skipped":
             self.logger.warning(f"task {name!r} skipped: {_printable(result.error)}")
         elif status == "cancelled":
-            self.logger.warning(f"task {name!r} cancelled")
+            # One line for them all at the end (Ctrl-C cancels every task not done; on a
+            # big graph that is thousands); the report names them.
+            self.cancelled += 1
+            if self._debug:
+                self.logger.debug(f"task {name!r} cancelled")
         else:
             self.logger.error(f"task {name!r} {status}: {_printable(result.error)}")
             if self._debug and result.traceback:
@@ -204,6 +211,8 @@ class LogLines:
 
     @hookimpl
     def opus_run_finished(self, report: RunReport) -> None:
+        if self.cancelled:
+            self.logger.warning(f"{self.cancelled} task(s) cancelled")
         line = f"run finished: {report.summary()}"
         if report.ok:
             self.logger.info(line)

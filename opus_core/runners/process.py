@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from opus_core.errors import OpusError, ProcessDiedError
 from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
+from opus_core.runners.output import TaskOutput
 from opus_core.runners.remote import read_outcome, run_work
 
 if TYPE_CHECKING:
@@ -190,6 +191,18 @@ def forking_mask() -> set[signal.Signals]:
     return set(getattr(_forking, "mask", set()))
 
 
+def _start_child(
+    output: TaskOutput, target: Callable[..., None], *args: Any
+) -> None:  # pragma: no cover - runs in the child
+    """The first thing a forked task process does: its output goes to the parent."""
+    output.become_child_streams()
+    target(*args)
+
+
+def _forget(fd: int) -> None:
+    _watcher.forget(fd)
+
+
 def _run_task(
     send: Connection,
     lifeline: int,
@@ -218,7 +231,9 @@ class TaskProcess:
 
     `target(send, lifeline, parent, main_thread, *args)` runs in the child, which calls
     `become_task_process` first and sends its messages on `send`. The process leads a
-    process group of its own, so `kill()` takes whatever it started with it.
+    process group of its own, so `kill()` takes whatever it started with it. What the
+    child writes to its standard output and error comes through `output` (a
+    `TaskOutput`): the watcher writes it, whole lines, to this process's own.
     """
 
     def __init__(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
@@ -236,12 +251,18 @@ class TaskProcess:
         except OSError as exc:
             raise out_of_files(exc, name) from None
         self.receive: Connection = receive
+        try:
+            self.output = TaskOutput(forget=_forget)
+        except OSError as exc:
+            receive.close()
+            send.close()
+            raise out_of_files(exc, name) from None
         # The parent-death signal comes when the forking *thread* ends: it is armed only for
         # forks by threads that live as long as the program.
         main_thread = threading.current_thread() is threading.main_thread() or _watcher.is_watcher()
         self.process: BaseProcess = _context().Process(
-            target=target,
-            args=(send, lifeline, os.getpid(), main_thread, *args),
+            target=_start_child,
+            args=(self.output, target, send, lifeline, os.getpid(), main_thread, *args),
             name=f"opus-{name}",
         )
         self.reaped = False
@@ -255,9 +276,11 @@ class TaskProcess:
             self.process.start()
         except OSError as exc:
             receive.close()
+            self.output.close()
             raise out_of_files(exc, name) from None
         finally:
             send.close()
+            self.output.parent_side()
             signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
         self.pid: int = self.process.pid
         try:
@@ -288,8 +311,16 @@ class TaskProcess:
             self.reaped = True
         return self.process.exitcode
 
+    def flush_output(self) -> None:
+        """Write what the process printed so far, its unfinished lines too: it sent a
+        result, and what it printed comes before."""
+        self.output.drain()
+        self.output.end_lines()
+
     def close(self) -> None:
-        """Stop watching the collected process; let go of it and of its pipe."""
+        """Stop watching the collected process; let go of it and of its pipes (writing what
+        it printed last)."""
+        self.output.close()
         try:
             _watcher.forget(self.process.sentinel)
         except ValueError:
@@ -333,6 +364,9 @@ class ProcessHolder(Protocol):
         """Handling a message or the end raised `error`."""
 
 
+_MESSAGE, _END, _OUTPUT = "message", "end", "output"  # what a watched fd is
+
+
 class _Watcher:
     """One thread that collects what every task process sends back, and its end."""
 
@@ -348,8 +382,11 @@ class _Watcher:
         with self._lock:
             if self._selector is None:
                 self._selector = selectors.DefaultSelector()
-            self._selector.register(child.receive.fileno(), selectors.EVENT_READ, (holder, True))
-            self._selector.register(child.process.sentinel, selectors.EVENT_READ, (holder, False))
+            register = self._selector.register
+            register(child.receive.fileno(), selectors.EVENT_READ, (holder, _MESSAGE))
+            register(child.process.sentinel, selectors.EVENT_READ, (holder, _END))
+            for fd in child.output.fds:
+                register(fd, selectors.EVENT_READ, (child.output, _OUTPUT))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="opus-watcher", daemon=True)
                 self._thread.start()
@@ -372,9 +409,15 @@ class _Watcher:
         timeout = None if type(self._selector).__name__ == "EpollSelector" else 0.05
         while True:
             for key, _ in self._selector.select(timeout):
-                holder, is_message = key.data
+                holder, what = key.data
+                if what is _OUTPUT:
+                    try:
+                        holder.read(key.fd)
+                    except Exception:  # never expected; this thread must go on regardless
+                        self.forget(key.fd)
+                    continue
                 try:
-                    if is_message:
+                    if what is _MESSAGE:
                         holder.receive_message()
                     else:
                         holder.reap()
@@ -451,7 +494,7 @@ def out_of_files(exc: OSError, name: str) -> BaseException:
         running = len(_live)
     return OpusError(
         f"cannot start task {name!r}: too many open files with {running} task process(es) "
-        "running (each holds two); wait for some runs, cap them with max_workers, or "
+        "running (each holds four); wait for some runs, cap them with max_workers, or "
         "raise the limit (ulimit -n)"
     )
 
@@ -492,6 +535,7 @@ class MultiprocessTaskRun(BaseTaskRun):
             return  # no result: the sentinel says how the process ended
         finally:
             receive.close()
+        self._child.flush_output()
         ok, payload = read_outcome(data, self.name)
         if ok:
             self.finish(value=payload)

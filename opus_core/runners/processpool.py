@@ -294,6 +294,7 @@ class ProcessPoolRunner(Runner):
             data = worker.child.receive.recv_bytes()
         except (EOFError, OSError):
             return  # the worker ended: its sentinel says how
+        worker.child.flush_output()  # what the task printed, before the next task prints
         answered = worker.run
         ok, payload = read_outcome(data, "?" if answered is None else answered.name)
         worn = False
