@@ -363,9 +363,8 @@ def test_a_plugin_for_another_plugin_api_is_an_error_row_a_warning_and_exit_2_wh
     (tmp_path / "opus.toml").write_text('[opus]\npersistence = "memory"\n')
     tasks = opus("tasks", cwd=tmp_path, env=env)  # asks nothing of the plugin
     assert tasks.returncode in (0, 5), tasks.stderr
-    assert tasks.stderr.splitlines() == [
-        f"opus: warning: plugin 'future' (opus-future 1.0) is broken: {reason}"
-    ]
+    warnings = [line for line in tasks.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"opus: warning: plugin 'future' (opus-future 1.0) is broken: {reason}"]
 
     (tmp_path / "opus.toml").write_text('[opus]\nrunner = "future"\npersistence = "memory"\n')
     error = one_line_error(opus("run", cwd=tmp_path, env=env))

@@ -289,16 +289,32 @@ def test_engine_report_of_an_empty_run_has_no_run_id() -> None:
     assert len(report) == 0 and report.run_id is None
 
 
-def test_opus_main_called_in_a_program_gives_it_its_own_folder_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from opus_core.cli import main
 
+MAIN_IN_A_PROGRAM = """
+import os
+import sys
+
+from opus_core.cli import main
+
+status = main(["run", "--config", sys.argv[1], "--no-progress"])
+print("status", status)
+print("folder", os.getcwd())
+"""
+
+
+def test_opus_main_called_in_a_program_gives_it_its_own_folder_back(tmp_path: Path) -> None:
     folder = shop(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    assert main(["run", "--config", str(folder / "opus.toml"), "--no-progress"]) == 0
-    assert "orders  succeeded" in capsys.readouterr().out
-    assert Path.cwd() == elsewhere
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    ran = subprocess.run(
+        [sys.executable, "-c", MAIN_IN_A_PROGRAM, str(folder / "opus.toml")],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "orders  succeeded" in ran.stdout, ran.stderr
+    assert ran.stdout.splitlines()[-2:] == ["status 0", f"folder {elsewhere}"], ran.stdout

@@ -132,6 +132,7 @@ def _parent_death_signal(own_group: bool) -> None:  # pragma: no cover - runs in
     """
 
     def parent_gone(signum: int, frame: object) -> None:
+        end_descendants(os.getpid())
         if own_group:
             os.killpg(0, signal.SIGKILL)
         os._exit(1)
@@ -157,6 +158,50 @@ def _wait_for_parent(read_end: int, own_group: bool) -> None:  # pragma: no cove
     os._exit(1)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` — its children, theirs, and so on — as Linux lists them
+    (`/proc/PID/task/TID/children`); empty where it does not."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{parent}/task/{thread}/children") as listing:
+                    children = [int(child) for child in listing.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(children)
+            stack.extend(children)
+    return found
+
+
+def end_descendants(pid: int) -> None:
+    """Kill every process below `pid`, in its group or not (a task process is a child
+    subreaper: what its children leave behind, even in a session of its own, is re-parented
+    to it, so it is found here while the task process lives)."""
+    for child in descendants(pid):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _subreaper() -> None:  # pragma: no cover - runs in the child
+    """Make this process a child subreaper (Linux's PR_SET_CHILD_SUBREAPER): orphans below
+    it are re-parented to it rather than to init, so `end_descendants` finds them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # 36: PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
 def become_task_process(
     lifeline: int, parent: int, main_thread: bool, mask: set[signal.Signals]
 ) -> None:  # pragma: no cover - runs in the child
@@ -175,6 +220,7 @@ def become_task_process(
         own_group = True
     except OSError:
         own_group = False
+    _subreaper()
     if main_thread:
         _parent_death_signal(own_group)
     _die_with_parent(lifeline, parent, own_group)
@@ -215,6 +261,7 @@ def _run_task(
     # Masked across the fork: the task gets the mask its caller had before.
     become_task_process(lifeline, parent, main_thread, forking_mask())
     message = run_work(fn, args, kwargs)
+    end_descendants(os.getpid())  # what the task started ends with it
     flush_std_streams()  # what the task printed is out before its result is
     send.send_bytes(message)
     send.close()
@@ -289,10 +336,12 @@ class TaskProcess:
             pass  # the child did it first, or has already ended
 
     def kill(self) -> None:
-        """Kill the process group (the process, and whatever it started)."""
+        """Kill the process, and whatever it started: what is below it (in a session of its
+        own too, see `end_descendants`), then its process group."""
         with self.kill_lock:
             if self.reaped:
                 return  # its pid may belong to another process by now
+            end_descendants(self.pid)
             for kill in (os.killpg, os.kill):
                 try:
                     kill(self.pid, signal.SIGKILL)

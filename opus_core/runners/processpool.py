@@ -35,6 +35,7 @@ from opus_core.runners.process import (
     TaskProcess,
     _context,
     become_task_process,
+    end_descendants,
     end_processes,
     flush_std_streams,
     forking_mask,
@@ -84,6 +85,7 @@ def _serve(
     become_task_process(lifeline, parent, main_thread, forking_mask() - _DEFERRED)
     fn, args, kwargs = first.pop()  # popped: nothing of a task outlives it here
     message = run_work(fn, args, kwargs)
+    end_descendants(os.getpid())  # what the task started ends with it
     del fn, args, kwargs
     while True:
         flush_std_streams()  # what the task printed is out before its result is
@@ -99,6 +101,7 @@ def _serve(
             message = pickle.dumps((None, why), pickle.HIGHEST_PROTOCOL)
             continue
         message = run_work(fn, args, kwargs)
+        end_descendants(os.getpid())
         del fn, args, kwargs
 
 
