@@ -43,16 +43,53 @@ def _on_stop_signal(signum: int, frame: object) -> None:
     # Ctrl-C and SIGTERM (docker stop, systemd, a CI time-out) stop opus the same way:
     # running work is stopped, records are kept, the summary is printed; only the exit
     # status differs. A second signal while that happens is ignored — raised again, it
-    # would cut the clean-up short — and a third ends opus at once.
+    # would cut the clean-up short — and a third ends opus at once; so does the end of
+    # the grace (`stop_grace`) when the clean-up itself hangs (a plugin's hook, say).
     global _terminated, _signals
     _signals += 1
     if _signals == 1:
         _terminated = signum == signal.SIGTERM
+        threading.Thread(target=_stop_deadline, name="opus-stop", daemon=True).start()
         raise KeyboardInterrupt
     if _signals >= 3:
         sys.stderr.write("opus: stopped without cleaning up (a third signal)\n")
         sys.stderr.flush()
         os._exit(interrupted_status())
+
+
+STOP_GRACE_ENV = "OPUS_STOP_GRACE"
+STOP_GRACE = 10.0
+"""Seconds `opus` has, after the first Ctrl-C or SIGTERM, to stop cleanly (`$OPUS_STOP_GRACE`
+changes it); past them it says what it was waiting for and exits anyway."""
+
+_stopped = threading.Event()  # set when main() returns: the stop ended in time
+
+
+def stop_grace() -> float:
+    """`$OPUS_STOP_GRACE` if it is a positive number of seconds, else `STOP_GRACE`."""
+    try:
+        grace = float(os.environ.get(STOP_GRACE_ENV, STOP_GRACE))
+    except ValueError:
+        return STOP_GRACE
+    return grace if 0 < grace < float("inf") else STOP_GRACE
+
+
+def _stop_deadline() -> None:
+    """After the first stop signal: end opus if stopping takes longer than the grace."""
+    grace = stop_grace()
+    if _stopped.wait(grace):
+        return
+    from opus_core.plugin.guard import ACTIVE
+
+    main = threading.main_thread().ident
+    active = ACTIVE.get(main) if main is not None else None
+    what = f"plugin {active[0]!r} in {active[1]}" if active else "the running tasks to stop"
+    sys.stderr.write(
+        f"opus: still stopping after {grace:g}s, waiting for {what}; "
+        "exiting without finishing the clean-up\n"
+    )
+    sys.stderr.flush()
+    os._exit(interrupted_status())
 
 
 def exit_leaving_threads(status: int) -> None:
@@ -275,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     global _terminated, _signals
     _terminated, _signals = False, 0
+    _stopped.clear()
     saved = None
     if threading.current_thread() is threading.main_thread():
         saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -292,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_leaving_threads(interrupted_status())
         return interrupted_status()
     finally:
+        _stopped.set()
         if saved is not None:  # as they were, for a program that called main() itself
             signal.signal(signal.SIGTERM, saved[0])
             signal.signal(signal.SIGINT, saved[1])

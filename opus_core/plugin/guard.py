@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import types
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, Protocol, cast
@@ -155,6 +156,11 @@ class Guarded:
         return repr(self.__plugin)
 
 
+ACTIVE: dict[int, tuple[str, str]] = {}
+"""The hook implementation each thread is in now, by thread id: `(plugin, hook)` — what a
+stop that does not end names as what it waits for."""
+
+
 def _guard(
     owner: Owner, plugin: str, hook: str, function: Callable[..., Any], wrapper: bool
 ) -> Any:
@@ -171,6 +177,9 @@ def _guard(
         return relay(function(*args), failed)
 
     def plain(*args: Any) -> Any:
+        thread = threading.get_ident()
+        outer = ACTIVE.get(thread)
+        ACTIVE[thread] = (plugin, hook)
         try:
             result = function(*args)
             if check is None or result is None:
@@ -181,6 +190,11 @@ def _guard(
         except BaseException as exc:  # SystemExit too: a plugin must not end opus
             failed(exc)
             return None
+        finally:
+            if outer is None:
+                ACTIVE.pop(thread, None)
+            else:
+                ACTIVE[thread] = outer
 
     guarded = _forwarder(tuple(names), wrapper)(relayed if wrapper else plain)
     guarded.__name__ = getattr(function, "__name__", hook)
