@@ -19,7 +19,7 @@ from typing import Any
 
 from opus_core.errors import OpusError
 from opus_core.manifest import Task
-from opus_core.persistence import RUN_RECORDS, StatePersistence
+from opus_core.persistence.base import RUN_RECORDS, StatePersistence
 from opus_core.report import STATUSES, TaskResult, TaskStatus
 
 RECORD_KIND = "opus.task-record"
@@ -396,6 +396,10 @@ class RecordTable:
         for index in range(len(saved)):
             if saved[index]:
                 yield f"{prefix}{tasks[index].task_id}", index
+
+    def record(self, index: int) -> TableRecord:
+        """The record at `index`, kept on its own (its state made when it is read)."""
+        return TableRecord(self, index)
 
     def to_state(self, index: int) -> dict[str, Any]:
         """The record at `index` as state, as `PendingRecord.to_state` makes it."""

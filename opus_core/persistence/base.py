@@ -178,11 +178,19 @@ class StatePersistence(abc.ABC):
     sequence that makes each task's dict when it is read) instead of a list; the
     in-memory persistence keeps runs as they are handed over and sets it."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> StatePersistence:
-        if cls is StatePersistence:  # the seed's `StatePersistence()`: state in memory
-            from opus_core.persistence.memory import MemoryPersistence
+    _made_directly: ClassVar[type[StatePersistence] | None] = None
+    """What `StatePersistence()` makes: the subclass declared with `made_directly=True`
+    (`MemoryPersistence`, which `opus_core.persistence` always imports)."""
 
-            return super().__new__(MemoryPersistence)
+    def __init_subclass__(cls, *, made_directly: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if made_directly:
+            StatePersistence._made_directly = cls
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StatePersistence:
+        made = StatePersistence._made_directly
+        if cls is StatePersistence and made is not None:  # the seed's `StatePersistence()`
+            return super().__new__(made)
         return super().__new__(cls)
 
     def __init__(self, logger: object = None) -> None:  # noqa: B027 - nothing to set up

@@ -53,7 +53,7 @@ def _load(stored: Any) -> dict[str, Any]:
     return state
 
 
-class MemoryPersistence(StatePersistence):
+class MemoryPersistence(StatePersistence, made_directly=True):
     """State kept in memory, in this process only (`"memory"`).
 
     A pickled copy (what a runner that does not share memory ships with each
@@ -126,12 +126,10 @@ class MemoryPersistence(StatePersistence):
     def run_records_finished(self, table: RecordTable) -> None:
         """An earlier run's table of the same command and context keeps only the records
         `table`'s run did not replace, each on its own."""
-        from opus_core.records import TableRecord
-
         for older in [t for t in self._runs_records if t is not table and t.prefix == table.prefix]:
             for key, index in older.identifiers():
                 if table.find(key[len(table.prefix) :]) is None:
-                    self._records[key] = TableRecord(older, index)
+                    self._records[key] = older.record(index)
             self._runs_records.remove(older)
 
     def _from_runs(self, object_identifier: str) -> dict[str, Any] | None:
