@@ -22,7 +22,7 @@ _EXPORTS = {
     "BaseTaskRun": "opus_core.runners.base",
     "HALT_GRACE": "opus_core.runners.base",
     "Runner": "opus_core.runners.base",
-    "Work": "opus_core.runners.base",
+    "Work": "opus_core.runners.work",
     "wait_for_halts": "opus_core.runners.base",
     "MultiprocessTaskRun": "opus_core.runners.process",
     "ProcessRunner": "opus_core.runners.process",
@@ -63,8 +63,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from opus_core.runners.base import HALT_GRACE, BaseTaskRun, Runner, Work, wait_for_halts
+    from opus_core.runners.base import HALT_GRACE, BaseTaskRun, Runner, wait_for_halts
     from opus_core.runners.process import MultiprocessTaskRun, ProcessRunner
     from opus_core.runners.processpool import PoolTaskRun, ProcessPoolRunner
     from opus_core.runners.resolve import BUILTIN_RUNNERS, RunnerSpec, resolve_runner
     from opus_core.runners.sequential import SequentialRunner, SequentialTaskRun
+    from opus_core.runners.work import Work

@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core.errors import OpusError, ProcessDiedError, TaskCancelledError
 from opus_core.runners.base import BaseTaskRun, Runner, Work, check_count
+from opus_core.runners.fork import become_task_process, end_descendants
 from opus_core.runners.process import (
     _DEFERRED,
     TaskProcess,
     _context,
-    become_task_process,
-    end_descendants,
     end_processes,
     flush_std_streams,
     forking_mask,
