@@ -281,7 +281,8 @@ def test_the_etl_example_writes_nothing_into_the_current_folder(tmp_path: Path) 
 def test_the_plugin_scaffold_links_to_no_missing_page(tmp_path: Path) -> None:
     from opus_core.cli import plugin_templates
 
-    assert "pypi.org/project/opus-core" not in Path(plugin_templates.__file__).read_text()
+    for template in Path(plugin_templates.__file__).parent.glob("*.py"):
+        assert "pypi.org/project/opus-core" not in template.read_text(), template
 
 
 def test_engine_report_of_an_empty_run_has_no_run_id() -> None:
