@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
+
+from opus_core.cli import Commands, Parser
 from opus_core.cli.context import CommandContext
 from opus_core.cli.output import emit
+
+if TYPE_CHECKING:
+    from opus_core.plugin.manager import PluginManager
+
+
+def commands_by_plugin(manager: PluginManager) -> dict[str, list[str]]:
+    """The `opus` commands each plugin adds through `opus_register_commands`, by plugin name
+    (each plugin's hook called on its own, through pluggy's `subset_hook_caller`)."""
+    manager.load()
+    added: dict[str, list[str]] = {}
+    plugins = manager.pm.list_name_plugin()
+    for name, plugin in plugins:
+        if not hasattr(plugin, "opus_register_commands"):
+            continue
+        others = [p for n, p in plugins if n != name]
+        commands = Commands(argparse.ArgumentParser().add_subparsers(), Parser(add_help=False))
+        try:
+            manager.pm.subset_hook_caller("opus_register_commands", others)(commands=commands)
+        except Exception:  # reported when `opus` itself registers them
+            continue
+        added[name] = list(commands.names)
+    return added
 
 
 def list_plugins(context: CommandContext) -> int:
@@ -15,7 +41,7 @@ def list_plugins(context: CommandContext) -> int:
     (`commands`); the core's own commands are left out.
     """
     infos = context.plugins.plugins()
-    commands = context.plugins.commands_by_plugin()
+    commands = commands_by_plugin(context.plugins)
     for info in infos:
         if info.status != "enabled":
             continue

@@ -425,27 +425,6 @@ class PluginManager:
         self._collect()
         return self._options.get(plugin)
 
-    def commands_by_plugin(self) -> dict[str, list[str]]:
-        """The `opus` commands each plugin adds through `opus_register_commands`, by plugin
-        name (what `opus plugins list` shows; each plugin's hook is called on its own)."""
-        import argparse
-
-        from opus_core.cli import Commands, Parser
-
-        self.load()
-        added: dict[str, list[str]] = {}
-        for name, plugin in self.pm.list_name_plugin():
-            if not hasattr(plugin, "opus_register_commands"):
-                continue
-            others = [p for n, p in self.pm.list_name_plugin() if n != name]
-            commands = Commands(argparse.ArgumentParser().add_subparsers(), Parser(add_help=False))
-            try:
-                self.pm.subset_hook_caller("opus_register_commands", others)(commands=commands)
-            except Exception:  # reported when `opus` itself registers them
-                continue
-            added[name] = list(commands.names)
-        return added
-
     def configure(self, plugin: str, options: object) -> None:
         """Hand `plugin` its options through its own `opus_configure`, and no one else's."""
         others = [p for name, p in self.pm.list_name_plugin() if name != plugin]
