@@ -4,11 +4,11 @@ returns, when it is stopped or times out — in its process group or in a sessio
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from cli_helpers import opus
+from test_process_lifetime import alive, wait_for
 
 STARTS = """
 import os
@@ -34,21 +34,8 @@ class Starts(TaskProcessor):
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def gone(pid: int) -> bool:
-    deadline = time.monotonic() + 60
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return wait_for(lambda: not alive(pid))
 
 
 def project(root: Path, runner: str, spec: str, timeout: str = "") -> Path:
