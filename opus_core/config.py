@@ -205,16 +205,20 @@ MAX_DEPTH = 64
 """How deeply arrays and tables of a configuration file may nest."""
 
 
-def _too_deep(data: Mapping[str, Any]) -> bool:
-    """Whether `data` nests deeper than `MAX_DEPTH` (checked without recursion)."""
-    pending: list[tuple[Any, int]] = [(data, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if depth > MAX_DEPTH:
-            return True
-        children = value.values() if isinstance(value, Mapping) else value
-        pending.extend((v, depth + 1) for v in children if isinstance(v, (Mapping, list)))
-    return False
+def _too_deep(data: dict[str, Any]) -> bool:
+    """Whether `data` (as `tomllib` or `json` made it: dicts and lists) nests deeper than
+    `MAX_DEPTH`, checked a level at a time, without recursion."""
+    level: list[Any] = [data]
+    for _ in range(MAX_DEPTH):
+        below: list[Any] = []
+        for value in level:
+            for child in value.values() if type(value) is dict else value:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def _merge(

@@ -203,9 +203,7 @@ def signature_problem(process_task: Callable[..., object]) -> str | None:
         renames = ", ".join(f"{old!r} to {new!r}" for old, new in pairs)
         return f"parameter {unexpected[0]!r} does not match: rename {renames}"
     if unexpected:
-        return (
-            f"parameter {unexpected[0]!r} is never passed: give it a default, or remove it"
-        )
+        return f"parameter {unexpected[0]!r} is never passed: give it a default, or remove it"
     if missing:
         names = ", ".join(repr(name) for name in missing)
         some = "parameters" if len(missing) > 1 else "parameter"

@@ -173,6 +173,16 @@ class RunReport:
     def __len__(self) -> int:
         return len(self.results)
 
+    def unsuccessful(self) -> list[TaskResult]:
+        """The results of the tasks that neither succeeded nor were restored, in plan order
+        (made for those tasks only)."""
+        results = self.results
+        if isinstance(results, TaskResults):
+            return [
+                results.at(i) for i, status in enumerate(results.statuses()) if status not in _OK
+            ]
+        return [r for r in results.values() if r.status not in _OK]
+
     def with_status(self, status: TaskStatus | str) -> list[str]:
         """The ids of the tasks that ended with `status` (a `TaskStatus` or its value)."""
         wanted = TaskStatus(status)

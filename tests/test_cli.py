@@ -98,7 +98,7 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_run_runs_the_tasks_and_prints_a_summary(tmp_path: Path) -> None:
-    result = opus("run", cwd=project(tmp_path, BASIC))
+    result = opus("run", "-v", cwd=project(tmp_path, BASIC))
     assert result.returncode == 0, result.stderr
     assert "first" in result.stdout and "second" in result.stdout
     assert "prod-only" not in result.stdout.split("TASK")[1]
@@ -540,10 +540,12 @@ def test_misspelt_keys_and_names_get_a_suggestion(tmp_path: Path) -> None:
     cases = {
         '[opus]\nruner = "sequential"\n': "unknown key opus.runer (did you mean 'runner'?)",
         "[runer]\n": "unknown section [runer] (did you mean 'runners'?)",
-        BASIC.replace('metadata = { name = "second"', 'metadata = { name = "second", dependancies = []'):
-            "unknown metadata key 'dependancies' (did you mean 'dependencies'?)",
-        BASIC.replace('dependencies = ["first"]', 'dependencies = ["frist"]'):
-            "but no task is named 'frist' (did you mean 'first'?)",
+        BASIC.replace(
+            'metadata = { name = "second"', 'metadata = { name = "second", dependancies = []'
+        ): "unknown metadata key 'dependancies' (did you mean 'dependencies'?)",
+        BASIC.replace(
+            'dependencies = ["first"]', 'dependencies = ["frist"]'
+        ): "but no task is named 'frist' (did you mean 'first'?)",
     }
     for index, (toml, expected) in enumerate(cases.items()):
         root = project(tmp_path / str(index), toml)
@@ -553,9 +555,7 @@ def test_misspelt_keys_and_names_get_a_suggestion(tmp_path: Path) -> None:
 def test_a_label_dependency_no_task_could_match_is_warned_about(tmp_path: Path) -> None:
     root = project(
         tmp_path,
-        BASIC.replace(
-            'dependencies = ["first"]', 'dependencies = [{ labels = { tier = "dbb" } }]'
-        ),
+        BASIC.replace('dependencies = ["first"]', 'dependencies = [{ labels = { tier = "dbb" } }]'),
     )
     expected = (
         "task 'second' depends on every task labelled {labels = {tier = \"dbb\"}}, but no task "

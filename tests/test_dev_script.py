@@ -11,7 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def install_debian_packages(tmp_path: Path, tools: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def install_debian_packages(
+    tmp_path: Path, tools: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     """`dev.install_debian_packages()` in a fresh interpreter, with chromium missing and a PATH
     holding only `tools` (name: shell script body)."""
     bin_dir = tmp_path / "bin"

@@ -308,9 +308,17 @@ def test_unchanged_values_in_a_returned_store_are_not_republished(make_harness) 
 
 @pytest.mark.parametrize(
     ("before", "after"),
-    [(1, True), (2, 2.0), ([1, 2], (1, 2)), ({"k": [1]}, {"k": [True]}), ({1, 2}, frozenset({1, 2}))],
+    [
+        (1, True),
+        (2, 2.0),
+        ([1, 2], (1, 2)),
+        ({"k": [1]}, {"k": [True]}),
+        ({1, 2}, frozenset({1, 2})),
+    ],
 )
-def test_a_value_that_changes_type_is_published_even_when_equal(make_harness, before, after) -> None:
+def test_a_value_that_changes_type_is_published_even_when_equal(
+    make_harness, before, after
+) -> None:
     class Replace(TaskProcessor):
         kind = "Replace"
 

@@ -1258,7 +1258,9 @@ def test_a_lifecycle_wrapper_that_raises_silences_no_one_else(tmp_path: Path) ->
     assert run.returncode == 0, output
     assert lines(root / "good-finished.log") == ["one succeeded", "two succeeded"]
     assert "task 'one' succeeded" in output and "task 'two' succeeded" in output
-    assert output.count("plugin 'loud' failed in opus_task_finished: RuntimeError: before yield") == 1
+    assert (
+        output.count("plugin 'loud' failed in opus_task_finished: RuntimeError: before yield") == 1
+    )
     assert output.count("plugin 'loud' failed in opus_task_started: RuntimeError: after yield") == 1
     assert "Warning" not in output  # no PluggyTeardownRaisedWarning
 

@@ -137,7 +137,11 @@ def test_plugin_returning_something_that_is_not_a_runner(capsys) -> None:
     plugin = SimpleNamespace(opus_register_runners=hookimpl(lambda: [dict]), __name__="odd")
     manager = PluginManager(autoload=False)
     manager.register(plugin)
-    assert set(manager.runners()) == {"sequential", "process", "processpool"}  # the rest keeps working
+    assert set(manager.runners()) == {
+        "sequential",
+        "process",
+        "processpool",
+    }  # the rest keeps working
     odd = next(info for info in manager.plugins() if info.name == "odd")
     assert odd.status == "error"
     assert odd.error == (

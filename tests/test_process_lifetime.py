@@ -111,8 +111,13 @@ spec = { pidfile = "slow.pid", grandchild = "sleeper.pid" }
 
 def test_a_killed_opus_takes_its_task_processes_with_it(tmp_path: Path) -> None:
     root = project(tmp_path, TWO_SLEEPERS)
-    opus = subprocess.Popen([str(OPUS), "run"], cwd=root, env=environment(root),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    opus = subprocess.Popen(
+        [str(OPUS), "run"],
+        cwd=root,
+        env=environment(root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     task = started(root / "slow.pid")
     sleeper = started(root / "sleeper.pid")
     opus.send_signal(signal.SIGKILL)
@@ -132,8 +137,12 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_exits_143(tmp_path: Path) -> None
     assert "1 succeeded, 1 cancelled" in stdout and "(interrupted)" in stdout
     assert wait_for(lambda: not alive(task))
     state = subprocess.run(
-        [str(OPUS), "state", "list"], cwd=root, env=environment(root),
-        capture_output=True, text=True, timeout=30,
+        [str(OPUS), "state", "list"],
+        cwd=root,
+        env=environment(root),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     records = {line.split()[0]: line.split()[1] for line in state.stdout.splitlines()[1:]}
     assert records.get("opus-run:apply:default:quick") == "succeeded", state.stdout  # kept
@@ -153,8 +162,14 @@ def test_a_thread_a_task_leaves_running_does_not_keep_its_process_after_opus(
         """,
     )
     start = time.monotonic()
-    result = subprocess.run([str(OPUS), "run"], cwd=root, env=environment(root),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(OPUS), "run"],
+        cwd=root,
+        env=environment(root),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start < 20  # opus did not wait for the thread's minute
     task = int((root / "lingerer.pid").read_text())
@@ -178,8 +193,14 @@ print(leave_a_thread().get_result(timeout=10), flush=True)
 
 def test_a_script_ends_at_once_and_its_lingering_task_process_with_it(tmp_path: Path) -> None:
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path,
-                            env=environment(tmp_path), capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start < 20
     task = int(result.stdout.strip())
@@ -237,8 +258,14 @@ def stuck_project(root: Path, timeout: str) -> Path:
 def test_a_timed_out_thread_does_not_keep_opus_running(tmp_path: Path) -> None:
     root = stuck_project(tmp_path, ", timeout = 0.3")
     start = time.monotonic()
-    result = subprocess.run([str(OPUS), "run"], cwd=root, env=environment(root),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(OPUS), "run"],
+        cwd=root,
+        env=environment(root),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert time.monotonic() - start < 15
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "1 timed_out" in result.stdout
@@ -256,9 +283,20 @@ def test_ctrl_c_with_a_stuck_thread_exits_at_once_without_a_traceback(tmp_path: 
 
 
 def test_a_task_ignoring_sigio_still_dies_with_a_killed_opus(tmp_path: Path) -> None:
-    root = project(tmp_path, TWO_SLEEPERS.replace('spec = { pidfile = "slow.pid", grandchild = "sleeper.pid" }', 'spec = { pidfile = "slow.pid", ignore_sigio = true }'))
-    opus = subprocess.Popen([str(OPUS), "run"], cwd=root, env=environment(root),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = project(
+        tmp_path,
+        TWO_SLEEPERS.replace(
+            'spec = { pidfile = "slow.pid", grandchild = "sleeper.pid" }',
+            'spec = { pidfile = "slow.pid", ignore_sigio = true }',
+        ),
+    )
+    opus = subprocess.Popen(
+        [str(OPUS), "run"],
+        cwd=root,
+        env=environment(root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     task = started(root / "slow.pid")
     opus.send_signal(signal.SIGKILL)
     opus.wait(timeout=10)
@@ -276,8 +314,14 @@ def test_a_pool_inside_a_task_ends_without_a_traceback(tmp_path: Path) -> None:
         spec = { pidfile = "pooled.pid", pool = true, seconds = 0 }
         """,
     )
-    result = subprocess.run([str(OPUS), "run"], cwd=root, env=environment(root),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(OPUS), "run"],
+        cwd=root,
+        env=environment(root),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
 
@@ -304,8 +348,14 @@ def test_a_script_that_ends_with_a_task_still_running_ends_at_once_and_so_does_t
     tmp_path: Path,
 ) -> None:
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", UNFINISHED], cwd=tmp_path,
-                            env=environment(tmp_path), capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", UNFINISHED],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start < 20
     task = int((tmp_path / "forever.pid").read_text())
@@ -346,8 +396,14 @@ except OpusError as exc:
 def test_running_out_of_file_descriptors_is_a_clear_error_and_exit_is_clean(
     tmp_path: Path,
 ) -> None:
-    result = subprocess.run([sys.executable, "-c", OUT_OF_FILES], cwd=tmp_path,
-                            env=environment(tmp_path), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", OUT_OF_FILES],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "too many open files with" in result.stdout and "ulimit -n" in result.stdout
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr

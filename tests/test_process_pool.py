@@ -296,7 +296,10 @@ class Deploy(TaskProcessor):
         if task.spec.get("hang"):
             time.sleep(60)
         state_persistence.save_object_state(task.task_id, {"pid": os.getpid()})
-        return {f"{task.task_id}_pid": os.getpid(), "seen": key_value_store.store.get("seen", 0) + 1}
+        return {
+            f"{task.task_id}_pid": os.getpid(),
+            "seen": key_value_store.store.get("seen", 0) + 1,
+        }
 
 
 def test_manifest_tasks_run_on_workers_and_time_out(tmp_path: Path) -> None:
@@ -304,7 +307,9 @@ def test_manifest_tasks_run_on_workers_and_time_out(tmp_path: Path) -> None:
     tasks.register_task_processor(Deploy())
     tasks.add_task(Task("Deploy", "v1", metadata={"name": "a"}))
     tasks.add_task(Task("Deploy", "v1", metadata={"name": "b", "dependencies": ["a"]}))
-    tasks.add_task(Task("Deploy", "v1", metadata={"name": "stuck", "timeout": 0.3}, spec={"hang": True}))
+    tasks.add_task(
+        Task("Deploy", "v1", metadata={"name": "stuck", "timeout": 0.3}, spec={"hang": True})
+    )
     report = tasks.process_context()
     assert report["a"].status == report["b"].status == TaskStatus.SUCCEEDED
     assert report["stuck"].status == TaskStatus.TIMED_OUT
@@ -314,7 +319,9 @@ def test_manifest_tasks_run_on_workers_and_time_out(tmp_path: Path) -> None:
 
 
 def test_the_pipeline_example_runs_on_processpool() -> None:
-    result = run_example(str(EXAMPLES / "pipeline.py"), "--context", "dev", "--runner", "processpool")
+    result = run_example(
+        str(EXAMPLES / "pipeline.py"), "--context", "dev", "--runner", "processpool"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "web using db.internal:5432 and cache.internal:6379 (dev)" in result.stdout
     assert "smoke-test   succeeded  attempts=2" in result.stdout

@@ -65,7 +65,11 @@ def test_the_seeds_names_set_in_init_set_versions_and_commands() -> None:
 
 def test_a_class_setting_both_names_is_refused_naming_both() -> None:
     with pytest.raises(OpusError, match="Both sets both versions and kind_versions"):
-        type("Both", (TaskProcessor,), {"kind": "Both", "versions": ("v1",), "kind_versions": ("v2",)})
+        type(
+            "Both",
+            (TaskProcessor,),
+            {"kind": "Both", "versions": ("v1",), "kind_versions": ("v2",)},
+        )
 
 
 def test_kind_versions_as_a_string_is_refused_by_its_own_name() -> None:

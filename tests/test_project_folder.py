@@ -15,7 +15,7 @@ from cli_helpers import one_line_error, opus
 import opus_core
 from opus_core import Tasks
 
-PROCESSORS = '''
+PROCESSORS = """
     from pathlib import Path
 
     from opus_core import TaskProcessor, project_folder
@@ -35,7 +35,7 @@ PROCESSORS = '''
 
         def process_task(self, task, command, context, key_value_store, state_persistence):
             raise ValueError("no " + task.spec["what"])
-'''
+"""
 
 
 def shop(root: Path, tasks: str = "", runner: str = "sequential") -> Path:
@@ -44,13 +44,16 @@ def shop(root: Path, tasks: str = "", runner: str = "sequential") -> Path:
     (folder / "sub").mkdir(parents=True)
     (folder / "orders.csv").write_text("a\nb\nc\n")
     (folder / "shop_tasks.py").write_text(textwrap.dedent(PROCESSORS))
-    tasks = tasks or """
+    tasks = (
+        tasks
+        or """
         [[tasks]]
         kind = "Read"
         version = "v1"
         metadata = { name = "orders" }
         spec = { file = "orders.csv" }
     """
+    )
     (folder / "opus.toml").write_text(
         textwrap.dedent(
             f"""
@@ -221,8 +224,8 @@ def test_state_clear_with_nothing_stored_asks_nothing(tmp_path: Path) -> None:
 def test_state_clear_counts_the_damaged_files_it_removes(tmp_path: Path) -> None:
     folder = shop(tmp_path)
     state = folder / ".state"
-    text = (folder / "opus.toml").read_text().replace(
-        "[opus]\n", '[opus]\npersistence = "file"\n', 1
+    text = (
+        (folder / "opus.toml").read_text().replace("[opus]\n", '[opus]\npersistence = "file"\n', 1)
     )
     (folder / "opus.toml").write_text(text + f'\n[persistence.file]\ndirectory = "{state}"\n')
     assert opus("run", cwd=folder).returncode == 0
@@ -288,7 +291,6 @@ def test_the_plugin_scaffold_links_to_no_missing_page(tmp_path: Path) -> None:
 def test_engine_report_of_an_empty_run_has_no_run_id() -> None:
     report = Tasks().process_context()
     assert len(report) == 0 and report.run_id is None
-
 
 
 MAIN_IN_A_PROGRAM = """

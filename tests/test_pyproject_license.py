@@ -14,7 +14,11 @@ from opus_core.cli.plugin_templates import PYPROJECT
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECTS = sorted(
-    [ROOT / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("examples/*/pyproject.toml")]
+    [
+        ROOT / "pyproject.toml",
+        *ROOT.glob("plugins/*/pyproject.toml"),
+        *ROOT.glob("examples/*/pyproject.toml"),
+    ]
 )
 
 

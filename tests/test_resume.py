@@ -266,14 +266,18 @@ def test_dry_run_with_resume_lists_what_would_be_restored(tmp_path: Path) -> Non
     root = crash_project(tmp_path)
     assert run_opus(root).returncode == 0
     (root / "opus.toml").write_text(
-        (root / "opus.toml").read_text().replace(
+        (root / "opus.toml")
+        .read_text()
+        .replace(
             'metadata = { name = "step-7", dependencies = ["step-6"] }',
             'metadata = { name = "step-7", dependencies = ["step-6"] }\nspec = { changed = true }',
         )
     )
     plan = run_opus(root, "--dry-run", "--resume")
     assert plan.returncode == 0, plan.stderr
-    would = {line.split()[1]: line.split()[-1] for line in plan.stdout.splitlines() if line[:1].isdigit()}
+    would = {
+        line.split()[1]: line.split()[-1] for line in plan.stdout.splitlines() if line[:1].isdigit()
+    }
     assert [would[f"step-{i}"] for i in range(STEPS)] == ["restore"] * 7 + ["run"] * 3
     assert "7 task(s) would be restored, not run" in plan.stdout
     as_json = json.loads(run_opus(root, "--dry-run", "--resume", "--json").stdout)

@@ -346,7 +346,7 @@ def test_tasks_built_in_python_record_runs_in_memory() -> None:
     assert run["pid"] == os.getpid()
 
 
-FAILING_STEP = '''
+FAILING_STEP = """
 from opus_core import TaskProcessor
 
 
@@ -355,7 +355,7 @@ class Boom(TaskProcessor):
 
     def process_task(self, task, command, context, key_value_store, state_persistence):
         raise RuntimeError("bad \\x1b[2J\\x1b[31mred\\x07 bell")
-'''
+"""
 
 
 def test_control_characters_in_errors_never_reach_the_terminal_raw(tmp_path: Path) -> None:

@@ -209,15 +209,39 @@ def test_logs_on_stderr_results_on_stdout(tmp_path: Path) -> None:
     result = opus("run", "fetch", "--context", "dev", cwd=root)
     assert result.returncode == 0
     assert "processor says hello from fetch" in result.stderr
-    assert "task 'fetch' succeeded" in result.stderr
+    assert "run finished: 1 succeeded" in result.stderr
     assert "hello" not in result.stdout and "INFO" not in result.stdout
-    assert result.stdout.splitlines()[0].split() == [
-        "TASK",
-        "STATUS",
-        "ATTEMPTS",
-        "DURATION",
-        "ERROR",
-    ]
+    assert re.fullmatch(r"1 succeeded in \d+\.\d\ds\n", result.stdout), result.stdout
+
+
+def test_results_list_what_did_not_succeed_and_v_lists_every_task(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    shown = opus("run", "--context", "dev", cwd=root)
+    assert shown.returncode == 1
+    rows = {line.split()[0]: line.split()[1] for line in shown.stdout.split("=")[0].splitlines()}
+    assert rows == {"TASK": "STATUS", "transform": "failed", "report": "skipped"}
+    assert "FAILURES" in shown.stdout and "KeyError: 'the-key'" in shown.stdout
+    assert shown.stdout.splitlines()[-1].startswith("1 succeeded, 1 failed, 1 skipped in ")
+    every = opus("run", "--context", "dev", "-v", cwd=root)
+    assert re.search(r"^fetch +succeeded +1 ", every.stdout, re.MULTILINE), every.stdout
+    quiet = opus("run", "--context", "dev", "-q", cwd=root)
+    assert "TASK" not in quiet.stdout and "STATUS" not in quiet.stdout
+    assert "KeyError: 'the-key'" in quiet.stdout  # the failures and the counts stay
+    assert quiet.stdout.splitlines()[-1].startswith("1 succeeded, 1 failed, 1 skipped in ")
+
+
+def test_off_a_terminal_successes_are_counted_in_progress_lines(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    counted = opus("run", "fetch", "--context", "dev", cwd=root, env={"OPUS_PROGRESS_EVERY": "0"})
+    assert counted.returncode == 0, counted.stderr
+    assert "INFO    progress: [1/1] running 0, failed 0" in counted.stderr
+    assert "task 'fetch' succeeded" not in counted.stderr
+    default = opus(
+        "run", "fetch", "--context", "dev", cwd=root
+    )  # 10 s apart by default: none in a short run
+    assert "progress:" not in default.stderr and "task 'fetch' succeeded" not in default.stderr
+    listed = opus("run", "fetch", "--context", "dev", "-v", cwd=root)
+    assert "task 'fetch' succeeded in " in listed.stderr and "progress:" not in listed.stderr
 
 
 def test_colorlog_logs_on_stderr_too(tmp_path: Path) -> None:

@@ -132,7 +132,8 @@ def test_seed_run_classes_select_the_builtin_runners() -> None:
 
 def test_unknown_runner_name_lists_the_installed_ones() -> None:
     with pytest.raises(
-        OpusError, match="unknown runner 'warp'; installed runners: process, processpool, sequential"
+        OpusError,
+        match="unknown runner 'warp'; installed runners: process, processpool, sequential",
     ):
         resolve_runner("warp")
 

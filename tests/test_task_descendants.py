@@ -80,4 +80,3 @@ def test_what_a_timed_out_task_started_in_its_own_session_ends_with_it(
     assert result.returncode == 1 and "1 timed_out" in result.stdout, result.stderr
     sleeper = int((root / "sleeper.pid").read_text())
     assert gone(sleeper), f"the task's sleep {sleeper} outlived it"
-

@@ -124,8 +124,13 @@ def test_a_run_piped_into_head_ends_quietly_and_its_tasks_succeed(
     env["XDG_STATE_HOME"] = str(tmp_path / ".state")
     pipeline = subprocess.run(
         f"'{OPUS}' run 2>stderr.txt | head -1; exit ${{PIPESTATUS[0]}}",
-        shell=True, executable="/bin/bash", cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=120,
+        shell=True,
+        executable="/bin/bash",
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     stderr = (tmp_path / "stderr.txt").read_text()
     assert pipeline.returncode == 0, stderr
@@ -187,8 +192,12 @@ def test_a_task_printing_50_mb_is_streamed_through(tmp_path: Path) -> None:
     (tmp_path / "flood.py").write_text(FLOOD)
     with open(tmp_path / "out.txt", "wb") as out:
         result = subprocess.run(
-            [sys.executable, "flood.py"], cwd=tmp_path, stdout=out, stderr=subprocess.PIPE,
-            text=True, timeout=120,
+            [sys.executable, "flood.py"],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
         )
     assert result.returncode == 0, result.stderr
     results, grown_mb = result.stderr.rsplit("]", 1)

@@ -65,13 +65,21 @@ changes it); past them it says what it was waiting for and exits anyway."""
 _stopped = threading.Event()  # set when main() returns: the stop ended in time
 
 
+def env_seconds(name: str, default: float, least: float = 0.0) -> float:
+    """The environment variable `name` as a finite number of seconds above `least` (or equal
+    to 0 when `least` is 0), else `default`."""
+    try:
+        seconds = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    if seconds == least == 0.0 or least < seconds < float("inf"):
+        return seconds
+    return default
+
+
 def stop_grace() -> float:
     """`$OPUS_STOP_GRACE` if it is a positive number of seconds, else `STOP_GRACE`."""
-    try:
-        grace = float(os.environ.get(STOP_GRACE_ENV, STOP_GRACE))
-    except ValueError:
-        return STOP_GRACE
-    return grace if 0 < grace < float("inf") else STOP_GRACE
+    return env_seconds(STOP_GRACE_ENV, STOP_GRACE, least=1e-9)
 
 
 def _stop_deadline() -> None:

@@ -103,9 +103,17 @@ def add_core_commands(commands: Commands) -> None:
         help="no live progress line, even on a terminal",
     )
     loudness = run.add_mutually_exclusive_group()
-    loudness.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     loudness.add_argument(
-        "-v", "--verbose", action="store_true", help="log everything (DEBUG), tracebacks too"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="log warnings and errors only; no results table (failures and the counts stay)",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log everything (DEBUG), tracebacks too; a results row for every task",
     )
     loudness.add_argument(
         "--log-level",

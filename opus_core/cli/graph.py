@@ -46,6 +46,7 @@ def graph(context: CommandContext) -> int:
     """Print the graph of the tasks in scope for `--command` and `--context`; exit status 5,
     as `opus run`'s, when none is in scope or there is no `opus.toml`."""
     from opus_core.cli.run import NOTHING_IN_SCOPE
+
     if outside_a_project(context):
         return NOTHING_IN_SCOPE
     args = context.args

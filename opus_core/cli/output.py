@@ -231,12 +231,16 @@ def task_label(task_id: str, kind: str) -> str:
     return task_id
 
 
-def report_table(report: RunReport, width: int | None = -1) -> str:
-    """The end-of-run summary: one row per task."""
+def report_table(report: RunReport, width: int | None = -1, every_task: bool = True) -> str:
+    """The end-of-run table: one row per task, or (`every_task=False`) per task that did
+    not succeed; an empty string when that leaves no row."""
+    results = report if every_task else report.unsuccessful()
     rows = [
         (task_label(r.task_id, r.kind), r.status, r.attempts, duration(r.duration), r.error or "")
-        for r in report
+        for r in results
     ]
+    if not rows:
+        return ""
     return table(("TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"), rows, width)
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from opus_core.cli import CommandContext, exit_leaving_threads, interrupted_status
+from opus_core.cli import CommandContext, env_seconds, exit_leaving_threads, interrupted_status
 from opus_core.cli.output import (
     printable,
     report_records,
@@ -27,7 +27,7 @@ from opus_core.cli.report import check_writable, write_run_report
 from opus_core.engine import Tasks
 from opus_core.errors import OpusError
 from opus_core.manifest import display_name
-from opus_core.plugin.defaults import KeywordSelection, Selection
+from opus_core.plugin.defaults import KeywordSelection, Selection, log_lines
 from opus_core.plugin.manager import warn
 from opus_core.report import TaskStatus
 
@@ -43,6 +43,11 @@ NO_PROJECT = (
     "`opus config init` writes a starter one (or name one with --config)\n"
 )
 """What `opus run`, `opus tasks` and `opus graph` say (exit status 5) outside a project."""
+
+PROGRESS_EVERY_ENV = "OPUS_PROGRESS_EVERY"
+PROGRESS_EVERY = 10.0
+"""Seconds between two `progress:` log lines of `opus run` where no progress line is drawn
+(`$OPUS_PROGRESS_EVERY` changes it; 0 logs one after each task)."""
 
 TB_STYLES = ("short", "long", "line", "no")
 SHORT_FRAMES = 5
@@ -159,15 +164,18 @@ def _run(context: CommandContext) -> int:
         return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
     if args.report is not None:
         check_writable(args.report)  # before anything runs, not after
+    # As pytest: successes are counted, not listed (-v lists them); what went wrong is logged.
+    lines = log_lines(manager)
+    if not args.verbose:
+        lines.success_level = "debug"
     progress = None
     if sys.stderr.isatty() and not args.no_progress:
         from opus_core.cli.progress import Progress
 
         progress = Progress(sys.stderr)
         manager.register(progress, name="builtin.progress", core=True)
-        # The line shows what succeeded; failures, retries and time-outs are still logged.
-        log_lines = manager.infos["builtin.log"].plugin
-        log_lines.success_level = "debug"  # type: ignore[attr-defined]
+    else:
+        lines.progress_every = env_seconds(PROGRESS_EVERY_ENV, PROGRESS_EVERY)
     if progress is None:
         report = tasks.process_context(args.command, args.context, resume=args.resume)
     else:
@@ -183,7 +191,11 @@ def _run(context: CommandContext) -> int:
     if args.json:
         print(to_json(report_records(report)))
     elif len(report):
-        print(report_table(report))
+        # As pytest: the tasks that did not succeed, then their tracebacks, then the counts;
+        # -v lists every task, -q none (`opus runs show` has the whole table later).
+        table = "" if args.quiet else report_table(report, every_task=args.verbose)
+        if table:
+            print(table)
         failures = failures_section(report, args.tb)
         if failures:
             print(failures)
@@ -232,7 +244,9 @@ def failures_section(report: RunReport, style: str = "short", width: int | None 
     """The tasks that failed or timed out, each with its traceback in `style`, as pytest's
     FAILURES: "short" the last frames and the exception, "long" all of it, "line" one
     line per task, "no" nothing (an empty string)."""
-    failed = [r for r in report if r.status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT)]
+    failed = [
+        r for r in report.unsuccessful() if r.status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT)
+    ]
     if not failed or style == "no":
         return ""
     width = min(width or terminal_width() or 80, 120)
@@ -423,9 +437,7 @@ def dry_run(
     return 0
 
 
-def plan_records(
-    plan: Plan, restored: list[dict[str, Any] | None] | None = None
-) -> dict[str, Any]:
+def plan_records(plan: Plan, restored: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """The plan as JSON data: the tasks in order with what each runs after and whether it
     would be restored rather than run, and those left out."""
     restored = restored or [None] * len(plan.tasks)

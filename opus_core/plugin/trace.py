@@ -59,6 +59,7 @@ def importing(name: str, target: str) -> Iterator[None]:
             f"`[opus] disable_plugins = [{name!r}]` leaves it out"
         ) from None
 
+
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
 _SHORT.maxlist = 4

@@ -519,9 +519,7 @@ class Runner:
         many (dask's `client.map`) overrides it.
         """
         name = run_name(fn)
-        return [
-            self.submit(Work(fn, row, kwargs, name)) for row in zip(*iterables, strict=True)
-        ]
+        return [self.submit(Work(fn, row, kwargs, name)) for row in zip(*iterables, strict=True)]
 
     def flush(self) -> None:
         """Start whatever `submit` held back. The engine calls it after each burst of

@@ -329,9 +329,7 @@ class OpusProject:
         script = Path(sys.executable).parent / "opus"
         return [str(script)] if script.exists() else [sys.executable, "-m", "opus_core.cli"]
 
-    def run(
-        self, *args: str, timeout: float = 60, env: dict[str, str] | None = None
-    ) -> OpusResult:
+    def run(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> OpusResult:
         """Run `opus ARGS` in the project folder with the registered plugins; what it did
         (`OpusResult`: `returncode`, `stdout`, `stderr`, `assert_outcomes`, line matching).
 

@@ -113,9 +113,7 @@ def _write_at_once(payload: bytes, who: str, count: int, barrier: Any, report: s
             persistence.save_object_state("shared", {"who": who, "i": i})
         persistence.save_run({"id": f"run-{who}", "status": "succeeded", "tasks": []})
         persistence.persist_all_state()
-        lost = [
-            i for i in range(count) if persistence.get_object_state(f"{who}-{i}").get("i") != i
-        ]
+        lost = [i for i in range(count) if persistence.get_object_state(f"{who}-{i}").get("i") != i]
         problems = [f"saves of {who!r} that do not read back: {lost}"] if lost else []
         if persistence.load_run(f"run-{who}") is None:
             problems.append(f"the run 'run-{who}' it saved does not load")
