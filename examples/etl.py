@@ -33,8 +33,7 @@ def output_file() -> Path:
 def extract(station: str) -> list[dict[str, object]]:
     """Readings from a station (made up here; a real one would fetch them)."""
     return [
-        {"station": station, "hour": hour, "fahrenheit": 50 + 3 * hour}
-        for hour in range(6)
+        {"station": station, "hour": hour, "fahrenheit": 50 + 3 * hour} for hour in range(6)
     ] + [{"station": station, "hour": 6, "fahrenheit": "sensor error"}]
 
 

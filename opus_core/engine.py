@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
 from opus_core.graph import Plan, build_plan
-from opus_core.logger import LoggerWrapper
+from opus_core.logger import DEBUG, LoggerWrapper
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import MemoryPersistence, StatePersistence
-from opus_core.plugin.defaults import LogLines, Resume
+from opus_core.plugin.defaults import LogLines, Resume, StartLines
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor, check_processor
 from opus_core.records import RunRecords
@@ -105,8 +105,16 @@ class Tasks:
             manager = self.plugin_manager = PluginManager()
         if manager.logger is not self.logger:
             manager.unregister("builtin.log")
+            manager.unregister("builtin.log.started")
             manager.register(LogLines(self.logger), name="builtin.log", core=True)
             manager.logger = self.logger
+        enabled = getattr(self.logger, "is_enabled_for", None)  # its level, as of now
+        debug = True if enabled is None else bool(enabled(DEBUG))
+        if debug != ("builtin.log.started" in manager.infos):
+            if debug:
+                manager.register(StartLines(self.logger), name="builtin.log.started", core=True)
+            else:
+                manager.unregister("builtin.log.started")
         return manager
 
     # -- building --------------------------------------------------------------

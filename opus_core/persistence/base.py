@@ -52,38 +52,59 @@ RUN_HISTORY = "opus-history:"
 
 _encoder: Any = None  # a json.JSONEncoder, made when state is first encoded
 _JSON_TYPES = (str, int, float, bool, type(None))
+_LEAVES = frozenset(_JSON_TYPES)
 
 
 def _altered(value: Any, where: str = "") -> str | None:
     """Where and how `value` would not come back from JSON as it is, or None if it would.
 
     `where` is the path to `value` (`['tags'][0]`); call it only on data the encoder took
-    (finite, free of cycles), so that the walk ends.
+    (finite, free of cycles), so that the walk ends. The path is spelled out only for a
+    value that would not come back: a walk over good data makes no string.
     """
+    found = _first_altered(value)
+    if found is None:
+        return None
+    path, kind, key = found
+    at = where + "".join(f"[{step!r}]" for step in path)
+    if key is not None:
+        return (
+            f"the key {key!r} in {at or 'the state'} is a {type(key).__name__} "
+            "and would come back as a str"
+        )
+    at = f" at {at}" if at else ""
+    if kind is tuple:
+        return f"a tuple{at} would come back as a list"
+    return f"a {kind.__module__}.{kind.__qualname__}{at} would not come back as itself"
+
+
+def _first_altered(value: Any) -> tuple[list[Any], type, Any] | None:
+    """The path to the first value in `value` that JSON would alter, its type, and the key
+    (when it is a key that is not a `str`); None when there is none."""
     kind = type(value)
+    if kind in _LEAVES:
+        return None
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                return (
-                    f"the key {key!r} in {where or 'the state'} is a {type(key).__name__} "
-                    "and would come back as a str"
-                )
-            found = _altered(item, f"{where}[{key!r}]")
-            if found:
+                return [], dict, key
+            if type(item) in _LEAVES:
+                continue
+            found = _first_altered(item)
+            if found is not None:
+                found[0].insert(0, key)
                 return found
         return None
     if kind is list:
         for index, item in enumerate(value):
-            found = _altered(item, f"{where}[{index}]")
-            if found:
+            if type(item) in _LEAVES:
+                continue
+            found = _first_altered(item)
+            if found is not None:
+                found[0].insert(0, index)
                 return found
         return None
-    if kind in _JSON_TYPES:
-        return None
-    at = f" at {where}" if where else ""
-    if kind is tuple:
-        return f"a tuple{at} would come back as a list"
-    return f"a {kind.__module__}.{kind.__qualname__}{at} would not come back as itself"
+    return [], kind, None
 
 
 def to_json(object_identifier: str, data: dict[str, Any]) -> str:

@@ -115,12 +115,15 @@ def manifests(entries: object, where: str) -> list[Task]:
     from opus_core.errors import ManifestError
     from opus_core.manifest import TASK_KEYS, Task
 
-    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+    if not isinstance(entries, list) or not all(
+        type(e) is dict or isinstance(e, Mapping) for e in entries
+    ):
         raise ManifestError(f"{where}: expected a list of task manifests (tables)")
     tasks = []
+    known = frozenset(TASK_KEYS)
     for index, entry in enumerate(entries):
-        unknown = sorted(set(entry) - set(TASK_KEYS))
-        if unknown:
+        if not entry.keys() <= known:
+            unknown = sorted(set(entry) - known)
             raise ManifestError(
                 f"{where}: tasks[{index}]: unknown key {unknown[0]!r}; "
                 f"expected {', '.join(TASK_KEYS)}"
@@ -163,7 +166,7 @@ class LogLines:
         None for no such line (the Python API, and `opus run` on a terminal)."""
         self.cancelled = 0
         """How many tasks of the run were cancelled so far: one line says so at its end."""
-        self.total = self.done = self.running = self.failed = 0
+        self.total = self.done = self.failed = 0
         self._progress_at = 0.0
         self._name = display_name
 
@@ -175,7 +178,7 @@ class LogLines:
         self._debug = True if enabled is None else bool(enabled(logging.DEBUG))
         self._info = True if enabled is None else bool(enabled(logging.INFO))
         self._successes = self._info if self.success_level == "info" else self._debug
-        self.cancelled = self.done = self.running = self.failed = 0
+        self.cancelled = self.done = self.failed = 0
         self.total = len(plan.tasks)
         self._progress_at = time.monotonic()
         if self._info:
@@ -184,14 +187,7 @@ class LogLines:
             )
 
     @hookimpl
-    def opus_task_started(self, task: Task, attempt: int) -> None:
-        self.running += 1
-        if self._debug:
-            self.logger.debug(f"task {self._name(task)!r} started (attempt {attempt})")
-
-    @hookimpl
     def opus_task_retrying(self, task: Task, attempt: int, error: str, delay: float) -> None:
-        self.running -= 1
         self.logger.warning(
             f"task {self._name(task)!r} attempt {attempt} failed: {_printable(error)}; "
             f"retrying in {delay:g}s"
@@ -201,8 +197,6 @@ class LogLines:
     def opus_task_finished(self, task: Task, result: TaskResult) -> None:
         # Called for every task: nothing is formatted that the logger's level would drop.
         self.done += 1
-        if result.attempts and self.running:
-            self.running -= 1
         status = result.status
         if status == "succeeded" or status == "restored":
             if self._successes:
@@ -250,6 +244,22 @@ class LogLines:
             self.logger.info(line)
         else:
             self.logger.error(line)
+
+
+class StartLines:
+    """`task '…' started (attempt N)` at DEBUG: registered beside `LogLines`, as
+    `builtin.log.started`, only while the engine's logger is at DEBUG, so that a run at
+    another level has no `opus_task_started` to call for each task."""
+
+    def __init__(self, logger: LoggerWrapper) -> None:
+        from opus_core.manifest import display_name
+
+        self.logger = logger
+        self._name = display_name
+
+    @hookimpl
+    def opus_task_started(self, task: Task, attempt: int) -> None:
+        self.logger.debug(f"task {self._name(task)!r} started (attempt {attempt})")
 
 
 def log_lines(manager: Any) -> LogLines:

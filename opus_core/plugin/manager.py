@@ -154,6 +154,7 @@ class PluginManager:
         self._processors: list[tuple[str, TaskProcessor | type[TaskProcessor]]] = []
         self._options: dict[str, type] = {}
         self._reported: set[tuple[str, str]] = set()
+        self._starts_heard = True
         if _truthy(os.environ.get(TRACE_ENV)):
             self.pm.add_hookcall_monitoring(*tracer(sys.stderr))
 
@@ -476,12 +477,15 @@ class PluginManager:
     # -- lifecycle notifications (a failure is reported, and the run goes on) -------------------
 
     def run_started(self, plan: Plan) -> None:
-        """Call `opus_run_started`."""
+        """Call `opus_run_started`; then see whether any plugin implements
+        `opus_task_started`, which is called for every task only if one does."""
         self.hook.opus_run_started(plan=plan)
+        self._starts_heard = bool(self.hook.opus_task_started.get_hookimpls())
 
     def task_started(self, task: Task, attempt: int) -> None:
-        """Call `opus_task_started`."""
-        self.hook.opus_task_started(task=task, attempt=attempt)
+        """Call `opus_task_started` (if a plugin implemented it when the run started)."""
+        if self._starts_heard:
+            self.hook.opus_task_started(task=task, attempt=attempt)
 
     def task_retrying(
         self, task: Task, attempt: int, error: str, delay: float, traceback: str | None = None

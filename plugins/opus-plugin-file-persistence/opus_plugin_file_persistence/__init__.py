@@ -347,9 +347,7 @@ class FilePersistence(StatePersistence):
         target = self.directory / file_name(object_identifier)
         with self._locked():
             self._remove_leftovers()
-            temporary = self.directory / (
-                f"{_TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}.json"
-            )
+            temporary = self.directory / (f"{_TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}.json")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
                 fd = os.open(temporary, flags, 0o600)
