@@ -204,7 +204,9 @@ def engine_overhead(quick: bool) -> None:
                 tasks = build(n, "independent", logger=logger)
                 if setting == "opus run":
                     manager = tasks.manager()
-                    manager.register(Progress(lines.file), name="builtin.progress", core=True)
+                    manager.register(
+                        Progress(lines.file, tasks.running), name="builtin.progress", core=True
+                    )
                     manager.infos["builtin.log"].plugin.success_level = "debug"  # type: ignore[attr-defined]
                 built = time.perf_counter()
                 assert tasks.process_context().ok

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import startup_environment  # noqa: E402  (the installed environment)
+from bench import startup_environment  # the environment opus is installed in as users get it
 
 PROCESSOR = """
 from opus_core import TaskProcessor
@@ -113,7 +113,8 @@ end = time.perf_counter()
 sys.stdout.flush()
 rest = end - t1 - sum(spent.values())
 lines = [("import opus_core.cli", t1 - t0), *spent.items(), ("the rest of main()", rest)]
-os.write(int(os.environ["PHASES_FD"]), "".join(f"{label}\\t{seconds}\\n" for label, seconds in lines).encode())
+text = "".join(f"{label}\\t{seconds}\\n" for label, seconds in lines)
+os.write(int(os.environ["PHASES_FD"]), text.encode())
 """
 
 

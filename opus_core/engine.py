@@ -117,6 +117,12 @@ class Tasks:
                 manager.unregister("builtin.log.started")
         return manager
 
+    def running(self) -> int:
+        """How many tasks of the run under way are running now (0 between runs); any
+        thread may ask (the progress line of `opus run` does, as it draws)."""
+        scheduler = self._scheduler
+        return 0 if scheduler is None else scheduler.running_now()
+
     # -- building --------------------------------------------------------------
 
     def register_task_processor(self, processor: TaskProcessor | type[TaskProcessor]) -> None:

@@ -286,6 +286,8 @@ class Scheduler:
                 self.tracebacks,
             )
         self.running: dict[int, BaseTaskRun] = {}
+        self.submitting: int | None = None
+        """The task whose `submit` is under way (a blocking runner runs it there)."""
         if self.waiting:
             self.ready: deque[int] = deque(i for i, w in enumerate(self.waiting) if w == 0)
         else:
@@ -343,6 +345,11 @@ class Scheduler:
         report.started_at = started_at
         self.hooks.run_finished(report)
         return report
+
+    def running_now(self) -> int:
+        """How many tasks are running: submitted and not finished (any thread may ask)."""
+        submitting = self.submitting  # a blocking runner runs it inside submit
+        return len(self.running) + (submitting is not None and submitting not in self.running)
 
     def _can_start(self) -> bool:
         return (
@@ -467,6 +474,7 @@ class Scheduler:
             timeout,
         )
         self.hooks.task_started(task, attempt_number)
+        self.submitting = index
         try:
             run: object = runner.submit(work)  # a broken runner returns anything
         except KeyboardInterrupt:
@@ -475,6 +483,8 @@ class Scheduler:
         except Exception as exc:
             self._failed_attempt(index, exc)
             return
+        finally:
+            self.submitting = None
         if not isinstance(run, BaseTaskRun):
             self._runner_returned(index, run)
             return

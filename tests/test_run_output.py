@@ -234,7 +234,7 @@ def test_off_a_terminal_successes_are_counted_in_progress_lines(tmp_path: Path) 
     root = project(tmp_path)
     counted = opus("run", "fetch", "--context", "dev", cwd=root, env={"OPUS_PROGRESS_EVERY": "0"})
     assert counted.returncode == 0, counted.stderr
-    assert "INFO    progress: [1/1] running 0, failed 0" in counted.stderr
+    assert "INFO    progress: 1/1 done, 0 failed" in counted.stderr
     assert "task 'fetch' succeeded" not in counted.stderr
     default = opus(
         "run", "fetch", "--context", "dev", cwd=root

@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
@@ -39,11 +39,17 @@ REFRESH = 0.1
 
 
 class Progress:
-    """Counts from the lifecycle hooks, drawn on the last line of `stream`."""
+    """Counts from the lifecycle hooks, drawn on the last line of `stream`.
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    `running` says how many tasks run now (`Tasks.running`); it is asked as the line is
+    drawn, so that no hook is called as each task starts.
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, running: Callable[[], int] = int) -> None:
         self.stream = stream
-        self.total = self.done = self.running = self.failed = 0
+        self.running = running
+        self.total = self.done = self.failed = 0
+        self._drawn = ""
         self._lock = threading.RLock()
         self._shown = False
         self._stale = False  # the counts changed since the line was drawn
@@ -52,11 +58,12 @@ class Progress:
         self._refresher: threading.Thread | None = None
 
     def _line(self) -> str:
-        return f"[{self.done}/{self.total}] running {self.running}, failed {self.failed}"
+        return f"[{self.done}/{self.total}] running {self.running()}, failed {self.failed}"
 
     def _draw(self) -> None:
         with self._lock:
-            self.stream.write(CLEAR + self._line())  # no newline: the next write replaces it
+            self._drawn = self._line()
+            self.stream.write(CLEAR + self._drawn)  # no newline: the next write replaces it
             self.stream.flush()
             self._shown = True
             self._stale = False
@@ -70,10 +77,10 @@ class Progress:
             self._stale = True
 
     def _refresh(self) -> None:
-        """While the run lasts, draw the line again when the counts changed since."""
+        """While the run lasts, draw the line again when what it says changed since."""
         while not self._ended.wait(REFRESH):
             with self._lock:
-                if self._stale:
+                if self._stale or self._line() != self._drawn:
                     self._draw()
 
     def _clear(self) -> None:
@@ -122,22 +129,8 @@ class Progress:
             self._refresher.start()
 
     @hookimpl(trylast=True)
-    def opus_task_started(self) -> None:
-        with self._lock:
-            self.running += 1
-            self._changed()
-
-    @hookimpl(trylast=True)
-    def opus_task_retrying(self) -> None:
-        with self._lock:
-            self.running -= 1
-            self._changed()
-
-    @hookimpl(trylast=True)
     def opus_task_finished(self, result: TaskResult) -> None:
         with self._lock:
-            if result.attempts and result.status != "skipped":
-                self.running = max(0, self.running - 1)
             self.done += 1
             if result.status in ("failed", "timed_out"):
                 self.failed += 1

@@ -172,7 +172,7 @@ def _run(context: CommandContext) -> int:
     if sys.stderr.isatty() and not args.no_progress:
         from opus_core.cli.progress import Progress
 
-        progress = Progress(sys.stderr)
+        progress = Progress(sys.stderr, running=tasks.running)
         manager.register(progress, name="builtin.progress", core=True)
     else:
         lines.progress_every = env_seconds(PROGRESS_EVERY_ENV, PROGRESS_EVERY)

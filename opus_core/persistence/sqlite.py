@@ -135,6 +135,7 @@ class SqlitePersistence(StatePersistence):
         self._pid = 0
         self._lock = threading.RLock()
         self._warned: set[str] = set()
+        self._checked = False  # `_check` passed in this process
 
     # -- the connection ----------------------------------------------------------------
 
@@ -298,8 +299,11 @@ class SqlitePersistence(StatePersistence):
         cross-check of `integrity_check`), once per database and process."""
         import sqlite3
 
+        if self._checked:
+            return
         key = os.path.abspath(self.path)
         if key in _CHECKED:
+            self._checked = True
             return
         try:
             verdict = connection.execute("PRAGMA quick_check(1)").fetchone()
@@ -309,6 +313,7 @@ class SqlitePersistence(StatePersistence):
             found = " ".join(str(verdict[0]).split()) if verdict else "no answer"
             raise self._damaged(f"quick_check: {found}")
         _CHECKED.add(key)
+        self._checked = True
 
     @contextlib.contextmanager
     def _using(
@@ -341,6 +346,7 @@ class SqlitePersistence(StatePersistence):
         state = dict(self.__dict__)
         state["_connection"] = None
         state["_pid"] = 0
+        state["_checked"] = False
         state.pop("_lock", None)
         return state
 

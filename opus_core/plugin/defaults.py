@@ -231,9 +231,7 @@ class LogLines:
         now = time.monotonic()
         if self.progress_every is not None and now - self._progress_at >= self.progress_every:
             self._progress_at = now
-            self.logger.info(
-                f"progress: [{self.done}/{self.total}] running {self.running}, failed {self.failed}"
-            )
+            self.logger.info(f"progress: {self.done}/{self.total} done, {self.failed} failed")
 
     @hookimpl
     def opus_run_finished(self, report: RunReport) -> None:
