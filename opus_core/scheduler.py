@@ -120,9 +120,9 @@ class AttemptOutcome:
 
 def published_values(returned: object, given: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of `returned` that are new or changed compared to `given`."""
-    if isinstance(returned, KeyValueStore):
+    if type(returned) is not dict and isinstance(returned, KeyValueStore):
         returned = returned.store
-    if not isinstance(returned, Mapping):
+    if type(returned) is not dict and not isinstance(returned, Mapping):
         raise OpusError(
             "process_task must return a dict, a KeyValueStore or None, "
             f"got {type(returned).__name__}"

@@ -11,14 +11,25 @@ from opus_core.errors import MissingValueError
 _PATTERN = re.compile(r"\$(\$|\{([^}]*)\})")
 
 
+_SCALARS = frozenset((int, float, bool, type(None)))
+
+
 def needs_substitution(value: Any) -> bool:
     """Whether `value` holds a string with a `$` that substitution may rewrite."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str or (kind not in _SCALARS and isinstance(value, str)):
         return "$" in value
-    if isinstance(value, Mapping):
-        return any(needs_substitution(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(needs_substitution(v) for v in value)
+    if kind is dict or (kind not in _SCALARS and isinstance(value, Mapping)):
+        items: Any = value.values()
+    elif kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return False
+    for item in items:
+        if type(item) in _SCALARS:
+            continue
+        if needs_substitution(item):
+            return True
     return False
 
 

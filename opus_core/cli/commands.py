@@ -21,8 +21,10 @@ examples:
   opus run -x -j 8 --tb=long      stop at the first failure, 8 workers, whole tracebacks
   opus run --json > report.json   the report as JSON (logs stay on stderr)
 
-Logs and errors go to stderr; the summary table, the failures with their
-tracebacks, and JSON go to stdout.
+Logs and errors go to stderr; the table of the tasks that did not succeed (-v:
+every task), the failures with their tracebacks, the counts, and JSON go to stdout.
+Successes are counted, not logged one by one (-v logs them); off a terminal a
+`progress:` line comes every 10 seconds ($OPUS_PROGRESS_EVERY changes it).
 
 exit status: 0 all well, 1 a task did not succeed, 2 a usage, configuration or
 plugin error, 5 nothing in scope to run, 130 interrupted (Ctrl-C), 143
