@@ -547,3 +547,25 @@ def test_logger_methods_take_logging_style_arguments(capsys) -> None:
     logger.error("100% plain")  # no arguments: the message is left as it is
     out = capsys.readouterr().out
     assert "3 rows from orders.csv" in out and "seed spelling" in out and "100% plain" in out
+
+
+# -- how many run now ------------------------------------------------------------
+
+
+def test_running_counts_the_task_under_way_and_is_zero_between_runs() -> None:
+    seen: list[int] = []
+
+    class Counts(TaskProcessor):
+        kind = "Counts"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            seen.append(engine.running())
+            return {}
+
+    engine = Tasks(logger=LoggerWrapper("ERROR"))
+    engine.register_task_processor(Counts)
+    for name in ("a", "b"):
+        engine.add_task(Task("Counts", "v1", metadata={"name": name}))
+    assert engine.running() == 0
+    assert engine.process_context().ok
+    assert seen == [1, 1] and engine.running() == 0
