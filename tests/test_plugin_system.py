@@ -169,7 +169,7 @@ def test_a_good_plugin_is_enabled_and_lists_what_it_provides_and_its_hooks(
     assert "opus_task_finished" in row
 
     root = project(tmp_path, GOOD_PROJECT)
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, run.stderr
     assert statuses(run.stdout) == {"one": "succeeded", "two": "succeeded"}
     assert lines(root / "good-finished.log") == ["one succeeded", "two succeeded"]
@@ -210,7 +210,7 @@ def only_itself_is_broken(tmp_path: Path, source: str, *expected: str) -> dict[s
     assert "error: " in row
 
     root = project(tmp_path, GOOD_PROJECT)
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, (run.stdout, run.stderr)
     assert statuses(run.stdout) == {"one": "succeeded", "two": "succeeded"}
     assert "Traceback" not in run.stderr
@@ -401,7 +401,7 @@ def test_two_plugins_providing_one_runner_name_is_an_error_naming_both_when_it_i
     assert opus("--help", cwd=tmp_path, env=env).returncode == 0
 
     root = project(tmp_path, GOOD_PROJECT)
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, (run.stdout, run.stderr)
 
     (root / "opus.toml").write_text(GOOD_PROJECT.replace('"careful"', '"twin"'))
@@ -534,7 +534,7 @@ version = "v1"
 metadata = { name = "three", dependencies = ["two"] }
 """,
     )
-    run = opus("run", cwd=root, env=env_for(tmp_path))
+    run = opus("run", "-v", cwd=root, env=env_for(tmp_path))
     assert run.returncode == 0, (run.stdout, run.stderr)
     assert statuses(run.stdout) == {"one": "succeeded", "two": "succeeded", "three": "succeeded"}
     assert "3 succeeded" in run.stdout  # the summary line
@@ -658,7 +658,7 @@ def opus_task_finished(task):
         metadata = { name = "only" }
         """,
     )
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, (run.stdout, run.stderr)
     assert statuses(run.stdout) == {"only": "succeeded"}
     order = lines(root / "order.log")
@@ -724,7 +724,7 @@ def test_disable_plugins_disables_without_importing_and_warns_about_unknown_name
     assert "good" in warning.split("'goood'", 1)[1]  # names the installed plugins
     assert "touchy" not in warning.split("installed", 1)[0]
 
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, (run.stdout, run.stderr)
     assert not (root / "touchy-was-imported").exists()
     assert "touchy must not be imported" not in run.stderr + run.stdout
@@ -910,7 +910,7 @@ def test_a_module_both_installed_and_in_opus_plugins_is_registered_once(tmp_path
     assert plugins["goodie"]["status"] == "enabled"
     assert warnings(result) == []
     root = project(tmp_path, GOOD_PROJECT)
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, (run.stdout, run.stderr)
     # its opus_task_finished was called once per task, not twice
     assert lines(root / "good-finished.log") == ["one succeeded", "two succeeded"]
@@ -962,7 +962,7 @@ def test_opus_modify_tasks_drops_tasks_and_opus_run_name_selects_with_dependenci
     )
     env = env_for(tmp_path)
     root = project(tmp_path, PIPELINE)
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, (run.stdout, run.stderr)
     assert statuses(run.stdout) == {
         "build": "succeeded",
@@ -972,7 +972,7 @@ def test_opus_modify_tasks_drops_tasks_and_opus_run_name_selects_with_dependenci
     assert sorted(lines(root / "ran.log")) == ["build", "deploy", "lint"]
 
     (root / "ran.log").unlink()
-    selected = opus("run", "deploy", cwd=root, env=env)
+    selected = opus("run", "-v", "deploy", cwd=root, env=env)
     assert selected.returncode == 0, (selected.stdout, selected.stderr)
     assert statuses(selected.stdout) == {"build": "succeeded", "deploy": "succeeded"}
     assert lines(root / "ran.log") == ["build", "deploy"]
@@ -1034,12 +1034,12 @@ def test_a_make_style_opus_task_restore_skips_up_to_date_tasks(tmp_path: Path) -
     then = time.time() - 100
     os.utime(source, (then, then))
 
-    first = opus("run", cwd=root, env=env)
+    first = opus("run", "-v", cwd=root, env=env)
     assert first.returncode == 0, (first.stdout, first.stderr)
     assert statuses(first.stdout) == {"shout": "succeeded"}
     assert (root / "out.txt").read_text() == "HELLO\n"
 
-    second = opus("run", cwd=root, env=env)
+    second = opus("run", "-v", cwd=root, env=env)
     assert second.returncode == 0, (second.stdout, second.stderr)
     assert statuses(second.stdout) == {"shout": "restored"}
     assert lines(root / "copies.log") == ["shout"]  # the processor did not run again
@@ -1047,7 +1047,7 @@ def test_a_make_style_opus_task_restore_skips_up_to_date_tasks(tmp_path: Path) -
     source.write_text("hello again\n")
     later = time.time() + 100
     os.utime(source, (later, later))
-    third = opus("run", cwd=root, env=env)
+    third = opus("run", "-v", cwd=root, env=env)
     assert third.returncode == 0, (third.stdout, third.stderr)
     assert statuses(third.stdout) == {"shout": "succeeded"}
     assert lines(root / "copies.log") == ["shout", "shout"]
@@ -1058,10 +1058,10 @@ def resumed_twice(tmp_path: Path, persistence: str) -> None:
     install(tmp_path, "good", GOOD)
     env = env_for(tmp_path)
     root = project(tmp_path, GOOD_PROJECT.replace('persistence = "memory"\n', persistence))
-    first = opus("run", cwd=root, env=env)
+    first = opus("run", "-v", cwd=root, env=env)
     assert first.returncode == 0, (first.stdout, first.stderr)
     assert statuses(first.stdout) == {"one": "succeeded", "two": "succeeded"}
-    resumed = opus("run", "--resume", cwd=root, env=env)
+    resumed = opus("run", "-v", "--resume", cwd=root, env=env)
     assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
     assert statuses(resumed.stdout) == {"one": "restored", "two": "restored"}
     assert lines(root / "ran.log") == ["one", "two"]  # not run again
@@ -1110,7 +1110,7 @@ greeting = "hello"
 times = 3
 """,
     )
-    run = opus("run", cwd=root, env=env_for(tmp_path))
+    run = opus("run", "-v", cwd=root, env=env_for(tmp_path))
     assert run.returncode == 0, (run.stdout, run.stderr)
     assert (root / "configured.txt").read_text() == "Options hello x3"
 
@@ -1145,8 +1145,34 @@ class Echo(TaskProcessor):
 
 class Quiet:
     @hookimpl
+    def opus_task_started(self, task, attempt):  # type: ignore[no-untyped-def]
+        pass
+
+    @hookimpl
     def opus_task_finished(self, task, result):  # type: ignore[no-untyped-def]
         pass
+
+
+class Finished:
+    @hookimpl
+    def opus_task_finished(self, task, result):  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_opus_task_started_is_called_only_when_a_plugin_implements_it() -> None:
+    called: list[str] = []
+    for plugins in ([Finished()], [Quiet()]):
+        tasks = Tasks(plugins=plugins, logger=LoggerWrapper("CRITICAL"))
+        tasks.register_task_processor(Echo())
+        tasks.add_task(Task("Echo", "v1", metadata={"name": "a"}))
+        undo = tasks.manager().pm.add_hookcall_monitoring(
+            lambda name, impls, kwargs: called.append(name), lambda *args: None
+        )
+        assert tasks.process_context().ok
+        undo()
+        assert called.count("opus_task_finished") == 1
+        assert called.count("opus_task_started") == (0 if plugins[0].__class__ is Finished else 1)
+        called.clear()
 
 
 def test_hook_call_monitoring_sees_the_lifecycle_hooks_of_process_context() -> None:
@@ -1211,7 +1237,7 @@ def test_a_second_distribution_with_the_same_entry_point_name_leaves_the_first_w
     make_distribution(tmp_path / "site", "opus-fake-core", "fake_core", GOOD, entry_point="builtin")
     root = project(tmp_path, GOOD_PROJECT)
     env = env_for(tmp_path)
-    run = opus("run", cwd=root, env=env)
+    run = opus("run", "-v", cwd=root, env=env)
     assert run.returncode == 0, run.stderr
     assert lines(root / "good-finished.log") == ["one succeeded", "two succeeded"]
     records = json.loads(opus("plugins", "list", "--json", cwd=root, env=env).stdout)
@@ -1253,7 +1279,7 @@ def test_a_lifecycle_wrapper_that_raises_silences_no_one_else(tmp_path: Path) ->
     install(tmp_path, "good", GOOD)
     install(tmp_path, "loud", LOUD_WRAPPERS)
     root = project(tmp_path, GOOD_PROJECT)
-    run = opus("run", cwd=root, env=env_for(tmp_path))
+    run = opus("run", "-v", cwd=root, env=env_for(tmp_path))
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     assert lines(root / "good-finished.log") == ["one succeeded", "two succeeded"]

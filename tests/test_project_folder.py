@@ -78,7 +78,7 @@ def published(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
 def test_tasks_run_in_the_project_folder_from_a_sub_folder(runner: str, tmp_path: Path) -> None:
     folder = shop(tmp_path, runner=runner)
     state = {"XDG_STATE_HOME": str(tmp_path / "state")}
-    result = opus("run", cwd=folder / "sub", env=state)
+    result = opus("run", "-v", cwd=folder / "sub", env=state)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "orders  succeeded" in result.stdout
     values = json.loads(
@@ -91,7 +91,7 @@ def test_run_with_config_from_elsewhere_runs_in_the_project_folder(tmp_path: Pat
     folder = shop(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = opus("run", "--config", str(folder / "opus.toml"), cwd=elsewhere)
+    result = opus("run", "-v", "--config", str(folder / "opus.toml"), cwd=elsewhere)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "orders  succeeded" in result.stdout
 
@@ -299,7 +299,7 @@ import sys
 
 from opus_core.cli import main
 
-status = main(["run", "--config", sys.argv[1], "--no-progress"])
+status = main(["run", "-v", "--config", sys.argv[1], "--no-progress"])
 print("status", status)
 print("folder", os.getcwd())
 """

@@ -280,7 +280,7 @@ def test_control_characters_in_names_are_shown_escaped_and_long_cells_cut(
     (tmp_path / "opus.toml").write_text("\n".join(toml))
     narrow = {"COLUMNS": "100"}
     outputs = {
-        "run": opus("run", "--no-progress", cwd=tmp_path, env=narrow),
+        "run": opus("run", "-v", "--no-progress", cwd=tmp_path, env=narrow),
         "runs show": opus("runs", "show", cwd=tmp_path, env=narrow),
         "state list": opus("state", "list", cwd=tmp_path, env=narrow),
     }

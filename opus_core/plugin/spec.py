@@ -268,6 +268,9 @@ def opus_task_started(task: Task, attempt: int) -> None:
 
     Called before the work starts, so a plugin may record the start time; a
     restored or skipped task never starts (only `opus_task_finished` is called).
+    It is called only in a run that began with a plugin implementing it (the
+    engine looks once, after `opus_run_started`), so a run nobody listens to
+    this way pays nothing per task for it.
     """
 
 

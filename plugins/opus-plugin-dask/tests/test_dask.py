@@ -220,6 +220,7 @@ def test_opus_run_runs_the_pipeline_example_on_dask(tmp_path: Path) -> None:
         "run",
         "--config",
         str(EXAMPLES / "pipeline" / "opus.toml"),
+        "-v",
         "--runner",
         "dask",
         "--context",
