@@ -1,5 +1,18 @@
-"""What a task process does to itself once forked: its own process group and signal handling,
-death with the process that started it, and the end of everything it started.
+"""What a task process does to itself once forked: its keeper, its own process group and
+signal handling, and the end of everything it started.
+
+The process that opus forks does not run the task. It becomes the task's *keeper*: it
+leads a process group of its own, is a child subreaper (Linux), forks the task process
+(which inherits the group) and then only waits — for the task process to end, or for the
+lifeline, a pipe only opus holds open for writing, to close (opus ended: exit, crash,
+SIGKILL). Either way it kills every process below it, in the task's group or in a session
+of its own (orphans come to it, the subreaper: it finds them all), and, if opus is gone,
+its group; then it exits as the task process did (its exit code, or its signal).
+
+The keeper runs no code of the task's nor of the program's (every signal blocked, no
+handler run), so it is always there to do this — even when the task is stuck in C code
+holding the GIL, or ignores every signal it can. The task process dies with its keeper
+(Linux's parent-death signal, SIGKILL) if the keeper is killed on its own.
 
 Shared by the `process` runner's task processes and the `processpool` runner's workers
 (`opus_core.runners.process.TaskProcess` forks both).
@@ -9,72 +22,42 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import sys
+from collections.abc import Callable
+from typing import NoReturn
 
-_PARENT_GONE = getattr(signal, "SIGRTMIN", signal.SIGUSR2) + 2  # a real-time signal nobody uses
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+
+_libc_prctl: Callable[..., int] | None = None
 
 
-def _die_with_parent(
-    read_end: int, parent: int, own_group: bool
-) -> None:  # pragma: no cover - runs in the child
-    """Arrange for this task's process group to be killed when the parent ends.
+def prepare() -> None:
+    """Look up `prctl` in the C library once, in the process that forks task processes, so
+    that each child calls it without loading `ctypes`' machinery again."""
+    global _libc_prctl
+    if _libc_prctl is None:
+        try:
+            import ctypes
 
-    On Linux the lifeline is reopened (a description of its own) and set to send
-    SIGIO to the group when it changes — which happens only when the parent's
-    end closes; SIGIO's default action ends each process of the group at once,
-    even one blocked in C code. Elsewhere a thread waits for the end of file.
-    """
+            _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError, ImportError):
+            _libc_prctl = _no_prctl
+
+
+def _no_prctl(*args: int) -> int:
+    return -1
+
+
+def _prctl(option: int, value: int) -> bool:  # pragma: no cover - runs in the child
+    """Linux's `prctl(option, value)`; False where it fails or does not exist."""
+    prepare()
+    assert _libc_prctl is not None
     try:
-        import fcntl
-
-        own = os.open(f"/proc/self/fd/{read_end}", os.O_RDONLY)
-        # The group this process leads; never a group it shares with others.
-        fcntl.fcntl(own, fcntl.F_SETOWN, -os.getpid() if own_group else os.getpid())
-        fcntl.fcntl(own, fcntl.F_SETFL, os.O_RDONLY | os.O_ASYNC)
-    except (OSError, ImportError, AttributeError, ValueError):
-        waiter = threading.Thread(target=_wait_for_parent, args=(read_end, own_group), daemon=True)
-        waiter.start()
-        return
-    if os.getppid() != parent:  # the parent ended before the signal was armed
-        if own_group:
-            os.killpg(0, signal.SIGKILL)
-        os._exit(1)
-
-
-def _parent_death_signal(own_group: bool) -> None:  # pragma: no cover - runs in the child
-    """Linux's PR_SET_PDEATHSIG, for a task that ignores SIGIO: a signal when the thread that
-    forked this process ends, whose handler kills the task's group.
-
-    Set only for forks made by the main thread, whose end is the program's. The signal
-    is handled (not SIGKILL) so that the whole group goes: the task's own death would
-    otherwise close the lifeline description SIGIO is armed on before the kernel sends it.
-    """
-
-    def parent_gone(signum: int, frame: object) -> None:
-        end_descendants(os.getpid())
-        if own_group:
-            os.killpg(0, signal.SIGKILL)
-        os._exit(1)
-
-    try:
-        import ctypes
-
-        signal.signal(_PARENT_GONE, parent_gone)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(_PARENT_GONE), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError, ImportError, ValueError):
-        pass
-
-
-def _wait_for_parent(read_end: int, own_group: bool) -> None:  # pragma: no cover - in the child
-    try:
-        while os.read(read_end, 1):
-            pass
-    except OSError:
-        pass
-    if own_group:  # the parent is gone: so are this task and what it started
-        os.killpg(0, signal.SIGKILL)
-    os._exit(1)
+        return int(_libc_prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, ValueError):
+        return False
 
 
 def descendants(pid: int) -> list[int]:
@@ -89,9 +72,15 @@ def descendants(pid: int) -> list[int]:
         except OSError:
             continue
         for thread in threads:
-            try:
-                with open(f"/proc/{parent}/task/{thread}/children") as listing:
-                    children = [int(child) for child in listing.read().split()]
+            try:  # os.read, not open(): cheap in a keeper just forked (few pages touched)
+                listing = os.open(f"/proc/{parent}/task/{thread}/children", os.O_RDONLY)
+                try:
+                    text = b""
+                    while chunk := os.read(listing, 65536):
+                        text += chunk
+                finally:
+                    os.close(listing)
+                children = [int(child) for child in text.split()]
             except (OSError, ValueError):
                 continue
             found.extend(children)
@@ -110,39 +99,138 @@ def end_descendants(pid: int) -> None:
             pass
 
 
-def _subreaper() -> None:  # pragma: no cover - runs in the child
-    """Make this process a child subreaper (Linux's PR_SET_CHILD_SUBREAPER): orphans below
-    it are re-parented to it rather than to init, so `end_descendants` finds them."""
+# -- the keeper ----------------------------------------------------------------------------------
+
+
+def _wait(task: int, lifeline: int) -> int | None:  # pragma: no cover - runs in the keeper
+    """Wait for the task process to end (its wait status) or for opus to end (None)."""
+    import select
+
+    poller = select.poll()
+    poller.register(lifeline, select.POLLIN)
+    timeout: int | None = None
     try:
-        import ctypes
+        ended = os.pidfd_open(task)  # readable once the task process has ended (Linux 5.3)
+    except (AttributeError, OSError):
+        timeout = 50  # milliseconds: look at the task process that often
+    else:
+        poller.register(ended, select.POLLIN)
+    while True:
+        events = poller.poll(timeout)
+        done, status = os.waitpid(task, os.WNOHANG)
+        if done:
+            return status
+        for fd, _ in events:
+            if fd == lifeline and not os.read(lifeline, 512):
+                return None  # the end of the pipe: every writer, opus, is gone
 
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # 36: PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError, ImportError):
-        pass
 
+def _end_below() -> None:  # pragma: no cover - runs in the keeper
+    """Kill every process below this one until none is left, reaping each.
 
-def become_task_process(
-    lifeline: int, parent: int, main_thread: bool, mask: set[signal.Signals]
-) -> None:  # pragma: no cover - runs in the child
-    """In a child just forked by `TaskProcess`: the set-up every task process shares.
-
-    Plain signal handling with `mask`; a process group of its own; death with the
-    parent (lifeline, parent-death signal); stdin on `/dev/null`.
+    The keeper is a subreaper: a process whose parent is killed comes to it, so each time
+    one of its children ends it looks again, and finds what was started meanwhile.
     """
-    # The task starts with the signal handling of a plain Python program, not with what the
-    # program that started it set up (the `opus` command's SIGTERM handler, say).
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    while True:
+        killed = False
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            except OSError:
+                pass  # ended already, or not ours to kill (then not waited for)
+        try:
+            reaped, _ = os.waitpid(-1, 0 if killed else os.WNOHANG)
+        except ChildProcessError:
+            return  # no child left
+        if not killed and not reaped:
+            return  # nothing below it can kill, nothing more to reap
+
+
+def _exit_as(status: int | None) -> NoReturn:  # pragma: no cover - runs in the keeper
+    """End this process as the task process ended (`status`, a wait status; None: code 1),
+    so that opus reports the task's own exit code or signal."""
+    code = 1 if status is None else os.waitstatus_to_exitcode(status)
+    if code < 0:  # killed by a signal: by the same one, without a core dump of the keeper
+        _prctl(_PR_SET_DUMPABLE, 0)
+        try:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        except (ImportError, OSError, ValueError):
+            pass
+        try:
+            signal.signal(-code, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # SIGKILL's and SIGSTOP's action cannot be changed
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {-code})
+        os.kill(os.getpid(), -code)
+        code = 128 - code  # a signal that does not end a process: as a shell says it
+    os._exit(code)
+
+
+def _keep(task: int, lifeline: int, own_group: bool) -> NoReturn:  # pragma: no cover - keeper
+    """The keeper's whole life: wait for the task process or opus to end, kill what is below,
+    and exit as the task process did."""
+    status: int | None = None
     try:
-        os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever it starts too
+        status = _wait(task, lifeline)
+    except BaseException:  # never expected: the task process goes, with all it started
+        pass
+    try:
+        if status is None:  # opus is gone: so is the task
+            os.kill(task, signal.SIGKILL)
+        _end_below()
+        if status is None and own_group:
+            os.killpg(0, signal.SIGKILL)  # its group (where there is no /proc), the keeper too
+    except BaseException:
+        pass
+    _exit_as(status)
+
+
+def become_task_process(lifeline: int, mask: set[signal.Signals]) -> None:
+    """In a child just forked by `TaskProcess`: fork the task process and become its keeper
+    (this returns only in the task process).
+
+    The keeper leads a process group of its own, which the task process inherits, so
+    opus's `killpg` reaches the task and what it starts. The task process starts with
+    plain signal handling and the signal mask `mask`, dies with its keeper, is a child
+    subreaper itself (what it starts is found while it runs) and reads `/dev/null`.
+    """
+    # The keeper runs no handler of the program's (the `opus` command's SIGTERM handler, say),
+    # and no signal but SIGKILL ends it before it has killed what is below it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        os.setpgid(0, 0)  # a group of its own, so stop() can kill whatever the task starts too
         own_group = True
     except OSError:
         own_group = False
-    _subreaper()
-    if main_thread:
-        _parent_death_signal(own_group)
-    _die_with_parent(lifeline, parent, own_group)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    keeper = os.getpid()
+    try:
+        task = os.fork()
+    except OSError as exc:  # pragma: no cover - out of processes
+        print(f"opus: cannot fork the task process: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)
+    if task:  # pragma: no cover - runs in the keeper
+        _keep(task, lifeline, own_group)
+    _become_task(keeper, lifeline, mask)  # pragma: no cover - runs in the task process
+
+
+def _become_task(
+    keeper: int, lifeline: int, mask: set[signal.Signals]
+) -> None:  # pragma: no cover - runs in the task process
+    """The task process's own set-up, once forked by its keeper."""
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))  # not inherited by what it forks
+    if os.getppid() != keeper:  # the keeper ended before that was set
+        os._exit(1)
+    os.close(lifeline)  # the keeper's to watch
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # not inherited across fork either
+    # The task starts with the signal handling of a plain Python program, not with what the
+    # program that started it set up.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:  # tasks do not read the caller's terminal
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)

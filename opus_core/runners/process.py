@@ -9,15 +9,15 @@ epoll selector.
 
 Task processes die with the process that started them, whatever ends it:
 
-* each puts itself in a process group of its own, so `stop()` and timeouts
-  kill the task and everything it started (`os.killpg`);
-* each watches a *lifeline*, a pipe only the parent holds open for writing:
-  when the parent ends — exit, crash, SIGKILL — the pipe closes and the
-  task's whole group is killed (on Linux by SIGIO, which the kernel sends the
-  group when the pipe closes; elsewhere by a thread that waits for it);
-* a task process the main thread started also has Linux's parent-death
-  signal set, whose handler kills the task's group, so it dies with opus even
-  if it ignores SIGIO;
+* the process forked is the task's *keeper* (`opus_core.runners.fork`): it
+  leads a process group of its own, forks the task process into it, and runs
+  no code of the task's; `stop()` and timeouts kill the keeper, the task and
+  everything it started (below the keeper, and its process group);
+* the keeper watches a *lifeline*, a pipe only the parent holds open for
+  writing: when the parent ends — exit, crash, SIGKILL — the pipe closes and
+  the keeper kills the task, everything below it (in a session of its own
+  too: the keeper is a child subreaper) and its group, even a task stuck in
+  C code holding the GIL;
 * `ProcessRunner.shutdown()` kills a task process that sent its result but
   lingers on (a thread the task left running), and the program's exit kills
   every task process still there: a program that wants a result waits for it.
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from opus_core.errors import OpusError, ProcessDiedError
 from opus_core.runners.base import BaseTaskRun, Runner, check_count, run_name
-from opus_core.runners.fork import become_task_process, end_descendants
+from opus_core.runners.fork import become_task_process, end_descendants, prepare
 from opus_core.runners.output import TaskOutput
 from opus_core.runners.remote import read_outcome, run_work
 
@@ -115,14 +115,12 @@ def _forget(fd: int) -> None:
 def _run_task(
     send: Connection,
     lifeline: int,
-    parent: int,
-    main_thread: bool,
     fn: Callable[..., Any],
     args: Any,
     kwargs: Any,
 ) -> None:  # pragma: no cover - runs in the child
     # Masked across the fork: the task gets the mask its caller had before.
-    become_task_process(lifeline, parent, main_thread, forking_mask())
+    become_task_process(lifeline, forking_mask())
     message = run_work(fn, args, kwargs)
     end_descendants(os.getpid())  # what the task started ends with it
     flush_std_streams()  # what the task printed is out before its result is
@@ -139,9 +137,11 @@ class TaskProcess:
     """A forked process of opus's own — a task's, or a `processpool` worker's — and the
     pipe it answers on.
 
-    `target(send, lifeline, parent, main_thread, *args)` runs in the child, which calls
-    `become_task_process` first and sends its messages on `send`. The process leads a
-    process group of its own, so `kill()` takes whatever it started with it. What the
+    `target(send, lifeline, *args)` runs in the child, which calls
+    `become_task_process` first (the process forked becomes the keeper, and the call
+    returns in the task process it forks) and sends its messages on `send`. The keeper
+    leads a process group of its own, so `kill()` takes whatever the task started with it;
+    `pid` is the keeper's, and its exit code or signal is the task process's. What the
     child writes to its standard output and error comes through `output` (a
     `TaskOutput`): the watcher writes it, whole lines, to this process's own.
     """
@@ -152,9 +152,12 @@ class TaskProcess:
         import ctypes  # noqa: F401
         import fcntl  # noqa: F401
         import pickle  # noqa: F401
+        import resource  # noqa: F401
+        import select  # noqa: F401
         import selectors  # noqa: F401
         import traceback  # noqa: F401
 
+        prepare()
         lifeline, _ = _lifeline_fds()
         try:
             receive, send = _context().Pipe(duplex=False)
@@ -167,12 +170,9 @@ class TaskProcess:
             receive.close()
             send.close()
             raise out_of_files(exc, name) from None
-        # The parent-death signal comes when the forking *thread* ends: it is armed only for
-        # forks by threads that live as long as the program.
-        main_thread = threading.current_thread() is threading.main_thread() or _watcher.is_watcher()
         self.process: BaseProcess = _context().Process(
             target=_start_child,
-            args=(self.output, target, send, lifeline, os.getpid(), main_thread, *args),
+            args=(self.output, target, send, lifeline, *args),
             name=f"opus-{name}",
         )
         self.reaped = False
@@ -309,10 +309,6 @@ class _Watcher:
             if self._selector is not None and fd in self._selector.get_map():
                 self._selector.unregister(fd)
 
-    def is_watcher(self) -> bool:
-        """True in the watcher's own thread (which lives as long as the program)."""
-        return self._thread is threading.current_thread()
-
     def _loop(self) -> None:
         # Ctrl-C and SIGTERM are for the thread that waits on the runs, not for this one.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -427,7 +423,8 @@ class MultiprocessTaskRun(BaseTaskRun):
 
     @property
     def pid(self) -> int:
-        """The task process's id."""
+        """The id of the process forked for the task (its keeper, which forks the task process
+        and ends with it)."""
         return self._child.pid
 
     @property

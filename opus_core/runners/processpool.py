@@ -10,12 +10,13 @@ worker cannot unpickle (a function defined in `__main__` after the worker was
 forked), is not refused: it is handed to a worker forked for it, which inherits
 it as the `process` runner's processes do, and then stays in the pool.
 
-A worker is a task process of the `process` runner's kind (`TaskProcess`): a
-process group of its own, the lifeline and the parent-death signal, collected
-by the same watcher thread. So a worker dies with opus, whatever ends opus; and
-`stop()` or a timeout kills the worker running that task — its process group,
-with whatever the task started — and a fresh worker takes its place for the
-tasks that follow. A worker that dies on its own fails the one task it was
+A worker is a task process of the `process` runner's kind (`TaskProcess`),
+collected by the same watcher thread: a keeper (one per worker, not per task)
+that watches the lifeline and kills what is below it, and a process group of its
+own. So a worker dies with opus, whatever ends opus, and so does whatever its
+task started; `stop()` or a timeout kills the worker running that task — its
+keeper, its process group, with whatever the task started — and a fresh worker
+takes its place for the tasks that follow. A worker that dies on its own fails the one task it was
 running (`ProcessDiedError`) and is replaced the same way.
 """
 
@@ -65,8 +66,6 @@ def _dumps(call: _Work) -> bytes | None:
 def _serve(
     send: Connection,
     lifeline: int,
-    parent: int,
-    main_thread: bool,
     tasks: Connection,
     first: list[_Work],
 ) -> None:  # pragma: no cover - runs in the worker
@@ -81,7 +80,7 @@ def _serve(
 
     # A worker serves tasks of many callers: it starts with Ctrl-C and SIGTERM unmasked,
     # whichever thread forked it (the watcher masks them for itself).
-    become_task_process(lifeline, parent, main_thread, forking_mask() - _DEFERRED)
+    become_task_process(lifeline, forking_mask() - _DEFERRED)
     fn, args, kwargs = first.pop()  # popped: nothing of a task outlives it here
     message = run_work(fn, args, kwargs)
     end_descendants(os.getpid())  # what the task started ends with it
