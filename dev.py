@@ -1,7 +1,8 @@
 """Set up and check opus with nothing but Python 3.11 and pip.
 
 python3 dev.py demo     install opus and its plugins into .venv and run the main job
-python3 dev.py test     install the same plus the test tools and run every check and test
+python3 dev.py test     install the same plus the test tools and run every check and test,
+                        the documentation site's `mkdocs build --strict` among them
                         (with no arguments, also `floor`; arguments go to pytest)
 python3 dev.py floor    the plugin-system tests against the oldest pluggy and packaging allowed
 python3 dev.py bench    install the baselines and print the benchmark table (benchmarks/)
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -106,9 +108,19 @@ def test() -> None:
     install_debian_packages()
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
+    docs()
     run(PYTHON, "-m", "pytest", *sys.argv[2:])
     if not sys.argv[2:]:
         floor()
+
+
+def docs() -> None:
+    """Build the documentation site (mkdocs.yml, docs/) with `--strict`: a broken link, a
+    missing anchor or a page left out of the nav fails. The site goes to a temporary
+    folder and is thrown away."""
+    quiet = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    with tempfile.TemporaryDirectory(prefix="opus-site-") as site:
+        run(BIN / "mkdocs", "build", "--strict", "--site-dir", site, env=quiet)
 
 
 FLOOR_VENV = ROOT / ".venv-floor"
