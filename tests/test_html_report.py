@@ -335,7 +335,7 @@ def test_ten_thousand_tasks_open_ready_before_load_with_the_graph_grouped(
     opened.clean()
 
 
-SHOP = [  # the README's shop example: report needs totals and customers, totals needs orders
+SHOP = [  # the shop of the README's quick start: report needs totals and customers, totals needs orders
     ("orders", [], {}),
     ("customers", [], {}),
     ("totals", ["orders"], {}),

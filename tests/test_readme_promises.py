@@ -1,4 +1,5 @@
-"""What the README says about set-up, processors and scripts on dask is what the code does."""
+"""What the README says about set-up, and the docs about processors and scripts on dask, is
+what the code does."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from opus_core.processor import DEFAULT_COMMANDS, PROCESS_TASK_PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-SNIPPETS = re.findall(r"```python\n(.*?)```", README, re.S)
+TUTORIAL = (ROOT / "docs" / "tutorial.md").read_text()
+FUNCTION_TASKS = (ROOT / "docs" / "function-tasks.md").read_text()
 
 
-def section(title: str) -> str:
-    """The text of the README section headed `title`, up to the next heading."""
-    start = README.index(f"\n{title}\n")
-    end = re.search(r"\n#{2,3} ", README[start + 1 :])
-    return README[start : start + 1 + end.start()] if end else README[start:]
+def section(title: str, text: str = README) -> str:
+    """The text of the section headed `title`, up to the next heading."""
+    start = text.index(f"\n{title}\n")
+    end = re.search(r"\n#{2,3} ", text[start + 1 :])
+    return text[start : start + 1 + end.start()] if end else text[start:]
 
 
 def dev() -> ModuleType:
@@ -52,8 +54,8 @@ def test_the_setup_section_names_the_debian_packages_and_apt_get() -> None:
     assert "nothing else" not in setup
 
 
-def test_the_readme_documents_what_a_processor_declares() -> None:
-    text = " ".join(section("### Hello world").split())
+def test_the_tutorial_documents_what_a_processor_declares() -> None:
+    text = " ".join(section("## Hello world", TUTORIAL).split())
     defaults = "(" + ", ".join(f'"{c}"' for c in DEFAULT_COMMANDS) + ")"
     assert f"`commands` it supports (default `{defaults}`)" in text
     assert 'the `versions` it handles (default `("v1",)`)' in text
@@ -62,7 +64,8 @@ def test_the_readme_documents_what_a_processor_declares() -> None:
 
 
 def test_the_composition_snippet_runs_as_a_script_on_dask(tmp_path: Path) -> None:
-    (snippet,) = [s for s in SNIPPETS if 'RUNNER = "threadpool"  # or' in s]
+    snippets = re.findall(r"```python\n(.*?)```", FUNCTION_TASKS, re.S)
+    (snippet,) = [s for s in snippets if 'RUNNER = "threadpool"  # or' in s]
     assert 'if __name__ == "__main__":' in snippet
     script = tmp_path / "feed.py"
     script.write_text(snippet.replace('RUNNER = "threadpool"', 'RUNNER = "dask"', 1))

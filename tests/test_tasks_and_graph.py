@@ -377,8 +377,8 @@ def test_a_bad_graph_option_is_one_line_naming_it(shop: Path, args: list[str], f
     assert f"argument {flag}:" in one_line_error(opus("graph", *args, cwd=shop))
 
 
-def test_the_readme_shows_what_opus_graph_and_opus_tasks_print() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_tutorial_shows_what_opus_graph_and_opus_tasks_print() -> None:
+    readme = (ROOT / "docs" / "tutorial.md").read_text()
     pipeline = ROOT / "examples" / "pipeline"
     graph = opus("graph", "--context", "prod", cwd=pipeline)
     assert graph.returncode == 0, graph.stderr
