@@ -1,0 +1,73 @@
+"""The README's quick start runs as written: the shop, its failure, the fix and `--resume`.
+
+Each `$ command` of its console blocks runs in bash, in order, in one folder, with the
+files the README shows; what the README prints under a command is what it prints, the
+clock, durations and the folder aside. Off a terminal, stderr (the log lines) and stdout
+(the results) are compared each on their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+QUICK_START = README[README.index("\n## Quick start") : README.index("\n## Documentation")]
+
+
+def normal(text: str, folder: Path) -> list[str]:
+    text = text.replace(str(folder), "/tmp")
+    text = re.sub(r"\b\d\d:\d\d:\d\d\b", "HH:MM:SS", text)
+    text = re.sub(r"\b\d+\.\d\ds\b", "N.NNs", text)
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_the_quick_start_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    blocks = dict(re.findall(r"```(toml|python)\n(.*?)```", QUICK_START, re.S))
+    sessions = re.findall(r"```console\n(.*?)```", QUICK_START, re.S)
+    bin_dir = Path(sys.executable).parent
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        NO_COLOR="1",
+    )
+    env.pop("OPUS_CONFIG", None)
+    folder = tmp_path
+    commands = status = 0
+    for session in sessions:
+        steps = re.split(r"^\$ ", session, flags=re.M)[1:]
+        for step in steps:
+            command, _, shown = step.partition("\n")
+            if command.startswith("mkdir shop && cd shop"):
+                folder = tmp_path / "shop"
+                folder.mkdir()
+                (folder / "opus.toml").write_text(blocks["toml"])
+                (folder / "etl.py").write_text(blocks["python"])
+                continue
+            if command == "echo $?":
+                assert shown.strip() == str(status), command
+                continue
+            done = subprocess.run(
+                ["bash", "-c", command],
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            status = done.returncode
+            commands += 1
+            expected = normal(shown, Path("/tmp/shop"))
+            printed = normal(done.stdout, folder) + normal(done.stderr, folder)
+            assert sorted(printed) == sorted(expected), (command, done.stdout, done.stderr)
+            if command.startswith("opus run") and done.stderr:
+                assert [line for line in expected if line in normal(done.stderr, folder)] == normal(
+                    done.stderr, folder
+                ), command
+    assert commands >= 6
