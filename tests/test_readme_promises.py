@@ -80,3 +80,7 @@ def test_the_composition_snippet_runs_as_a_script_on_dask(tmp_path: Path) -> Non
     lines = result.stdout.splitlines()
     assert lines[0] == "100" and lines[-1] == "8", result.stdout
     assert "its input 'transform' failed: TypeError" in result.stdout
+
+
+def test_the_readme_stays_a_front_door() -> None:
+    assert len(README.splitlines()) <= 300, "move the detail into a page of docs/"
