@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opus_core.config import Config, load_config
 from opus_core.errors import (
@@ -35,9 +35,6 @@ from opus_core.plugin.manager import PluginManager
 from opus_core.plugin.registry import SECTIONS
 from opus_core.processor import TaskProcessor
 from opus_core.runners.base import Runner
-
-if TYPE_CHECKING:
-    from opus_core.engine import Tasks
 
 NOT_OPTIONS = frozenset({"self", "logger"})
 
@@ -375,43 +372,6 @@ class Assembly:
             extra["level"] = level
         logger: LoggerWrapper = self.build("loggers", name, **extra)
         return logger
-
-    def engine(
-        self,
-        runner: str | None = None,
-        persistence: StatePersistence | None = None,
-        engine_class: type[Tasks] | None = None,
-    ) -> Tasks:
-        """The engine of this configuration: checked (`check`), then its logger, runner
-        (`runner` overriding `[opus] runner`), persistence (`persistence`, else the
-        configured one), processors and tasks. What `Tasks.from_config` returns
-        (`engine_class`: a subclass of `Tasks` to make instead)."""
-        from opus_core.engine import Tasks
-
-        self.check()
-        logger = self.logger()
-        runner_class, options = self.runner_class(runner)
-        tasks = (engine_class or Tasks)(
-            logger=logger,
-            state_persistence=persistence if persistence is not None else self.persistence(),
-            runner=runner_class,
-            runner_options=options,
-            fail_fast=bool(self.config.opus("fail_fast", False)),
-            plugin_manager=self.manager,
-        )
-        tasks.config = self.config
-        for processor in self.processors(logger):
-            tasks.register_task_processor(processor)
-        for task, where in self.tasks_with_sources():
-            try:
-                tasks.add_task(task)
-            except ManifestError as exc:
-                broken = "".join(
-                    f"; {info.describe()} {info.failure}: {info.error}"
-                    for info in self.manager.broken()
-                )
-                raise ConfigError(f"{where}: {exc}{broken}") from None
-        return tasks
 
     # -- processors and tasks
 

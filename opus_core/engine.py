@@ -24,6 +24,7 @@ from opus_core.scheduler import Scheduler
 from opus_core.store import KeyValueStore
 
 if TYPE_CHECKING:
+    from opus_core.assembly import Assembly
     from opus_core.config import Config
 
 
@@ -92,7 +93,44 @@ class Tasks:
         from opus_core.assembly import Assembly
         from opus_core.config import load_config
 
-        return Assembly(load_config(path), plugins).engine(runner=runner, engine_class=cls)
+        return cls.from_assembly(Assembly(load_config(path), plugins), runner=runner)
+
+    @classmethod
+    def from_assembly(
+        cls,
+        assembly: Assembly,
+        *,
+        runner: str | None = None,
+        persistence: StatePersistence | None = None,
+    ) -> Tasks:
+        """The engine of `assembly`'s configuration: checked (`Assembly.check`), then its
+        logger, runner (`runner` overriding `[opus] runner`), persistence (`persistence`,
+        else the configured one), processors and tasks; its plugin manager is the
+        assembly's. What `from_config` returns, and `opus`'s `context.tasks()`."""
+        assembly.check()
+        logger = assembly.logger()
+        runner_class, options = assembly.runner_class(runner)
+        tasks = cls(
+            logger=logger,
+            state_persistence=persistence if persistence is not None else assembly.persistence(),
+            runner=runner_class,
+            runner_options=options,
+            fail_fast=bool(assembly.config.opus("fail_fast", False)),
+            plugin_manager=assembly.manager,
+        )
+        tasks.config = assembly.config
+        for processor in assembly.processors(logger):
+            tasks.register_task_processor(processor)
+        for task, where in assembly.tasks_with_sources():
+            try:
+                tasks.add_task(task)
+            except ManifestError as exc:
+                broken = "".join(
+                    f"; {info.describe()} {info.failure}: {info.error}"
+                    for info in assembly.manager.broken()
+                )
+                raise ConfigError(f"{where}: {exc}{broken}") from None
+        return tasks
 
     def manager(self) -> PluginManager:
         """The plugin manager of this engine, with the engine's log lines registered as `log`.

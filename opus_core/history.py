@@ -250,9 +250,17 @@ def _where(persistence: StatePersistence) -> str:
 _TIMES = ("started_at", "ended_at")
 
 
+def iso(epoch: float | None) -> str | None:
+    """A moment (seconds since the epoch) in ISO 8601, UTC: `2025-03-01T13:02:33.120+00:00`."""
+    if epoch is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
+
+
 def for_json(run: dict[str, Any]) -> dict[str, Any]:
     """A copy of `run` (or a summary) with every timestamp in ISO 8601, UTC."""
-    from opus_core.cli.output import iso
 
     def convert(entry: dict[str, Any]) -> dict[str, Any]:
         out = dict(entry)

@@ -327,6 +327,24 @@ def test_plugins_list_json(tmp_path: Path) -> None:
     assert builtin["provides"]["persistence"] == ["memory", "sqlite"]
     assert builtin["provides"]["loggers"] == ["plain"]
     assert {"runners", "persistence", "loggers", "processors"} <= set(builtin["provides"])
+    assert (
+        "commands" not in builtin["provides"] and "opus_register_commands" not in builtin["hooks"]
+    )
+    assert [r["name"] for r in records][:2] == ["builtin", "builtin.commands"]
+    commands = records[1]
+    assert commands["builtin"] is True and commands["distribution"] == "opus-core"
+    assert commands["hooks"] == ["opus_register_commands"]
+    assert commands["provides"]["commands"] == [
+        "run",
+        "tasks",
+        "graph",
+        "report",
+        "plugins",
+        "config",
+        "state",
+        "runs",
+        "completion",
+    ]
     nice = next(r for r in records if r["name"] == "nice")
     assert nice == {
         "name": "nice",
@@ -383,7 +401,7 @@ def test_autoload_can_be_disabled(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"PYTHONPATH": str(site), "OPUS_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
-    assert [r["name"] for r in json.loads(result.stdout)] == ["builtin"]
+    assert [r["name"] for r in json.loads(result.stdout)] == ["builtin", "builtin.commands"]
     assert result.stderr == ""
 
 

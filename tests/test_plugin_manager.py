@@ -419,7 +419,7 @@ def test_the_trace_flag_of_opus_prints_the_hook_calls_of_a_command(tmp_path: Pat
     assert "opus: trace: importing plugin 'file' (opus_plugin_file_persistence)" in imports
     trace = [line for line in lines if line not in imports]
     assert trace[0].startswith("opus: trace: opus_register_commands ")
-    assert trace[1] == "opus: trace:   1. builtin (tryfirst)"
+    assert trace[1] == "opus: trace:   1. builtin.commands (tryfirst)"
     plain = opus("tasks", cwd=tmp_path)
     assert "opus: trace:" not in plain.stderr
 
@@ -440,3 +440,34 @@ def test_tracing_uses_pluggys_call_monitoring_and_leaves_results_alone() -> None
     finally:
         undo()
     assert events[:2] == ["before opus_register_runners", "after opus_register_runners"]
+
+
+ENGINE_ALONE = """
+import sys
+from opus_core import Tasks
+tasks = Tasks.from_config(sys.argv[1])
+report = tasks.process_context(command="apply", context="default")
+print(report.ok)
+print(*[info.name for info in tasks.manager().plugins()])
+print(*sorted(m for m in sys.modules if m.startswith("opus_core.cli")))
+"""
+
+
+def test_the_engine_runs_without_the_command_line_or_its_commands(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "opus.toml"
+    config.write_text('[opus]\npersistence = "memory"\n')
+    done = subprocess.run(
+        [sys.executable, "-c", ENGINE_ALONE, str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, AUTOLOAD_ENV: "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    ok, plugins, command_line = done.stdout.split("\n")[:3]
+    assert ok == "True"
+    assert plugins.split()[0] == "builtin" and "builtin.commands" not in plugins.split()
+    assert command_line == ""

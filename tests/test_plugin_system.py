@@ -765,7 +765,7 @@ def test_opus_disable_plugin_autoload_loads_no_entry_points(tmp_path: Path) -> N
         cwd=tmp_path,
         env=env_for(tmp_path, OPUS_DISABLE_PLUGIN_AUTOLOAD="1"),
     )
-    assert list(listing(result)) == ["builtin"]
+    assert list(listing(result)) == ["builtin", "builtin.commands"]
     assert result.stderr == ""
     assert not (tmp_path / "touchy-was-imported").exists()
 

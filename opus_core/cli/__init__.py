@@ -1,7 +1,9 @@
 """The `opus` command line.
 
 Every command, the core's own included, is added by a plugin through
-`opus_register_commands`; a command's module is imported only when it runs,
+`opus_register_commands`: the core's are the plugin `builtin.commands`
+(`opus_core.cli.commands`), which the command line's plugin manager registers
+(`command_line_plugins`); a command's module is imported only when it runs,
 so `opus --help` costs little more than finding the plugins. Each command's
 handler gets a `CommandContext` (or, if it does not ask for one, the parsed
 arguments), and the plugins are configured once, here, before it runs.
@@ -20,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from opus_core.cli.context import CommandContext, takes_context
+from opus_core.cli.context import CommandContext, command_line_plugins, takes_context
 from opus_core.version import __version__
 
 if TYPE_CHECKING:
@@ -267,9 +269,8 @@ class DefaultAction:
 
 
 def build_parser(manager: PluginManager | None = None) -> Parser:
-    """The parser of `opus` with every plugin's commands (the core's are a plugin's too)."""
-    from opus_core.plugin.manager import PluginManager
-
+    """The parser of `opus` with every plugin's commands (the core's are a plugin's too);
+    `manager` defaults to a new `command_line_plugins()`."""
     common = _common()
     parser = Parser(
         prog="opus",
@@ -280,7 +281,7 @@ def build_parser(manager: PluginManager | None = None) -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"opus {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
-    (manager or PluginManager()).register_commands(Commands(subparsers, common))
+    (manager or command_line_plugins()).register_commands(Commands(subparsers, common))
     return parser
 
 
@@ -303,13 +304,12 @@ def _manager(config: str | None) -> PluginManager:
     """
     from opus_core.config import opus_value
     from opus_core.errors import OpusError
-    from opus_core.plugin.manager import PluginManager
 
     try:
         disabled = opus_value(config, "disable_plugins", ())
     except OpusError:
         disabled = ()
-    return PluginManager(disabled=disabled)
+    return command_line_plugins(disabled=disabled)
 
 
 def main(argv: list[str] | None = None) -> int:

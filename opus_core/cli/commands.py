@@ -1,16 +1,32 @@
-"""The core's own commands, added through `opus_register_commands` like any plugin's."""
+"""The core's own commands: the plugin `builtin.commands`, which adds them through
+`opus_register_commands` like any plugin's.
+
+The command line registers it (`opus_core.cli.context.command_line_plugins`), so the
+engine and the core's other plugin, `builtin`, never import the command line.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from opus_core.cli import Commands
 from opus_core.cli.report import add_report_command
+from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
     import argparse
 
+    from opus_core.cli import Commands
     from opus_core.plugin.defaults import KeywordExpression
+
+PLUGIN_NAME = "builtin.commands"
+"""The name `opus plugins list` shows this plugin under."""
+
+
+@hookimpl(tryfirst=True)
+def opus_register_commands(commands: Commands) -> None:
+    """The core's commands: first, so no plugin can take their names."""
+    add_core_commands(commands)
+
 
 RUN_EPILOG = """\
 examples:
@@ -323,7 +339,7 @@ def _add_tasks_and_graph(commands: Commands) -> None:
         "--group-by",
         metavar="WHAT",
         default="auto",
-        type=_group_by,
+        type=group_by_argument,
         help="auto (kind above 200 tasks), none, kind, or label:KEY (default: auto)",
     )
 
@@ -345,10 +361,15 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", default="default", help="the context (default: default)")
 
 
-def _group_by(text: str) -> str:
-    from opus_core.cli.graph import group_by_argument
+def group_by_argument(text: str) -> str:
+    """`--group-by`: `auto`, `none`, `kind` or `label:KEY`."""
+    import argparse
 
-    return group_by_argument(text)
+    if text in ("auto", "none", "kind") or (text.startswith("label:") and text[6:]):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not auto, none, kind or label:KEY (label:tier groups by the label tier)"
+    )
 
 
 def keyword_expression(text: str) -> KeywordExpression:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +46,7 @@ class CommandContext:
         """The plugin manager of the command: every plugin `opus` loaded, the core's included."""
         if self._plugins is not None:
             return self._plugins
-        from opus_core.plugin.manager import PluginManager
-
-        return PluginManager(disabled=self.config.opus("disable_plugins", ()))
+        return command_line_plugins(disabled=self.config.opus("disable_plugins", ()))
 
     @cached_property
     def config(self) -> Config:
@@ -85,10 +84,24 @@ class CommandContext:
         `[opus] runner`). Raises `ConfigError` naming the file and key of anything wrong."""
         engine = self._engines.get(runner)
         if engine is None:
-            engine = self._engines[runner] = self.assembly.engine(
-                runner=runner, persistence=self.persistence
+            from opus_core.engine import Tasks
+
+            engine = self._engines[runner] = Tasks.from_assembly(
+                self.assembly, runner=runner, persistence=self.persistence
             )
         return engine
+
+
+def command_line_plugins(disabled: Iterable[str] = ()) -> PluginManager:
+    """The plugin manager of `opus`: what any `PluginManager` loads, and the core's commands
+    (`opus_core.cli.commands`) as the core plugin `builtin.commands`, right after `builtin`.
+
+    `disabled` are entry-point names not to load (`[opus] disable_plugins`).
+    """
+    import opus_core.cli.commands as commands
+    from opus_core.plugin.manager import PluginManager
+
+    return PluginManager(disabled=disabled, core={commands.PLUGIN_NAME: commands})
 
 
 def takes_context(handler: Any) -> bool:

@@ -8,7 +8,6 @@ drawn one node per kind (`--group-by`), and the output says so.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,15 +115,6 @@ def grouped_drawing(found: Scope, group_by: str) -> Drawing:
                 counted[edge] = counted.get(edge, 0) + 1
     edges = [(a, b, n) for (a, b), n in counted.items()]
     return Drawing(nodes, edges, _heading(found, what))
-
-
-def group_by_argument(text: str) -> str:
-    """`--group-by`: `auto`, `none`, `kind` or `label:KEY`."""
-    if text in ("auto", "none", "kind") or (text.startswith("label:") and text[6:]):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not auto, none, kind or label:KEY (label:tier groups by the label tier)"
-    )
 
 
 # -- formats -----------------------------------------------------------------------------------

@@ -23,10 +23,13 @@ import re
 import sys
 import textwrap
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import Enum
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
+
+from opus_core.history import iso as iso
+from opus_core.printable import printable as printable
 
 if TYPE_CHECKING:
     from opus_core.report import RunReport
@@ -65,13 +68,6 @@ def timestamp(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def iso(epoch: float | None) -> str | None:
-    """A moment (seconds since the epoch) in ISO 8601, UTC: `2025-03-01T13:02:33.120+00:00`."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -168,32 +164,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int | No
             )
             lines.append(line.rstrip())
     return "\n".join(lines)
-
-
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f"  # C0 controls, DEL, C1 controls
-    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # marks and overrides of text direction
-    "\u2028\u2029"  # line and paragraph separators
-    "\ud800-\udfff]"  # lone surrogates (bytes decoded with surrogateescape)
-)
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    character = match.group()
-    code = ord(character)
-    return _ESCAPES.get(character) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def printable(text: str) -> str:
-    """`text` safe to write to a terminal, on one line: each control character (C0, DEL,
-    C1), line separator, text-direction override and lone surrogate is written as its
-    Python escape — `\\x1b`, `\\r`, `\\n`, `\\x7f`, `\\u202e`, `\\udce9` — so that no
-    task name or error can move the cursor, clear the screen, hide text or fail to encode.
-    Other text, whatever its script, is returned unchanged."""
-    if text.isprintable():
-        return text
-    return _UNPRINTABLE.sub(_escape, text)
 
 
 _LINE_BREAKS = re.compile(r"[ \t]*(?:\r?\n[ \t]*)+")

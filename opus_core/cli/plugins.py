@@ -38,7 +38,7 @@ def list_plugins(context: CommandContext) -> int:
     Besides runners, persistence, loggers and processors, `provides` names the manifest
     files a loader reads (`manifests`: the suffixes in its module's
     `OPUS_MANIFEST_SUFFIXES`, else `*`) and the `opus` commands a plugin adds
-    (`commands`); the core's own commands are left out.
+    (`commands`); the core's own commands are those of `builtin.commands`.
     """
     infos = context.plugins.plugins()
     commands = commands_by_plugin(context.plugins)

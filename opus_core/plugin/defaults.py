@@ -1,9 +1,10 @@
 """The core's own plugins, registered through the same hooks as everyone else's.
 
 This module is the plugin `builtin`: the `sequential`, `process` and `processpool` runners,
-the `memory` and `sqlite` persistence, the `plain` logger, the core's commands
-(`run`, `tasks`, `graph`, `runs`, `plugins`, `config`, `state`, `completion`) and the
-`.toml`/`.json` task loaders. More are classes, registered per engine or per
+the `memory` and `sqlite` persistence, the `plain` logger and the `.toml`/`.json` task
+loaders. The core's commands (`run`, `tasks`, `graph`, ...) are the command line's own
+plugin, `builtin.commands` (`opus_core.cli.commands`), which the command line registers:
+the engine never imports the command line. More are classes, registered per engine or per
 run under `builtin.*` names: `LogLines` (the engine's log lines, `builtin.log`),
 `Resume` (`--resume`, the core's `opus_task_restore`, `builtin.resume`), and
 `Selection` (`opus run NAME ...`) and `KeywordSelection` (`-k EXPR`), the
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
-    from opus_core.cli import Commands
     from opus_core.graph import Plan
     from opus_core.logger import LoggerWrapper
     from opus_core.manifest import Task
@@ -57,14 +57,6 @@ def opus_register_loggers() -> Iterable[type[LoggerWrapper]]:
     from opus_core.logger import LoggerWrapper
 
     return [LoggerWrapper]
-
-
-@hookimpl(tryfirst=True)
-def opus_register_commands(commands: Commands) -> None:
-    """`run`, `plugins`, `config` and `state`: first, so no plugin can take their names."""
-    from opus_core.cli.commands import add_core_commands
-
-    add_core_commands(commands)
 
 
 # -- manifest files ---------------------------------------------------------------------------
@@ -270,7 +262,7 @@ def log_lines(manager: Any) -> LogLines:
 def _printable(text: str | None) -> str:
     """`text` with control characters shown as escapes, line by line: a task's error
     cannot move the cursor or clear the terminal its log lines go to."""
-    from opus_core.cli.output import printable
+    from opus_core.printable import printable
 
     return "\n".join(printable(line) for line in str(text).split("\n"))
 

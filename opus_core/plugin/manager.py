@@ -1,7 +1,8 @@
 """Finding, blocking, loading and calling plugins: the only code that touches pluggy.
 
 Plugins come from three places, in this order: the core's own
-(`opus_core.plugin.defaults`), the entry points of the group `opus` (each
+(`opus_core.plugin.defaults`, and those its caller adds: the command line adds its
+commands as `builtin.commands`), the entry points of the group `opus` (each
 loaded once per process, and only when not disabled), and the modules named in
 `$OPUS_PLUGINS` (`opus -p`); `Tasks(plugins=[...])` registers more in-process.
 A plugin whose `OPUS_PLUGIN_API_REQUIRES` excludes this opus is not registered.
@@ -137,11 +138,22 @@ class PluginManager:
     `disabled` are entry-point names not to load (`[opus] disable_plugins`),
     blocked through pluggy. `autoload=False` (or `$OPUS_DISABLE_PLUGIN_AUTOLOAD`)
     loads no entry points. Nothing is loaded until something is asked. `pm` is
-    the pluggy manager, for its tracing and call monitoring.
+    the pluggy manager, for its tracing and call monitoring. `core` are more of the
+    core's own plugins, by their `builtin.*` name, registered right after `builtin`:
+    the command line's commands (`builtin.commands`), which the engine never imports.
     """
 
-    def __init__(self, disabled: Iterable[str] = (), autoload: bool | None = None) -> None:
+    def __init__(
+        self,
+        disabled: Iterable[str] = (),
+        autoload: bool | None = None,
+        core: Mapping[str, object] | None = None,
+    ) -> None:
         self.disabled = list(disabled)
+        self.core = dict(core or {})
+        for name in self.core:
+            if not _reserved(name) or name == BUILTIN:
+                raise ValueError(f"a core plugin is named {BUILTIN}.NAME, not {name!r}")
         self.autoload = not _truthy(os.environ.get(AUTOLOAD_ENV)) if autoload is None else autoload
         self.pm = Hooks(self)
         self.pm.add_hookspecs(spec)
@@ -168,6 +180,8 @@ class PluginManager:
         from opus_core.plugin import defaults
 
         self._add(defaults, PluginInfo(BUILTIN, __version__, "opus-core", builtin=True))
+        for name, plugin in self.core.items():
+            self._add(plugin, PluginInfo(name, __version__, "opus-core", builtin=True))
         for name in self.disabled:
             if _reserved(name):
                 warn(f"[opus] disable_plugins names {name!r}: the core's own plugins stay enabled")
