@@ -108,6 +108,7 @@ def test() -> None:
     install_debian_packages()
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
+    run(BIN / "lint-imports", "--no-logo")  # the layers of opus_core: [tool.importlinter]
     docs()
     run(PYTHON, "-m", "pytest", *sys.argv[2:])
     if not sys.argv[2:]:
