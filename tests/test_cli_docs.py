@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from opus_core.cli import build_parser, docs
-from opus_core.plugin.manager import PluginManager
+from opus_core.cli.context import command_line_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_check_names_the_stale_file_and_the_fix(tmp_path: Path, capsys) -> None:
 
 def test_every_command_and_action_has_its_section_with_its_usage() -> None:
     text = docs.render()
-    parser = build_parser(PluginManager(autoload=False))
+    parser = build_parser(command_line_plugins(autoload=False))
     names = []
     for _, command in docs.commands(parser):
         names.append(command.prog)

@@ -92,16 +92,19 @@ class CommandContext:
         return engine
 
 
-def command_line_plugins(disabled: Iterable[str] = ()) -> PluginManager:
+def command_line_plugins(
+    disabled: Iterable[str] = (), autoload: bool | None = None
+) -> PluginManager:
     """The plugin manager of `opus`: what any `PluginManager` loads, and the core's commands
     (`opus_core.cli.commands`) as the core plugin `builtin.commands`, right after `builtin`.
 
-    `disabled` are entry-point names not to load (`[opus] disable_plugins`).
+    `disabled` and `autoload` are `PluginManager`'s: entry-point names not to load
+    (`[opus] disable_plugins`), and False to load none (the core's own alone).
     """
     import opus_core.cli.commands as commands
     from opus_core.plugin.manager import PluginManager
 
-    return PluginManager(disabled=disabled, core={commands.PLUGIN_NAME: commands})
+    return PluginManager(disabled, autoload, core={commands.PLUGIN_NAME: commands})
 
 
 def takes_context(handler: Any) -> bool:

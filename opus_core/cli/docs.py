@@ -1,6 +1,6 @@
 """`python -m opus_core.cli.docs [--check]`: write `docs/cli.md` from `opus`'s parsers.
 
-Everything in `docs/cli.md` comes from `build_parser()` with the core's own plugin
+Everything in `docs/cli.md` comes from `build_parser()` with the core's own plugins
 only (no installed plugin's commands): every command and subcommand, with the help
 `opus … --help` prints, at a fixed width. Change a command's arguments or help, then
 run this module; `--check` (run by the tests) exits 1 if the file is stale.
@@ -62,10 +62,10 @@ def _section(help: str, parser: argparse.ArgumentParser, depth: int) -> list[str
 def render() -> str:
     """The whole of `docs/cli.md`."""
     from opus_core.cli import build_parser
-    from opus_core.plugin.manager import PluginManager
+    from opus_core.cli.context import command_line_plugins
 
     with _columns(WIDTH):
-        parser = build_parser(PluginManager(autoload=False))
+        parser = build_parser(command_line_plugins(autoload=False))
         top = commands(parser)
         table = ["| command | what |", "|---|---|"]
         for help, sub in top:
