@@ -26,7 +26,7 @@ from opus_core.cli.output import (
 from opus_core.cli.report import check_writable, write_run_report
 from opus_core.engine import Tasks
 from opus_core.errors import OpusError
-from opus_core.manifest import display_name
+from opus_core.manifest import Task, display_name
 from opus_core.plugin.defaults import KeywordSelection, Selection, log_lines
 from opus_core.plugin.manager import warn
 from opus_core.report import TaskStatus
@@ -150,6 +150,30 @@ def _run(context: CommandContext) -> int:
         manager.register(Selection(args.names), name="builtin.selection", core=True)
     if getattr(args, "keyword", None) is not None:
         manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
+    _check_options(tasks, args)
+    if args.dry_run:
+        return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
+    if args.report is not None:
+        check_writable(args.report)  # before anything runs, not after
+    report = _run_with_progress(tasks, args)
+    if report.interrupted:
+        status = interrupted_status()
+    elif not len(report):
+        status = NOTHING_IN_SCOPE
+    else:
+        status = 0 if report.ok else 1
+    args.exit_status = status  # what `opus run | head` exits with, if the reader goes away
+    _print_results(report, args)
+    if status == NOTHING_IN_SCOPE:
+        sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
+    if args.report is not None and status != NOTHING_IN_SCOPE:
+        write_run_report(tasks.state_persistence, report.run_id, args.report)
+    exit_leaving_threads(status)
+    return status
+
+
+def _check_options(tasks: Tasks, args: argparse.Namespace) -> None:
+    """Options that contradict each other, or the configuration: an error, or a warning."""
     if args.resume and type(tasks.state_persistence).name == "memory":
         warn(
             "--resume with the memory persistence restores nothing: it keeps no state "
@@ -160,52 +184,44 @@ def _run(context: CommandContext) -> int:
         raise OpusError(
             "--report writes the report of a run, and --dry-run runs nothing: leave one out"
         )
-    if args.dry_run:
-        return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
-    if args.report is not None:
-        check_writable(args.report)  # before anything runs, not after
-    # As pytest: successes are counted, not listed (-v lists them); what went wrong is logged.
+
+
+def _run_with_progress(tasks: Tasks, args: argparse.Namespace) -> RunReport:
+    """The run, with the progress line on a terminal (else a `progress:` line now and then).
+
+    As pytest, successes are counted, not listed (`-v` lists them); what went wrong is
+    always logged.
+    """
+    manager = tasks.manager()
     lines = log_lines(manager)
     if not args.verbose:
         lines.success_level = "debug"
-    progress = None
-    if sys.stderr.isatty() and not args.no_progress:
-        from opus_core.cli.progress import Progress
-
-        progress = Progress(sys.stderr, running=tasks.running)
-        manager.register(progress, name="builtin.progress", core=True)
-    else:
+    if not sys.stderr.isatty() or args.no_progress:
         lines.progress_every = env_seconds(PROGRESS_EVERY_ENV, PROGRESS_EVERY)
-    if progress is None:
-        report = tasks.process_context(args.command, args.context, resume=args.resume)
-    else:
-        with progress.attached():
-            report = tasks.process_context(args.command, args.context, resume=args.resume)
-    if report.interrupted:
-        status = interrupted_status()
-    elif not len(report):
-        status = NOTHING_IN_SCOPE
-    else:
-        status = 0 if report.ok else 1
-    args.exit_status = status  # what `opus run | head` exits with, if the reader goes away
+        return tasks.process_context(args.command, args.context, resume=args.resume)
+    from opus_core.cli.progress import Progress
+
+    progress = Progress(sys.stderr, running=tasks.running)
+    manager.register(progress, name="builtin.progress", core=True)
+    with progress.attached():
+        return tasks.process_context(args.command, args.context, resume=args.resume)
+
+
+def _print_results(report: RunReport, args: argparse.Namespace) -> None:
+    """On stdout, as pytest: the tasks that did not succeed (`-v` every task, `-q` none),
+    their tracebacks, then the counts; or the report as JSON (`--json`)."""
     if args.json:
         print(to_json(report_records(report)))
-    elif len(report):
-        # As pytest: the tasks that did not succeed, then their tracebacks, then the counts;
-        # -v lists every task, -q none (`opus runs show` has the whole table later).
-        table = "" if args.quiet else report_table(report, every_task=args.verbose)
-        if table:
-            print(table)
-        failures = failures_section(report, args.tb)
-        if failures:
-            print(failures)
-        print(report.summary() + (" (interrupted)" if report.interrupted else ""))
-    if status == NOTHING_IN_SCOPE:
-        sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
-    if args.report is not None and status != NOTHING_IN_SCOPE:
-        write_run_report(tasks.state_persistence, report.run_id, args.report)
-    exit_leaving_threads(status)
-    return status
+        return
+    if not len(report):
+        return
+    table = "" if args.quiet else report_table(report, every_task=args.verbose)
+    if table:
+        print(table)
+    failures = failures_section(report, args.tb)
+    if failures:
+        print(failures)
+    print(report.summary() + (" (interrupted)" if report.interrupted else ""))
 
 
 def _override(tasks: Tasks, args: argparse.Namespace) -> None:
@@ -348,17 +364,35 @@ def nothing_in_scope(tasks: Tasks, plan: Plan, args: argparse.Namespace) -> str:
         )
     considered = [task for task, _ in plan.excluded]
     if not considered:
-        chosen = " ".join(args.names) if args.names else ""
-        keyword = getattr(args, "keyword", None)
-        what = " and ".join(
-            x
-            for x in (
-                chosen and f"NAME {chosen}",
-                keyword is not None and f"-k {getattr(keyword, 'text', keyword)!r}",
-            )
-            if x
-        )
-        return f"opus: nothing to run: {what or 'the selection'} selects no task\n"
+        return f"opus: nothing to run: {_selection(args) or 'the selection'} selects no task\n"
+    commands, contexts, anywhere = _scopes(tasks, considered)
+    selected = " selected" if args.names or getattr(args, "keyword", None) else ""
+    lines = [
+        f"opus: nothing to run: none of the {len(considered)}{selected} task(s) is in scope "
+        f"for command {command!r} in context {context!r}"
+    ]
+    lines.append(f"  commands the tasks use: {_listing(commands)}{_close(command, commands)}")
+    where = _listing(contexts) if contexts else ""
+    if anywhere:
+        where += ("; " if where else "") + f"{anywhere} task(s) run in any context"
+    lines.append(f"  contexts the tasks use: {where or 'none'}{_close(context, contexts)}")
+    lines.append("  (`opus run --dry-run` shows why each task is left out)")
+    return "\n".join(lines) + "\n"
+
+
+def _selection(args: argparse.Namespace) -> str:
+    """`NAME a b and -k 'expr'`, as the command line chose (empty when it chose nothing)."""
+    chosen = " ".join(args.names) if args.names else ""
+    keyword = getattr(args, "keyword", None)
+    parts = (
+        chosen and f"NAME {chosen}",
+        keyword is not None and f"-k {getattr(keyword, 'text', keyword)!r}",
+    )
+    return " and ".join(part for part in parts if part)
+
+
+def _scopes(tasks: Tasks, considered: list[Task]) -> tuple[set[str], set[str], int]:
+    """The commands and the contexts `considered` run in, and how many run in any context."""
     commands: set[str] = set()
     contexts: set[str] = set()
     anywhere = 0
@@ -372,18 +406,7 @@ def nothing_in_scope(tasks: Tasks, plan: Plan, args: argparse.Namespace) -> str:
             anywhere += 1
         else:
             contexts |= set(meta.contexts) - set(meta.exclude_contexts)
-    selected = " selected" if args.names or getattr(args, "keyword", None) else ""
-    lines = [
-        f"opus: nothing to run: none of the {len(considered)}{selected} task(s) is in scope "
-        f"for command {command!r} in context {context!r}"
-    ]
-    lines.append(f"  commands the tasks use: {_listing(commands)}{_close(command, commands)}")
-    where = _listing(contexts) if contexts else ""
-    if anywhere:
-        where += ("; " if where else "") + f"{anywhere} task(s) run in any context"
-    lines.append(f"  contexts the tasks use: {where or 'none'}{_close(context, contexts)}")
-    lines.append("  (`opus run --dry-run` shows why each task is left out)")
-    return "\n".join(lines) + "\n"
+    return commands, contexts, anywhere
 
 
 def _listing(names: set[str]) -> str:
