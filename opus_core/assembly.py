@@ -15,7 +15,7 @@ import sys
 import threading
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,35 +63,50 @@ def accepted_options(cls: type) -> tuple[dict[str, Any], bool]:
     return options, open_ended
 
 
+_SCALARS: dict[Any, Callable[[Any], bool]] = {
+    type(None): lambda value: value is None,
+    bool: lambda value: isinstance(value, bool),
+    int: lambda value: isinstance(value, int) and not isinstance(value, bool),
+    float: lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    str: lambda value: isinstance(value, str),
+}
+"""How a value read from TOML is checked against each scalar type hint."""
+
+_SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Set)
+_MAPPINGS = (dict, collections.abc.Mapping)
+
+
 def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value`, as TOML gives it, fits the type hint `hint` (what cannot be checked
+    from TOML is let through, for the class to judge)."""
     if hint is Any or hint is object:
         return True
-    origin = typing.get_origin(hint)
+    scalar = _SCALARS.get(hint)
+    if scalar is not None:
+        return scalar(value)
+    if _is_path(hint):
+        return isinstance(value, str)
+    origin = typing.get_origin(hint) or hint
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if _is_path(hint):
-        return isinstance(value, str)
     if origin is typing.Literal:
         return value in args
-    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
-        if not isinstance(value, list):
-            return False
-        item = args[0] if args else Any
-        return all(_matches(v, item) for v in value)
-    if origin in (dict, collections.abc.Mapping) or hint is dict:
-        return isinstance(value, dict)
-    return True  # a type we cannot check from TOML: let the class judge
+    if origin in _SEQUENCES:
+        return isinstance(value, list) and _items_match(value, origin, args)
+    if origin in _MAPPINGS:
+        item = args[1] if len(args) == 2 else Any
+        return isinstance(value, dict) and all(_matches(v, item) for v in value.values())
+    return True
+
+
+def _items_match(items: list[Any], origin: Any, args: tuple[Any, ...]) -> bool:
+    """The items of a TOML list against `list[X]`, `set[X]`, `tuple[X, ...]` or
+    `tuple[A, B]` (one hint per position)."""
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return len(items) == len(args) and all(map(_matches, items, args))
+    item = args[0] if args else Any
+    return all(_matches(v, item) for v in items)
 
 
 def _is_path(hint: Any) -> bool:
@@ -123,7 +138,7 @@ def describe_type(hint: Any) -> str:
         return " or ".join(describe_type(a) for a in args if a is not type(None))
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, tuple, collections.abc.Sequence):
+    if origin in _SEQUENCES:
         return f"a list of {describe_type(args[0]).removeprefix('a ')}s" if args else "a list"
     if origin in (dict, collections.abc.Mapping):
         return "a table"

@@ -218,3 +218,45 @@ def test_from_config_builds_the_whole_engine(tmp_path: Path) -> None:
     assert tasks.logger.level == 40
     report = tasks.process_context()
     assert report.ok and tasks.key_value_store.store == {"greeting": "hello"}
+
+
+class Shaped(MemoryPersistence):
+    name = "shaped"
+
+    def __init__(
+        self,
+        pair: tuple[str, int] = ("a", 1),
+        ids: set[int] | None = None,
+        limits: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pair, self.ids, self.limits = pair, ids, limits
+
+
+SHAPED = SimpleNamespace(opus_register_persistence=hookimpl(lambda: [Shaped]), __name__="shaped")
+
+
+@pytest.mark.parametrize(
+    ("table", "good"),
+    [
+        ('pair = ["a", 1]', True),  # one hint per position of a tuple
+        ('pair = ["a", "b"]', False),
+        ('pair = ["a"]', False),
+        ("ids = [1, 2]", True),
+        ('ids = "x"', False),  # a string is not a set of numbers
+        ('ids = [1, "x"]', False),
+        ("limits = { db = 2 }", True),
+        ('limits = { db = "two" }', False),  # the values of a table are checked too
+    ],
+)
+def test_option_types_check_tuples_sets_and_table_values(
+    tmp_path: Path, table: str, good: bool
+) -> None:
+    config_file = tmp_path / "opus.toml"
+    config_file.write_text(f"[persistence.shaped]\n{table}\n")
+    assembly = Assembly(load_config(config_file, user=False), [SHAPED])
+    if good:
+        assembly.check()
+    else:
+        with pytest.raises(ConfigError, match=r"persistence\.shaped\.\w+ must be "):
+            assembly.check()
