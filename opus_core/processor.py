@@ -187,8 +187,9 @@ def signature_problem(process_task: Callable[..., object]) -> str | None:
         return None
     kinds = inspect.Parameter
     takes_any = any(p.kind is kinds.VAR_KEYWORD for p in parameters)
-    variadic = (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
-    named = {p.name: p for p in parameters if p.kind not in variadic}
+    named = {
+        p.name: p for p in parameters if p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+    }
     for parameter in named.values():
         if parameter.name in PROCESS_TASK_PARAMETERS and parameter.kind is kinds.POSITIONAL_ONLY:
             return f"parameter {parameter.name!r} is positional-only (drop the '/' before it)"
@@ -198,6 +199,12 @@ def signature_problem(process_task: Callable[..., object]) -> str | None:
         if p.name not in PROCESS_TASK_PARAMETERS and p.default is inspect.Parameter.empty
     ]
     missing = [] if takes_any else [n for n in PROCESS_TASK_PARAMETERS if n not in named]
+    return _mismatch(unexpected, missing)
+
+
+def _mismatch(unexpected: list[str], missing: list[str]) -> str | None:
+    """What to tell the author of `process_task` about parameters opus never passes
+    (`unexpected`) and the ones it passes that are not there (`missing`)."""
     if unexpected and missing:
         pairs = zip(unexpected, missing, strict=False)
         renames = ", ".join(f"{old!r} to {new!r}" for old, new in pairs)
