@@ -107,18 +107,8 @@ def _encode(value: Any, path: set[int]) -> Any:
     kind = type(value)
     if value is None or kind is str or kind is bool:
         return value
-    if kind is int:
-        try:
-            str(value)  # JSON writes it in decimal: past `sys.get_int_max_str_digits()`, it cannot
-        except ValueError:
-            raise NotStorable("an integer too large to write") from None
-        return value
-    if kind is float:
-        if math.isfinite(value):
-            return value
-        return {TAG: "float", "value": repr(value)}
-    if kind is bytes or kind is bytearray:
-        return {TAG: kind.__name__, "base64": base64.b64encode(value).decode("ascii")}
+    if kind is int or kind is float or kind is bytes or kind is bytearray:
+        return _encode_scalar(value, kind)
     if kind not in (list, tuple, set, frozenset, dict):
         raise NotStorable(f"a {kind.__module__}.{kind.__qualname__}")
     if id(value) in path:
@@ -139,6 +129,19 @@ def _encode(value: Any, path: set[int]) -> Any:
         return {TAG: kind.__name__, "items": [_encode(item, path) for item in value]}
     finally:
         path.discard(id(value))
+
+
+def _encode_scalar(value: Any, kind: type) -> Any:
+    """An int, a float, bytes or a bytearray, as `encode` stores it."""
+    if kind is int:
+        try:
+            str(value)  # JSON writes it in decimal: past `sys.get_int_max_str_digits()`, it cannot
+        except ValueError:
+            raise NotStorable("an integer too large to write") from None
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else {TAG: "float", "value": repr(value)}
+    return {TAG: kind.__name__, "base64": base64.b64encode(value).decode("ascii")}
 
 
 def decode(data: Any) -> Any:
