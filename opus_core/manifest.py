@@ -133,34 +133,34 @@ def parse_metadata(metadata: Mapping[str, Any], where: str) -> TaskMetadata:
         )
     fields: dict[str, Any] = {}
     for key, value in metadata.items():
-        if value is None:
-            continue
-        if key == "name":
-            if not isinstance(value, str) or not value:
-                raise ManifestError(
-                    f"{where}: metadata.name must be a non-empty string, got {value!r}"
-                )
-            fields["name"] = value
-        elif key == "labels":
-            fields["labels"] = _labels(where, "metadata.labels", value)
-        elif key == "annotations":
-            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-                raise ManifestError(
-                    f"{where}: metadata.annotations must be a table with string keys, got {value!r}"
-                )
-            fields["annotations"] = dict(value)
-        elif key == "dependencies":
-            fields["dependency_names"], fields["dependency_selectors"] = _dependencies(where, value)
-        elif key in ("contexts", "commands"):
-            fields[key] = frozenset(_string_list(where, key, value))
-        elif key in ("exclude_contexts", "exclude_commands"):
-            fields[key] = frozenset(_string_list(where, key, value))
-        else:  # retries, retry_sleep_time, timeout: checked as @task checks them
-            try:
-                fields[key] = check_task_number(key, value)
-            except ValueError as exc:
-                raise ManifestError(f"{where}: metadata.{exc}") from None
+        if value is not None:
+            _parse_field(fields, key, value, where)
     return TaskMetadata(**fields)
+
+
+def _parse_field(fields: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Check one metadata entry (`key` is known) and put what it means into `fields`."""
+    if key == "name":
+        if not isinstance(value, str) or not value:
+            raise ManifestError(f"{where}: metadata.name must be a non-empty string, got {value!r}")
+        fields["name"] = value
+    elif key == "labels":
+        fields["labels"] = _labels(where, "metadata.labels", value)
+    elif key == "annotations":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ManifestError(
+                f"{where}: metadata.annotations must be a table with string keys, got {value!r}"
+            )
+        fields["annotations"] = dict(value)
+    elif key == "dependencies":
+        fields["dependency_names"], fields["dependency_selectors"] = _dependencies(where, value)
+    elif key in ("contexts", "commands", "exclude_contexts", "exclude_commands"):
+        fields[key] = frozenset(_string_list(where, key, value))
+    else:  # retries, retry_sleep_time, timeout: checked as @task checks them
+        try:
+            fields[key] = check_task_number(key, value)
+        except ValueError as exc:
+            raise ManifestError(f"{where}: metadata.{exc}") from None
 
 
 def _quick_metadata(metadata: dict[str, Any]) -> TaskMetadata | None:
