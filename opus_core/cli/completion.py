@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -159,31 +160,8 @@ def _helpers(tree: list[Command], program: str, describe: bool) -> str:
         for c in tree
         if c.options
     ]
-    valued = []
-    values = []
-    for c in tree:
-        flags = [flag for o in c.options if o.takes_value for flag in o.flags]
-        if flags:
-            valued.append((key(c), f'case "$2" in {"|".join(flags)}) return 0 ;; esac'))
-        arms = [
-            ("|".join(o.flags), "echo " + _quote(" ".join(o.values)))
-            for o in c.options
-            if o.takes_value and o.values
-        ]
-        if arms:
-            inner = " ".join(f"{pattern}) {body} ;;" for pattern, body in arms)
-            values.append((key(c), f'case "$2" in {inner} esac'))
-    positionals = []
-    for c in tree:
-        arms = []
-        for index, (choices, repeats) in enumerate(c.positionals):
-            body = "echo " + _quote(" ".join(choices)) if choices else ":"
-            arms.append(("*" if repeats else str(index), body))
-            if repeats:  # it takes every later word too
-                break
-        if any(body != ":" for _, body in arms):
-            inner = " ".join(f"{pattern}) {body} ;;" for pattern, body in arms)
-            positionals.append((key(c), f'case "$2" in {inner} esac'))
+    valued, values = _option_value_arms(tree, key)
+    positionals = _positional_arms(tree, key)
     return "\n\n".join(
         [
             _case("_opus_subcommands", subcommands, "the subcommands of a command ($1: its path)"),
@@ -246,6 +224,43 @@ _WALK = """\
         fi
     done
 """
+
+
+def _option_value_arms(
+    tree: list[Command], key: Callable[[Command], str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Per command: which of its options take a value, and the values each may take."""
+    valued = []
+    values = []
+    for c in tree:
+        flags = [flag for o in c.options if o.takes_value for flag in o.flags]
+        if flags:
+            valued.append((key(c), f'case "$2" in {"|".join(flags)}) return 0 ;; esac'))
+        arms = [
+            ("|".join(o.flags), "echo " + _quote(" ".join(o.values)))
+            for o in c.options
+            if o.takes_value and o.values
+        ]
+        if arms:
+            inner = " ".join(f"{pattern}) {body} ;;" for pattern, body in arms)
+            values.append((key(c), f'case "$2" in {inner} esac'))
+    return valued, values
+
+
+def _positional_arms(tree: list[Command], key: Callable[[Command], str]) -> list[tuple[str, str]]:
+    """Per command: the values of each of its positional arguments, by position."""
+    positionals = []
+    for c in tree:
+        arms = []
+        for index, (choices, repeats) in enumerate(c.positionals):
+            body = "echo " + _quote(" ".join(choices)) if choices else ":"
+            arms.append(("*" if repeats else str(index), body))
+            if repeats:  # it takes every later word too
+                break
+        if any(body != ":" for _, body in arms):
+            inner = " ".join(f"{pattern}) {body} ;;" for pattern, body in arms)
+            positionals.append((key(c), f'case "$2" in {inner} esac'))
+    return positionals
 
 
 def _value_words() -> str:
