@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 from opus_core.version import PLUGIN_API, __version__
 
 _EXPORTS = {
-    "task": "opus_core.function_task",
-    "ALL_COMPLETED": "opus_core.function_task",
-    "FIRST_COMPLETED": "opus_core.function_task",
-    "FIRST_EXCEPTION": "opus_core.function_task",
-    "RunList": "opus_core.function_task",
-    "TaskFunction": "opus_core.function_task",
-    "as_completed": "opus_core.function_task",
-    "unmapped": "opus_core.function_task",
-    "wait": "opus_core.function_task",
+    "task": "opus_core.functions.decorator",
+    "ALL_COMPLETED": "opus_core.functions.waiting",
+    "FIRST_COMPLETED": "opus_core.functions.waiting",
+    "FIRST_EXCEPTION": "opus_core.functions.waiting",
+    "RunList": "opus_core.functions.mapping",
+    "TaskFunction": "opus_core.functions.decorator",
+    "as_completed": "opus_core.functions.waiting",
+    "unmapped": "opus_core.functions.mapping",
+    "wait": "opus_core.functions.waiting",
     "Tasks": "opus_core.engine",
     "ConfigError": "opus_core.errors",
     "CycleError": "opus_core.errors",
@@ -130,15 +130,13 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         UpstreamFailedError,
     )
-    from opus_core.function_task import (
+    from opus_core.functions.decorator import TaskFunction, task
+    from opus_core.functions.mapping import RunList, unmapped
+    from opus_core.functions.waiting import (
         ALL_COMPLETED,
         FIRST_COMPLETED,
         FIRST_EXCEPTION,
-        RunList,
-        TaskFunction,
         as_completed,
-        task,
-        unmapped,
         wait,
     )
     from opus_core.logger import LoggerWrapper

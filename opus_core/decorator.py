@@ -1,5 +1,5 @@
-"""The old home of `@task`; everything lives in `opus_core.function_task` now."""
+"""The old home of `@task`; it lives in `opus_core.functions.decorator` now."""
 
-from opus_core.function_task import TaskFunction, task
+from opus_core.functions.decorator import TaskFunction, task
 
 __all__ = ["TaskFunction", "task"]

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import OpusError, did_you_mean
-from opus_core.report import TaskResults
+from opus_core.report import STATUSES, TaskResults
 
 if TYPE_CHECKING:
+    from array import array
+
     from opus_core.graph import Plan
     from opus_core.persistence import StatePersistence
     from opus_core.report import RunReport, TaskResult
@@ -280,3 +282,56 @@ def for_json(run: dict[str, Any]) -> dict[str, Any]:
             for task in run["tasks"]
         ]
     return converted
+
+
+class AttemptLogs(Sequence[list[dict[str, Any]]]):
+    """Every task's attempt log, made as it is read from the scheduler's columns.
+
+    The one attempt of a task that was not retried is its start and end times and
+    the task's outcome; a retried task has a log of its own.
+    """
+
+    __slots__ = ("_attempts", "_ended_at", "_errors", "_retried", "_started_at", "_status")
+
+    def __init__(
+        self,
+        attempts: Sequence[int],
+        status: bytearray,
+        started_at: array[float],
+        ended_at: array[float],
+        errors: Mapping[int, str],
+        retried: Mapping[int, list[dict[str, Any]]],
+    ) -> None:
+        self._attempts = attempts
+        self._status = status
+        self._started_at = started_at
+        self._ended_at = ended_at
+        self._errors = errors
+        self._retried = retried
+
+    def __len__(self) -> int:
+        return len(self._status)
+
+    def __getitem__(self, index: int) -> list[dict[str, Any]]:  # type: ignore[override]
+        if not 0 <= index < len(self._status):
+            raise IndexError(index)
+        log = self._retried.get(index)
+        if log is not None:
+            return log
+        if not self._attempts[index]:
+            return []
+        ended = self._ended_at[index]
+        code = self._status[index]
+        done = bool(ended and code)
+        return [
+            {
+                "attempt": 1,
+                "started_at": self._started_at[index],
+                "ended_at": ended if done else None,
+                "status": STATUSES[code - 1].value if done else "running",
+                "error": self._errors.get(index) if done else None,
+            }
+        ]
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        return (self[i] for i in range(len(self._status)))
