@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import overload
 
 from opus_core.errors import CycleError, DependencyError, did_you_mean
-from opus_core.manifest import Task
+from opus_core.manifest import LabelSelector, Task
 from opus_core.processor import TaskProcessor
 
 
@@ -152,9 +152,49 @@ def build_plan(
     Raises `DependencyError` for a dependency on a missing or out-of-scope task
     and `CycleError` naming the tasks of a cycle.
     """
+    scoped, excluded = _select(tasks, processors, command, context)
+    # Dependencies as edges (task, the task it depends on), grouped by task: a list per
+    # task would be a million lists for a million tasks.
+    n = len(scoped)
+    offsets = array("q", [0])
+    targets = array("q")
+    edges = _Edges(tasks, scoped, excluded, command, context)
+    for i, task in enumerate(scoped):
+        meta = task.meta
+        if meta.dependency_names or meta.dependency_selectors:
+            found = edges.of(i, task)
+            targets.extend(dict.fromkeys(found) if len(found) > 1 else found)
+        offsets.append(len(targets))
+    warnings = edges.warnings
+    del edges  # its index of every name is not kept while the order is worked out
+    deps = Adjacency(offsets, targets)
+    if not targets:  # nothing depends on anything: the order is the order of addition
+        return Plan(command, context, scoped, deps, Adjacency.empty(n), excluded, warnings)
+    dependents = deps.reversed_edges()
+    order = _topological_order(scoped, deps, dependents)
+    if all(old == new for new, old in enumerate(order)):
+        return Plan(command, context, scoped, deps, dependents, excluded, warnings)
+    ordered = _renumbered(deps, order)
+    return Plan(
+        command=command,
+        context=context,
+        tasks=[scoped[old] for old in order],
+        deps=ordered,
+        dependents=ordered.reversed_edges(),
+        excluded=excluded,
+        warnings=warnings,
+    )
+
+
+def _select(
+    tasks: Sequence[Task],
+    processors: Mapping[tuple[str, str], TaskProcessor],
+    command: str,
+    context: str,
+) -> tuple[list[Task], list[tuple[Task, str]]]:
+    """The tasks in scope for `command` in `context`, and the others with the reason."""
     scoped: list[Task] = []
     excluded: list[tuple[Task, str]] = []
-    excluded_by_name: dict[str, str] = {}
     supports: dict[tuple[str, str], bool] = {}
     for task in tasks:
         key = (task.kind, task.version)
@@ -167,71 +207,89 @@ def build_plan(
         reason = out_of_scope_reason(task, processors[key], command, context)
         assert reason is not None
         excluded.append((task, reason))
-        if task.meta.name:
-            excluded_by_name[task.meta.name] = reason
+    return scoped, excluded
 
-    # Dependencies as edges (task, the task it depends on), grouped by task: a list per
-    # task would be a million lists for a million tasks.
-    n = len(scoped)
-    offsets = array("q", [0])
-    targets = array("q")
-    by_name: dict[str, int] | None = None  # made at the first dependency by name
-    by_label: defaultdict[tuple[str, str], list[int]] | None = None  # at the first by label
-    warnings: list[str] = []
-    every_label: set[tuple[str, str]] | None = None  # made only if a selector matches nothing
-    for i, task in enumerate(scoped):
-        meta = task.meta
-        names = meta.dependency_names
-        selectors = meta.dependency_selectors
-        if not names and not selectors:
-            offsets.append(len(targets))
-            continue
+
+class _Edges:
+    """Finds what each task in scope depends on, by name and by labels; the indexes of
+    names and labels are made when first needed, and `warnings` collects label selectors
+    that match no task at all."""
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        scoped: list[Task],
+        excluded: list[tuple[Task, str]],
+        command: str,
+        context: str,
+    ) -> None:
+        self.tasks, self.scoped, self.excluded = tasks, scoped, excluded
+        self.command, self.context = command, context
+        self.by_name: dict[str, int] | None = None
+        self.by_label: defaultdict[tuple[str, str], list[int]] | None = None
+        self.every_label: set[tuple[str, str]] | None = None  # only if a selector finds none
+        self.warnings: list[str] = []
+
+    def of(self, i: int, task: Task) -> list[int]:
+        """The positions in scope of what the task at position `i` depends on."""
         found: list[int] = []
+        names = task.meta.dependency_names
         if names:
+            by_name = self.by_name
             if by_name is None:
-                by_name = {t.meta.name: k for k, t in enumerate(scoped) if t.meta.name}
+                by_name = self.by_name = {
+                    t.meta.name: k for k, t in enumerate(self.scoped) if t.meta.name
+                }
             for name in names:
                 j = by_name.get(name)
                 if j is None:
-                    raise _missing_dependency(
-                        task, name, excluded_by_name, command, context, by_name
-                    )
+                    raise self._missing(task, name)
                 found.append(j)
-        for selector in selectors:
-            if by_label is None:
-                by_label = defaultdict(list)
-                for k, t in enumerate(scoped):
-                    for pair in t.meta.labels.items():
-                        by_label[pair].append(k)
-            candidates = min((by_label.get(pair, []) for pair in selector.labels), key=len)
-            wanted = selector.labels
-            if not candidates:
-                if every_label is None:
-                    every_label = {pair for t in tasks for pair in t.meta.labels.items()}
-                unknown = [f"{k}={v}" for k, v in wanted if (k, v) not in every_label]
-                if unknown:
-                    warnings.append(
-                        f"task {task.task_id!r} depends on every task labelled {selector}, but "
-                        f"no task has the label {unknown[0]}: it orders nothing (misspelt?)"
-                    )
-            if len(wanted) == 1:  # every candidate already carries the one label
-                found.extend(j for j in candidates if j != i)
-                continue
-            for j in candidates:
-                if j != i and all(scoped[j].meta.labels.get(k) == v for k, v in wanted):
-                    found.append(j)
-        targets.extend(dict.fromkeys(found) if len(found) > 1 else found)
-        offsets.append(len(targets))
-    by_name = None  # a dict of every name: not kept while the order is worked out
+        for selector in task.meta.dependency_selectors:
+            found.extend(self._labelled(i, task, selector))
+        return found
 
-    deps = Adjacency(offsets, targets)
-    if not targets:  # nothing depends on anything: the order is the order of addition
-        return Plan(command, context, scoped, deps, Adjacency.empty(n), excluded, warnings)
-    dependents = deps.reversed_edges()
-    order = _topological_order(scoped, deps, dependents)
-    if all(old == new for new, old in enumerate(order)):
-        return Plan(command, context, scoped, deps, dependents, excluded, warnings)
-    position = array("q", bytes(8 * n))
+    def _missing(self, task: Task, name: str) -> DependencyError:
+        excluded = {t.meta.name: reason for t, reason in self.excluded if t.meta.name}
+        known = self.by_name or {}
+        return _missing_dependency(task, name, excluded, self.command, self.context, known)
+
+    def _labelled(self, i: int, task: Task, selector: LabelSelector) -> list[int]:
+        """The tasks in scope (other than `i`) carrying every label of `selector`."""
+        by_label = self.by_label
+        if by_label is None:
+            by_label = self.by_label = defaultdict(list)
+            for k, t in enumerate(self.scoped):
+                for pair in t.meta.labels.items():
+                    by_label[pair].append(k)
+        wanted = selector.labels
+        candidates = min((by_label.get(pair, []) for pair in wanted), key=len)
+        if not candidates:
+            self._warn_unknown(task, selector)
+        if len(wanted) == 1:  # every candidate already carries the one label
+            return [j for j in candidates if j != i]
+        scoped = self.scoped
+        return [
+            j
+            for j in candidates
+            if j != i and all(scoped[j].meta.labels.get(k) == v for k, v in wanted)
+        ]
+
+    def _warn_unknown(self, task: Task, selector: LabelSelector) -> None:
+        if self.every_label is None:
+            self.every_label = {pair for t in self.tasks for pair in t.meta.labels.items()}
+        unknown = [f"{k}={v}" for k, v in selector.labels if (k, v) not in self.every_label]
+        if unknown:
+            self.warnings.append(
+                f"task {task.task_id!r} depends on every task labelled {selector}, but "
+                f"no task has the label {unknown[0]}: it orders nothing (misspelt?)"
+            )
+
+
+def _renumbered(deps: Adjacency, order: list[int]) -> Adjacency:
+    """`deps` with the tasks renumbered in `order` (the task at `order[k]` becomes `k`)."""
+    offsets, targets = deps.offsets, deps.targets
+    position = array("q", bytes(8 * len(order)))
     for new, old in enumerate(order):
         position[old] = new
     new_offsets = array("q", [0])
@@ -239,16 +297,7 @@ def build_plan(
     for old in order:
         new_targets.extend(position[j] for j in targets[offsets[old] : offsets[old + 1]])
         new_offsets.append(len(new_targets))
-    ordered = Adjacency(new_offsets, new_targets)
-    return Plan(
-        command=command,
-        context=context,
-        tasks=[scoped[old] for old in order],
-        deps=ordered,
-        dependents=ordered.reversed_edges(),
-        excluded=excluded,
-        warnings=warnings,
-    )
+    return Adjacency(new_offsets, new_targets)
 
 
 def _missing_dependency(
