@@ -260,33 +260,8 @@ class Tasks:
                 runner.shutdown(wait=False)
             return RunReport(command, context, started_at=time.time())
         restored = self.restored(plan, resume)
-        runner, owned = self._runner()
-        try:
-            runner.start()
-        except BaseException as exc:
-            if owned:
-                runner.shutdown(wait=False)
-            if isinstance(exc, Exception) and not isinstance(exc, OpusError):
-                raise self._plugin_failed("runners", runner, "start", exc) from None
-            raise
-        from opus_core import history
-
-        persistence = self.state_persistence
-        run = history.start_run(
-            command,
-            context,
-            config=str(self.config.project) if self.config and self.config.project else None,
-            runner=str(getattr(runner, "name", type(runner).__name__)),
-            persistence=str(getattr(persistence, "name", type(persistence).__name__)),
-        )
-        try:
-            self._save_run(run)
-        except BaseException as exc:
-            if owned:
-                runner.shutdown(wait=False)
-            if isinstance(exc, OpusError):
-                raise type(exc)(f"run not started: its history could not be saved: {exc}") from None
-            raise
+        runner, owned = self._started_runner()
+        run = self._run_started(command, context, runner, owned)
         records = RunRecords(self.state_persistence, command, context)
         scheduler = Scheduler(
             plan,
@@ -320,6 +295,54 @@ class Tasks:
                 runner.shutdown(wait=not scheduler.interrupted)
         records.close()
         self.key_value_store.store.update(scheduler.final_values())
+        self._run_ended(run, report, plan, scheduler)
+        return report
+
+    def _started_runner(self) -> tuple[Runner, bool]:
+        """The run's runner, started, and whether this engine made it (and so ends it)."""
+        runner, owned = self._runner()
+        try:
+            runner.start()
+        except BaseException as exc:
+            if owned:
+                runner.shutdown(wait=False)
+            if isinstance(exc, Exception) and not isinstance(exc, OpusError):
+                raise self._plugin_failed("runners", runner, "start", exc) from None
+            raise
+        return runner, owned
+
+    def _run_started(
+        self, command: str, context: str, runner: Runner, owned: bool
+    ) -> dict[str, Any]:
+        """The run's entry in the history, saved as "running" before any task starts."""
+        from opus_core import history
+
+        persistence = self.state_persistence
+        run = history.start_run(
+            command,
+            context,
+            config=str(self.config.project) if self.config and self.config.project else None,
+            runner=str(getattr(runner, "name", type(runner).__name__)),
+            persistence=str(getattr(persistence, "name", type(persistence).__name__)),
+        )
+        try:
+            self._save_run(run)
+        except BaseException as exc:
+            if owned:
+                runner.shutdown(wait=False)
+            if isinstance(exc, OpusError):
+                exc.add_note("run not started: its history could not be saved")
+            raise
+        return run
+
+    def _run_ended(
+        self, run: dict[str, Any], report: RunReport, plan: Plan, scheduler: Scheduler
+    ) -> None:
+        """Save the ended run into the history and make the state durable; raise what
+        stopped the run (with how its tasks ended), if something did."""
+        from opus_core import history
+
+        persistence = self.state_persistence
         stopped = scheduler.halted == "stopped" or scheduler.fatal_error is not None
         history.finish_run(
             run,
@@ -343,8 +366,8 @@ class Tasks:
         if scheduler.fatal_error is not None:
             # The error, then the summary: a run that stops still says how each task ended.
             error = scheduler.fatal_error
-            raise type(error)(f"{error} ({report.summary()})")
-        return report
+            error.add_note(f"how the tasks ended: {report.summary()}")
+            raise error
 
     def _save_run(self, run: dict[str, Any]) -> None:
         """Save `run` into the history; a persistence's own failure becomes an `OpusError`

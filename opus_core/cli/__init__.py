@@ -397,7 +397,8 @@ def _failed(exc: Exception, debug: bool) -> int:
         import traceback
 
         traceback.print_exception(exc)
-    message = " ".join(str(exc).split())
+    # What was added on the way up (`add_note`) goes on the same line.
+    message = "; ".join(" ".join(part.split()) for part in (str(exc), *_notes(exc)))
     if not isinstance(exc, OpusError):
         if not debug:
             sys.stderr.write(
@@ -406,6 +407,11 @@ def _failed(exc: Exception, debug: bool) -> int:
         return USAGE_ERROR
     sys.stderr.write(f"opus: error: {message}\n")
     return USAGE_ERROR
+
+
+def _notes(exc: BaseException) -> list[str]:
+    notes = getattr(exc, "__notes__", None)
+    return [str(note) for note in notes] if isinstance(notes, list) else []
 
 
 if __name__ == "__main__":
