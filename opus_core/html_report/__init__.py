@@ -127,6 +127,10 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+Attempt = tuple[int, int, float, float, str, str | None]
+"""One bar of the timeline: task index, attempt number, start, end, status, error."""
+
+
 def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
     """What the page's script reads: the run's header, and per task its fields, the indices
     of its dependencies, its layer and its attempts (times in seconds from the run's start,
@@ -137,51 +141,62 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
             "(pass what opus_core.history.find_run returns)"
         )
     records: list[Mapping[str, Any]] = [t for t in run["tasks"] if isinstance(t, Mapping)]
-    index = {str(t.get("name")): i for i, t in enumerate(records)}
     started = finite_number(run.get("started_at"))
     ended = finite_number(run.get("ended_at"))
-
-    attempts: list[tuple[int, int, float, float, str, str | None]] = []
-    for i, record in enumerate(records):
-        log = [a for a in record.get("attempt_log") or () if isinstance(a, Mapping)]
-        if not log:  # a record without its attempts: one bar from the task's own times
-            begin = finite_number(record.get("started_at"))
-            end = finite_number(record.get("ended_at"))
-            if begin is not None and end is not None:
-                log = [
-                    {
-                        "attempt": record.get("attempts") or 1,
-                        "started_at": begin,
-                        "ended_at": end,
-                        "status": record.get("status"),
-                        "error": record.get("error"),
-                    }
-                ]
-        for number, entry in enumerate(log, start=1):
-            begin = finite_number(entry.get("started_at"))
-            if begin is None:
-                continue
-            end = finite_number(entry.get("ended_at"))
-            attempt = entry.get("attempt")
-            attempts.append(
-                (
-                    i,
-                    attempt
-                    if isinstance(attempt, int) and not isinstance(attempt, bool)
-                    else number,
-                    begin,
-                    end if end is not None else math.nan,  # still running: ends with the run
-                    str(entry.get("status") or "unknown"),
-                    _text(entry.get("error")),
-                )
-            )
-
+    attempts = [a for i, record in enumerate(records) for a in _attempts(i, record)]
     known = [t for a in attempts for t in (a[2], a[3]) if not math.isnan(t)]
     origin = min([*([started] if started is not None else []), *known], default=0.0)
     last = max([*([ended] if ended is not None else []), *known], default=origin)
     attempts = [(*a[:3], last if math.isnan(a[3]) else a[3], *a[4:]) for a in attempts]
     lanes, lane_count = pack_lanes([(a[2], a[3]) for a in attempts])
+    tasks = _task_fields(records, origin)
+    for (task, number, begin, end, status, error), lane in zip(attempts, lanes, strict=True):
+        tasks[task]["log"].append(
+            [number, round(begin - origin, 6), round(end - origin, 6), status, error, lane]
+        )
+    header = _header(run, (origin, last), started, ended)
+    header["counts"] = _counts(run, tasks)
+    return {"run": header, "tasks": tasks, "lanes": lane_count, "graph_limit": GRAPH_LIMIT}
 
+
+def _attempts(i: int, record: Mapping[str, Any]) -> list[Attempt]:
+    """The timeline bars of the task `record` (at index `i`): one per attempt of its log, or
+    one from the task's own times when it has no log; an attempt still running ends NaN."""
+    log = [a for a in record.get("attempt_log") or () if isinstance(a, Mapping)]
+    if not log:  # a record without its attempts: one bar from the task's own times
+        begin = finite_number(record.get("started_at"))
+        end = finite_number(record.get("ended_at"))
+        if begin is None or end is None:
+            return []
+        log = [
+            {
+                "attempt": record.get("attempts") or 1,
+                "started_at": begin,
+                "ended_at": end,
+                "status": record.get("status"),
+                "error": record.get("error"),
+            }
+        ]
+    bars: list[Attempt] = []
+    for number, entry in enumerate(log, start=1):
+        begin = finite_number(entry.get("started_at"))
+        if begin is None:
+            continue
+        end = finite_number(entry.get("ended_at"))
+        attempt = entry.get("attempt")
+        if not isinstance(attempt, int) or isinstance(attempt, bool):
+            attempt = number
+        status = str(entry.get("status") or "unknown")
+        bars.append(
+            (i, attempt, begin, math.nan if end is None else end, status, _text(entry.get("error")))
+        )
+    return bars
+
+
+def _task_fields(records: list[Mapping[str, Any]], origin: float) -> list[dict[str, Any]]:
+    """Per task, what the page shows of it; times relative to `origin`, its dependencies as
+    indices (names of tasks not in the run kept apart), its layer, and an empty log."""
+    index = {str(t.get("name")): i for i, t in enumerate(records)}
     dependencies: list[list[int]] = []
     missing: list[list[str]] = []
     for record in records:
@@ -194,36 +209,35 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
         number = finite_number(value)
         return None if number is None else round(number - origin, 6)
 
-    tasks: list[dict[str, Any]] = []
-    for i, record in enumerate(records):
-        tasks.append(
-            {
-                "name": str(record.get("name")),
-                "kind": str(record.get("kind") or ""),
-                "status": str(record.get("status") or "unknown"),
-                "attempts": record.get("attempts") or 0,
-                "start": relative(record.get("started_at")),
-                "end": relative(record.get("ended_at")),
-                "duration": finite_number(record.get("duration")),
-                "error": _text(record.get("error")),
-                "traceback": _text(record.get("traceback")),
-                "runner": _text(record.get("runner")),
-                "deps": dependencies[i],
-                "missing": missing[i],
-                "layer": layers[i],
-                "log": [],
-            }
-        )
-    for (task, number, begin, end, status, error), lane in zip(attempts, lanes, strict=True):
-        tasks[task]["log"].append(
-            [number, round(begin - origin, 6), round(end - origin, 6), status, error, lane]
-        )
+    return [
+        {
+            "name": str(record.get("name")),
+            "kind": str(record.get("kind") or ""),
+            "status": str(record.get("status") or "unknown"),
+            "attempts": record.get("attempts") or 0,
+            "start": relative(record.get("started_at")),
+            "end": relative(record.get("ended_at")),
+            "duration": finite_number(record.get("duration")),
+            "error": _text(record.get("error")),
+            "traceback": _text(record.get("traceback")),
+            "runner": _text(record.get("runner")),
+            "deps": dependencies[i],
+            "missing": missing[i],
+            "layer": layers[i],
+            "log": [],
+        }
+        for i, record in enumerate(records)
+    ]
 
-    counts = run.get("counts")
-    if not isinstance(counts, Mapping):
-        counts = {}
-        for task_record in tasks:
-            counts[task_record["status"]] = counts.get(task_record["status"], 0) + 1
+
+def _header(
+    run: Mapping[str, Any],
+    span: tuple[float, float],
+    started: float | None,
+    ended: float | None,
+) -> dict[str, Any]:
+    """The run's fields for the page's header; `span` is the first and last time known."""
+    origin, last = span
     header: dict[str, Any] = {
         key: _text(run.get(key))
         for key in ("id", "command", "context", "config", "status", "runner", "persistence")
@@ -234,9 +248,18 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
         ended_at=ended,
         duration=None if ended is None or started is None else round(ended - started, 6),
         span=round(last - origin, 6),
-        counts={str(k): v for k, v in counts.items() if isinstance(v, int) and v},
     )
-    return {"run": header, "tasks": tasks, "lanes": lane_count, "graph_limit": GRAPH_LIMIT}
+    return header
+
+
+def _counts(run: Mapping[str, Any], tasks: list[dict[str, Any]]) -> dict[str, int]:
+    """How many tasks ended in each status: the run's own counts, else counted here."""
+    counts = run.get("counts")
+    if not isinstance(counts, Mapping):
+        counts = {}
+        for task_record in tasks:
+            counts[task_record["status"]] = counts.get(task_record["status"], 0) + 1
+    return {str(k): v for k, v in counts.items() if isinstance(v, int) and v}
 
 
 # -- the page --------------------------------------------------------------------------------
