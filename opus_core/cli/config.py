@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,19 +253,12 @@ def init(context: CommandContext) -> int:
 
 
 def _write(target: Path, text: str) -> None:
-    """Write `target` whole or not at all (a temporary file beside it, then a rename)."""
+    """Write `target` whole or not at all, as an editor would make it (0o666 less the umask
+    for a new file)."""
+    from opus_core.files import atomic_write
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as an editor would make it, not mkstemp's 0600
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    atomic_write(target, text.encode("utf-8"))
 
 
 def path(context: CommandContext) -> int:

@@ -26,9 +26,9 @@ instead of boxes. Timeline bars carry their task's name where it fits.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import heapq
+import html
 import json
 import math
 import os
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from opus_core.errors import OpusError
+from opus_core.files import atomic_write
 from opus_core.persistence.base import finite_number
 
 __all__ = [
@@ -298,12 +299,6 @@ def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
-def _escape_html(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
-
-
 def render_report(run: Mapping[str, Any]) -> str:
     """The HTML report of `run` (a run record, as `opus_core.history.find_run` returns it),
     as one self-contained page: no file or network is fetched when it opens."""
@@ -321,7 +316,7 @@ def render_report(run: Mapping[str, Any]) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="generator" content="opus">\n'
-        f"<title>{_escape_html(title)}</title>\n"
+        f"<title>{html.escape(title)}</title>\n"
         f"<style>{style}</style>\n"
         "</head>\n<body>\n"
         '<noscript><p class="noscript">This report draws itself with JavaScript; '
@@ -391,7 +386,7 @@ def write_report(run: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     target, replace = report_destination(given)
     try:
         if replace:
-            _replace(target, page)
+            atomic_write(target, page)  # keeps the mode of the file it replaces
         else:
             _write_into(target, page)
     except OSError as exc:
@@ -402,21 +397,6 @@ def write_report(run: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
         advice = "; choose a file in a folder you can write to" if replace else ""
         raise ReportError(f"cannot write the report to {shown}: {reason}{advice}") from None
     return given
-
-
-def _replace(target: Path, page: bytes) -> None:
-    """Write `page` beside `target`, then rename it over `target`: all or nothing."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        with open(partial, "wb") as file:
-            file.write(page)
-        with contextlib.suppress(OSError):  # keep the mode of the file replaced
-            os.chmod(partial, stat.S_IMODE(os.stat(target).st_mode))
-        os.replace(partial, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        raise
 
 
 def _write_into(target: Path, page: bytes) -> None:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from opus_core import OpusError, StatePersistence, hookimpl
+from opus_core.files import atomic_write, fsync_folder
 from opus_core.persistence import state_folder, to_json
 
 __version__ = "0.1.0"
@@ -266,11 +267,7 @@ class FilePersistence(StatePersistence):
             os.close(fd)  # closing releases the lock
 
     def _fsync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_folder(self.directory)
 
     def _warn(self, message: str) -> None:
         """One warning line on stderr, once per message for this object."""
@@ -348,21 +345,9 @@ class FilePersistence(StatePersistence):
         with self._locked():
             self._remove_leftovers()
             temporary = self.directory / (f"{_TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}.json")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                fd = os.open(temporary, flags, 0o600)
-                try:
-                    view = memoryview(payload)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(temporary, target)
-                self._fsync_directory()
+                atomic_write(target, payload, mode=0o600, temporary=temporary)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    temporary.unlink()
                 reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or exc
                 raise StateFileError(
                     f"cannot save state for {object_identifier!r} in {self.directory}: "
