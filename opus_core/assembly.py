@@ -451,7 +451,7 @@ class Assembly:
 
     def tasks_with_sources(self) -> list[tuple[Task, str]]:
         """Each task with where it was written: `file: tasks[i]` or the manifest file."""
-        from opus_core.plugin.defaults import manifests
+        from opus_core.manifest_files import manifests
 
         entries = self.config.data.get("tasks", [])
         origin = str(self.config.origin("tasks"))

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
 from opus_core.graph import Plan, build_plan
 from opus_core.logger import DEBUG, LoggerWrapper
+from opus_core.loglines import LogLines, StartLines
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import MemoryPersistence, StatePersistence
-from opus_core.plugin.defaults import LogLines, Resume, StartLines
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor, check_processor
 from opus_core.records import RunRecords
 from opus_core.report import RunReport
+from opus_core.resume import Resume
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import HALT_GRACE, wait_for_halts
 from opus_core.scheduler import Scheduler

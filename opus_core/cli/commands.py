@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import argparse
 
     from opus_core.cli import Commands
-    from opus_core.plugin.defaults import KeywordExpression
+    from opus_core.selection import KeywordExpression
 
 PLUGIN_NAME = "builtin.commands"
 """The name `opus plugins list` shows this plugin under."""
@@ -376,7 +376,7 @@ def keyword_expression(text: str) -> KeywordExpression:
     """The `-k EXPR` argument: a parsed expression, or a usage error naming it."""
     import argparse
 
-    from opus_core.plugin.defaults import KeywordExpression
+    from opus_core.selection import KeywordExpression
 
     try:
         return KeywordExpression(text)

@@ -26,10 +26,11 @@ from opus_core.cli.output import (
 from opus_core.cli.report import check_writable, write_run_report
 from opus_core.engine import Tasks
 from opus_core.errors import OpusError
+from opus_core.loglines import log_lines
 from opus_core.manifest import Task, display_name
-from opus_core.plugin.defaults import KeywordSelection, Selection, log_lines
 from opus_core.plugin.manager import warn
 from opus_core.report import TaskStatus
+from opus_core.selection import KeywordSelection, Selection
 
 if TYPE_CHECKING:
     from opus_core.graph import Plan

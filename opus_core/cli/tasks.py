@@ -74,7 +74,7 @@ class Scope:
 
 def scope(context: CommandContext) -> Scope:
     """Plan the configuration for `--command` and `--context`, with `NAME ...` and `-k`."""
-    from opus_core.plugin.defaults import KeywordSelection, Selection
+    from opus_core.selection import KeywordSelection, Selection
 
     args = context.args
     engine = context.tasks()
