@@ -46,9 +46,9 @@ _EXPORTS = {
     "StatePersistance": "opus_core.persistence",
     "StatePersistence": "opus_core.persistence",
     "TaskProcessor": "opus_core.processor",
-    "RunReport": "opus_core.report",
-    "TaskResult": "opus_core.report",
-    "TaskStatus": "opus_core.report",
+    "RunReport": "opus_core.results",
+    "TaskResult": "opus_core.results",
+    "TaskStatus": "opus_core.results",
     "BaseTaskRun": "opus_core.runners",
     "MultiprocessTaskRun": "opus_core.runners",
     "SequentialTaskRun": "opus_core.runners",
@@ -144,6 +144,6 @@ if TYPE_CHECKING:
     from opus_core.persistence import StatePersistance, StatePersistence
     from opus_core.plugin import hookimpl
     from opus_core.processor import TaskProcessor
-    from opus_core.report import RunReport, TaskResult, TaskStatus
+    from opus_core.results import RunReport, TaskResult, TaskStatus
     from opus_core.runners import BaseTaskRun, MultiprocessTaskRun, SequentialTaskRun
     from opus_core.store import KeyValueStore

@@ -17,7 +17,7 @@ from opus_core.persistence import MemoryPersistence, StatePersistence
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor, check_processor
 from opus_core.records import RunRecords
-from opus_core.report import RunReport
+from opus_core.results import RunReport
 from opus_core.resume import Resume
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import HALT_GRACE, wait_for_halts

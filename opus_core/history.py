@@ -29,14 +29,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import OpusError, did_you_mean
-from opus_core.report import STATUSES, TaskResults
+from opus_core.results import STATUSES, TaskResults
 
 if TYPE_CHECKING:
     from array import array
 
     from opus_core.graph import Plan
     from opus_core.persistence import StatePersistence
-    from opus_core.report import RunReport, TaskResult
+    from opus_core.results import RunReport, TaskResult
 
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted", "stopped")
 """What a run's `status` may be."""

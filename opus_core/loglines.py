@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from opus_core.graph import Plan
     from opus_core.logger import LoggerWrapper
     from opus_core.manifest import Task
-    from opus_core.report import RunReport, TaskResult
+    from opus_core.results import RunReport, TaskResult
 
 
 class LogLines:

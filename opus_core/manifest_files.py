@@ -10,6 +10,7 @@ from typing import Any
 
 from opus_core.manifest import Task
 
+
 def load_manifest_file(path: Path) -> list[Task] | None:
     """The tasks of a `.toml` (a file of `[[tasks]]`) or `.json` (a list of manifests, or
     one) manifest file; None for a file of another kind."""

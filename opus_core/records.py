@@ -20,7 +20,7 @@ from typing import Any
 from opus_core.errors import OpusError
 from opus_core.manifest import Task
 from opus_core.persistence.base import RUN_RECORDS, StatePersistence
-from opus_core.report import STATUSES, TaskResult, TaskStatus
+from opus_core.results import STATUSES, TaskResult, TaskStatus
 
 RECORD_KIND = "opus.task-record"
 

@@ -37,7 +37,7 @@ from opus_core.persistence import StatePersistence
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor
 from opus_core.records import RunRecords
-from opus_core.report import (
+from opus_core.results import (
     STATUS_CODE,
     RunReport,
     TaskResult,
@@ -122,7 +122,7 @@ class Scheduler:
         offsets = self._deps_at
         self.waiting = [offsets[i + 1] - offsets[i] for i in range(n)] if len(deps.targets) else []
         self.status = bytearray(n)
-        """Per task, its status's code (`opus_core.report.STATUS_CODE`); 0 until it ends."""
+        """Per task, its status's code (`opus_core.results.STATUS_CODE`); 0 until it ends."""
         self.attempts = [0] * n
         zeros = bytes(8 * n)
         self.first_start = array("d", zeros)  # time.monotonic() of the first attempt

@@ -26,7 +26,7 @@ from opus_core import (
     task,
 )
 from opus_core.errors import ProcessDiedError, RemoteTaskError, TaskTimeoutError
-from opus_core.report import format_traceback
+from opus_core.results import format_traceback
 from opus_core.runners import BUILTIN_RUNNERS, ProcessPoolRunner, resolve_runner
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from opus_core.errors import OpusError, RemoteTaskError
-from opus_core.report import format_traceback
+from opus_core.results import format_traceback
 from opus_core.runners import Work
 from opus_core.runners.remote import (
     dumps_work,

@@ -32,7 +32,7 @@ from opus_core.history import iso as iso
 from opus_core.printable import printable as printable
 
 if TYPE_CHECKING:
-    from opus_core.report import RunReport
+    from opus_core.results import RunReport
 
 GAP = "  "
 MIN_COLUMN = 8

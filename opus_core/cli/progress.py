@@ -30,7 +30,7 @@ from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
     from opus_core.graph import Plan
-    from opus_core.report import TaskResult
+    from opus_core.results import TaskResult
 
 CLEAR = "\r\033[K"
 

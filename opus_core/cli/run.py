@@ -29,12 +29,12 @@ from opus_core.errors import OpusError
 from opus_core.loglines import log_lines
 from opus_core.manifest import Task, display_name
 from opus_core.plugin.manager import warn
-from opus_core.report import TaskStatus
+from opus_core.results import TaskStatus
 from opus_core.selection import KeywordSelection, Selection
 
 if TYPE_CHECKING:
     from opus_core.graph import Plan
-    from opus_core.report import RunReport, TaskResult
+    from opus_core.results import RunReport, TaskResult
 
 NOTHING_IN_SCOPE = 5
 """The exit status of a run with no task in scope (as pytest's "no tests collected")."""

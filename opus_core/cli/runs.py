@@ -35,7 +35,7 @@ def _took(run: dict[str, Any]) -> float | None:
 
 
 def _counts(run: dict[str, Any]) -> str:
-    from opus_core.report import TaskStatus
+    from opus_core.results import TaskStatus
 
     counts = run.get("counts") or {}
     if not isinstance(counts, dict):
@@ -134,7 +134,7 @@ def show(context: CommandContext) -> int:
 def _failures(tasks: list[dict[str, Any]], style: str) -> str:
     """The FAILURES section `opus run` ends with, from the run's saved tasks."""
     from opus_core.cli.run import failures_section
-    from opus_core.report import RunReport, TaskResult, TaskStatus
+    from opus_core.results import RunReport, TaskResult, TaskStatus
 
     statuses = {status.value: status for status in TaskStatus}
     results = {}

@@ -27,7 +27,7 @@ from opus_core.functions.inputs import (
     stand_in,
 )
 from opus_core.functions.mapping import RunList, mapped_rows
-from opus_core.report import TaskStatus
+from opus_core.results import TaskStatus
 from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import Attempted, Work, upstream_failure
 from opus_core.timeouts import call_with_alarm, check_task_number, deadlines

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from opus_core.manifest import Task
     from opus_core.persistence import StatePersistence
     from opus_core.processor import TaskProcessor
-    from opus_core.report import RunReport, TaskResult
+    from opus_core.results import RunReport, TaskResult
     from opus_core.runners.base import Runner
 
 ENTRY_POINT_GROUP = PROJECT

@@ -15,7 +15,7 @@ from opus_core.errors import (
     UpstreamFailedError,
     describe_exception,
 )
-from opus_core.report import TaskStatus
+from opus_core.results import TaskStatus
 from opus_core.runners.work import NO_ENTRIES, Work, run_name
 
 __all__ = [  # `Work` and its helpers live in opus_core.runners.work: importable from here too

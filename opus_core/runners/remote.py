@@ -35,7 +35,7 @@ from types import FunctionType
 from typing import Any
 
 from opus_core.errors import OpusError, RemoteTaskError
-from opus_core.report import REMOTE_TRACEBACK
+from opus_core.results import REMOTE_TRACEBACK
 from opus_core.runners.base import Work, run_name
 
 
@@ -119,7 +119,7 @@ def _text(exc: BaseException) -> str:
 
 def portable_exception(exc: BaseException) -> BaseException:
     """`exc` ready to travel to another process: with its traceback (formatted here) as a
-    note that `opus_core.report.format_traceback` shows, and `exc` itself if it survives
+    note that `opus_core.results.format_traceback` shows, and `exc` itself if it survives
     pickling, else a `RemoteTaskError` with its type and message (and the same note)."""
     import pickle
     import traceback

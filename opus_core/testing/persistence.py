@@ -35,7 +35,7 @@ from opus_core.logger import LoggerWrapper
 from opus_core.manifest import Task
 from opus_core.persistence import RUN_RECORDS, StatePersistence
 from opus_core.processor import TaskProcessor
-from opus_core.report import TaskStatus
+from opus_core.results import TaskStatus
 from opus_core.store import KeyValueStore
 
 # Values that come back exactly as they went in (the value rules of docs/persistence.md).

@@ -39,7 +39,7 @@ from opus_core.errors import TaskTimeoutError
 from opus_core.manifest import Task
 from opus_core.persistence import StatePersistence
 from opus_core.processor import TaskProcessor
-from opus_core.report import TaskStatus, format_traceback
+from opus_core.results import TaskStatus, format_traceback
 from opus_core.runners.base import BaseTaskRun, Runner, Work, wait_for_halts
 from opus_core.store import KeyValueStore
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import OpusError, TaskCancelledError, hookimpl
-from opus_core.report import TaskStatus
+from opus_core.results import TaskStatus
 from opus_core.runners.base import Attempted, BaseTaskRun, Runner, Work, check_count, run_name
 from opus_core.runners.remote import portable_exception
 
