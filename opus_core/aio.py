@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opus_core.errors import TaskTimeoutError
-from opus_core.timeouts import _enforceable
+from opus_core.timeouts import enforceable
 
 
 def is_async(fn: object) -> bool:
@@ -37,7 +37,7 @@ def run_coroutine(awaitable: Awaitable[Any], timeout: float | None, name: str) -
     import asyncio  # here: asyncio is large and most tasks are not async
 
     async def main() -> Any:
-        if timeout is None or not _enforceable(timeout):
+        if timeout is None or not enforceable(timeout):
             return await awaitable
         scope = asyncio.timeout(timeout)
         try:

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from opus_core.errors import ManifestError, did_you_mean
 from opus_core.substitution import needs_substitution
-from opus_core.timeouts import check_task_number
+from opus_core.task_numbers import check_task_number
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
 """Canonical JSON of a manifest: what its checksum is taken of."""

@@ -1,14 +1,11 @@
 """Enforcing timeouts: an alarm for work running in the caller, a watcher for the rest.
 
-`check_task_number` is the one check of a task's `timeout`, `retries` and
-`retry_sleep_time`, shared by manifests (and so `opus.toml`) and `@task`.
-"""
+What a timeout may be is checked by `opus_core.task_numbers.check_task_number`."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import signal
 import threading
 import time
@@ -16,51 +13,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import TaskTimeoutError
+from opus_core.task_numbers import MAX_SECONDS
 
 if TYPE_CHECKING:
     from opus_core.runners.base import BaseTaskRun
 
 
-MAX_SECONDS = 10 * 365 * 24 * 3600
-"""The longest `timeout` or `retry_sleep_time` accepted (ten years): longer ones overflow
-the clocks and waits that enforce them (`time.monotonic()` arithmetic, `threading` waits)."""
-
-TASK_NUMBERS = ("retries", "retry_sleep_time", "timeout")
-"""The numbers `check_task_number` checks."""
-
-
-def check_task_number(key: str, value: object) -> int | float:
-    """`value` checked as a task's `key` ("retries", "retry_sleep_time" or "timeout").
-
-    Raises `ValueError` with a message starting with `key` ("timeout must be ...");
-    callers prefix where the value was written. NaN, infinities, booleans,
-    negative numbers and numbers too large for a clock are refused.
-    """
-    if key == "retries":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"retries must be a whole number of at least 0, got {value!r}")
-        return value
-    if key not in TASK_NUMBERS:
-        raise ValueError(f"{key} is not a task number; expected one of {', '.join(TASK_NUMBERS)}")
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or value != value  # NaN; also safe for ints too large for a float
-    ):
-        raise ValueError(f"{key} must be a number of seconds, got {value!r}")
-    if key == "timeout" and value <= 0:
-        raise ValueError(f"timeout must be greater than 0 seconds, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{key} must be at least 0 seconds, got {value!r}")
-    if value == math.inf:
-        hint = "; leave timeout out for no time limit" if key == "timeout" else ""
-        raise ValueError(f"{key} must be a finite number of seconds, got {value!r}{hint}")
-    if value > MAX_SECONDS:
-        raise ValueError(f"{key} must be at most {MAX_SECONDS} seconds (ten years), got {value!r}")
-    return float(value)
-
-
-def _enforceable(timeout: float) -> bool:
+def enforceable(timeout: float) -> bool:
     """Whether a clock can hold `timeout` (a checked one always can)."""
     try:
         return 0 < timeout <= MAX_SECONDS
@@ -84,7 +43,7 @@ def call_with_alarm(
     In the main thread the call is interrupted by SIGALRM. Elsewhere a signal
     cannot reach it, so the call runs to its end and then counts as timed out.
     """
-    if timeout is None or not _enforceable(timeout):
+    if timeout is None or not enforceable(timeout):
         return fn()  # no timeout, or one no clock can hold (check_task_number refuses it)
     message = f"task {name!r} timed out after {timeout:g}s"
     if threading.current_thread() is not threading.main_thread():
@@ -134,7 +93,7 @@ class DeadlineWatcher:
         A timeout that is not a number of seconds a clock can hold (NaN,
         infinite, beyond `MAX_SECONDS`) never falls due.
         """
-        if not _enforceable(timeout):
+        if not enforceable(timeout):
             return
         with self._wakeup:
             heapq.heappush(

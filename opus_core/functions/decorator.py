@@ -30,7 +30,8 @@ from opus_core.functions.mapping import RunList, mapped_rows
 from opus_core.results import TaskStatus
 from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import Attempted, Work, upstream_failure
-from opus_core.timeouts import call_with_alarm, check_task_number, deadlines
+from opus_core.task_numbers import check_task_number
+from opus_core.timeouts import call_with_alarm, deadlines
 
 P = ParamSpec("P")
 R = TypeVar("R")
