@@ -32,19 +32,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from opus_core.errors import OpusError, ProcessDiedError, TaskCancelledError
 from opus_core.runners.base import BaseTaskRun, Runner, Work, check_count
 from opus_core.runners.fork import become_task_process, end_descendants
-from opus_core.runners.process import (
-    _DEFERRED,
+from opus_core.runners.remote import dumps_work, read_outcome, run_work
+from opus_core.runners.task_process import (
+    DEFERRED_SIGNALS,
     TaskProcess,
-    _context,
     end_processes,
     flush_std_streams,
+    fork_context,
     forking_mask,
     how_it_ended,
     out_of_files,
     release,
     watch,
 )
-from opus_core.runners.remote import dumps_work, read_outcome, run_work
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -80,7 +80,7 @@ def _serve(
 
     # A worker serves tasks of many callers: it starts with Ctrl-C and SIGTERM unmasked,
     # whichever thread forked it (the watcher masks them for itself).
-    become_task_process(lifeline, forking_mask() - _DEFERRED)
+    become_task_process(lifeline, forking_mask() - DEFERRED_SIGNALS)
     fn, args, kwargs = first.pop()  # popped: nothing of a task outlives it here
     message = run_work(fn, args, kwargs)
     end_descendants(os.getpid())  # what the task started ends with it
@@ -134,7 +134,7 @@ class _Worker:
 
     def __init__(self, pool: ProcessPoolRunner, first: PoolTaskRun) -> None:
         try:
-            receive, self.tasks = _context().Pipe(duplex=False)
+            receive, self.tasks = fork_context().Pipe(duplex=False)
         except OSError as exc:
             raise out_of_files(exc, first.name) from None
         try:
