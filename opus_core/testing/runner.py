@@ -207,7 +207,7 @@ class RunnerContract:
         run = runner.submit(Work(add, (1, 1), {}, "named-task", kind="Kind"))
         assert run.name == "named-task"
         assert run.instance_name.startswith("named-task-")
-        run.wait(PATIENCE)
+        assert run.wait(PATIENCE)  # waiting for a run is enough for it to run
 
     def test_a_plain_function_with_arguments_runs_too(self, runner: Runner) -> None:
         run = runner.submit(add, 40, b=2)

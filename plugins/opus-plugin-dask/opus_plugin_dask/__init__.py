@@ -193,6 +193,12 @@ class DaskTaskRun(BaseTaskRun):
                 run._value = value
                 run._fetched = True
 
+    def before_wait(self) -> None:
+        """An engine's attempt still held for the runner's `flush()` is sent now: a run
+        someone waits for is on its way to the cluster."""
+        if self.future is None and self._runner is not None and not self.done():
+            self._runner.flush()
+
     def halt(self) -> None:
         """Cancel the work's future (a running task runs on: Dask cannot stop it)."""
         for future in (self.future, self._handle):
