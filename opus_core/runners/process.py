@@ -57,8 +57,13 @@ class MultiprocessTaskRun(BaseTaskRun):
         runner: ProcessRunner | None = None,
     ):
         super().__init__(run_name(fn))
-        self._child = TaskProcess(run_task, (fn, args, kwargs), self.name)
-        watch(self, runner)
+        self._runner = runner
+        TaskProcess(run_task, (fn, args, kwargs), self.name, adopt=self._adopt)
+
+    def _adopt(self, child: TaskProcess) -> None:
+        """Take the process just forked for this run, and have the watcher watch it."""
+        self._child = child
+        watch(self, self._runner)
 
     @property
     def pid(self) -> int:
@@ -74,15 +79,16 @@ class MultiprocessTaskRun(BaseTaskRun):
     def receive_message(self) -> None:
         """The pipe is readable: the result, or its end because the process ended without one."""
         receive = self._child.receive
-        if receive.closed:
-            return  # taken already, when the process's end was seen first
-        unwatch(receive.fileno())
-        try:
-            data = receive.recv_bytes()
-        except (EOFError, OSError):
-            return  # no result: the sentinel says how the process ended
-        finally:
-            receive.close()
+        with self._child.pipe_lock:
+            if receive.closed:
+                return  # taken already, when the process's end was seen first
+            unwatch(receive.fileno())
+            try:
+                data = receive.recv_bytes()
+            except (EOFError, OSError):
+                return  # no result: the sentinel says how the process ended
+            finally:
+                receive.close()
         self._child.flush_output()
         ok, payload = read_outcome(data, self.name)
         if ok:

@@ -133,24 +133,31 @@ class _Worker:
     __slots__ = ("__weakref__", "alive", "child", "pool", "run", "served", "tasks")
 
     def __init__(self, pool: ProcessPoolRunner, first: PoolTaskRun) -> None:
+        self.pool = pool
+        self.run: PoolTaskRun | None = first
+        self.alive = True  # False once it is killed, retired or dead: it takes no more tasks
+        self.served = 0  # tasks it answered
         try:
             receive, self.tasks = fork_context().Pipe(duplex=False)
         except OSError as exc:
             raise out_of_files(exc, first.name) from None
+        name = f"{pool.name}-worker"
         try:
-            self.child = TaskProcess(_serve, (receive, [first._call]), f"{pool.name}-worker")
+            TaskProcess(_serve, (receive, [first._call]), name, adopt=self._adopt)
         except BaseException:
             self.tasks.close()
             raise
         finally:
             receive.close()
-        self.pool = pool
-        self.run: PoolTaskRun | None = first
-        self.alive = True  # False once it is killed, retired or dead: it takes no more tasks
-        self.served = 0  # tasks it answered
-        first._worker = self
-        first.mark_running()
-        watch(self, pool)
+
+    def _adopt(self, child: TaskProcess) -> None:
+        """Take the process just forked, and have the watcher watch it."""
+        self.child = child
+        first = self.run
+        if first is not None:
+            first._worker = self
+            first.mark_running()
+        watch(self, self.pool)
 
     def done(self) -> bool:
         """A worker never lingers the way a finished task process does."""

@@ -127,9 +127,21 @@ class TaskProcess:
     `pid` is the keeper's, and its exit code or signal is the task process's. What the
     child writes to its standard output and error comes through `output` (a
     `TaskOutput`): the watcher writes it, whole lines, to this process's own.
+
+    `adopt(process)` is called once the child is forked, before Ctrl-C or SIGTERM can
+    interrupt the caller: the holder takes the process and has the watcher `watch` it.
+    The constructor either returns a process so held, or raises having killed and
+    collected the child: an interruption never leaves a process nobody ends (multiprocessing
+    would wait for it at the program's exit).
     """
 
-    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
+    def __init__(
+        self,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        name: str,
+        adopt: Callable[[TaskProcess], None] | None = None,
+    ) -> None:
         # What the child will import, imported here first: a module another thread is
         # importing at the moment of the fork stays locked in the child for ever.
         import ctypes  # noqa: F401
@@ -159,27 +171,45 @@ class TaskProcess:
             name=f"opus-{name}",
         )
         self.reaped = False
+        self.closed = False
         self.kill_lock = threading.Lock()
+        self.pipe_lock = threading.Lock()  # held to read or close `receive` (two threads may)
+        self.holder: ProcessHolder | None = None  # set by watch()
         flush_std_streams()  # or the child would print what the caller printed again
         # Ctrl-C or SIGTERM arriving in the middle of the fork would run its handler in
         # whichever at-fork hook is running (logging's holds a lock): it waits until the
-        # child is started, and is then raised in the caller, which cleans the child up.
-        _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+        # child is started and adopted (watched, and so killed by `shutdown` and at exit),
+        # and is raised when the mask is restored; the caller then never gets this
+        # object, so the child is killed and collected here before the exception goes on.
+        mask = _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
         try:
-            self.process.start()
-        except OSError as exc:
-            receive.close()
-            self.output.close()
-            raise out_of_files(exc, name) from None
-        finally:
-            send.close()
-            self.output.parent_side()
-            signal.pthread_sigmask(signal.SIG_SETMASK, _forking.mask)
-        self.pid: int = self.process.pid
-        try:
-            os.setpgid(self.pid, self.pid)
-        except OSError:
-            pass  # the child did it first, or has already ended
+            try:
+                self.process.start()
+            except OSError as exc:
+                receive.close()
+                self.output.close()
+                raise out_of_files(exc, name) from None
+            finally:
+                send.close()
+                # Let go of it here: its __del__ would run as this returns, and a Ctrl-C
+                # raised in a __del__ is lost (Python prints it and goes on).
+                del send
+                self.output.parent_side()
+            self.pid: int = self.process.pid
+            try:
+                os.setpgid(self.pid, self.pid)
+            except OSError:
+                pass  # the child did it first, or has already ended
+            if adopt is not None:
+                adopt(self)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a deferred Ctrl-C lands here
+        except BaseException:
+            forked = None if self.reaped else self.process.pid
+            if forked is not None:  # the caller never gets it: nobody else would end it
+                self.pid = forked  # not set yet if the interruption came inside start()
+                self.discard()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
 
     def kill(self) -> None:
         """Kill the process, and whatever it started: what is below it (in a session of its
@@ -187,12 +217,15 @@ class TaskProcess:
         with self.kill_lock:
             if self.reaped:
                 return  # its pid may belong to another process by now
-            end_descendants(self.pid)
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(self.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            self._kill()
+
+    def _kill(self) -> None:
+        end_descendants(self.pid)
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def collect(self) -> int | None:
         """The process ended: collect it and return its exit code (None if someone else
@@ -206,6 +239,21 @@ class TaskProcess:
             self.reaped = True
         return self.process.exitcode
 
+    def discard(self) -> None:
+        """Kill the process and collect it now, and let go of it: it was started for a
+        caller that will never see it (interrupted while it started)."""
+        with self.kill_lock:
+            if self.reaped:
+                return  # collected already, by the watcher: it lets go of it too
+            self._kill()
+            self.process.join()
+            self.reaped = True
+        holder = self.holder
+        if holder is not None:
+            release(holder)
+        else:
+            self.close()
+
     def flush_output(self) -> None:
         """Write what the process printed so far, its unfinished lines too: it sent a
         result, and what it printed comes before."""
@@ -214,19 +262,24 @@ class TaskProcess:
 
     def close(self) -> None:
         """Stop watching the collected process; let go of it and of its pipes (writing what
-        it printed last)."""
-        self.output.close()
-        try:
-            _watcher.forget(self.process.sentinel)
-        except ValueError:
-            return  # closed already
-        if not self.receive.closed:
-            _watcher.forget(self.receive.fileno())
-            self.receive.close()
-        try:
-            self.process.close()  # its sentinel, and its place among multiprocessing's children
-        except ValueError:
-            pass  # collected by someone else: multiprocessing never saw it end
+        it printed last). Once: the watcher and `discard` may both come here."""
+        with self.kill_lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.output.close()
+            try:
+                _watcher.forget(self.process.sentinel)
+            except ValueError:
+                return  # closed already
+            with self.pipe_lock:
+                if not self.receive.closed:
+                    _watcher.forget(self.receive.fileno())
+                    self.receive.close()
+            try:
+                self.process.close()  # its sentinel, and its place among multiprocessing's children
+            except ValueError:
+                pass  # collected by someone else: multiprocessing never saw it end
 
 
 def how_it_ended(code: int | None) -> str:
@@ -341,14 +394,12 @@ def watch(holder: ProcessHolder, runner: Runner | None) -> None:
     so it is killed and collected before the exception goes on.
     """
     try:
+        holder.child.holder = holder
         with _live_lock:
             _live[holder] = runner
         _watcher.watch(holder)
     except BaseException:
-        holder.child.kill()
-        holder.child.process.join()
-        holder.child.reaped = True
-        release(holder)
+        holder.child.discard()
         raise
 
 
