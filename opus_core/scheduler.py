@@ -17,7 +17,7 @@ import queue
 import time
 from array import array
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opus_core.aio import is_async
@@ -336,9 +336,18 @@ class Scheduler:
         )
         self.hooks.task_started(task, attempt_number)
         self.submitting = index
+        submit: Callable[[Work], object] = runner.submit  # a broken runner returns anything
+        run: object = None
         try:
-            run: object = runner.submit(work)  # a broken runner returns anything
+            run = submit(work)
+            if isinstance(run, BaseTaskRun) and not (runner.blocking and run.done()):
+                self.running[index] = run  # from here on, _halt stops it
         except KeyboardInterrupt:
+            # Ctrl-C in submit or just after it: a run that started is stopped, not left
+            # running unseen (its process would outlive the report, or hold up the exit).
+            if isinstance(run, BaseTaskRun):
+                self.running.pop(index, None)
+                run.stop()
             self._finish(index, _CANCELLED, "interrupted while running")
             raise
         except Exception as exc:
@@ -349,10 +358,9 @@ class Scheduler:
         if not isinstance(run, BaseTaskRun):
             self._runner_returned(index, run)
             return
-        if runner.blocking and run.done():
+        if index not in self.running:  # a blocking runner ran it to its end
             self._completed(index, run, view)
             return
-        self.running[index] = run
         if timeout is not None and not runner.blocking:
             deadlines.watch(run, timeout)
         completions = self.completions
