@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import interruptible
 from harness import Harness
 
@@ -220,3 +221,122 @@ def test_ctrl_c_stops_the_run_with_a_report(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
         assert out.startswith("interrupted 2 cancelled"), (runner, out, err)
         assert not (marks / "two").exists()
+
+
+INTERRUPTED_AT_EACH_INSTANT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks
+    from opus_core.runners.fork import descendants
+
+    runner, marks = sys.argv[1], Path(sys.argv[2])
+    ME = os.getpid()
+
+    class Sleep(TaskProcessor):
+        kind = "Sleep"
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            if task.spec["sleep"]:
+                Path(marks, task.task_id).write_text("started")
+                time.sleep(60)
+
+    class InterruptAt:
+        # Counts the instants at which Python acts on a signal (a function starts, a built-in
+        # call returns) while the scheduler starts the first task, and sends this process
+        # SIGINT at the `at`-th; with None, once that task is started.
+        def __init__(self, at):
+            self.at, self.count, self.frame = at, 0, None
+        def __call__(self, frame, event, arg):
+            if os.getpid() != ME:  # in a child just forked: not for it
+                sys.setprofile(None)
+                return
+            if self.frame is None:
+                code = frame.f_code
+                if event == "call" and code.co_name == "_start" and "scheduler" in code.co_filename:
+                    self.frame = frame
+                else:
+                    return
+            if event in ("call", "c_return"):
+                self.count += 1
+                if self.count == self.at:
+                    sys.setprofile(None)
+                    os.kill(ME, signal.SIGINT)
+            elif event == "return" and frame is self.frame and self.at is None:
+                sys.setprofile(None)
+                os.kill(ME, signal.SIGINT)
+
+    def again(frame, event, arg):
+        if event in ("call", "c_return"):
+            sys.setprofile(None)
+            os.kill(ME, signal.SIGINT)
+
+    def dropped(info):
+        # Python drops a KeyboardInterrupt raised in a __del__ or a weakref callback (it prints
+        # it and goes on), as it would a real Ctrl-C there: interrupt again at the next instant.
+        if issubclass(info.exc_type, KeyboardInterrupt):
+            sys.setprofile(again)
+        else:
+            sys.__unraisablehook__(info)
+
+    sys.unraisablehook = dropped
+
+    def run(at, sleep=True):
+        tasks = Tasks(runner=runner, logger=LoggerWrapper("CRITICAL"))
+        tasks.register_task_processor(Sleep())
+        tasks.add_task(Task("Sleep", "v1", metadata={"name": "one"}, spec={"sleep": sleep}))
+        two = {"name": "two", "dependencies": ["one"]}
+        tasks.add_task(Task("Sleep", "v1", metadata=two, spec={"sleep": sleep}))
+        interrupt = InterruptAt(at)
+        sys.setprofile(interrupt if sleep else None)
+        try:
+            return interrupt, tasks.process_context()
+        finally:
+            sys.setprofile(None)
+
+    def running_below():
+        alive = []
+        for pid in descendants(ME):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.append(pid)
+        return alive
+
+    assert run(None, sleep=False)[1].ok  # every module the start imports, imported
+    instants = run(None)[0].count
+    print("instants", instants, flush=True)
+    for at in range(1, instants + 1):
+        for mark in marks.iterdir():
+            mark.unlink()
+        interrupt, report = run(at)
+        guard = time.monotonic() + 10  # a failure guard: the processes are killed, not waited for
+        while (left := running_below()) and time.monotonic() < guard:
+            time.sleep(0.01)
+        if left or not report.interrupted or (marks / "two").exists():
+            print("at", at, report.summary(), "left running:", left, flush=True)
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("runner", ["process", "processpool"])
+def test_ctrl_c_at_each_instant_of_a_task_start_stops_everything(
+    tmp_path: Path, runner: str
+) -> None:
+    """Ctrl-C lands, in turn, at every instant at which Python can act on it while the
+    scheduler starts a task (the fork, the watcher taking the process, the run's
+    bookkeeping): each time, the run ends interrupted with nothing left running — no
+    process for the exit to wait for — and the next task never starts."""
+    script = tmp_path / "each_instant.py"
+    script.write_text(INTERRUPTED_AT_EACH_INSTANT)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    proc = interruptible([sys.executable, str(script), runner, str(marks)])
+    out, err = proc.communicate(timeout=600)  # a failure guard only
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("instants "), out
+    assert int(lines[0].split()[1]) > 50, out  # the whole start was swept, fork included
+    assert lines[1:] == ["done"], out
