@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_UMASK = 0o022
@@ -78,3 +79,45 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def generated_file_main(
+    argv: list[str] | None,
+    *,
+    module: str,
+    default: Path,
+    source: str,
+    render: Callable[[], str],
+) -> int:
+    """The command line of a generator of a committed file (`python -m MODULE [--check]
+    [--output FILE]`): write what `render()` returns to the file, or with `--check` say (exit
+    1) that the file is missing or out of date with `source`, and write nothing."""
+    import argparse
+    import sys
+
+    regenerate = f"python -m {module}"
+    parser = argparse.ArgumentParser(
+        prog=regenerate, description=f"Write {default.name} from {source}."
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the file is stale; write nothing"
+    )
+    parser.add_argument("--output", type=Path, default=default, help=f"default: {default}")
+    args = parser.parse_args(argv)
+    target: Path = args.output
+    text = render()
+    if args.check:
+        if not target.is_file():
+            print(f"{target} is missing; run `{regenerate}` to write it", file=sys.stderr)
+            return 1
+        if target.read_text(encoding="utf-8") != text:
+            print(
+                f"{target} is out of date with {source}; run `{regenerate}` to regenerate it",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}")
+    return 0

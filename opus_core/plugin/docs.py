@@ -10,7 +10,6 @@ is stale.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import inspect
 import io
@@ -168,32 +167,15 @@ def render(module: ModuleType = spec_module) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write `docs/hooks.md`, or with `--check` exit 1 if it is not what would be written."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__name__}", description="Write docs/hooks.md from the hookspecs."
+    from opus_core.files import generated_file_main
+
+    return generated_file_main(
+        argv,
+        module="opus_core.plugin.docs",
+        default=DOCS,
+        source="opus_core/plugin/spec.py",
+        render=render,
     )
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the file is stale; write nothing"
-    )
-    parser.add_argument("--output", type=Path, default=DOCS, help=f"default: {DOCS}")
-    args = parser.parse_args(argv)
-    target: Path = args.output
-    text = render()
-    if args.check:
-        if not target.is_file():
-            print(f"{target} is missing; run `{REGENERATE}` to write it", file=sys.stderr)
-            return 1
-        if target.read_text(encoding="utf-8") != text:
-            print(
-                f"{target} is out of date with opus_core/plugin/spec.py; "
-                f"run `{REGENERATE}` to regenerate it",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    print(f"wrote {target}")
-    return 0
 
 
 if __name__ == "__main__":

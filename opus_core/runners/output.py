@@ -44,6 +44,16 @@ class _Stream:
         self.pending = ""
 
 
+def flush_std_streams() -> None:
+    """Flush standard output and error, so what was printed goes out before what follows."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 class TaskOutput:
     """The standard output and error of one task process, read by the parent.
 
@@ -78,12 +88,7 @@ class TaskOutput:
     def become_child_streams(self) -> None:  # pragma: no cover - runs in the child
         """In the forked child: fds 1 and 2 become the pipes (`sys.stdout` and `sys.stderr`,
         which wrap them, with them); the read ends are the parent's."""
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                pass
+        flush_std_streams()
         os.dup2(self._out_write, 1)
         os.dup2(self._err_write, 2)
         for fd in (self._out_write, self._err_write, *self._streams):

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from opus_core.errors import OpusError, ProcessDiedError, TaskCancelledError
 from opus_core.runners.base import BaseTaskRun, Runner, Work, check_count
 from opus_core.runners.fork import become_task_process, end_descendants
+from opus_core.runners.output import flush_std_streams
 from opus_core.runners.remote import dumps_work, read_outcome, run_work
 from opus_core.runners.task_process import (
     DEFERRED_SIGNALS,
     TaskProcess,
     end_processes,
-    flush_std_streams,
     fork_context,
     forking_mask,
     how_it_ended,

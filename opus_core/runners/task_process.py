@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opus_core.errors import OpusError
 from opus_core.runners.base import Runner
 from opus_core.runners.fork import become_task_process, end_descendants, prepare
-from opus_core.runners.output import TaskOutput
+from opus_core.runners.output import TaskOutput, flush_std_streams
 from opus_core.runners.remote import run_work
 
 if TYPE_CHECKING:
@@ -35,16 +34,6 @@ def fork_context() -> Any:
 
 DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _forking = threading.local()  # the signal mask of the thread forking, for its child
-
-
-def flush_std_streams() -> None:
-    """Flush standard output and error, so what was printed goes out before what follows."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
 
 
 # -- the lifeline -----------------------------------------------------------------------------
