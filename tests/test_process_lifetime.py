@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from cli_helpers import OPUS, interruptible
+from cli_helpers import OPUS, interruptible, opus
 
 PROCESSOR = """
 import os, threading, time
@@ -111,7 +111,7 @@ spec = { pidfile = "slow.pid", grandchild = "sleeper.pid" }
 
 def test_a_killed_opus_takes_its_task_processes_with_it(tmp_path: Path) -> None:
     root = project(tmp_path, TWO_SLEEPERS)
-    opus = subprocess.Popen(
+    process = subprocess.Popen(
         [str(OPUS), "run"],
         cwd=root,
         env=environment(root),
@@ -120,30 +120,23 @@ def test_a_killed_opus_takes_its_task_processes_with_it(tmp_path: Path) -> None:
     )
     task = started(root / "slow.pid")
     sleeper = started(root / "sleeper.pid")
-    opus.send_signal(signal.SIGKILL)
-    opus.wait(timeout=10)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
     assert wait_for(lambda: not alive(task)), "the task process outlived opus"
     assert wait_for(lambda: not alive(sleeper)), "what the task started outlived opus"
 
 
 def test_sigterm_stops_the_run_like_ctrl_c_and_exits_143(tmp_path: Path) -> None:
     root = project(tmp_path, TWO_SLEEPERS)
-    opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
+    process = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
     task = started(root / "slow.pid")
-    opus.send_signal(signal.SIGTERM)
-    stdout, stderr = opus.communicate(timeout=30)
-    assert opus.returncode == 143, (stdout, stderr)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143, (stdout, stderr)
     assert "Traceback" not in stderr
     assert "1 succeeded, 1 cancelled" in stdout and "(interrupted)" in stdout
     assert wait_for(lambda: not alive(task))
-    state = subprocess.run(
-        [str(OPUS), "state", "list"],
-        cwd=root,
-        env=environment(root),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    state = opus("state", "list", cwd=root, timeout=30)
     records = {line.split()[0]: line.split()[1] for line in state.stdout.splitlines()[1:]}
     assert records.get("opus-run:apply:default:quick") == "succeeded", state.stdout  # kept
 
@@ -162,14 +155,7 @@ def test_a_thread_a_task_leaves_running_does_not_keep_its_process_after_opus(
         """,
     )
     start = time.monotonic()
-    result = subprocess.run(
-        [str(OPUS), "run"],
-        cwd=root,
-        env=environment(root),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = opus("run", cwd=root, timeout=30)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start < 20  # opus did not wait for the thread's minute
     task = int((root / "lingerer.pid").read_text())
@@ -258,14 +244,7 @@ def stuck_project(root: Path, timeout: str) -> Path:
 def test_a_timed_out_thread_does_not_keep_opus_running(tmp_path: Path) -> None:
     root = stuck_project(tmp_path, ", timeout = 0.3")
     start = time.monotonic()
-    result = subprocess.run(
-        [str(OPUS), "run"],
-        cwd=root,
-        env=environment(root),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = opus("run", cwd=root, timeout=30)
     assert time.monotonic() - start < 15
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "1 timed_out" in result.stdout
@@ -274,11 +253,11 @@ def test_a_timed_out_thread_does_not_keep_opus_running(tmp_path: Path) -> None:
 
 def test_ctrl_c_with_a_stuck_thread_exits_at_once_without_a_traceback(tmp_path: Path) -> None:
     root = stuck_project(tmp_path, "")
-    opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
+    process = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
     started(root / "stuck.started")  # the run is under way, its task stuck
-    opus.send_signal(signal.SIGINT)
-    stdout, stderr = opus.communicate(timeout=15)
-    assert opus.returncode == 130, (stdout, stderr)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 130, (stdout, stderr)
     assert "1 cancelled" in stdout and "Traceback" not in stderr
 
 
@@ -290,7 +269,7 @@ def test_a_task_ignoring_sigio_still_dies_with_a_killed_opus(tmp_path: Path) -> 
             'spec = { pidfile = "slow.pid", ignore_sigio = true }',
         ),
     )
-    opus = subprocess.Popen(
+    process = subprocess.Popen(
         [str(OPUS), "run"],
         cwd=root,
         env=environment(root),
@@ -298,8 +277,8 @@ def test_a_task_ignoring_sigio_still_dies_with_a_killed_opus(tmp_path: Path) -> 
         stderr=subprocess.DEVNULL,
     )
     task = started(root / "slow.pid")
-    opus.send_signal(signal.SIGKILL)
-    opus.wait(timeout=10)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
     assert wait_for(lambda: not alive(task)), "the task process outlived opus"
 
 
@@ -314,14 +293,7 @@ def test_a_pool_inside_a_task_ends_without_a_traceback(tmp_path: Path) -> None:
         spec = { pidfile = "pooled.pid", pool = true, seconds = 0 }
         """,
     )
-    result = subprocess.run(
-        [str(OPUS), "run"],
-        cwd=root,
-        env=environment(root),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = opus("run", cwd=root, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
 
@@ -364,12 +336,12 @@ def test_a_script_that_ends_with_a_task_still_running_ends_at_once_and_so_does_t
 
 def test_two_signals_at_once_still_stop_cleanly_with_the_summary(tmp_path: Path) -> None:
     root = stuck_project(tmp_path, "")
-    opus = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
+    process = interruptible([str(OPUS), "run"], cwd=root, env=environment(root))
     started(root / "stuck.started")
-    opus.send_signal(signal.SIGTERM)
-    opus.send_signal(signal.SIGTERM)
-    stdout, stderr = opus.communicate(timeout=15)
-    assert opus.returncode == 143, (stdout, stderr)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 143, (stdout, stderr)
     assert "1 cancelled" in stdout and "Traceback" not in stderr
 
 
