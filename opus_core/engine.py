@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
 from opus_core.graph import Plan, build_plan
-from opus_core.logger import DEBUG, LoggerWrapper
+from opus_core.logger import DEBUG, LoggerWrapper, logs_at
 from opus_core.loglines import LogLines, StartLines
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import MemoryPersistence, StatePersistence
@@ -147,8 +147,7 @@ class Tasks:
             manager.unregister("builtin.log.started")
             manager.register(LogLines(self.logger), name="builtin.log", core=True)
             manager.logger = self.logger
-        enabled = getattr(self.logger, "is_enabled_for", None)  # its level, as of now
-        debug = True if enabled is None else bool(enabled(DEBUG))
+        debug = logs_at(self.logger, DEBUG)  # its level, as of now
         if debug != ("builtin.log.started" in manager.infos):
             if debug:
                 manager.register(StartLines(self.logger), name="builtin.log.started", core=True)

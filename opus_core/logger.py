@@ -66,6 +66,13 @@ def parse_level(level: str | int) -> int:
     raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
 
 
+def logs_at(logger: object, level: int) -> bool:
+    """Whether `logger` (any logger plugin) writes messages at `level` now: its
+    `is_enabled_for`, or True for a logger without one."""
+    enabled = getattr(logger, "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(level))
+
+
 _formatter_class: Any = None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from opus_core.logger import DEBUG, INFO, logs_at
 from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
@@ -42,11 +43,8 @@ class LogLines:
 
     @hookimpl
     def opus_run_started(self, plan: Plan) -> None:
-        import logging
-
-        enabled = getattr(self.logger, "is_enabled_for", None)  # the level, as of this run
-        self._debug = True if enabled is None else bool(enabled(logging.DEBUG))
-        self._info = True if enabled is None else bool(enabled(logging.INFO))
+        self._debug = logs_at(self.logger, DEBUG)  # the level, as of this run
+        self._info = logs_at(self.logger, INFO)
         self._successes = self._info if self.success_level == "info" else self._debug
         self.cancelled = self.done = self.failed = 0
         self.total = len(plan.tasks)
@@ -99,7 +97,7 @@ class LogLines:
     def _progress(self) -> None:
         """The `progress:` line, if `progress_every` seconds passed since the last one."""
         now = time.monotonic()
-        if self.progress_every is not None and now - self._progress_at >= self.progress_every:
+        if now - self._progress_at >= (self.progress_every or 0.0):
             self._progress_at = now
             self.logger.info(f"progress: {self.done}/{self.total} done, {self.failed} failed")
 
