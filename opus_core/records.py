@@ -19,7 +19,7 @@ from typing import Any
 
 from opus_core.errors import OpusError
 from opus_core.manifest import Task
-from opus_core.persistence.base import RUN_RECORDS, StatePersistence
+from opus_core.persistence.base import RUN_RECORDS, StatePersistence, json_text
 from opus_core.results import STATUSES, TaskResult, TaskStatus
 
 RECORD_KIND = "opus.task-record"
@@ -303,6 +303,15 @@ class PendingRecord:
 
     def to_state(self) -> dict[str, Any]:
         """The record as state: a `TaskRecord`'s fields plus the `record` marker."""
+        return self._state(copy.deepcopy(self.published))
+
+    def to_json(self) -> str:
+        """The record's state as JSON text, as `to_json(…, to_state())` makes it, for a
+        persistence that stores text. Its fields are opus's own and `published` was made
+        by `encode`, so there is nothing to copy or check on the way."""
+        return json_text(self._state(self.published))
+
+    def _state(self, published: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "record": RECORD_KIND,
             "task": self.task.task_id,
@@ -315,7 +324,7 @@ class PendingRecord:
             "duration": self.duration,
             "error": self.error,
             "traceback": self.traceback,
-            "published": copy.deepcopy(self.published),
+            "published": published,
         }
 
 

@@ -118,14 +118,9 @@ def to_json(object_identifier: str, data: dict[str, Any]) -> str:
     or any other object is refused, never silently altered. Every built-in
     persistence saves through this; a third-party one should too.
     """
-    global _encoder
     check_state(object_identifier, data)
-    if _encoder is None:
-        import json  # here: the json module is not needed to start opus
-
-        _encoder = json.JSONEncoder(allow_nan=False)
     try:
-        text = str(_encoder.encode(data))
+        text = json_text(data)
         # What the encoder lets through may still change on the way (a tuple, an int key,
         # an IntEnum): walk it, now that it is known to be finite and free of cycles.
         reason = _altered(data)
@@ -134,6 +129,18 @@ def to_json(object_identifier: str, data: dict[str, Any]) -> str:
     if reason is not None:
         raise OpusError(f"state for {object_identifier!r} is not JSON data: {reason}")
     return text
+
+
+def json_text(data: Any) -> str:
+    """`data` as JSON text, with no check beyond the encoder's own (no NaN, no cycle, no
+    object it does not know): for data opus made from checked parts, such as a task's
+    record or its entry in the run history. Use `to_json` for anything else."""
+    global _encoder
+    if _encoder is None:
+        import json  # here: the json module is not needed to start opus
+
+        _encoder = json.JSONEncoder(allow_nan=False)
+    return str(_encoder.encode(data))
 
 
 def json_copy(object_identifier: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from opus_core.persistence.base import (
     StatePersistence,
     check_run,
     finite_number,
+    json_text,
     run_summary,
     to_json,
 )
@@ -58,6 +59,8 @@ from opus_core.persistence.folder import state_folder
 
 if TYPE_CHECKING:
     import sqlite3
+
+    from opus_core.records import PendingRecord
 
 APPLICATION_ID = 0x6F707573  # "opus": how opus knows its own databases
 SCHEMA_VERSION = 1
@@ -119,6 +122,7 @@ class SqlitePersistence(StatePersistence):
 
     name: ClassVar[str] = "sqlite"
     supports_concurrent_processes: ClassVar[bool] = True
+    lazy_run_tasks: ClassVar[bool] = True
 
     def __init__(
         self, path: Path | None = None, busy_timeout: float = 30.0, synchronous: str = "normal"
@@ -409,7 +413,9 @@ class SqlitePersistence(StatePersistence):
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier`, committed before this returns."""
-        text = to_json(object_identifier, data)
+        self._save_text(object_identifier, to_json(object_identifier, data))
+
+    def _save_text(self, object_identifier: str, text: str) -> None:
         with self._using(
             f"save the state of {object_identifier!r}", create=True, write=True
         ) as connection:
@@ -418,6 +424,10 @@ class SqlitePersistence(StatePersistence):
             connection.execute(
                 "INSERT OR REPLACE INTO state (id, data) VALUES (?, ?)", (object_identifier, text)
             )
+
+    def save_record(self, object_identifier: str, record: PendingRecord) -> None:
+        """Save one of the engine's task records, committed before this returns."""
+        self._save_text(object_identifier, record.to_json())
 
     def delete_object_state(self, object_identifier: str) -> bool:
         """Forget `object_identifier`; True if it had state."""
@@ -436,19 +446,27 @@ class SqlitePersistence(StatePersistence):
         """Save `run` and its tasks in one transaction, replacing a run with its id."""
         run_id = check_run(run)
         summary = run_summary(run)
+        from opus_core.history import RunTasks
+
         tasks = run.get("tasks") or []
-        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        if isinstance(tasks, RunTasks):  # the engine's own entries: nothing to check
+            rows = [
+                (run_id, position, task["name"], task["status"], json_text(task))
+                for position, task in enumerate(tasks)
+            ]
+        elif isinstance(tasks, list) and all(isinstance(t, dict) for t in tasks):
+            rows = [
+                (
+                    run_id,
+                    position,
+                    str(task.get("name", "")),
+                    str(task.get("status", "")),
+                    to_json(f"run {run_id} task {position}", task),
+                )
+                for position, task in enumerate(tasks)
+            ]
+        else:
             raise OpusError(f"run {run_id!r}: tasks must be a list of dicts")
-        rows = [
-            (
-                run_id,
-                position,
-                str(task.get("name", "")),
-                str(task.get("status", "")),
-                to_json(f"run {run_id} task {position}", task),
-            )
-            for position, task in enumerate(tasks)
-        ]
         summary_text = to_json(f"run {run_id}", summary)
         started, ended = finite_number(run.get("started_at")), finite_number(run.get("ended_at"))
         with self._using(f"save the run {run_id!r}", create=True, write=True) as connection:
