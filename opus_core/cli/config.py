@@ -93,7 +93,7 @@ def _option_defaults(cls: type) -> dict[str, Any]:
     """The keyword options of `cls(...)` whose default TOML can write (None cannot)."""
     import inspect
 
-    from opus_core.assembly import NOT_OPTIONS
+    from opus_core.options import NOT_OPTIONS
 
     try:
         parameters = inspect.signature(cls).parameters

@@ -238,7 +238,7 @@ def _override(tasks: Tasks, args: argparse.Namespace) -> None:
     workers = getattr(args, "workers", None)
     if workers is None:
         return
-    from opus_core.assembly import accepted_options
+    from opus_core.options import accepted_options
 
     runner = tasks.runner
     name = getattr(runner, "name", str(runner))
