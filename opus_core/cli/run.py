@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from opus_core.cli import CommandContext, env_seconds, exit_leaving_threads, interrupted_status
+from opus_core.cli.context import CommandContext
 from opus_core.cli.output import (
     printable,
     report_records,
@@ -24,6 +24,7 @@ from opus_core.cli.output import (
     to_json,
 )
 from opus_core.cli.report import check_writable, write_run_report
+from opus_core.cli.signals import env_seconds, exit_leaving_threads, interrupted_status
 from opus_core.engine import Tasks
 from opus_core.errors import OpusError
 from opus_core.loglines import log_lines
