@@ -7,14 +7,13 @@ engine and the core's other plugin, `builtin`, never import the command line.
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 from opus_core.cli.report import add_report_command
 from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
-    import argparse
-
     from opus_core.cli import Commands
     from opus_core.selection import KeywordExpression
 
@@ -55,7 +54,7 @@ def add_core_commands(commands: Commands) -> None:
         help="run the tasks of the configuration",
         description="Run the tasks in scope for a command and context, in dependency order.",
         epilog=RUN_EPILOG,
-        formatter_class=_raw(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
         "names", nargs="*", metavar="NAME", help="run only these tasks and what they depend on"
@@ -245,12 +244,12 @@ def add_core_commands(commands: Commands) -> None:
         help="print a shell completion script (bash or zsh)",
         description="Print a completion script for bash or zsh.",
         epilog=COMPLETION_EPILOG,
-        formatter_class=_raw(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         configure=False,  # runs at each TAB: never an error under the cursor
     )
     completion.add_argument("shell", nargs="?", choices=("bash", "zsh"), help="the shell")
     completion.add_argument(  # what the scripts call for names that depend on the project
-        "--list", choices=("runners", "tasks", "contexts"), help=argparse_suppress()
+        "--list", choices=("runners", "tasks", "contexts"), help=argparse.SUPPRESS
     )
 
 
@@ -297,8 +296,6 @@ def _add_runs(commands: Commands) -> None:
 
 def _count(value: str) -> int:
     """`--limit N`, `--keep N`: a whole number of at least 0."""
-    import argparse
-
     try:
         number = int(value)
     except ValueError:
@@ -363,8 +360,6 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def group_by_argument(text: str) -> str:
     """`--group-by`: `auto`, `none`, `kind` or `label:KEY`."""
-    import argparse
-
     if text in ("auto", "none", "kind") or (text.startswith("label:") and text[6:]):
         return text
     raise argparse.ArgumentTypeError(
@@ -374,8 +369,6 @@ def group_by_argument(text: str) -> str:
 
 def keyword_expression(text: str) -> KeywordExpression:
     """The `-k EXPR` argument: a parsed expression, or a usage error naming it."""
-    import argparse
-
     from opus_core.selection import KeywordExpression
 
     try:
@@ -391,17 +384,8 @@ install:
   or, for this shell only:  source <(opus completion bash)"""
 
 
-def argparse_suppress() -> str:
-    """`argparse.SUPPRESS`, for an option left out of --help."""
-    import argparse
-
-    return argparse.SUPPRESS
-
-
 def _workers(value: str) -> int:
     """`-j N`: a whole number of at least 1."""
-    import argparse
-
     try:
         number = int(value)
     except ValueError:
@@ -409,9 +393,3 @@ def _workers(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
     return number
-
-
-def _raw() -> type:
-    import argparse
-
-    return argparse.RawDescriptionHelpFormatter
