@@ -56,21 +56,7 @@ def add_core_commands(commands: Commands) -> None:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument(
-        "names", nargs="*", metavar="NAME", help="run only these tasks and what they depend on"
-    )
-    run.add_argument(
-        "-k",
-        dest="keyword",
-        metavar="EXPR",
-        type=keyword_expression,
-        default=None,
-        help="run only the tasks EXPR matches and what they depend on: words found in task "
-        "names, or key=value for a label, with and, or, not and parentheses "
-        "(-k 'tier=data and not cache')",
-    )
-    run.add_argument("--command", default="apply", help="the command to run (default: apply)")
-    run.add_argument("--context", default="default", help="the context (default: default)")
+    selection_arguments(run, running=True)
     run.add_argument("--runner", default=None, help="a runner name, overriding [opus] runner")
     run.add_argument(
         "--resume",
@@ -314,7 +300,7 @@ def _add_tasks_and_graph(commands: Commands) -> None:
         description="List the tasks in scope for a command and context, in run order, with "
         "their kind, labels and dependencies; then those out of scope and why.",
     )
-    _selection_arguments(tasks)
+    selection_arguments(tasks)
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     graph = commands.add(
@@ -325,7 +311,7 @@ def _add_tasks_and_graph(commands: Commands) -> None:
         "(opus graph --format dot | dot -Tsvg > graph.svg) or an indented text tree. Tasks "
         "out of scope are dashed and grey; above 200 tasks, one node per kind.",
     )
-    _selection_arguments(graph)
+    selection_arguments(graph)
     graph.add_argument(
         "--format",
         choices=("mermaid", "dot", "text"),
@@ -341,10 +327,14 @@ def _add_tasks_and_graph(commands: Commands) -> None:
     )
 
 
-def _selection_arguments(parser: argparse.ArgumentParser) -> None:
-    """`NAME ...`, `-k EXPR`, `--command`, `--context`: what `opus run` would run."""
+def selection_arguments(parser: argparse.ArgumentParser, running: bool = False) -> None:
+    """`NAME ...`, `-k EXPR`, `--command`, `--context`: the tasks `opus run` runs (`running`),
+    or those `opus tasks` lists and `opus graph` draws."""
     parser.add_argument(
-        "names", nargs="*", metavar="NAME", help="only these tasks and what they depend on"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"{'run ' if running else ''}only these tasks and what they depend on",
     )
     parser.add_argument(
         "-k",
@@ -352,9 +342,17 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="EXPR",
         type=keyword_expression,
         default=None,
-        help="only the tasks EXPR matches (as opus run -k) and what they depend on",
+        help="run only the tasks EXPR matches and what they depend on: words found in task "
+        "names, or key=value for a label, with and, or, not and parentheses "
+        "(-k 'tier=data and not cache')"
+        if running
+        else "only the tasks EXPR matches (as opus run -k) and what they depend on",
     )
-    parser.add_argument("--command", default="apply", help="the command (default: apply)")
+    parser.add_argument(
+        "--command",
+        default="apply",
+        help=f"the command{' to run' if running else ''} (default: apply)",
+    )
     parser.add_argument("--context", default="default", help="the context (default: default)")
 
 
