@@ -3,10 +3,12 @@
 Every command, the core's own included, is added by a plugin through
 `opus_register_commands`: the core's are the plugin `builtin.commands`
 (`opus_core.cli.commands`), which the command line's plugin manager registers
-(`command_line_plugins`); a command's module is imported only when it runs,
-so `opus --help` costs little more than finding the plugins. Each command's
+(`command_line_plugins`). Each of their modules declares a command's arguments
+beside its handler, and imports what the command needs only when it runs, so
+`opus --help` costs little more than finding the plugins. Each command's
 handler gets a `CommandContext` (or, if it does not ask for one, the parsed
-arguments), and the plugins are configured once, here, before it runs.
+arguments), and the plugins are configured once, here, before it runs. Stopping
+(Ctrl-C, SIGTERM) is `opus_core.cli.signals`.
 """
 
 from __future__ import annotations

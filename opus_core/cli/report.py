@@ -32,7 +32,7 @@ The file is one self-contained page: open it in any browser, mail it, attach it 
 CI job. It fetches nothing from the network."""
 
 
-def add_report_command(commands: Commands) -> None:
+def add_command(commands: Commands) -> None:
     """Add `opus report [RUN] [-o FILE]`."""
     parser = commands.add(
         "report",
