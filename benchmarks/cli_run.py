@@ -104,7 +104,7 @@ timed(context.CommandContext, "tasks", "build the engine and the 10,000 Tasks")
 timed(engine.Tasks, "process_context", "run: plan, schedule, hooks, log lines (all but below)")
 timed(records.RunRecords, "save", "  of which the task records, each saved as its task ends")
 timed(engine.Tasks, "_save_run", "  of which the run history, at the start and at the end")
-timed(run, "report_table", "results table")
+timed(output, "report_table", "results table")
 run.exit_leaving_threads = lambda status: None
 t1 = time.perf_counter()
 sys.argv = ["opus", "run"]

@@ -3,10 +3,12 @@
 Every command, the core's own included, is added by a plugin through
 `opus_register_commands`: the core's are the plugin `builtin.commands`
 (`opus_core.cli.commands`), which the command line's plugin manager registers
-(`command_line_plugins`); a command's module is imported only when it runs,
-so `opus --help` costs little more than finding the plugins. Each command's
+(`command_line_plugins`). Each of their modules declares a command's arguments
+beside its handler, and imports what the command needs only when it runs, so
+`opus --help` costs little more than finding the plugins. Each command's
 handler gets a `CommandContext` (or, if it does not ask for one, the parsed
-arguments), and the plugins are configured once, here, before it runs.
+arguments), and the plugins are configured once, here, before it runs. Stopping
+(Ctrl-C, SIGTERM) is `opus_core.cli.signals`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ import contextlib
 import importlib
 import os
 import re
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from opus_core.cli.context import CommandContext, command_line_plugins, takes_context
+from opus_core.cli.signals import (
+    INTERRUPTED,
+    STOP_GRACE,
+    STOP_GRACE_ENV,
+    TERMINATED,
+    env_seconds,
+    exit_leaving_threads,
+    interrupted_status,
+    stop_grace,
+    stop_signals,
+)
 from opus_core.version import __version__
 
 if TYPE_CHECKING:
@@ -30,97 +41,6 @@ if TYPE_CHECKING:
 
 
 USAGE_ERROR = 2
-INTERRUPTED = 130
-TERMINATED = 143
-_terminated = False
-_signals = 0
-
-
-def interrupted_status() -> int:
-    """The exit status of a run that was stopped: 143 after SIGTERM, 130 after Ctrl-C."""
-    return TERMINATED if _terminated else INTERRUPTED
-
-
-def _on_stop_signal(signum: int, frame: object) -> None:
-    # Ctrl-C and SIGTERM (docker stop, systemd, a CI time-out) stop opus the same way:
-    # running work is stopped, records are kept, the summary is printed; only the exit
-    # status differs. A second signal while that happens is ignored — raised again, it
-    # would cut the clean-up short — and a third ends opus at once; so does the end of
-    # the grace (`stop_grace`) when the clean-up itself hangs (a plugin's hook, say).
-    global _terminated, _signals
-    _signals += 1
-    if _signals == 1:
-        _terminated = signum == signal.SIGTERM
-        threading.Thread(target=_stop_deadline, name="opus-stop", daemon=True).start()
-        raise KeyboardInterrupt
-    if _signals >= 3:
-        sys.stderr.write("opus: stopped without cleaning up (a third signal)\n")
-        sys.stderr.flush()
-        os._exit(interrupted_status())
-
-
-STOP_GRACE_ENV = "OPUS_STOP_GRACE"
-STOP_GRACE = 10.0
-"""Seconds `opus` has, after the first Ctrl-C or SIGTERM, to stop cleanly (`$OPUS_STOP_GRACE`
-changes it); past them it says what it was waiting for and exits anyway."""
-
-_stopped = threading.Event()  # set when main() returns: the stop ended in time
-
-
-def env_seconds(name: str, default: float, least: float = 0.0) -> float:
-    """The environment variable `name` as a finite number of seconds above `least` (or equal
-    to 0 when `least` is 0), else `default`."""
-    try:
-        seconds = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    if seconds == least == 0.0 or least < seconds < float("inf"):
-        return seconds
-    return default
-
-
-def stop_grace() -> float:
-    """`$OPUS_STOP_GRACE` if it is a positive number of seconds, else `STOP_GRACE`."""
-    return env_seconds(STOP_GRACE_ENV, STOP_GRACE, least=1e-9)
-
-
-def _stop_deadline() -> None:
-    """After the first stop signal: end opus if stopping takes longer than the grace."""
-    grace = stop_grace()
-    if _stopped.wait(grace):
-        return
-    from opus_core.plugin.guard import ACTIVE
-
-    main = threading.main_thread().ident
-    active = ACTIVE.get(main) if main is not None else None
-    what = f"plugin {active[0]!r} in {active[1]}" if active else "the running tasks to stop"
-    sys.stderr.write(
-        f"opus: still stopping after {grace:g}s, waiting for {what}; "
-        "exiting without finishing the clean-up\n"
-    )
-    sys.stderr.flush()
-    os._exit(interrupted_status())
-
-
-def exit_leaving_threads(status: int) -> None:
-    """End opus now with `status` if task threads it stopped waiting for still run.
-
-    A Python thread cannot be killed: a task that timed out or was stopped on a
-    thread runner runs on, and the interpreter would wait for it at exit — for
-    ever, if it never returns. The run is over and its records are saved, so
-    opus exits and leaves those threads behind, saying so.
-    """
-    main = threading.main_thread()
-    left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
-    if not left:
-        return
-    sys.stderr.write(
-        f"opus: {len(left)} task thread(s) that cannot be killed were still running; "
-        "exiting without waiting for them\n"
-    )
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(status)
 
 
 class Parser(argparse.ArgumentParser):
@@ -182,7 +102,24 @@ Handler = Callable[[CommandContext], int] | Callable[[argparse.Namespace], int]
 """A command's handler: a function of a `CommandContext` (its first parameter annotated so)
 or of the parsed arguments, returning the exit status."""
 
-__all__ = ["CommandContext", "Commands", "Handler", "build_parser", "main"]
+__all__ = [
+    "CommandContext",
+    "Commands",
+    "Handler",
+    "build_parser",
+    "main",
+]
+# Stopping, at home in opus_core.cli.signals: importable from here, where it was.
+__all__ += [
+    "INTERRUPTED",
+    "STOP_GRACE",
+    "STOP_GRACE_ENV",
+    "TERMINATED",
+    "env_seconds",
+    "exit_leaving_threads",
+    "interrupted_status",
+    "stop_grace",
+]
 
 
 class Commands:
@@ -318,32 +255,21 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # answered before any plugin loads
         print(f"opus {__version__}")
         return 0
-    global _terminated, _signals
-    _terminated, _signals = False, 0
-    _stopped.clear()
-    saved = None
-    if threading.current_thread() is threading.main_thread():
-        saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGTERM, _on_stop_signal)
-        signal.signal(signal.SIGINT, _on_stop_signal)
     folder = os.getcwd()  # `opus run` works in the project folder; a caller gets its own back
-    try:
-        return _main(argv)
-    except KeyboardInterrupt as exc:  # Ctrl-C, wherever it lands: loading plugins, parsing, running
-        from opus_core.plugin.trace import PluginImportInterrupted
+    with stop_signals():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as exc:  # Ctrl-C, wherever it lands: plugins, parsing, running
+            from opus_core.plugin.trace import PluginImportInterrupted
 
-        how = "terminated" if _terminated else "interrupted"
-        where = f" {exc}" if isinstance(exc, PluginImportInterrupted) else ""
-        sys.stderr.write(f"opus: {how}{where}\n")
-        exit_leaving_threads(interrupted_status())
-        return interrupted_status()
-    finally:
-        _stopped.set()
-        if saved is not None:  # as they were, for a program that called main() itself
-            signal.signal(signal.SIGTERM, saved[0])
-            signal.signal(signal.SIGINT, saved[1])
-        with contextlib.suppress(OSError):
-            os.chdir(folder)
+            how = "terminated" if interrupted_status() == TERMINATED else "interrupted"
+            where = f" {exc}" if isinstance(exc, PluginImportInterrupted) else ""
+            sys.stderr.write(f"opus: {how}{where}\n")
+            exit_leaving_threads(interrupted_status())
+            return interrupted_status()
+        finally:
+            with contextlib.suppress(OSError):
+                os.chdir(folder)
 
 
 def _main(argv: list[str]) -> int:

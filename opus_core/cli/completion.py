@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from opus_core.cli import Commands
     from opus_core.cli.context import CommandContext
 
 FILES = "@files"
@@ -399,6 +400,30 @@ def names(kind: str, context: CommandContext) -> list[str]:
         contexts.update(task.meta.contexts or ())
         contexts.update(task.meta.exclude_contexts)
     return sorted(contexts)
+
+
+COMPLETION_EPILOG = """\
+install:
+  bash:  opus completion bash > ~/.local/share/bash-completion/completions/opus
+  zsh:   opus completion zsh > "${fpath[1]}/_opus"   (then start a new shell)
+  or, for this shell only:  source <(opus completion bash)"""
+
+
+def add_command(commands: Commands) -> None:
+    """`opus completion`: its arguments, and `completion` to handle it."""
+    parser = commands.add(
+        "completion",
+        completion,
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for bash or zsh.",
+        epilog=COMPLETION_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        configure=False,  # runs at each TAB: never an error under the cursor
+    )
+    parser.add_argument("shell", nargs="?", choices=("bash", "zsh"), help="the shell")
+    parser.add_argument(  # what the scripts call for names that depend on the project
+        "--list", choices=("runners", "tasks", "contexts"), help=argparse.SUPPRESS
+    )
 
 
 def completion(context: CommandContext) -> int:

@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import tomli_w
 
 from opus_core.config import FILENAME, OPUS_KEYS, Config, user_config_path
 from opus_core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from opus_core.cli import Commands
     from opus_core.cli.context import CommandContext
     from opus_core.plugin.manager import PluginManager
+
+
+def add_command(commands: Commands) -> None:
+    """`opus config show|init|path`: their arguments, and `show`, `init` and `path` to handle
+    them."""
+    config = commands.add_group("config", "show, create or locate opus.toml", default="show")
+    config_show = config.add(
+        "show",
+        show,
+        help="the merged configuration, defaults included, and where each value is from",
+    )
+    config_show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    starter = config.add(
+        "init",
+        init,
+        help="write a commented starter opus.toml",
+        configure=False,
+    )
+    starter.add_argument(
+        "path",
+        nargs="?",
+        default="opus.toml",
+        help="the file to write, or a directory to write opus.toml in (default: ./opus.toml)",
+    )
+    starter.add_argument("--force", action="store_true", help="overwrite an existing file")
+    config.add(
+        "path",
+        path,
+        help="which configuration files are read",
+        configure=False,  # says where the files are even when they are wrong
+    )
 
 
 def _leaves(
@@ -32,6 +61,8 @@ def _leaves(
 
 def toml_key(key: str) -> str:
     """`key` as a TOML key: bare when it can be, else quoted."""
+    import json
+
     if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
         return key
     return json.dumps(key)
@@ -39,6 +70,8 @@ def toml_key(key: str) -> str:
 
 def inline(value: Any) -> str:
     """A value as one line of TOML."""
+    import json
+
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -93,7 +126,7 @@ def _option_defaults(cls: type) -> dict[str, Any]:
     """The keyword options of `cls(...)` whose default TOML can write (None cannot)."""
     import inspect
 
-    from opus_core.assembly import NOT_OPTIONS
+    from opus_core.options import NOT_OPTIONS
 
     try:
         parameters = inspect.signature(cls).parameters
@@ -160,6 +193,10 @@ def effective(
 
 def show(context: CommandContext) -> int:
     """The configuration in effect as TOML lines, each with the file it came from or `# default`."""
+    import json
+
+    import tomli_w
+
     args = context.args
     config = context.config
     data, entries = effective(config, context.plugins)
@@ -224,6 +261,8 @@ STARTER_TAIL = """
 
 def init(context: CommandContext) -> int:
     """Write a commented starter opus.toml; refuse to overwrite without --force."""
+    import tomli_w
+
     args = context.args
     target = Path(args.path)
     if target.is_dir() and target.suffix != ".toml":  # `opus config init app`: app/opus.toml

@@ -8,12 +8,18 @@ drawn one node per kind (`--group-by`), and the output says so.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from opus_core.cli.context import CommandContext
+from opus_core.cli.run import selection_arguments
 from opus_core.cli.tasks import Scope, nothing_in_scope, outside_a_project, scope
+
+if TYPE_CHECKING:
+    from opus_core.cli import Commands
+    from opus_core.cli.context import CommandContext
 
 GROUP_ABOVE = 200
 """More tasks than this are grouped by kind unless `--group-by none`."""
@@ -39,6 +45,41 @@ class Drawing:
     nodes: list[Node]
     edges: list[tuple[int, int, int]]
     heading: str
+
+
+def add_command(commands: Commands) -> None:
+    """`opus graph`: its arguments, and `graph` to handle it."""
+    parser = commands.add(
+        "graph",
+        graph,
+        help="draw the task graph (Mermaid, DOT or a text tree)",
+        description="Print the task graph: Mermaid (renders on GitHub), DOT for Graphviz "
+        "(opus graph --format dot | dot -Tsvg > graph.svg) or an indented text tree. Tasks "
+        "out of scope are dashed and grey; above 200 tasks, one node per kind.",
+    )
+    selection_arguments(parser)
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="mermaid",
+        help="mermaid (default), dot or text",
+    )
+    parser.add_argument(
+        "--group-by",
+        metavar="WHAT",
+        default="auto",
+        type=group_by_argument,
+        help="auto (kind above 200 tasks), none, kind, or label:KEY (default: auto)",
+    )
+
+
+def group_by_argument(text: str) -> str:
+    """`--group-by`: `auto`, `none`, `kind` or `label:KEY`."""
+    if text in ("auto", "none", "kind") or (text.startswith("label:") and text[6:]):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not auto, none, kind or label:KEY (label:tier groups by the label tier)"
+    )
 
 
 def graph(context: CommandContext) -> int:

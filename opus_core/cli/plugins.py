@@ -6,11 +6,27 @@ import argparse
 from typing import TYPE_CHECKING
 
 from opus_core.cli import Commands, Parser
-from opus_core.cli.context import CommandContext
-from opus_core.cli.output import emit
+from opus_core.cli.scaffold import add_command as add_new_command
 
 if TYPE_CHECKING:
+    from opus_core.cli.context import CommandContext
     from opus_core.plugin.manager import PluginManager
+
+
+def add_command(commands: Commands) -> None:
+    """`opus plugins list|new`: `list_plugins` handles `list`; `new` is added by
+    `opus_core.cli.scaffold`."""
+    plugins = commands.add_group(
+        "plugins", "list the installed plugins, or start a new one", default="list"
+    )
+    listing = plugins.add(
+        "list",
+        list_plugins,
+        help="every plugin, built-ins included",
+        configure=False,  # lists a plugin whatever its options: it is how one finds out why
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_new_command(plugins)
 
 
 def commands_by_plugin(manager: PluginManager) -> dict[str, list[str]]:
@@ -40,6 +56,8 @@ def list_plugins(context: CommandContext) -> int:
     `OPUS_MANIFEST_SUFFIXES`, else `*`) and the `opus` commands a plugin adds
     (`commands`); the core's own commands are those of `builtin.commands`.
     """
+    from opus_core.cli.output import emit
+
     infos = context.plugins.plugins()
     commands = commands_by_plugin(context.plugins)
     for info in infos:

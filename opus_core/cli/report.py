@@ -8,6 +8,7 @@ until a report is written.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -31,10 +32,8 @@ The file is one self-contained page: open it in any browser, mail it, attach it 
 CI job. It fetches nothing from the network."""
 
 
-def add_report_command(commands: Commands) -> None:
+def add_command(commands: Commands) -> None:
     """Add `opus report [RUN] [-o FILE]`."""
-    import argparse
-
     parser = commands.add(
         "report",
         "opus_core.cli.report:report",

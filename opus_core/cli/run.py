@@ -13,28 +13,22 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from opus_core.cli import CommandContext, env_seconds, exit_leaving_threads, interrupted_status
-from opus_core.cli.output import (
-    printable,
-    report_records,
-    report_table,
-    table,
-    task_label,
-    terminal_width,
-    to_json,
-)
 from opus_core.cli.report import check_writable, write_run_report
-from opus_core.engine import Tasks
+from opus_core.cli.signals import env_seconds, exit_leaving_threads, interrupted_status
 from opus_core.errors import OpusError
-from opus_core.loglines import log_lines
-from opus_core.manifest import Task, display_name
 from opus_core.plugin.manager import warn
 from opus_core.results import TaskStatus
-from opus_core.selection import KeywordSelection, Selection
 
+# The parser of `opus` is built at every start, so this module is imported by `opus --help`
+# too: the engine and the rest of what a run needs are imported by the functions that run.
 if TYPE_CHECKING:
+    from opus_core.cli import Commands
+    from opus_core.cli.context import CommandContext
+    from opus_core.engine import Tasks
     from opus_core.graph import Plan
+    from opus_core.manifest import Task
     from opus_core.results import RunReport, TaskResult
+    from opus_core.selection import KeywordExpression
 
 NOTHING_IN_SCOPE = 5
 """The exit status of a run with no task in scope (as pytest's "no tests collected")."""
@@ -53,6 +47,161 @@ PROGRESS_EVERY = 10.0
 TB_STYLES = ("short", "long", "line", "no")
 SHORT_FRAMES = 5
 """How many of a traceback's last frames `--tb=short` shows."""
+
+
+RUN_EPILOG = """\
+examples:
+  opus run                        every task in scope for apply in context default
+  opus run deploy --context prod  the task deploy and what it depends on
+  opus run --resume               skip what already succeeded with the same manifest
+  opus run --dry-run              the plan: order, dependencies, what is left out and why
+  opus run -x -j 8 --tb=long      stop at the first failure, 8 workers, whole tracebacks
+  opus run --json > report.json   the report as JSON (logs stay on stderr)
+
+Logs and errors go to stderr; the table of the tasks that did not succeed (-v:
+every task), the failures with their tracebacks, the counts, and JSON go to stdout.
+Successes are counted, not logged one by one (-v logs them); off a terminal a
+`progress:` line comes every 10 seconds ($OPUS_PROGRESS_EVERY changes it).
+
+exit status: 0 all well, 1 a task did not succeed, 2 a usage, configuration or
+plugin error, 5 nothing in scope to run, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM)."""
+
+
+def add_command(commands: Commands) -> None:
+    """`opus run`: its arguments, and `run` to handle it."""
+    parser = commands.add(
+        "run",
+        run,
+        help="run the tasks of the configuration",
+        description="Run the tasks in scope for a command and context, in dependency order.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    selection_arguments(parser, running=True)
+    parser.add_argument("--runner", default=None, help="a runner name, overriding [opus] runner")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip tasks that already succeeded with the same manifest",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (order, and what is left out and why); run nothing",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report (or with --dry-run the plan) as JSON instead of tables",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        default=None,
+        help="write the run's HTML report to FILE at the end (also when tasks failed)",
+    )
+    traceback_argument(parser)
+    parser.add_argument(
+        "-x",
+        "--fail-fast",
+        action="store_true",
+        help="start no new task after the first failure (overrides [opus] fail_fast)",
+    )
+    parser.add_argument(
+        "-j",
+        "--workers",
+        metavar="N",
+        type=workers_argument,
+        default=None,
+        help="run at most N tasks at once (overrides the runner's max_workers)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress line, even on a terminal",
+    )
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="log warnings and errors only; no results table (failures and the counts stay)",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log everything (DEBUG), tracebacks too; a results row for every task",
+    )
+    loudness.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default=None,
+        help="the log level (overrides [opus] log_level)",
+    )
+
+
+def selection_arguments(parser: argparse.ArgumentParser, running: bool = False) -> None:
+    """`NAME ...`, `-k EXPR`, `--command`, `--context`: the tasks `opus run` runs (`running`),
+    or those `opus tasks` lists and `opus graph` draws."""
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"{'run ' if running else ''}only these tasks and what they depend on",
+    )
+    parser.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="EXPR",
+        type=keyword_expression,
+        default=None,
+        help="run only the tasks EXPR matches and what they depend on: words found in task "
+        "names, or key=value for a label, with and, or, not and parentheses "
+        "(-k 'tier=data and not cache')"
+        if running
+        else "only the tasks EXPR matches (as opus run -k) and what they depend on",
+    )
+    parser.add_argument(
+        "--command",
+        default="apply",
+        help=f"the command{' to run' if running else ''} (default: apply)",
+    )
+    parser.add_argument("--context", default="default", help="the context (default: default)")
+
+
+def traceback_argument(parser: argparse.ArgumentParser) -> None:
+    """`--tb STYLE`: how `opus run` and `opus runs show` print the tracebacks of failures."""
+    parser.add_argument(
+        "--tb",
+        choices=TB_STYLES,
+        default="short",
+        help="tracebacks of failed tasks: the last frames (short, the default), all of "
+        "them (long), one line per task (line), or none (no)",
+    )
+
+
+def keyword_expression(text: str) -> KeywordExpression:
+    """The `-k EXPR` argument: a parsed expression, or a usage error naming it."""
+    from opus_core.selection import KeywordExpression
+
+    try:
+        return KeywordExpression(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def workers_argument(value: str) -> int:
+    """`-j N`: a whole number of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
 
 
 def run(context: CommandContext) -> int:
@@ -135,6 +284,8 @@ class QuietWhenClosed(io.TextIOBase):
 
 
 def _run(context: CommandContext) -> int:
+    from opus_core.selection import KeywordSelection, Selection
+
     args = context.args
     project = context.config.project
     if project is None:
@@ -193,6 +344,8 @@ def _run_with_progress(tasks: Tasks, args: argparse.Namespace) -> RunReport:
     As pytest, successes are counted, not listed (`-v` lists them); what went wrong is
     always logged.
     """
+    from opus_core.loglines import log_lines
+
     manager = tasks.manager()
     lines = log_lines(manager)
     if not args.verbose:
@@ -211,6 +364,8 @@ def _run_with_progress(tasks: Tasks, args: argparse.Namespace) -> RunReport:
 def _print_results(report: RunReport, args: argparse.Namespace) -> None:
     """On stdout, as pytest: the tasks that did not succeed (`-v` every task, `-q` none),
     their tracebacks, then the counts; or the report as JSON (`--json`)."""
+    from opus_core.cli.output import report_records, report_table, to_json
+
     if args.json:
         print(to_json(report_records(report)))
         return
@@ -238,7 +393,7 @@ def _override(tasks: Tasks, args: argparse.Namespace) -> None:
     workers = getattr(args, "workers", None)
     if workers is None:
         return
-    from opus_core.assembly import accepted_options
+    from opus_core.options import accepted_options
 
     runner = tasks.runner
     name = getattr(runner, "name", str(runner))
@@ -261,6 +416,8 @@ def failures_section(report: RunReport, style: str = "short", width: int | None 
     """The tasks that failed or timed out, each with its traceback in `style`, as pytest's
     FAILURES: "short" the last frames and the exception, "long" all of it, "line" one
     line per task, "no" nothing (an empty string)."""
+    from opus_core.cli.output import printable, task_label, terminal_width
+
     failed = [
         r for r in report.unsuccessful() if r.status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT)
     ]
@@ -289,6 +446,8 @@ def _rule(title: str, fill: str, width: int) -> str:
 
 def _one_line(result: TaskResult) -> str:
     """`name: file:line: Error: message` (where it was raised, when the traceback says)."""
+    from opus_core.cli.output import printable, task_label
+
     where = ""
     for line in reversed((result.traceback or "").splitlines()):
         stripped = line.strip()
@@ -431,6 +590,9 @@ def dry_run(
 
     Exit status 5 (with the reason on stderr) when nothing is in scope.
     """
+    from opus_core.cli.output import table, to_json
+    from opus_core.manifest import display_name
+
     plan = tasks.plan(command, context)
     for warning in plan.warnings:
         warn(warning)
@@ -464,6 +626,8 @@ def dry_run(
 def plan_records(plan: Plan, restored: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """The plan as JSON data: the tasks in order with what each runs after and whether it
     would be restored rather than run, and those left out."""
+    from opus_core.manifest import display_name
+
     restored = restored or [None] * len(plan.tasks)
     return {
         "command": plan.command,

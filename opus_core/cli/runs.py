@@ -7,26 +7,72 @@ shown as "interrupted" (see `opus_core.history.displayed_status`).
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opus_core.cli.context import CommandContext
-from opus_core.cli.output import (
-    duration,
-    emit,
-    printable,
-    table,
-    task_label,
-    timestamp,
-    to_json,
-)
+from opus_core.cli.run import traceback_argument
 from opus_core.errors import OpusError
-from opus_core.history import displayed_status, find_run, for_json
 from opus_core.persistence.base import finite_number
+
+if TYPE_CHECKING:
+    from opus_core.cli import Commands
+    from opus_core.cli.context import CommandContext
 
 ALL = 2**63 - 1
 """A count of runs this large or larger (`--limit`, `--keep`) means all of them: SQLite's
 integers stop here."""
+
+
+def add_command(commands: Commands) -> None:
+    """`opus runs list|show|prune`: their arguments, and `list_runs`, `show` and `prune` to
+    handle them."""
+    runs = commands.add_group(
+        "runs",
+        "the history of runs: list, show one, prune",
+        default="list",
+        description="Every opus run is recorded by the configured persistence.",
+    )
+    listing = runs.add("list", list_runs, help="the runs, newest first")
+    listing.add_argument(
+        "--limit", metavar="N", type=count_argument, default=None, help="at most the N newest runs"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
+    one = runs.add(
+        "show",
+        show,
+        help="one run and each of its tasks",
+        description="One run: how it ended, each task's status, attempts and error, and "
+        "the tracebacks of the tasks that failed (as opus run ends).",
+    )
+    one.add_argument(
+        "run",
+        metavar="RUN",
+        nargs="?",
+        default="latest",
+        help="latest (the default), a run id, or the beginning of one",
+    )
+    traceback_argument(one)
+    one.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
+    forget = runs.add("prune", prune, help="forget every run but the newest N")
+    forget.add_argument(
+        "--keep",
+        metavar="N",
+        type=count_argument,
+        required=True,
+        help="how many of the newest to keep",
+    )
+
+
+def count_argument(value: str) -> int:
+    """`--limit N`, `--keep N`: a whole number of at least 0."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
+    return number
 
 
 def _took(run: dict[str, Any]) -> float | None:
@@ -58,6 +104,9 @@ def _where(run: dict[str, Any]) -> str:
 
 def list_runs(context: CommandContext) -> int:
     """The runs, newest first: id, status, start, duration, command/context, counts."""
+    from opus_core.cli.output import duration, emit, timestamp
+    from opus_core.history import displayed_status, for_json
+
     args = context.args
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
@@ -92,6 +141,9 @@ def list_runs(context: CommandContext) -> int:
 
 def show(context: CommandContext) -> int:
     """One run (`latest` by default): what ran, how it ended, and each task."""
+    from opus_core.cli.output import duration, printable, table, task_label, timestamp, to_json
+    from opus_core.history import find_run, for_json
+
     args = context.args
     run = find_run(context.persistence, getattr(args, "run", None) or "latest")
     if getattr(args, "json", False):

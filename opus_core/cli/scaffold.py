@@ -14,10 +14,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
-from opus_core.cli.context import CommandContext
-from opus_core.cli.plugin_templates import GITIGNORE, KINDS, PYPROJECT
 from opus_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from opus_core.cli import Commands
+    from opus_core.cli.context import CommandContext
 
 NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -88,6 +91,8 @@ NEXT = {
 
 def files(names: PluginNames, kind: str = DEFAULT_KIND) -> dict[str, str]:
     """The distribution's files for a plugin of `kind`: path (relative to its folder) to text."""
+    from opus_core.cli.plugin_templates import GITIGNORE, KINDS, PYPROJECT
+
     templates = KINDS[kind]
     by_path = {
         "pyproject.toml": PYPROJECT,
@@ -106,6 +111,27 @@ def files(names: PluginNames, kind: str = DEFAULT_KIND) -> dict[str, str]:
         "summary": templates.summary,
     }
     return {path: Template(text).substitute(values) for path, text in by_path.items()}
+
+
+def add_command(plugins: Commands) -> None:
+    """`opus plugins new`: its arguments, and `new` to handle it (`plugins`: the actions of
+    `opus plugins`)."""
+    parser = plugins.add(
+        "new",
+        new,
+        help="write a new plugin distribution, with a passing test",
+        configure=False,
+    )
+    parser.add_argument("name", help="the plugin's name: opus-plugin-NAME, module opus_plugin_NAME")
+    parser.add_argument(
+        "--kind",
+        choices=("processor", "runner", "persistence", "loader", "command"),  # KINDS' keys
+        default=DEFAULT_KIND,
+        help="what the plugin provides, with a test of it (default: processor, with options "
+        "and a lifecycle hook)",
+    )
+    parser.add_argument("--directory", default=".", help="where to write it (default: here)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing directory")
 
 
 def new(context: CommandContext) -> int:

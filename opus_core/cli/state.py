@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opus_core.cli.context import CommandContext
-from opus_core.cli.output import duration, emit, iso, timestamp, to_json
 from opus_core.errors import OpusError
 from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, MemoryPersistence, StatePersistence
 from opus_core.persistence.base import finite_number
-from opus_core.records import RECORD_KIND, record_id
+
+if TYPE_CHECKING:
+    from opus_core.cli import Commands
+    from opus_core.cli.context import CommandContext
+
+
+def add_command(commands: Commands) -> None:
+    """`opus state list|show|clear`: their arguments, and `list_state`, `show` and `clear` to
+    handle them."""
+    state = commands.add_group("state", "what the configured persistence holds", default="list")
+    state_list = state.add("list", list_state, help="every identifier with state")
+    state_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    state_show = state.add(
+        "show",
+        show,
+        help="the state of one id, or the record of one task",
+        description="The state of ID, or the last record of the task NAME for a command and "
+        "context (the id opus-run:COMMAND:CONTEXT:NAME).",
+    )
+    state_show.add_argument("id", metavar="ID|NAME", help="a state id, or a task's name")
+    state_show.add_argument(
+        "--command", default="apply", help="the command of a task's record (default: apply)"
+    )
+    state_show.add_argument(
+        "--context", default="default", help="the context of a task's record (default: default)"
+    )
+    state_show.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
+    forget = state.add(
+        "clear",
+        clear,
+        help="forget the state of one id, or of all",
+        description="Forget the state of ID, or the last record of the task NAME; without "
+        "ID, all state and task records "
+        "(asked on a terminal, --yes elsewhere); the run history stays (opus runs prune).",
+    )
+    forget.add_argument(
+        "id", metavar="ID|NAME", nargs="?", help="a state id or a task's name (default: all)"
+    )
+    forget.add_argument(
+        "--command", default="apply", help="the command of a task's record (default: apply)"
+    )
+    forget.add_argument(
+        "--context", default="default", help="the context of a task's record (default: default)"
+    )
+    forget.add_argument("-y", "--yes", action="store_true", help="forget everything without asking")
 
 
 def location(persistence: StatePersistence) -> str:
@@ -30,6 +71,8 @@ def location(persistence: StatePersistence) -> str:
 
 
 def _local(value: Any) -> str:
+    from opus_core.cli.output import timestamp
+
     try:
         return timestamp(finite_number(value))
     except (OverflowError, OSError, ValueError):
@@ -37,6 +80,8 @@ def _local(value: Any) -> str:
 
 
 def _iso(value: Any) -> Any:
+    from opus_core.cli.output import iso
+
     try:
         return iso(finite_number(value)) if finite_number(value) is not None else value
     except (OverflowError, OSError, ValueError):
@@ -44,6 +89,8 @@ def _iso(value: Any) -> Any:
 
 
 def _duration(value: Any) -> str:
+    from opus_core.cli.output import duration
+
     seconds = finite_number(value)
     return duration(seconds) if seconds is not None and 0 <= seconds < 1e9 else "-"
 
@@ -55,6 +102,8 @@ def _without_history(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_record(data: Any) -> bool:
+    from opus_core.records import RECORD_KIND
+
     return isinstance(data, dict) and data.get("record") == RECORD_KIND
 
 
@@ -73,6 +122,10 @@ def list_state(context: CommandContext) -> int:
 
     The first line, on stderr, says where the state is (stdout stays the table).
     """
+    import json
+
+    from opus_core.cli.output import emit
+
     args = context.args
     persistence = context.persistence
     sys.stderr.write(f"state: {location(persistence)}\n")
@@ -120,6 +173,8 @@ def resolve(persistence: StatePersistence, wanted: str, command: str, context: s
 
     Raises an `OpusError` with the closest ids and task names when neither has state.
     """
+    from opus_core.records import record_id
+
     if persistence.get_object_state(wanted):
         return wanted
     as_task = record_id(command, context, wanted)
@@ -131,6 +186,8 @@ def resolve(persistence: StatePersistence, wanted: str, command: str, context: s
 
 def _not_found(wanted: str, ids: list[str], command: str, context: str) -> str:
     import difflib
+
+    from opus_core.records import record_id
 
     prefix = record_id(command, context, "")
     names = [key[len(prefix) :] for key in ids if key.startswith(prefix)]
@@ -154,6 +211,10 @@ def _not_found(wanted: str, ids: list[str], command: str, context: str) -> str:
 
 def show(context: CommandContext) -> int:
     """The state of one identifier or task: a task record for people, else JSON."""
+    import json
+
+    from opus_core.cli.output import to_json
+
     args = context.args
     persistence = context.persistence
     key = resolve(persistence, args.id, args.command, args.context)
@@ -168,6 +229,8 @@ def show(context: CommandContext) -> int:
 
 
 def _describe_record(key: str, data: dict[str, Any]) -> str:
+    import json
+
     lines = [f"id:        {key}"]
     for field in ("task", "command", "context", "status", "attempts"):
         if field in data:
@@ -200,6 +263,8 @@ def _indent(text: str) -> str:
 def clear(context: CommandContext) -> int:
     """Forget one identifier's state (a state id, or a task's name as `show` takes it), or
     everything (asked first, or `--yes`; nothing to ask when nothing is stored)."""
+    from opus_core.records import record_id
+
     args = context.args
     persistence = context.persistence
     if args.id is not None:

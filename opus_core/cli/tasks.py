@@ -11,12 +11,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from opus_core.cli.context import CommandContext
-from opus_core.manifest import Task, display_name
+from opus_core.cli.run import selection_arguments
 
 if TYPE_CHECKING:
+    from opus_core.cli import Commands
+    from opus_core.cli.context import CommandContext
     from opus_core.engine import Tasks
     from opus_core.graph import Plan
+    from opus_core.manifest import Task
 
 
 @dataclass(slots=True)
@@ -74,6 +76,7 @@ class Scope:
 
 def scope(context: CommandContext) -> Scope:
     """Plan the configuration for `--command` and `--context`, with `NAME ...` and `-k`."""
+    from opus_core.manifest import display_name
     from opus_core.selection import KeywordSelection, Selection
 
     args = context.args
@@ -141,6 +144,19 @@ def _declared_dependencies(shown: list[ScopedTask]) -> None:
                 if j != i and all(shown[j].task.meta.labels.get(k) == v for k, v in selector.labels)
             ]
         s.after = list(dict.fromkeys(found))
+
+
+def add_command(commands: Commands) -> None:
+    """`opus tasks`: its arguments, and `tasks` to handle it."""
+    parser = commands.add(
+        "tasks",
+        tasks,
+        help="list the tasks in scope: kind, labels, dependencies",
+        description="List the tasks in scope for a command and context, in run order, with "
+        "their kind, labels and dependencies; then those out of scope and why.",
+    )
+    selection_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def tasks(context: CommandContext) -> int:
