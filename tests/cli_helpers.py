@@ -13,7 +13,7 @@ import sys
 import tempfile
 import textwrap
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 OPUS = Path(sys.executable).parent / "opus"
@@ -80,7 +80,7 @@ def in_process(
     saved_environ = dict(os.environ)
     saved_path = list(sys.path)
     saved_cwd = os.getcwd()
-    with _own_modules(folders, str(cwd)), _captured() as (out, err):
+    with _own_modules(folders, str(cwd)), _captured(env.get("PYTHONIOENCODING", "")) as (out, err):
         try:
             os.environ.clear()
             os.environ.update(env)
@@ -99,9 +99,9 @@ def in_process(
     return subprocess.CompletedProcess(["opus", *args], status, out.text, err.text)
 
 
-def _status(main: object, argv: list[str]) -> int:
+def _status(main: Callable[[list[str]], int], argv: list[str]) -> int:
     try:
-        return int(main(argv))  # type: ignore[operator]
+        return int(main(argv))
     except SystemExit as exc:  # argparse: --help, --version, a usage error
         if exc.code is None:
             return 0
@@ -124,8 +124,13 @@ class _Captured:
 
 
 @contextlib.contextmanager
-def _captured() -> Iterator[tuple[_Captured, _Captured]]:
-    """fds 1 and 2 (and `sys.stdout`, `sys.stderr`) into temporary files; stdin empty."""
+def _captured(io_encoding: str) -> Iterator[tuple[_Captured, _Captured]]:
+    """fds 1 and 2 (and `sys.stdout`, `sys.stderr`) into temporary files; stdin empty.
+
+    The streams are as Python makes them for a pipe: UTF-8, stdout strict and stderr
+    with backslashreplace, unless `io_encoding` (`$PYTHONIOENCODING`) says otherwise."""
+    encoding, _, errors = io_encoding.partition(":")
+    encoding = encoding or "utf-8"
     streams = sys.stdin, sys.stdout, sys.stderr
     for stream in streams[1:]:
         with contextlib.suppress(Exception):
@@ -136,12 +141,13 @@ def _captured() -> Iterator[tuple[_Captured, _Captured]]:
     try:
         os.dup2(files[0].fileno(), 1)
         os.dup2(files[1].fileno(), 2)
-        # As Python makes them for a pipe: stdout strict, stderr backslashreplace.
-        sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1)
-        sys.stderr = open(
-            2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1
+        sys.stdout = open(
+            1, "w", encoding=encoding, errors=errors or "strict", closefd=False, buffering=1
         )
-        sys.stdin = open(os.devnull, encoding="utf-8")
+        sys.stderr = open(
+            2, "w", encoding=encoding, errors="backslashreplace", closefd=False, buffering=1
+        )
+        sys.stdin = open(os.devnull, encoding=encoding)
         try:
             yield results
         finally:
@@ -156,7 +162,7 @@ def _captured() -> Iterator[tuple[_Captured, _Captured]]:
             os.close(fd)
         for file, result in zip(files, results, strict=True):
             file.seek(0)
-            result.text = file.read().decode("utf-8", errors="replace")
+            result.text = file.read().decode(encoding, errors="replace")
             file.close()
 
 
