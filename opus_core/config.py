@@ -65,7 +65,7 @@ def project_state_dir(project: Path | None) -> Path:
     return Path(platformdirs.user_state_dir("opus")) / f"{name}-{digest}"
 
 
-_LOADED: ContextVar[tuple[Path | None]] = ContextVar("opus_loaded_project")
+_LOADED: ContextVar[tuple[Path | None] | None] = ContextVar("opus_loaded_project")
 _LOADED_IN_PROCESS: list[Path | None] = []
 """The project file of the configuration loaded last in this process, whatever the thread."""
 
@@ -289,6 +289,14 @@ def _found(path: str | os.PathLike[str] | None, user: bool) -> Config:
 
 
 _CHECKED: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def reset_caches() -> None:
+    """Forget the configuration files read and the project loaded last in this process:
+    `project_folder()` and `current_state_dir()` look the project up again."""
+    _CHECKED.clear()
+    _LOADED_IN_PROCESS.clear()
+    _LOADED.set(None)
 
 
 def _checked(file: Path, take: bool = False) -> dict[str, Any]:

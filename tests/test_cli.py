@@ -1,4 +1,5 @@
-"""The opus command line, run for real in a subprocess."""
+"""The opus command line: `opus_core.cli.main` in the test's process (`cli_helpers.opus`), a
+real process where signals, a terminal or the exit itself are the point."""
 
 from __future__ import annotations
 

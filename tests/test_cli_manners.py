@@ -1,4 +1,4 @@
-"""The command line's manners (issue 15 items 6-8), through the real `opus` in a subprocess.
+"""The command line's manners (issue 15 items 6-8), through `opus` (`cli_helpers.opus`).
 
 Names instead of ids and "did you mean" for slips, listings by default,
 JSON for programs and readable times for people, a question before

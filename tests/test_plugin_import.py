@@ -54,8 +54,12 @@ def test_a_plugin_that_ends_the_process_at_import_is_the_last_plugin_traced(
 ) -> None:
     site = tmp_path / "site"
     make_distribution(site, "exiting-plugin", "exiting_plugin", "import os\nos._exit(9)\n")
-    result = opus(
-        "plugins", "list", cwd=tmp_path, env={"PYTHONPATH": str(site), "OPUS_TRACE_PLUGINS": "1"}
+    result = opus(  # a process: the plugin ends it
+        "plugins",
+        "list",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "OPUS_TRACE_PLUGINS": "1"},
+        process=True,
     )
     assert result.returncode == 9
     assert result.stderr.splitlines()[-1] == (

@@ -1,4 +1,7 @@
-"""Task processes never outlive the opus that started them, whatever ends it."""
+"""Task processes never outlive the opus that started them, whatever ends it.
+
+Every `opus` here is a real process (`process=True`): how that process ends is the point.
+"""
 
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_exits_143(tmp_path: Path) -> None
     assert "Traceback" not in stderr
     assert "1 succeeded, 1 cancelled" in stdout and "(interrupted)" in stdout
     assert wait_for(lambda: not alive(task))
-    state = opus("state", "list", cwd=root, timeout=30)
+    state = opus("state", "list", cwd=root, timeout=30, process=True)
     records = {line.split()[0]: line.split()[1] for line in state.stdout.splitlines()[1:]}
     assert records.get("opus-run:apply:default:quick") == "succeeded", state.stdout  # kept
 
@@ -155,7 +158,7 @@ def test_a_thread_a_task_leaves_running_does_not_keep_its_process_after_opus(
         """,
     )
     start = time.monotonic()
-    result = opus("run", cwd=root, timeout=30)
+    result = opus("run", cwd=root, timeout=30, process=True)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start < 20  # opus did not wait for the thread's minute
     task = int((root / "lingerer.pid").read_text())
@@ -244,7 +247,7 @@ def stuck_project(root: Path, timeout: str) -> Path:
 def test_a_timed_out_thread_does_not_keep_opus_running(tmp_path: Path) -> None:
     root = stuck_project(tmp_path, ", timeout = 0.3")
     start = time.monotonic()
-    result = opus("run", cwd=root, timeout=30)
+    result = opus("run", cwd=root, timeout=30, process=True)
     assert time.monotonic() - start < 15
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "1 timed_out" in result.stdout
@@ -293,7 +296,7 @@ def test_a_pool_inside_a_task_ends_without_a_traceback(tmp_path: Path) -> None:
         spec = { pidfile = "pooled.pid", pool = true, seconds = 0 }
         """,
     )
-    result = opus("run", cwd=root, timeout=60)
+    result = opus("run", cwd=root, timeout=60, process=True)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
 

@@ -321,3 +321,35 @@ def test_opus_main_called_in_a_program_gives_it_its_own_folder_back(tmp_path: Pa
     )
     assert "orders  succeeded" in ran.stdout, ran.stderr
     assert ran.stdout.splitlines()[-2:] == ["status 0", f"folder {elsewhere}"], ran.stdout
+
+
+MAIN_BESIDE_A_THREAD = """
+import sys
+import threading
+
+from opus_core.cli import main
+
+done = threading.Event()
+worker = threading.Thread(target=done.wait)  # the program's own thread, not a task's
+worker.start()
+status = main(["run", "--config", sys.argv[1], "--no-progress"])
+print("status", status, flush=True)
+done.set()
+"""
+
+
+def test_opus_main_in_a_program_with_a_thread_of_its_own_returns_to_it(tmp_path: Path) -> None:
+    folder = shop(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    ran = subprocess.run(  # a process: opus would end it (os._exit) if it took the thread for a task's
+        [sys.executable, "-c", MAIN_BESIDE_A_THREAD, str(folder / "opus.toml")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1] == "status 0", ran.stdout
+    assert "cannot be killed" not in ran.stderr

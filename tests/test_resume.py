@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import textwrap
@@ -11,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from cli_helpers import OPUS, opus
+from cli_helpers import opus
 from harness import Harness
 
 from opus_core import StatePersistence, Task, TaskProcessor
@@ -175,19 +174,13 @@ def crash_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run_opus(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPUS_", "KILL_"))}
-    environment.update(
-        {"XDG_CONFIG_HOME": str(root / ".user"), "RAN_LOG": str(root / "ran.log"), **env}
-    )
-    return subprocess.run(
-        [str(OPUS), "run", *args],
-        cwd=root,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def run_opus(
+    root: Path, *args: str, process: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`opus run ARGS` in `root`; a real process (`process`) for a run that kills itself or
+    that a `sitecustomize.py` on `PYTHONPATH` prepares as its interpreter starts."""
+    environment = {"XDG_CONFIG_HOME": str(root / ".user"), "RAN_LOG": str(root / "ran.log")}
+    return opus("run", *args, cwd=root, env={**environment, **env}, process=process)
 
 
 def check_state_files(root: Path) -> None:
@@ -198,7 +191,7 @@ def check_state_files(root: Path) -> None:
 @pytest.mark.parametrize("k", [0, 3, 7, 9])
 def test_killed_after_task_k_then_resumed_runs_every_task_once(tmp_path: Path, k: int) -> None:
     root = crash_project(tmp_path)
-    first = run_opus(root, KILL_BEFORE=f"step-{k}")
+    first = run_opus(root, KILL_BEFORE=f"step-{k}", process=True)
     assert first.returncode == -signal.SIGKILL
     check_state_files(root)
     second = run_opus(root, "--resume")
@@ -213,7 +206,7 @@ def test_killed_after_task_k_then_resumed_runs_every_task_once(tmp_path: Path, k
 def test_killed_in_the_middle_of_a_state_write_then_resumed(tmp_path: Path, write: int) -> None:
     root = crash_project(tmp_path)
     (root / "sitecustomize.py").write_text(KILL_MID_WRITE)
-    first = run_opus(root, KILL_AT_WRITE=str(write), PYTHONPATH=str(root))
+    first = run_opus(root, KILL_AT_WRITE=str(write), PYTHONPATH=str(root), process=True)
     assert first.returncode == -signal.SIGKILL
     assert list((root / "state").glob(".tmp-*"))  # it died holding a half-done write
     check_state_files(root)
@@ -248,7 +241,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_earlier_state_intact(tmp_pa
         "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
     )
     (root / "ran.log").unlink()
-    result = run_opus(root, PYTHONPATH=str(root))
+    result = run_opus(root, PYTHONPATH=str(root), process=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("opus: ")]
     assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr

@@ -50,6 +50,7 @@ STOP_GRACE = 10.0
 changes it); past them it says what it was waiting for and exits anyway."""
 
 _stopped = threading.Event()  # set when main() returns: the stop ended in time
+_callers_threads: frozenset[threading.Thread] = frozenset()  # running when main() was called
 
 
 def env_seconds(name: str, default: float, least: float = 0.0) -> float:
@@ -93,10 +94,16 @@ def exit_leaving_threads(status: int) -> None:
     A Python thread cannot be killed: a task that timed out or was stopped on a
     thread runner runs on, and the interpreter would wait for it at exit — for
     ever, if it never returns. The run is over and its records are saved, so
-    opus exits and leaves those threads behind, saying so.
+    opus exits and leaves those threads behind, saying so. Threads that already ran
+    when `main()` was called are those of the program that called it, not task threads:
+    they are not counted.
     """
     main = threading.main_thread()
-    left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+    left = [
+        t
+        for t in threading.enumerate()
+        if t is not main and not t.daemon and t.is_alive() and t not in _callers_threads
+    ]
     if not left:
         return
     sys.stderr.write(
@@ -112,8 +119,9 @@ def exit_leaving_threads(status: int) -> None:
 def stop_signals() -> Iterator[None]:
     """Within it, the first Ctrl-C or SIGTERM raises `KeyboardInterrupt` (`_on_stop_signal`);
     at its end the grace of a stop is over and the handlers are put back as they were."""
-    global _terminated, _signals
+    global _terminated, _signals, _callers_threads
     _terminated, _signals = False, 0
+    _callers_threads = frozenset(threading.enumerate())
     _stopped.clear()
     saved = None
     if threading.current_thread() is threading.main_thread():

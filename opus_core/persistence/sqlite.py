@@ -101,6 +101,12 @@ _ABANDONED: list[Any] = []
 collector cannot close (and checkpoint) the parent's database from under it."""
 
 
+def reset_caches() -> None:
+    """Forget which databases this process has checked: each is checked again before its
+    next first write."""
+    _CHECKED.clear()
+
+
 def default_path() -> Path:
     """`state.db` in the project's state folder (`opus_core.persistence.state_folder`)."""
     return state_folder() / FILENAME

@@ -128,6 +128,12 @@ class Hooks(pluggy.PluginManager):
 _MODULES: dict[types.ModuleType, list[tuple[str, pluggy.HookimplOpts]]] = {}
 
 
+def reset_caches() -> None:
+    """Forget the hook implementations found in plugin modules (each module is read once
+    per process): a module imported again is read again."""
+    _MODULES.clear()
+
+
 class Guarded:
     """A plugin as pluggy registers it: each of its hook implementations, guarded.
 

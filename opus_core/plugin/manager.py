@@ -68,6 +68,14 @@ _loaded: dict[tuple[str, str], tuple[object, BaseException | None]] = {}
 _warned: set[str] = set()
 
 
+def reset_caches() -> None:
+    """Forget the entry points found, the plugins imported and the warnings given in this
+    process: the next plugin manager finds, imports and warns again, as in a new process."""
+    _entry_points.clear()
+    _loaded.clear()
+    _warned.clear()
+
+
 def discover() -> list[EntryPoint]:
     """The entry points of the group `opus` on the current `sys.path`."""
     key = tuple(sys.path)

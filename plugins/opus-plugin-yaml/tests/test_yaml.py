@@ -10,12 +10,11 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import cli_helpers
 import pytest
 from opus_plugin_yaml import opus_load_tasks
 
 from opus_core import ManifestError, Tasks
-
-OPUS = Path(sys.executable).parent / "opus"
 
 # In file order web comes first: the run order must come from the dependencies.
 DEPLOY = """\
@@ -219,13 +218,15 @@ def project(tmp_path: Path, manifests: str = DEPLOY) -> Path:
 
 def opus(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`opus ARGS` run from another directory, with configuration and state kept in tmp_path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config-home")
-    env["XDG_STATE_HOME"] = str(tmp_path / "state-home")
     cwd = tmp_path / "elsewhere"
     cwd.mkdir(exist_ok=True)
-    return subprocess.run(
-        [str(OPUS), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    return cli_helpers.opus(
+        *args,
+        cwd=cwd,
+        env={
+            "XDG_CONFIG_HOME": str(tmp_path / "config-home"),
+            "XDG_STATE_HOME": str(tmp_path / "state-home"),
+        },
     )
 
 
