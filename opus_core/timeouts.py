@@ -53,11 +53,27 @@ def call_with_alarm(
             raise TaskTimeoutError(message)
         return value
 
-    def on_alarm(_signum: int, _frame: object) -> None:
+    # A timer the caller set (pytest-timeout's, a program's own) is kept: if it comes due
+    # first its handler runs, as it would have, and the call's own alarm is set again.
+    now = time.monotonic()
+    due = now + timeout + grace
+    caller_left, caller_interval = signal.getitimer(signal.ITIMER_REAL)
+    caller_due = now + caller_left if caller_left else None
+    heard = []  # the caller's alarm, when it came during the call
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if now < due and caller_due is not None and now >= caller_due:  # the caller's alarm
+            heard.append(now)
+            signal.setitimer(signal.ITIMER_REAL, due - now)
+            if callable(previous):
+                previous(signum, frame)
+            return
         raise _Alarm
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout + grace)
+    first = min(due, caller_due) if caller_due is not None else due
+    signal.setitimer(signal.ITIMER_REAL, max(first - time.monotonic(), 1e-6))
     try:
         return fn()
     except _Alarm:
@@ -65,6 +81,9 @@ def call_with_alarm(
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if caller_due is not None and (not heard or caller_interval):  # the caller's, again
+            left = caller_interval if heard else caller_due - time.monotonic()
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), caller_interval)
 
 
 QUEUED_CHECK = 0.1

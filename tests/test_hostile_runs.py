@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cli_helpers import one_line_error, opus
 from harness import Harness
 
 from opus_core import LoggerWrapper, StatePersistence, Task, TaskProcessor, Tasks, task
-from opus_core.errors import ManifestError, OpusError, PluginError
+from opus_core.errors import ManifestError, OpusError, PluginError, TaskTimeoutError
 from opus_core.runners import BaseTaskRun, Runner, SequentialRunner
 from opus_core.timeouts import DeadlineWatcher, call_with_alarm
 
@@ -111,6 +112,47 @@ def test_one_bad_deadline_never_kills_the_deadline_watcher() -> None:
 def test_the_alarm_in_the_caller_ignores_a_timeout_no_clock_can_hold() -> None:
     assert call_with_alarm(lambda: 42, math.inf, "forever") == 42
     assert call_with_alarm(lambda: 43, 1e308, "forever") == 43
+
+
+def _wait_for(flag: list[object]) -> str:
+    deadline = time.monotonic() + 60  # only a hang reaches it
+    while not flag and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return "done"
+
+
+def test_an_alarm_the_caller_set_still_comes_when_a_task_with_a_timeout_runs() -> None:
+    """pytest-timeout, or a program of its own, sets SIGALRM: opus's timeout keeps it."""
+    heard: list[object] = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: heard.append("caller"))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # due while the task runs
+        assert call_with_alarm(lambda: _wait_for(heard), 120, "waits") == "done"
+        assert heard == ["caller"]
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # due after the task
+        assert call_with_alarm(lambda: 42, 120, "quick") == 42
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < left <= 0.2, "the caller's alarm was cancelled"
+        deadline = time.monotonic() + 60
+        while len(heard) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert heard == ["caller", "caller"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_task_still_times_out_when_the_caller_has_an_alarm_set_for_later() -> None:
+    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 300)
+        with pytest.raises(TaskTimeoutError, match="task 'slow' timed out after 0.05s"):
+            call_with_alarm(lambda: _wait_for([]), 0.05, "slow")
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 200 < left <= 300, "the caller's alarm was not put back"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # -- item 8: Tasks.stop() under the sequential runner --------------------------------------------
