@@ -118,9 +118,8 @@ def nap_and_mark(seconds: float, value: int, marker: str) -> int:
 
 
 def released(path: str, value: int) -> int:
-    """`value` once the file `path` exists (the caller releases the task)."""
-    until(Path(path).exists)
-    return value
+    """`value` once the file `path` exists (the caller releases the task); -1 if it never does."""
+    return value if until(Path(path).exists) else -1
 
 
 async def ainc(x: int) -> int:
@@ -380,11 +379,11 @@ def test_an_async_timeout_cancels_the_coroutine_and_retries_apply(
     assert retried.attempts == 3
 
 
-def test_awaiting_a_run_does_not_block_the_event_loop(runner: Runner) -> None:
-    if runner.blocking:
-        slow = task(runner=runner)(nap)(0.01, 7)
-    else:
-        slow = task(runner=runner)(nap)(0.4, 7)
+def test_awaiting_a_run_does_not_block_the_event_loop(runner: Runner, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    if runner.blocking:  # sequential: the run ends within the call
+        release.touch()
+    slow = task(runner=runner)(released)(str(release), 7)
 
     async def main() -> tuple[int, int]:
         ticks = 0
@@ -393,6 +392,8 @@ def test_awaiting_a_run_does_not_block_the_event_loop(runner: Runner) -> None:
             nonlocal ticks
             while not slow.done():
                 ticks += 1
+                if ticks == 10:  # the run ends only once the loop has gone on while awaiting it
+                    release.touch()
                 await asyncio.sleep(0.01)
 
         ticker = asyncio.ensure_future(tick())
