@@ -38,7 +38,9 @@ def test_pipeline_runs_every_task_in_dev(runner: str) -> None:
     assert "smoke test: http://web.internal answered" in result.stdout
 
 
-@pytest.mark.parametrize("runner", ["sequential", "process", "threadpool", "dask"])
+@pytest.mark.parametrize(
+    "runner", ["sequential", "process", "threadpool", pytest.param("dask", marks=pytest.mark.slow)]
+)
 def test_etl_runs_the_same_on_every_runner(runner: str, tmp_path: Path) -> None:
     output = tmp_path / "rows.json"
     result = run_example(str(EXAMPLES / "etl.py"), runner, str(output))

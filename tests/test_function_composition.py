@@ -38,7 +38,13 @@ from opus_core import (
 from opus_core.function_task import TaskFunction
 from opus_core.runners import ProcessPoolRunner, ProcessRunner, Runner, SequentialRunner
 
-RUNNERS = ["sequential", "process", "processpool", "threadpool", "dask"]
+RUNNERS = [
+    "sequential",
+    "process",
+    "processpool",
+    "threadpool",
+    pytest.param("dask", marks=pytest.mark.slow),  # a real cluster
+]
 
 
 class Pair(NamedTuple):
@@ -55,10 +61,10 @@ def dask_runner() -> Iterator[DaskRunner]:
 
 
 @pytest.fixture(params=RUNNERS)
-def runner(request: pytest.FixtureRequest, dask_runner: DaskRunner) -> Iterator[Runner]:
+def runner(request: pytest.FixtureRequest) -> Iterator[Runner]:
     name = request.param
-    if name == "dask":
-        yield dask_runner
+    if name == "dask":  # the cluster starts only for the tests that run on it
+        yield request.getfixturevalue("dask_runner")
         return
     made: Runner = {
         "sequential": SequentialRunner,
@@ -552,6 +558,7 @@ def test_tasks_that_wait_for_tasks_never_starve_the_pool() -> None:
         runner.shutdown()
 
 
+@pytest.mark.slow
 def test_a_runlist_fetches_remote_values_only_when_asked(dask_runner: DaskRunner) -> None:
     runs = RunList([task(runner=dask_runner)(inc)(i) for i in range(50)])
     assert runs.wait(20)

@@ -17,6 +17,8 @@ from opus_plugin_dask import DaskConnectionError, DaskRunner, DaskTaskRun
 from opus_core import ConfigError, StatePersistence, Tasks, task
 from opus_core.plugin.manager import PluginManager
 
+pytestmark = pytest.mark.slow  # a real dask cluster
+
 # Functions defined here travel to the workers by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
