@@ -148,10 +148,11 @@ def test_a_failing_task_skips_its_dependents_and_retries_apply(
 
 def test_a_cancelled_run(runner: DaskRunner, tmp_path: Path) -> None:
     h = Harness(tmp_path, runner)  # type: ignore[arg-type]
-    h.add("slow-1", spec={"sleep": 1.5})
-    h.add("slow-2", spec={"sleep": 1.5})
+    released = tmp_path / "stopped"
+    h.add("slow-1", spec={"release": str(released)})  # both run until the stop
+    h.add("slow-2", spec={"release": str(released)})
     h.add("after", dependencies=["slow-1"])
-    report = h.run_and_stop(running=2)
+    report = h.run_and_stop(running=2, release=released)
     assert report.interrupted
     assert {r.status for r in report} == {"cancelled"}
 
