@@ -237,7 +237,6 @@ def test_ctrl_c_interrupts_get_result_whichever_thread_takes_the_signal(tmp_path
     proc = interruptible([sys.executable, str(script), str(marker)])
     assert until(marker.exists), "get_result was never reached"
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(
-        timeout=90
-    )  # not interrupted, it would return after the task's minute
+    # Not interrupted, get_result would return after the task's minute, printing nothing.
+    out, _ = proc.communicate(timeout=90)
     assert out.strip() == "interrupted"
