@@ -307,7 +307,8 @@ from opus_core import task
 
 @task
 def forever():
-    Path("forever.pid").write_text(str(os.getpid()))
+    Path("forever.pid.partial").write_text(str(os.getpid()))
+    os.replace("forever.pid.partial", "forever.pid")  # whole when it appears
     done = Path("forever.done").absolute()
     time.sleep(60)
     done.touch()
