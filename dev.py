@@ -4,6 +4,10 @@ python3 dev.py demo     install opus and its plugins into .venv and run the main
 python3 dev.py test     install the same plus the test tools and run every check and test,
                         the documentation site's `mkdocs build --strict` among them
                         (with no arguments, also `floor`; arguments go to pytest)
+python3 dev.py test --fast
+                        the checks (ruff, mypy, lint-imports) and the tests not marked
+                        `slow` (no dask cluster, browser, long fuzzing or package
+                        installs), without the site or `floor`; further arguments go to pytest
 python3 dev.py floor    the plugin-system tests against the oldest pluggy and packaging allowed
 python3 dev.py bench    install the baselines and print the benchmark table (benchmarks/)
 """
@@ -104,14 +108,21 @@ def install_debian_packages() -> None:
 
 
 def test() -> None:
+    arguments = sys.argv[2:]
+    fast = "--fast" in arguments
+    if fast:
+        arguments.remove("--fast")
     install("test")
     install_debian_packages()
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
     run(BIN / "lint-imports", "--no-logo")  # the layers of opus_core: [tool.importlinter]
+    if fast:  # the tests marked `slow` (pyproject.toml) left out, and the site and floor
+        run(PYTHON, "-m", "pytest", "-m", "not slow", *arguments)
+        return
     docs()
-    run(PYTHON, "-m", "pytest", *sys.argv[2:])
-    if not sys.argv[2:]:
+    run(PYTHON, "-m", "pytest", *arguments)
+    if not arguments:
         floor()
 
 

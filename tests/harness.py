@@ -6,12 +6,26 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from opus_core import LoggerWrapper, RunReport, Task, TaskProcessor, Tasks
 
 RUNNERS = ["sequential", "process"]
+PATIENCE = 30.0
+"""How long a task or a test waits for something that should happen: generous, since only
+a failure ever waits that long."""
+
+
+def until(condition: Callable[[], bool], patience: float = PATIENCE) -> bool:
+    """Poll `condition` until it holds or `patience` seconds pass; whether it held."""
+    deadline = time.monotonic() + patience
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class Scripted(TaskProcessor):
@@ -19,7 +33,10 @@ class Scripted(TaskProcessor):
 
     spec keys: `publish` (dict to return), `sleep` (seconds), `fail` (message to
     raise), `fail_attempts` (fail the first N attempts), `save_state` (dict saved
-    under the task id).
+    under the task id), `await_start` (names: wait until each has started, a barrier
+    that proves tasks ran at once), `release` (a path: wait until that file exists).
+    The waits give up after `PATIENCE` seconds and go on, so that a broken order fails
+    the test's assertions instead of hanging it.
     """
 
     kind = "Scripted"
@@ -49,6 +66,11 @@ class Scripted(TaskProcessor):
             context=context,
         )
         time.sleep(spec.get("sleep", 0))
+        if "await_start" in spec:
+            waiting = set(spec["await_start"])
+            until(lambda: waiting <= {e["task"] for e in self.events() if e["event"] == "start"})
+        if "release" in spec:
+            until(Path(spec["release"]).exists)
         if attempt <= spec.get("fail_attempts", 0):
             raise RuntimeError(f"{task.task_id} failed attempt {attempt}")
         if "fail" in spec:
@@ -89,15 +111,16 @@ class Harness:
     def run(self, command: str = "apply", context: str = "default"):  # type: ignore[no-untyped-def]
         return self.tasks.process_context(command=command, context=context)
 
-    def run_and_stop(self, running: int) -> RunReport:
-        """Start a run in a thread, stop it once `running` attempts have started; its report."""
+    def run_and_stop(self, running: int, release: Path | None = None) -> RunReport:
+        """Start a run in a thread, stop it once `running` attempts have started (then create
+        `release`, the file tasks with that `release` wait for); its report."""
         reports: list[RunReport] = []
         worker = threading.Thread(target=lambda: reports.append(self.run()))
         worker.start()
-        deadline = time.monotonic() + 10
-        while len(self.started()) < running and time.monotonic() < deadline:
-            time.sleep(0.02)
+        until(lambda: len(self.started()) >= running)
         self.tasks.stop()
+        if release is not None:
+            release.touch()
         worker.join(10)
         assert not worker.is_alive(), "the run did not stop"
         return reports[0]

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from cli_helpers import (
     opus,
     opus_on_a_terminal,
 )
+from harness import until
 
 from opus_core import __version__
 
@@ -31,6 +31,8 @@ from opus_core import TaskProcessor
 class Echo(TaskProcessor):
     kind = "Echo"
     def process_task(self, task, command, context, key_value_store, state_persistence):
+        if task.spec.get("mark"):  # a file saying the task has started
+            open(task.spec["mark"], "w").close()
         time.sleep(task.spec.get("sleep", 0))
         if task.spec.get("fail"):
             raise RuntimeError(task.spec["fail"])
@@ -149,13 +151,14 @@ def test_ctrl_c_stops_the_run_with_a_summary(tmp_path: Path) -> None:
     root = project(
         tmp_path,
         BASIC.replace(
-            'metadata = { name = "first" }', 'metadata = { name = "first" }\nspec = { sleep = 30 }'
+            'metadata = { name = "first" }',
+            'metadata = { name = "first" }\nspec = { sleep = 30, mark = "first.started" }',
         ),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     env["XDG_CONFIG_HOME"] = str(root / ".user")
     proc = interruptible([str(OPUS), "run", "--runner", "process"], cwd=root, env=env)
-    time.sleep(1.0)
+    assert until((root / "first.started").exists)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, (out, err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,9 @@ def test_pipeline_runs_every_task_in_dev(runner: str) -> None:
     assert "smoke test: http://web.internal answered" in result.stdout
 
 
-@pytest.mark.parametrize("runner", ["sequential", "process", "threadpool", "dask"])
+@pytest.mark.parametrize(
+    "runner", ["sequential", "process", "threadpool", pytest.param("dask", marks=pytest.mark.slow)]
+)
 def test_etl_runs_the_same_on_every_runner(runner: str, tmp_path: Path) -> None:
     output = tmp_path / "rows.json"
     result = run_example(str(EXAMPLES / "etl.py"), runner, str(output))
@@ -56,13 +59,15 @@ def test_pipeline_leaves_dev_only_tasks_out_of_prod() -> None:
     assert "(prod)" in result.stdout
 
 
-def test_ten_sleepy_workers_example_takes_about_one_second() -> None:
+def test_ten_sleepy_workers_example_runs_each_worker_in_a_process_of_its_own() -> None:
+    # That the ten run at once is proven with a barrier, not a clock, in test_task_decorator.
     result = run_example(str(EXAMPLES / "sleepy_workers.py"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len([line for line in lines if line.startswith("worker ")]) == 10
-    seconds = float(lines[-1].split(" in ")[1].rstrip("s"))
-    assert seconds < 1.9
+    workers = [line.split() for line in lines if line.startswith("worker ")]
+    assert [int(words[1]) for words in workers] == list(range(10))
+    assert len({words[-1] for words in workers}) == 10  # ten processes
+    assert re.fullmatch(r"10 sleepy workers finished in \d+\.\d\ds", lines[-1]), lines[-1]
 
 
 def test_hello_world_opus_toml_is_the_main_job(tmp_path: Path) -> None:

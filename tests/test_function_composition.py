@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from harness import until
 from opus_plugin_dask import DaskRunner
 from opus_plugin_threadpool import ThreadPoolRunner
 
@@ -37,7 +38,13 @@ from opus_core import (
 from opus_core.function_task import TaskFunction
 from opus_core.runners import ProcessPoolRunner, ProcessRunner, Runner, SequentialRunner
 
-RUNNERS = ["sequential", "process", "processpool", "threadpool", "dask"]
+RUNNERS = [
+    "sequential",
+    "process",
+    "processpool",
+    "threadpool",
+    pytest.param("dask", marks=pytest.mark.slow),  # a real cluster
+]
 
 
 class Pair(NamedTuple):
@@ -54,10 +61,10 @@ def dask_runner() -> Iterator[DaskRunner]:
 
 
 @pytest.fixture(params=RUNNERS)
-def runner(request: pytest.FixtureRequest, dask_runner: DaskRunner) -> Iterator[Runner]:
+def runner(request: pytest.FixtureRequest) -> Iterator[Runner]:
     name = request.param
-    if name == "dask":
-        yield dask_runner
+    if name == "dask":  # the cluster starts only for the tests that run on it
+        yield request.getfixturevalue("dask_runner")
         return
     made: Runner = {
         "sequential": SequentialRunner,
@@ -107,6 +114,18 @@ def fail(message: str) -> int:
 def nap(seconds: float, value: int = 0) -> int:
     time.sleep(seconds)
     return value
+
+
+def nap_and_mark(seconds: float, value: int, marker: str) -> int:
+    """`nap`, then a file saying the nap ended."""
+    time.sleep(seconds)
+    Path(marker).touch()
+    return value
+
+
+def released(path: str, value: int) -> int:
+    """`value` once the file `path` exists (the caller releases the task); -1 if it never does."""
+    return value if until(Path(path).exists) else -1
 
 
 async def ainc(x: int) -> int:
@@ -199,28 +218,30 @@ def test_stopping_an_input_skips_its_dependents(on: Callable[..., Any], runner: 
     assert (slow.status, dependent.status) == (TaskStatus.CANCELLED, TaskStatus.SKIPPED)
 
 
-def test_a_timeout_in_the_middle_of_a_chain(on: Callable[..., Any]) -> None:
+def test_a_timeout_in_the_middle_of_a_chain(on: Callable[..., Any], tmp_path: Path) -> None:
+    woke = str(tmp_path / "woke")
     first = on(inc)(0)
-    middle = on(lambda x: nap(5, x), timeout=0.3, name="middle")(first)
+    middle = on(lambda x: nap_and_mark(5, x, woke), timeout=0.3, name="middle")(first)
     last = on(inc)(middle)
-    started = time.monotonic()
     with pytest.raises(UpstreamFailedError, match="'middle' timed out"):
         last.get_result(timeout=20)
-    assert time.monotonic() - started < 4
+    assert not Path(woke).exists()  # skipped before the middle's five seconds were up
     assert first.get_result() == 1
     assert (middle.status, last.status) == (TaskStatus.TIMED_OUT, TaskStatus.SKIPPED)
 
 
 def test_a_call_with_running_inputs_does_not_block_the_caller(
-    on: Callable[..., Any], runner: Runner
+    on: Callable[..., Any], runner: Runner, tmp_path: Path
 ) -> None:
-    slow = on(nap)(0.05 if runner.blocking else 0.6, 41)
-    started = time.monotonic()
-    dependent = on(inc)(slow)
+    release = tmp_path / "release"
+    if runner.blocking:  # sequential: the input runs within the call
+        release.touch()
+    slow = on(released)(str(release), 41)
+    dependent = on(inc)(slow)  # returns while its input waits for this caller
     if not runner.blocking:
-        assert time.monotonic() - started < 0.4
-        assert not dependent.done()
-    assert dependent.get_result(timeout=20) == 42
+        assert not slow.done() and not dependent.done()
+        release.touch()
+    assert dependent.get_result(timeout=60) == 42
 
 
 # -- map --------------------------------------------------------------------------------------
@@ -343,15 +364,11 @@ def test_an_async_timeout_cancels_the_coroutine_and_retries_apply(
             marker.write_text("yes")
             raise
 
-    started = time.monotonic()
     run = on(sleepy, timeout=0.3)()
     assert not run.wait(0.1) or run.status is TaskStatus.TIMED_OUT
     run.wait(10)
     assert run.status is TaskStatus.TIMED_OUT
-    assert time.monotonic() - started < 4
-    deadline = time.monotonic() + 5
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert until(marker.exists)  # cancelled, not left to sleep its five seconds
     assert marker.read_text() == "yes"
 
     attempts = tmp_path / "attempts"
@@ -368,11 +385,11 @@ def test_an_async_timeout_cancels_the_coroutine_and_retries_apply(
     assert retried.attempts == 3
 
 
-def test_awaiting_a_run_does_not_block_the_event_loop(runner: Runner) -> None:
-    if runner.blocking:
-        slow = task(runner=runner)(nap)(0.01, 7)
-    else:
-        slow = task(runner=runner)(nap)(0.4, 7)
+def test_awaiting_a_run_does_not_block_the_event_loop(runner: Runner, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    if runner.blocking:  # sequential: the run ends within the call
+        release.touch()
+    slow = task(runner=runner)(released)(str(release), 7)
 
     async def main() -> tuple[int, int]:
         ticks = 0
@@ -381,6 +398,8 @@ def test_awaiting_a_run_does_not_block_the_event_loop(runner: Runner) -> None:
             nonlocal ticks
             while not slow.done():
                 ticks += 1
+                if ticks == 10:  # the run ends only once the loop has gone on while awaiting it
+                    release.touch()
                 await asyncio.sleep(0.01)
 
         ticker = asyncio.ensure_future(tick())
@@ -505,18 +524,20 @@ def test_map_stops_at_the_shortest_even_when_one_is_endless(on: Callable[..., An
 
 
 def test_an_async_task_that_will_not_stop_is_stopped_after_its_grace(
-    on: Callable[..., Any],
+    on: Callable[..., Any], tmp_path: Path
 ) -> None:
+    finished = tmp_path / "finished"
+
     async def stubborn() -> str:
-        time.sleep(3)  # blocks its loop: cancelling cannot reach it
+        time.sleep(5)  # blocks its loop: cancelling cannot reach it
+        finished.touch()
         return "finished"
 
-    started = time.monotonic()
     run = on(stubborn, timeout=0.3)()
     run.wait(10)
     assert run.status is TaskStatus.TIMED_OUT
     assert str(run.exception()) == "task 'stubborn' timed out after 0.3s"
-    assert time.monotonic() - started < 2.8
+    assert not finished.exists()  # given up on after the grace, not waited for
 
 
 def test_tasks_that_wait_for_tasks_never_starve_the_pool() -> None:
@@ -537,6 +558,7 @@ def test_tasks_that_wait_for_tasks_never_starve_the_pool() -> None:
         runner.shutdown()
 
 
+@pytest.mark.slow
 def test_a_runlist_fetches_remote_values_only_when_asked(dask_runner: DaskRunner) -> None:
     runs = RunList([task(runner=dask_runner)(inc)(i) for i in range(50)])
     assert runs.wait(20)

@@ -38,6 +38,7 @@ def run_cli_in_process(config: Path, capsys: pytest.CaptureFixture[str]) -> None
         assert len(lines) == 1 and lines[0].startswith("opus: error: "), captured.err
 
 
+@pytest.mark.slow  # seeded fuzzing, many examples
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -96,6 +97,7 @@ documents = st.dictionaries(
 )
 
 
+@pytest.mark.slow  # seeded fuzzing, many examples
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -133,6 +135,7 @@ def dags(draw: st.DrawFn) -> list[list[int]]:
     return [sorted(draw(st.sets(st.integers(0, i - 1), max_size=3))) if i else [] for i in range(n)]
 
 
+@pytest.mark.slow  # seeded fuzzing, many examples
 @settings(max_examples=60, deadline=None)
 @given(graph=dags(), runner=st.sampled_from(["sequential", "threadpool"]), order=st.randoms())
 def test_any_dag_runs_each_task_after_its_dependencies_and_shows_it_only_its_ancestors(

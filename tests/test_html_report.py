@@ -206,6 +206,7 @@ def screenshot(opened: Opened, name: str) -> None:
 # -- in the browser ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a browser
 def test_the_graph_has_a_box_per_task_and_the_timeline_a_bar_per_attempt(
     browser: Any, small_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -238,6 +239,7 @@ def test_the_graph_has_a_box_per_task_and_the_timeline_a_bar_per_attempt(
     screenshot(opened, "report.png")
 
 
+@pytest.mark.slow  # a browser
 def test_lanes_show_how_many_attempts_ran_at_once(
     browser: Any, small_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -253,6 +255,7 @@ def test_lanes_show_how_many_attempts_ran_at_once(
     opened.clean()
 
 
+@pytest.mark.slow  # a browser
 def test_clicking_a_task_shows_its_error_and_traceback(
     browser: Any, small_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -280,6 +283,7 @@ def test_clicking_a_task_shows_its_error_and_traceback(
     opened.clean()
 
 
+@pytest.mark.slow  # a browser
 def test_hostile_task_names_and_errors_are_shown_as_text(
     browser: Any, small_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -300,6 +304,7 @@ def test_hostile_task_names_and_errors_are_shown_as_text(
     opened.clean()
 
 
+@pytest.mark.slow  # a browser
 def test_ten_thousand_tasks_open_ready_before_load_with_the_graph_grouped(
     browser: Any, big_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -378,6 +383,7 @@ def edges_under_boxes(page: Any) -> list[str]:
     return crossings
 
 
+@pytest.mark.slow  # a browser
 def test_no_edge_of_the_shop_example_passes_under_another_box(browser: Any, tmp_path: Path) -> None:
     run = real_run(SHOP)
     opened = open_report(browser, run, tmp_path / "report.html")
@@ -405,6 +411,7 @@ def skipping_specs() -> list[tuple[str, list[str], dict[str, Any]]]:
     return specs
 
 
+@pytest.mark.slow  # a browser
 @pytest.mark.parametrize("specs", [small_specs, skipping_specs], ids=["20-tasks", "24-tasks"])
 def test_no_edge_of_a_bigger_run_passes_under_another_box(
     browser: Any, specs: Any, tmp_path: Path
@@ -418,6 +425,7 @@ def test_no_edge_of_a_bigger_run_passes_under_another_box(
     opened.clean()
 
 
+@pytest.mark.slow  # a browser
 def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewhere(
     browser: Any, tmp_path: Path
 ) -> None:
@@ -442,6 +450,7 @@ def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewher
     opened.clean()
 
 
+@pytest.mark.slow  # a browser
 def test_at_800_pixels_the_status_start_and_duration_columns_are_not_cut(
     browser: Any, small_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -461,6 +470,7 @@ def test_at_800_pixels_the_status_start_and_duration_columns_are_not_cut(
     screenshot(opened, "report-800.png")
 
 
+@pytest.mark.slow  # a browser
 def test_the_header_shows_when_the_run_started_as_the_cli_does(
     browser: Any, small_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -616,6 +626,7 @@ def test_opus_report_without_history_says_how_to_keep_it(tmp_path: Path) -> None
     assert "memory persistence" in result.stderr and "opus run --report" in result.stderr
 
 
+@pytest.mark.slow  # a browser
 def test_the_report_example_writes_a_report_with_a_failure_and_a_retry(
     browser: Any, tmp_path: Path
 ) -> None:

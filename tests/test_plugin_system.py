@@ -1377,8 +1377,9 @@ def test_a_task_loader_returning_garbage_is_one_line_naming_the_file(tmp_path: P
 
 
 SLOW_IMPORT = """
-import time
+import os, time
 
+open(os.environ["SLOW_IMPORT_STARTED"], "w").close()
 time.sleep(30)
 """
 
@@ -1387,12 +1388,14 @@ def test_ctrl_c_while_plugins_load_is_exit_130_without_a_traceback(tmp_path: Pat
     import signal
 
     from cli_helpers import OPUS, interruptible
+    from harness import until
 
     install(tmp_path, "slow", SLOW_IMPORT)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
-    environment.update(env_for(tmp_path))
+    started = tmp_path / "import-started"
+    environment.update(env_for(tmp_path, SLOW_IMPORT_STARTED=str(started)))
     process = interruptible([str(OPUS), "plugins", "list"], cwd=tmp_path, env=environment)
-    time.sleep(1.0)
+    assert until(started.exists)  # the plugin is being imported
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import until
 from test_examples import EXAMPLES, run_example
 from test_process_lifetime import alive, wait_for
 
@@ -43,6 +44,12 @@ def pid() -> int:
 
 def sleep_then_pid(seconds: float) -> int:
     time.sleep(seconds)
+    return os.getpid()
+
+
+def pid_once_released(release: str) -> int:
+    """This worker's pid, once the file `release` exists: a task busy until the test says."""
+    until(Path(release).exists)
     return os.getpid()
 
 
@@ -118,11 +125,12 @@ def test_a_timeout_kills_the_worker_and_a_fresh_one_runs_the_next_task(
 def test_stop_kills_the_worker_and_leaves_the_other_tasks_alone(
     pool: ProcessPoolRunner, tmp_path: Path
 ) -> None:
-    pidfile = tmp_path / "pids"
-    neighbour = pool.submit(sleep_then_pid, 0.8)
+    pidfile, release = tmp_path / "pids", tmp_path / "release"
+    neighbour = pool.submit(pid_once_released, str(release))  # busy in the other worker
     stopped = pool.submit(start_a_sleeper, str(pidfile))
     worker, sleeper = pids_in(pidfile)
     stopped.stop()
+    release.touch()
     assert stopped.status == TaskStatus.CANCELLED
     assert wait_for(lambda: not alive(worker)) and wait_for(lambda: not alive(sleeper))
     assert neighbour.get_result(timeout=10) not in (worker, os.getpid())
@@ -130,10 +138,12 @@ def test_stop_kills_the_worker_and_leaves_the_other_tasks_alone(
 
 
 def test_a_task_stopped_while_it_waits_never_runs(pool: ProcessPoolRunner, tmp_path: Path) -> None:
-    busy = [pool.submit(time.sleep, 0.4) for _ in range(2)]
+    release = tmp_path / "release"
+    busy = [pool.submit(pid_once_released, str(release)) for _ in range(2)]  # both workers
     marker = tmp_path / "ran"
     waiting = pool.submit(Path.touch, marker)
     waiting.stop()
+    release.touch()
     for run in busy:
         run.get_result(timeout=10)
     assert pool.submit(pid).get_result(timeout=10)

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from opus_core.processor import DEFAULT_COMMANDS, PROCESS_TASK_PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +65,7 @@ def test_the_tutorial_documents_what_a_processor_declares() -> None:
     assert f"`process_task({call})`" in text
 
 
+@pytest.mark.slow
 def test_the_composition_snippet_runs_as_a_script_on_dask(tmp_path: Path) -> None:
     snippets = re.findall(r"```python\n(.*?)```", FUNCTION_TASKS, re.S)
     (snippet,) = [s for s in snippets if 'RUNNER = "threadpool"  # or' in s]

@@ -136,9 +136,9 @@ def test_runs_are_listed_newest_first_found_by_prefix_and_pruned(tmp_path: Path,
 def test_a_run_stopped_from_another_thread_is_recorded_stopped(tmp_path: Path) -> None:
     persistence = StatePersistence()
     h = Harness(tmp_path, state_persistence=persistence)
-    h.add("first", spec={"sleep": 0.2})
+    h.add("first", spec={"release": str(tmp_path / "stopped")})  # runs until the stop
     h.add("second", dependencies=["first"])
-    report = h.run_and_stop(running=1)
+    report = h.run_and_stop(running=1, release=tmp_path / "stopped")
     assert report.interrupted and report["second"].status == "cancelled"
     assert find_run(persistence, report.run_id or "")["status"] == "stopped"
 

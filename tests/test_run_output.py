@@ -70,7 +70,7 @@ def project(tmp_path: Path, opus_section: str = "", tasks: str = TASKS) -> Path:
     return tmp_path
 
 
-RUNNERS = ["sequential", "process", "threadpool", "dask"]
+RUNNERS = ["sequential", "process", "threadpool", pytest.param("dask", marks=pytest.mark.slow)]
 
 
 # -- tracebacks --------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from opus_plugin_dask import DaskRunner, DaskTaskRun
 
 from opus_core import RunList, Task, TaskProcessor, Tasks, UpstreamFailedError, task, unmapped, wait
 
+pytestmark = pytest.mark.slow  # a real dask cluster
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 DRIVER = os.getpid()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from opus_plugin_dask import DaskRunner
 
 from opus_core.testing import RunnerContract
+
+pytestmark = pytest.mark.slow  # a real dask cluster
 
 
 class TestDaskRunner(RunnerContract):

@@ -11,11 +11,13 @@ from pathlib import Path
 import cloudpickle
 import pytest
 from cli_helpers import opus
-from harness import Harness
+from harness import Harness, until
 from opus_plugin_dask import DaskConnectionError, DaskRunner, DaskTaskRun
 
 from opus_core import ConfigError, StatePersistence, Tasks, task
 from opus_core.plugin.manager import PluginManager
+
+pytestmark = pytest.mark.slow  # a real dask cluster
 
 # Functions defined here travel to the workers by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -42,17 +44,16 @@ def test_a_real_cluster_with_two_worker_processes(runner: DaskRunner) -> None:
     assert len(pids) == 2 and os.getpid() not in pids
 
 
-def test_task_calls_run_on_the_workers_in_parallel(runner: DaskRunner) -> None:
+def test_task_calls_run_on_the_workers_in_parallel(runner: DaskRunner, tmp_path: Path) -> None:
     @task(runner=runner)
     def work(n: int) -> tuple[int, int]:
-        time.sleep(0.5)
-        return n * n, os.getpid()
+        (tmp_path / f"started-{n}").touch()
+        all_started = until(lambda: len(list(tmp_path.glob("started-*"))) == 4)
+        return (n * n if all_started else -1), os.getpid()  # four threads across two processes
 
-    start = time.monotonic()
     runs = [work(n) for n in range(4)]
     assert all(isinstance(r, DaskTaskRun) for r in runs)
-    results = [r.get_result(timeout=30) for r in runs]
-    assert time.monotonic() - start < 1.6  # four threads across two processes
+    results = [r.get_result(timeout=60) for r in runs]
     assert [value for value, _ in results] == [0, 1, 4, 9]
     assert os.getpid() not in {pid for _, pid in results}
 
@@ -111,17 +112,17 @@ def test_a_graph_with_fan_out_and_fan_in(runner: DaskRunner, tmp_path: Path) -> 
             dependencies=["root"],
             labels={"layer": "mid"},
             spec={
-                "sleep": 0.4,
+                "await_start": ["a", "b", "c", "d"],  # the four middle tasks run at once
                 "publish": {name: f"${{region}}-{name}"},
                 "save_state": {"done": name},
             },
         )
     h.add("join", dependencies=[{"labels": {"layer": "mid"}}], spec={"publish": {"joined": True}})
-    start = time.monotonic()
     report = h.run()
-    elapsed = time.monotonic() - start
     assert report.ok, report.summary()
-    assert elapsed < 1.5  # the four middle tasks ran at once
+    starts = [e["t"] for e in h.processor.events() if e["event"] == "start" and e["task"] in "abcd"]
+    ends = [e["t"] for e in h.processor.events() if e["event"] == "end" and e["task"] in "abcd"]
+    assert max(starts) <= min(ends)  # the four middle tasks ran at once
     assert h.seen("join") == {"region": "eu", "a": "eu-a", "b": "eu-b", "c": "eu-c", "d": "eu-d"}
     assert h.tasks.key_value_store.store["joined"] is True
     assert persistence.get_object_state("c") == {
@@ -147,10 +148,11 @@ def test_a_failing_task_skips_its_dependents_and_retries_apply(
 
 def test_a_cancelled_run(runner: DaskRunner, tmp_path: Path) -> None:
     h = Harness(tmp_path, runner)  # type: ignore[arg-type]
-    h.add("slow-1", spec={"sleep": 1.5})
-    h.add("slow-2", spec={"sleep": 1.5})
+    released = tmp_path / "stopped"
+    h.add("slow-1", spec={"release": str(released)})  # both run until the stop
+    h.add("slow-2", spec={"release": str(released)})
     h.add("after", dependencies=["slow-1"])
-    report = h.run_and_stop(running=2)
+    report = h.run_and_stop(running=2, release=released)
     assert report.interrupted
     assert {r.status for r in report} == {"cancelled"}
 

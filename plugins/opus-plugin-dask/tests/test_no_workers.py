@@ -8,6 +8,8 @@ import pytest
 from distributed import LocalCluster
 from opus_plugin_dask import DaskRunner
 
+pytestmark = pytest.mark.slow  # a real dask cluster
+
 
 def test_tasks_wait_for_a_worker_and_opus_says_the_cluster_has_none(
     capfd: pytest.CaptureFixture[str],

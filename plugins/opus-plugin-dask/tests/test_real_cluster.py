@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import opus
 
+pytestmark = pytest.mark.slow  # a real dask cluster
+
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 DASK = Path(sys.executable).parent / "dask"
 

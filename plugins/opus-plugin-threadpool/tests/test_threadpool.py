@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from harness import Harness
+from harness import PATIENCE, Harness, until
 from opus_plugin_threadpool import ThreadPoolRunner, ThreadTaskRun, default_max_workers
 
 from opus_core import ConfigError, TaskCancelledError, Tasks, task
@@ -40,17 +39,16 @@ def test_options() -> None:
 
 def test_task_calls_run_concurrently_on_the_pool() -> None:
     runner = ThreadPoolRunner(max_workers=10)
+    all_running = threading.Barrier(10, timeout=PATIENCE)  # broken unless all ten run at once
 
     @task(runner=runner)
     def sleepy(n: int) -> tuple[int, str]:
-        time.sleep(0.5)
+        all_running.wait()
         return n, threading.current_thread().name
 
-    start = time.monotonic()
     runs = [sleepy(n) for n in range(10)]
     assert all(isinstance(r, ThreadTaskRun) for r in runs)
-    results = [r.get_result(timeout=5) for r in runs]
-    assert time.monotonic() - start < 1.4
+    results = [r.get_result(timeout=60) for r in runs]
     assert [n for n, _ in results] == list(range(10))
     assert len({name for _, name in results}) == 10
     runner.shutdown()
@@ -93,34 +91,34 @@ def test_stop_cancels_a_run_that_has_not_started() -> None:
 
 def test_stop_and_timeout_release_the_caller_while_the_thread_finishes(tmp_path: Path) -> None:
     done = tmp_path / "done"
+    release = threading.Event()
 
     @task(runner=ThreadPoolRunner(max_workers=2), timeout=0.2)
     def slow() -> None:
-        time.sleep(0.6)
+        release.wait(PATIENCE)
         done.write_text("finished")
 
-    start = time.monotonic()
     run = slow()
-    error = run.get_result(timeout=5, raise_exceptions=False)
+    error = run.get_result(timeout=60, raise_exceptions=False)
     assert run.status == "timed_out" and "timed out after 0.2s" in str(error)
-    assert time.monotonic() - start < 0.5
-    assert not done.exists()
-    deadline = time.monotonic() + 3
-    while not done.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert not done.exists()  # the caller was released before the thread was
+    release.set()
+    assert until(done.exists)
     assert done.read_text() == "finished"  # the thread went on in the background
 
 
 def test_graph_runs_on_the_pool_with_dependencies_and_values(tmp_path: Path) -> None:
     h = Harness(tmp_path, "threadpool")
-    for name in ("a", "b", "c"):
-        h.add(name, spec={"sleep": 0.4, "publish": {name: name.upper()}})
+    for name in ("a", "b", "c"):  # none ends before all three have started
+        h.add(name, spec={"await_start": ["a", "b", "c"], "publish": {name: name.upper()}})
     h.add("join", dependencies=["a", "b", "c"], spec={"publish": {"joined": True}})
     h.add("bad", spec={"fail": "nope"})
     h.add("after-bad", dependencies=["bad"])
-    start = time.monotonic()
     report = h.run()
-    assert time.monotonic() - start < 1.2  # a, b and c ran together
+    events = h.processor.events()
+    starts = [e["t"] for e in events if e["event"] == "start" and e["task"] in "abc"]
+    ends = [e["t"] for e in events if e["event"] == "end" and e["task"] in "abc"]
+    assert max(starts) <= min(ends)  # a, b and c ran together
     assert report["join"].status == "succeeded"
     assert h.seen("join") == {"a": "A", "b": "B", "c": "C"}
     assert report["bad"].status == "failed" and report["after-bad"].status == "skipped"
@@ -131,9 +129,12 @@ def test_a_run_shuts_its_pool_down(tmp_path: Path) -> None:
     h = Harness(tmp_path, "threadpool")
     h.add("a")
     assert h.run().ok
-    time.sleep(0.1)
-    left = {t.name for t in threading.enumerate()} - before
-    assert not any(name.startswith("opus-threadpool") for name in left)
+
+    def pool_threads() -> set[str]:
+        left = {t.name for t in threading.enumerate()} - before
+        return {name for name in left if name.startswith("opus-threadpool")}
+
+    assert until(lambda: not pool_threads()), pool_threads()
 
 
 def test_bad_option_in_config_is_a_config_error(tmp_path: Path) -> None:

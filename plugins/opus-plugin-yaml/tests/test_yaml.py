@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -191,20 +190,16 @@ def lol(levels: int) -> str:
     ("text", "line"),
     [(lol(9), 1), (lol(5) + "---\n" + lol(5), 10)],  # 9**9 in one document, 2 * 9**5 in two
 )
-def test_an_alias_bomb_is_refused_quickly_and_in_little_memory(
-    tmp_path: Path, text: str, line: int
-) -> None:
+def test_an_alias_bomb_is_refused_in_little_memory(tmp_path: Path, text: str, line: int) -> None:
     path = write(tmp_path / "lol.yaml", text)
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(ManifestError, match=rf"^{re.escape(str(path))}:{line}: aliases expand"):
             opus_load_tasks(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - started < 2
-    assert peak < 20_000_000
+    assert peak < 20_000_000  # the aliases were never expanded (9**9 lists would not fit)
 
 
 # -- through the engine and the command line (needs the core's `[opus] manifests`) -----------
