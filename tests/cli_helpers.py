@@ -186,7 +186,8 @@ def _own_modules(folders: list[str], project: str) -> Iterator[None]:
     try:
         yield
     finally:
-        roots = _roots([*folders, *(entry for entry in sys.path if entry not in before)])
+        # The run's own sys.path is put back by now: the project folder is named itself.
+        roots = _roots([*folders, project, *(entry for entry in sys.path if entry not in before)])
         for name, module in list(sys.modules.items()):
             if _from(module, roots):
                 del sys.modules[name]
