@@ -183,15 +183,27 @@ def _own_modules(folders: list[str], project: str) -> Iterator[None]:
     }
     for name in aside:
         del sys.modules[name]
+    imported = set(sys.modules)
     try:
         yield
     finally:
-        # The run's own sys.path is put back by now: the project folder is named itself.
-        roots = _roots([*folders, project, *(entry for entry in sys.path if entry not in before)])
+        roots = _roots([*folders, *(entry for entry in sys.path if entry not in before)])
         for name, module in list(sys.modules.items()):
-            if _from(module, roots):
+            if _from(module, roots) or (name not in imported and _top_level_in(module, project)):
                 del sys.modules[name]
         sys.modules.update(aside)
+
+
+def _top_level_in(module: object, folder: str) -> bool:
+    """Whether `module` is a module or package right in `folder` (a project's `procs.py`,
+    imported for `[opus] processors`), not in a folder below it."""
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+        return False
+    here = os.path.dirname(file)
+    if os.path.basename(file) == "__init__.py":
+        here = os.path.dirname(here)
+    return os.path.realpath(here) == os.path.realpath(folder)
 
 
 def _module_names(folder: str) -> list[str]:
