@@ -108,3 +108,22 @@ def test_manifests_opus_toml_runs_with_opus_run(tmp_path: Path) -> None:
     result = opus("run", "--config", str(EXAMPLES / "manifests" / "opus.toml"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 succeeded" in result.stdout
+
+
+def test_shell_steps_example_runs_its_commands_in_a_copy_of_its_folder(tmp_path: Path) -> None:
+    import shutil
+
+    from cli_helpers import opus
+
+    project = tmp_path / "shell_steps"
+    shutil.copytree(EXAMPLES / "shell_steps", project)
+    result = opus("run", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 succeeded" in result.stdout
+    assert "INFO    report: corner shop: 3 orders" in result.stderr
+    assert (project / "build" / "report.txt").read_text() == "corner shop: 3 orders\n"
+
+
+def test_the_command_tasks_page_shows_the_shell_steps_example_as_it_is() -> None:
+    page = (EXAMPLES.parent / "docs" / "command-tasks.md").read_text()
+    assert (EXAMPLES / "shell_steps" / "opus.toml").read_text() in page
