@@ -1,11 +1,12 @@
 """The core's own plugins, registered through the same hooks as everyone else's.
 
 This module is the plugin `builtin`: the `sequential`, `process` and `processpool` runners,
-the `memory` and `sqlite` persistence, the `plain` logger and the `.toml`/`.json` task
-loaders. The core's commands (`run`, `tasks`, `graph`, ...) are the command line's own
-plugin, `builtin.commands` (`opus_core.cli.commands`), which the command line registers:
-the engine never imports the command line. This module holds registrations only; the
-plugins registered per engine or per run under `builtin.*` names live with what they do:
+the `memory` and `sqlite` persistence, the `plain` logger, the `Command` processor and the
+`.toml`/`.json` task loaders. The core's commands (`run`, `tasks`, `graph`, ...) are the
+command line's own plugin, `builtin.commands` (`opus_core.cli.commands`), which the command
+line registers: the engine never imports the command line. This module holds registrations
+only; the plugins registered per engine or per run under `builtin.*` names live with what
+they do:
 `LogLines` and `StartLines` (`opus_core.loglines`, `builtin.log`), `Resume`
 (`opus_core.resume`, `builtin.resume`), `Selection` and `KeywordSelection`
 (`opus_core.selection`, `opus run NAME ...` and `-k EXPR`), and the progress line of
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from opus_core.logger import LoggerWrapper
     from opus_core.manifest import Task
     from opus_core.persistence import StatePersistence
+    from opus_core.processor import TaskProcessor
     from opus_core.runners.base import Runner
 
 
@@ -54,6 +56,14 @@ def opus_register_loggers() -> Iterable[type[LoggerWrapper]]:
     from opus_core.logger import LoggerWrapper
 
     return [LoggerWrapper]
+
+
+@hookimpl
+def opus_register_processors() -> Iterable[type[TaskProcessor]]:
+    """`Command`: shell steps as tasks (`opus_core.command_tasks`)."""
+    from opus_core.command_tasks import CommandProcessor
+
+    return [CommandProcessor]
 
 
 # -- manifest files ---------------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""`Command` tasks: shell steps in opus.toml, with no Python, through the real `opus run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from cli_helpers import OPUS, interruptible, opus
+from harness import until
+
+RUNNERS = ["sequential", "process", "processpool", "threadpool"]
+
+PUBLISHER = """
+from opus_core import TaskProcessor
+
+
+class Publish(TaskProcessor):
+    kind = "Publish"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        return dict(task.spec)
+"""
+
+
+def project(root: Path, tasks: str, runner: str = "sequential") -> Path:
+    (root / "publish.py").write_text(PUBLISHER)
+    (root / "opus.toml").write_text(
+        f'[opus]\nrunner = "{runner}"\npersistence = "memory"\n'
+        'processors = ["publish:Publish"]\n' + tasks
+    )
+    return root
+
+
+def command(name: str, spec: str, metadata: str = "") -> str:
+    return (
+        f'[[tasks]]\nkind = "Command"\nversion = "v1"\n'
+        f'metadata = {{ name = "{name}"{metadata} }}\nspec = {spec}\n'
+    )
+
+
+def dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie not yet reaped is dead too
+        return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_pipeline_of_shell_steps_runs_and_logs_each_line_under_its_task(
+    tmp_path: Path, runner: str
+) -> None:
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "index.html").write_text("<p>hi</p>")
+    tasks = (
+        '[[tasks]]\nkind = "Publish"\nversion = "v1"\n'
+        'metadata = { name = "settings" }\nspec = { who = "world" }\n'
+        + command(
+            "hello",
+            '{ run = "echo hello $WHO from ${who}; echo careful >&2", env = { WHO = "you" } }',
+            ', dependencies = ["settings"]',
+        )
+        + command("list", '{ run = ["ls", "-1"], cwd = "web" }', ', dependencies = ["hello"]')
+        + command(
+            "argv",
+            '{ run = ["printf", "%s|", "a b; echo injected", "$HOME"] }',
+            ', dependencies = ["list"]',
+        )
+    )
+    result = opus("run", cwd=project(tmp_path, tasks, runner))
+    assert result.returncode == 0, result.stderr
+    assert "4 succeeded" in result.stdout
+    lines = result.stderr.splitlines()
+    assert any(line.endswith("INFO    hello: hello you from world") for line in lines)
+    assert any(line.endswith("INFO    hello: careful") for line in lines)
+    assert any(line.endswith("INFO    list: index.html") for line in lines)
+    # a list is argv: no shell splits, expands or runs anything in it
+    assert any(line.endswith("INFO    argv: a b; echo injected|$HOME|") for line in lines)
+
+
+@pytest.mark.parametrize("runner", ["sequential", "threadpool"])
+def test_a_failing_command_fails_its_task_with_the_status_and_the_end_of_stderr(
+    tmp_path: Path, runner: str
+) -> None:
+    script = "echo out; for i in $(seq 1 30); do echo line $i >&2; done; exit 3"
+    tasks = command("build", f'{{ run = "{script}" }}') + command(
+        "ship", '{ run = "touch shipped" }', ', dependencies = ["build"]'
+    )
+    result = opus("run", cwd=project(tmp_path, tasks, runner))
+    assert result.returncode == 1
+    assert "command of task 'build' exited with status 3; last lines of stderr" in result.stdout
+    assert "line 30" in result.stdout and "line 11" in result.stdout
+    assert "line 10\n" not in result.stdout  # the last 20 lines, not all of them
+    assert "skipped" in result.stdout
+    assert not (tmp_path / "shipped").exists()
+
+
+def test_a_command_killed_by_a_signal_says_which(tmp_path: Path) -> None:
+    result = opus("run", cwd=project(tmp_path, command("x", '{ run = "kill -TERM $$$$" }')))
+    assert result.returncode == 1
+    assert "command of task 'x' was killed by SIGTERM" in result.stdout
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_timeout_kills_the_command_and_all_it_started(tmp_path: Path, runner: str) -> None:
+    script = "sleep 300 & echo $! > child.pid; sleep 300"
+    tasks = command("slow", f'{{ run = "{script}" }}', ", timeout = 1")
+    # On threadpool the task's thread may still be ending when the run is: opus then exits
+    # without waiting for it (os._exit), which only a process of its own can do.
+    result = opus("run", cwd=project(tmp_path, tasks, runner), process=runner == "threadpool")
+    assert result.returncode == 1
+    assert "1 timed_out" in result.stdout, result.stdout
+    child = int((tmp_path / "child.pid").read_text())
+    assert until(lambda: dead(child)), "the command's child outlived the timeout"
+
+
+def test_what_a_command_leaves_running_in_its_group_is_killed_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    script = "sleep 300 > /dev/null 2>&1 & echo $! > child.pid"
+    result = opus("run", cwd=project(tmp_path, command("leaves", f'{{ run = "{script}" }}')))
+    assert result.returncode == 0, result.stderr
+    child = int((tmp_path / "child.pid").read_text())
+    assert until(lambda: dead(child))
+
+
+def test_ctrl_c_kills_the_running_command_and_all_it_started(tmp_path: Path) -> None:
+    script = "sleep 300 & echo $! > child.pid; sleep 300"
+    root = project(tmp_path, command("slow", f'{{ run = "{script}" }}'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
+    env["XDG_CONFIG_HOME"] = str(root / ".user-config")
+    run = interruptible([str(OPUS), "run"], cwd=root, env=env)
+    try:
+        assert until(lambda: (root / "child.pid").exists() and (root / "child.pid").read_text())
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    assert until(lambda: dead(int((root / "child.pid").read_text())))
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ("{ run = 3 }", "task 'bad': spec.run must be a command line"),
+        ("{ run = [] }", "task 'bad': spec.run must be a command line"),
+        ('{ run = "  " }', "task 'bad': spec.run must be a command line"),
+        ('{ run = ["true", 1] }', "task 'bad': spec.run must be a command line"),
+        ("{}", "task 'bad': spec.run must be a command line"),
+        ('{ run = "true", env = { X = [1] } }', "spec.env.X must be a string, a number"),
+        ('{ run = "true", env = "X=1" }', "spec.env must be a table"),
+        ('{ run = "true", cwd = "nowhere" }', "spec.cwd 'nowhere' is not a folder"),
+        ('{ run = ["no-such-program-here"] }', "command of task 'bad' could not start"),
+    ],
+)
+def test_a_bad_command_spec_fails_its_task_naming_what_to_fix(
+    tmp_path: Path, spec: str, error: str
+) -> None:
+    result = opus("run", cwd=project(tmp_path, command("bad", spec)))
+    assert result.returncode == 1
+    assert error in result.stdout, result.stdout
+
+
+def test_env_values_may_be_numbers_and_booleans(tmp_path: Path) -> None:
+    spec = '{ run = "echo $PORT $DEBUG $RATIO", env = { PORT = 8080, DEBUG = true, RATIO = 0.5 } }'
+    result = opus("run", cwd=project(tmp_path, command("env", spec)))
+    assert result.returncode == 0, result.stderr
+    assert "env: 8080 true 0.5" in result.stderr
+
+
+def test_hostile_output_is_logged_escaped_and_in_pieces(tmp_path: Path) -> None:
+    script = r"printf 'clear\033[2J\r\n'; yes a | head -c 400000 | tr -d '\n'; echo"
+    result = opus("run", cwd=project(tmp_path, command("noisy", f"{{ run = '''{script}''' }}")))
+    assert result.returncode == 0, result.stderr
+    assert "noisy: clear\\x1b[2J" in result.stderr
+    assert "\x1b" not in result.stderr
+    pieces = [line for line in result.stderr.splitlines() if "noisy: aaaa" in line]
+    assert len(pieces) == 4  # 200,000 bytes in lines of at most 64 KiB
+    assert sum(line.count("a") for line in pieces) == 200_000
+
+
+def test_command_tasks_run_only_for_apply(tmp_path: Path) -> None:
+    result = opus(
+        "run", "--command", "delete", cwd=project(tmp_path, command("x", '{ run = "touch ran" }'))
+    )
+    assert result.returncode == 5
+    assert not (tmp_path / "ran").exists()
