@@ -482,6 +482,7 @@ def test_report_counts_and_summary(make_harness) -> None:
 # -- scale -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a hundred thousand tasks
 def test_a_100000_task_graph_runs_to_completion() -> None:
     class Noop(TaskProcessor):
         kind = "Noop"

@@ -319,6 +319,7 @@ INTERRUPTED_AT_EACH_INSTANT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # dozens of opus processes, each interrupted
 @pytest.mark.parametrize("runner", ["process", "processpool"])
 def test_ctrl_c_at_each_instant_of_a_task_start_stops_everything(
     tmp_path: Path, runner: str

@@ -385,7 +385,7 @@ class RunnerContract:
         tasks.register_task_processor(ContractProcessor())
         started, release = tmp_path / "started", tmp_path / "release"
         spec = {"wait": str(started), "release": str(release)}
-        tasks.add_task(Task("RunnerContract", "v1", spec, {"name": "slow", "timeout": 2}))
+        tasks.add_task(Task("RunnerContract", "v1", spec, {"name": "slow", "timeout": 0.5}))
         try:
             report = tasks.process_context()
         finally:
