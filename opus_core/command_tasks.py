@@ -110,20 +110,28 @@ class CommandProcessor(TaskProcessor):
 
 
 def command_line(name: str, run: object) -> tuple[str | list[str], bool]:
-    """`spec.run` as what `subprocess` takes, and whether it runs through `/bin/sh -c`."""
+    """`spec.run` as what `subprocess` takes, and whether it runs through `/bin/sh -c`. In a
+    list, numbers and booleans (a whole `${KEY}` keeps its value's type) are written as text."""
     if isinstance(run, str) and run.strip():
         return run, True
-    if (
-        isinstance(run, list)
-        and run
-        and all(isinstance(part, str) for part in run)
-        and run[0].strip()
-    ):
-        return list(run), False
+    if isinstance(run, list) and run and all(type(part) in _TEXT for part in run):
+        argv = [_text(part) for part in run]
+        if argv[0].strip():
+            return argv, False
     raise ManifestError(
         f"task {name!r}: spec.run must be a command line (a non-empty string, run by "
         f"/bin/sh -c) or a non-empty list of strings (run as argv), not {run!r}"
     )
+
+
+_TEXT = (str, int, float, bool)
+
+
+def _text(value: str | float | bool) -> str:
+    """A string, number or boolean as the text a command gets: `true`, `8080`, `0.5`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def environment(name: str, env: object) -> dict[str, str]:
@@ -134,10 +142,8 @@ def environment(name: str, env: object) -> dict[str, str]:
     for key, value in env.items():
         if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             raise ManifestError(f"task {name!r}: spec.env has a bad variable name {key!r}")
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str | int | float):
-            text = str(value)
+        if type(value) in _TEXT:
+            text = _text(value)
         else:
             raise ManifestError(
                 f"task {name!r}: spec.env.{key} must be a string, a number or a boolean, "

@@ -66,5 +66,6 @@ def _lookup(key: str, values: Mapping[str, Any], task_id: str) -> Any:
     except KeyError:
         raise MissingValueError(
             f"task {task_id!r} uses ${{{key}}} but no task it depends on published {key!r}; "
-            "add a dependency on the task that publishes it"
+            f"add a dependency on the task that publishes it, or give it a value "
+            f"(opus run --set {key}=VALUE)"
         ) from None

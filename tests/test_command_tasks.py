@@ -149,7 +149,8 @@ def test_ctrl_c_kills_the_running_command_and_all_it_started(tmp_path: Path) -> 
         ("{ run = 3 }", "task 'bad': spec.run must be a command line"),
         ("{ run = [] }", "task 'bad': spec.run must be a command line"),
         ('{ run = "  " }', "task 'bad': spec.run must be a command line"),
-        ('{ run = ["true", 1] }', "task 'bad': spec.run must be a command line"),
+        ('{ run = ["true", [1]] }', "task 'bad': spec.run must be a command line"),
+        ("{ run = [3] }", "command of task 'bad' could not start"),
         ("{}", "task 'bad': spec.run must be a command line"),
         ('{ run = "true", env = { X = [1] } }', "spec.env.X must be a string, a number"),
         ('{ run = "true", env = "X=1" }', "spec.env must be a table"),
@@ -189,3 +190,51 @@ def test_command_tasks_run_only_for_apply(tmp_path: Path) -> None:
     )
     assert result.returncode == 5
     assert not (tmp_path / "ran").exists()
+
+
+def test_set_gives_placeholders_their_values_as_toml_values_or_text(tmp_path: Path) -> None:
+    tasks = command(
+        "greet",
+        '{ run = ["printf", "%s|%s|%s|%s", "${who}", "${n}", "${flag}", "list=${list}"] }',
+    )
+    root = project(tmp_path, tasks)
+    result = opus(
+        "run",
+        "--set",
+        "who=the shell; rm -rf /",
+        "--set",
+        "n=3",
+        "--set",
+        "flag=true",
+        "--set",
+        "list=[1, 2]",
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # a whole ${KEY} keeps its type: numbers and booleans become text as in spec.env
+    assert "greet: the shell; rm -rf /|3|true|list=[1, 2]" in result.stderr
+
+
+def test_a_published_value_wins_over_set_and_a_missing_one_says_how_to_give_it(
+    tmp_path: Path,
+) -> None:
+    tasks = (
+        '[[tasks]]\nkind = "Publish"\nversion = "v1"\n'
+        'metadata = { name = "settings" }\nspec = { who = "published" }\n'
+        + command("hello", '{ run = "echo ${who}" }', ', dependencies = ["settings"]')
+        + command("lonely", '{ run = "echo ${where}" }')
+    )
+    result = opus("run", "--set", "who=set", cwd=project(tmp_path, tasks))
+    assert "hello: published" in result.stderr
+    assert (
+        "task 'lonely' uses ${where} but no task it depends on published 'where'; add a "
+        "dependency on the task that publishes it, or give it a value "
+        "(opus run --set where=VALUE)"
+    ) in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["who", "=x", " who=x"])
+def test_set_without_a_key_is_a_usage_error(tmp_path: Path, bad: str) -> None:
+    result = opus("run", "--set", bad, cwd=project(tmp_path, command("x", '{ run = "true" }')))
+    assert result.returncode == 2
+    assert f"argument --set: {bad!r} is not KEY=VALUE" in result.stderr

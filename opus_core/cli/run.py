@@ -81,6 +81,16 @@ def add_command(commands: Commands) -> None:
     selection_arguments(parser, running=True)
     parser.add_argument("--runner", default=None, help="a runner name, overriding [opus] runner")
     parser.add_argument(
+        "--set",
+        dest="parameters",
+        metavar="KEY=VALUE",
+        action="append",
+        type=parameter_argument,
+        default=[],
+        help="give ${KEY} in specs the value VALUE (a TOML value: 3, true, [1, 2], "
+        '"text"; anything else is text); repeatable',
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="skip tasks that already succeeded with the same manifest",
@@ -141,6 +151,23 @@ def add_command(commands: Commands) -> None:
         default=None,
         help="the log level (overrides [opus] log_level)",
     )
+
+
+def parameter_argument(text: str) -> tuple[str, Any]:
+    """`--set KEY=VALUE`: the key, and the value read as a TOML value (`3`, `true`,
+    `[1, 2]`, `"text"`), or as the text itself when it is not one."""
+    import tomllib
+
+    key, equals, value = text.partition("=")
+    if not equals or not key or key != key.strip() or "}" in key:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE (a key without spaces or '}}', then '=', then "
+            "the value: --set region=eu-west-1)"
+        )
+    try:
+        return key, tomllib.loads(f"value = {value}")["value"]
+    except tomllib.TOMLDecodeError:
+        return key, value
 
 
 def selection_arguments(parser: argparse.ArgumentParser, running: bool = False) -> None:
@@ -297,6 +324,8 @@ def _run(context: CommandContext) -> int:
     os.chdir(project.parent)
     tasks = context.tasks(runner=args.runner)
     _override(tasks, args)
+    for key, value in args.parameters:  # --set: what ${KEY} stands for, unless a task publishes it
+        tasks.key_value_store.save(key, value)
     manager = tasks.manager()
     if args.names:
         manager.register(Selection(args.names), name="builtin.selection", core=True)
