@@ -349,6 +349,7 @@ class Tasks:
             report,
             plan,
             scheduler.attempt_logs(),
+            ready_at=scheduler.ready_at,
             status=history.final_status(report, stopped),
             lazy=persistence.lazy_run_tasks,
         )

@@ -97,15 +97,18 @@ def finish_run(
     status: str,
     ended_at: float | None = None,
     lazy: bool = False,
+    ready_at: Sequence[float] = (),
 ) -> dict[str, Any]:
     """`run` completed from the run's report: status, end, counts and one entry per task.
 
     `attempt_logs` has, per task of `plan`, the scheduler's log of its attempts
     (None for a task never attempted). With `lazy`, `run["tasks"]` is a `RunTasks`,
     which makes each task's entry when it is read — for a persistence that keeps the
-    run in memory as it is handed over (`StatePersistence.lazy_run_tasks`).
+    run in memory as it is handed over (`StatePersistence.lazy_run_tasks`). `ready_at`
+    has, per task, when its last dependency ended (0.0 for a task with none, which was
+    ready when the run started).
     """
-    tasks = RunTasks(run["runner"], report, plan, attempt_logs)
+    tasks = RunTasks(run["runner"], report, plan, attempt_logs, ready_at, run["started_at"])
     run["tasks"] = tasks if lazy else list(tasks)
     run["counts"] = {key: n for key, n in report.counts().items() if n}
     run["status"] = status
@@ -121,7 +124,7 @@ class RunTasks(Sequence[dict[str, Any]]):
     is read back (`materialized`).
     """
 
-    __slots__ = ("_logs", "_plan", "_report", "_result", "_runner")
+    __slots__ = ("_logs", "_plan", "_ready_at", "_report", "_result", "_runner", "_started_at")
 
     def __init__(
         self,
@@ -129,11 +132,15 @@ class RunTasks(Sequence[dict[str, Any]]):
         report: RunReport,
         plan: Plan,
         attempt_logs: Sequence[list[dict[str, Any]] | None],
+        ready_at: Sequence[float] = (),
+        started_at: float | None = None,
     ) -> None:
         self._runner = runner
         self._report = report
         self._plan = plan
         self._logs = attempt_logs
+        self._ready_at = ready_at
+        self._started_at = started_at
         results = report.results
         self._result: Callable[[int], TaskResult] = (
             results.at  # the scheduler's columns, in plan order
@@ -157,11 +164,13 @@ class RunTasks(Sequence[dict[str, Any]]):
         tasks = self._plan.tasks
         logs = self._logs
         log = logs[index] if index < len(logs) else None
+        ready = self._ready_at[index] if index < len(self._ready_at) else 0.0
         return {
             "name": result.task_id,
             "kind": tasks[index].kind,
             "status": result.status.value,
             "attempts": result.attempts,
+            "ready_at": (ready or self._started_at) if log else None,
             "started_at": log[0]["started_at"] if log else None,
             "ended_at": log[-1]["ended_at"] if log else None,
             "duration": result.duration if result.attempts else None,
@@ -249,7 +258,7 @@ def _where(persistence: StatePersistence) -> str:
 
 # -- JSON ---------------------------------------------------------------------------------------
 
-_TIMES = ("started_at", "ended_at")
+_TIMES = ("ready_at", "started_at", "ended_at")
 
 
 def iso(epoch: float | None) -> str | None:

@@ -129,6 +129,7 @@ class Scheduler:
         self.started_at = array("d", zeros)  # time.time() of the first attempt
         self.ended_at = array("d", zeros)  # time.time() its last attempt ended, 0.0 while open
         self.durations = array("d", zeros)
+        self.ready_at = array("d", zeros)  # time.time() its last dependency ended, 0.0 if none
         self.errors: dict[int, str] = {}
         self.tracebacks: dict[int, str] = {}
         self.retried: dict[int, list[dict[str, Any]]] = {}
@@ -448,6 +449,7 @@ class Scheduler:
                 waiting[dependent] -= 1
                 if waiting[dependent] == 0 and not status[dependent]:
                     ready.append(dependent)
+                    self.ready_at[dependent] = time.time()
 
     def _failed_attempt(self, index: int, exc: BaseException) -> None:
         error = describe_exception(exc)

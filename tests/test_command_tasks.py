@@ -238,3 +238,30 @@ def test_set_without_a_key_is_a_usage_error(tmp_path: Path, bad: str) -> None:
     result = opus("run", "--set", bad, cwd=project(tmp_path, command("x", '{ run = "true" }')))
     assert result.returncode == 2
     assert f"argument --set: {bad!r} is not KEY=VALUE" in result.stderr
+
+
+def test_durations_lists_the_slowest_tasks_and_what_each_waited_for(tmp_path: Path) -> None:
+    tasks = (
+        command("slow", '{ run = "sleep 0.5" }')
+        + command("quick", '{ run = "true" }')
+        + command("after", '{ run = "true" }', ', dependencies = ["slow"]')
+    )
+    root = tmp_path / "p"
+    root.mkdir()
+    project(root, tasks).joinpath("opus.toml").write_text(
+        (root / "opus.toml").read_text().replace('persistence = "memory"', 'persistence = "sqlite"')
+    )
+    one = opus("run", "--durations", "1", cwd=root)
+    assert one.returncode == 0, one.stderr
+    section = one.stdout.split(" slowest 1 durations ")[1]
+    assert "DURATION  TASK  WAITED FOR DEPENDENCIES  THEN FOR A WORKER" in section
+    assert [line.split()[1] for line in section.splitlines()[2:-1]] == ["slow"]
+    shown = opus("runs", "show", "--durations", "0", cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    rows = shown.stdout.split(" durations ")[1].splitlines()[2:]
+    assert rows[0].split()[1] == "slow"  # slowest first
+    after = next(row.split() for row in rows if row.split()[1] == "after")
+    assert float(after[2].rstrip("s")) >= 0.5  # it waited for slow to end
+    refused = opus("run", "--durations", "-1", cwd=root)
+    assert refused.returncode == 2
+    assert "--durations: expected a whole number of at least 0" in refused.stderr

@@ -22,11 +22,14 @@ from opus_core.results import TaskStatus
 # The parser of `opus` is built at every start, so this module is imported by `opus --help`
 # too: the engine and the rest of what a run needs are imported by the functions that run.
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from opus_core.cli import Commands
     from opus_core.cli.context import CommandContext
     from opus_core.engine import Tasks
     from opus_core.graph import Plan
     from opus_core.manifest import Task
+    from opus_core.persistence import StatePersistence
     from opus_core.results import RunReport, TaskResult
     from opus_core.selection import KeywordExpression
 
@@ -112,6 +115,7 @@ def add_command(commands: Commands) -> None:
         help="write the run's HTML report to FILE at the end (also when tasks failed)",
     )
     traceback_argument(parser)
+    durations_argument(parser)
     parser.add_argument(
         "-x",
         "--fail-fast",
@@ -344,7 +348,7 @@ def _run(context: CommandContext) -> int:
     else:
         status = 0 if report.ok else 1
     args.exit_status = status  # what `opus run | head` exits with, if the reader goes away
-    _print_results(report, args)
+    _print_results(report, args, tasks.state_persistence)
     if status == NOTHING_IN_SCOPE:
         sys.stderr.write(nothing_in_scope(tasks, tasks.plan(args.command, args.context), args))
     if args.report is not None and status != NOTHING_IN_SCOPE:
@@ -390,7 +394,9 @@ def _run_with_progress(tasks: Tasks, args: argparse.Namespace) -> RunReport:
         return tasks.process_context(args.command, args.context, resume=args.resume)
 
 
-def _print_results(report: RunReport, args: argparse.Namespace) -> None:
+def _print_results(
+    report: RunReport, args: argparse.Namespace, persistence: StatePersistence
+) -> None:
     """On stdout, as pytest: the tasks that did not succeed (`-v` every task, `-q` none),
     their tracebacks, then the counts; or the report as JSON (`--json`)."""
     from opus_core.cli.output import report_records, report_table, to_json
@@ -406,7 +412,20 @@ def _print_results(report: RunReport, args: argparse.Namespace) -> None:
     failures = failures_section(report, args.tb)
     if failures:
         print(failures)
+    if args.durations is not None and report.run_id is not None:
+        _print_durations(persistence, report.run_id, args.durations)
     print(report.summary() + (" (interrupted)" if report.interrupted else ""))
+
+
+def _print_durations(persistence: StatePersistence, run_id: str, count: int) -> None:
+    """`--durations N` after a run: from the run as its history saved it."""
+    from opus_core.history import find_run
+    from opus_core.persistence.base import finite_number
+
+    run = find_run(persistence, run_id)
+    section = durations_section(run.get("tasks") or [], count, finite_number(run.get("started_at")))
+    if section:
+        print(section)
 
 
 def _override(tasks: Tasks, args: argparse.Namespace) -> None:
@@ -466,6 +485,68 @@ def failures_section(report: RunReport, style: str = "short", width: int | None 
             text = result.error or result.status.value
         parts.append("\n".join(printable(line) for line in text.split("\n")))
     return "\n".join(parts)
+
+
+def durations_argument(parser: argparse.ArgumentParser) -> None:
+    """`--durations N`, as pytest's: the N slowest tasks (0: every task)."""
+    parser.add_argument(
+        "--durations",
+        metavar="N",
+        type=count_argument,
+        default=None,
+        help="the N slowest tasks (0: all), each with how long it waited for its "
+        "dependencies and then for a worker",
+    )
+
+
+def count_argument(value: str) -> int:
+    """`--durations N`, `--limit N`, `--keep N`: a whole number of at least 0."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
+    return number
+
+
+def durations_section(
+    tasks: Sequence[Mapping[str, Any]], count: int, started_at: float | None, width: int = 0
+) -> str:
+    """pytest's "slowest durations": the `count` slowest of a run's `tasks` (as the run
+    history keeps them; every task with 0), slowest first, each with the seconds it
+    waited for its dependencies (from `started_at`, the run's start, to when the last one
+    ended) and then for a worker (to its first start)."""
+    from opus_core.cli.output import duration, printable, table, task_label, terminal_width
+    from opus_core.persistence.base import finite_number
+
+    timed = [
+        (seconds, task)
+        for task in tasks
+        if (seconds := finite_number(task.get("duration"))) is not None and task.get("attempts")
+    ]
+    timed.sort(key=lambda pair: pair[0], reverse=True)
+    shown = timed[:count] if count else timed
+    if not shown:
+        return ""
+
+    def waited(since: float | None, until: object) -> str:
+        end = finite_number(until)
+        return duration(max(end - since, 0.0)) if since is not None and end is not None else "-"
+
+    rows = [
+        (
+            duration(seconds),
+            printable(task_label(str(task.get("name")), str(task.get("kind")))),
+            waited(started_at, task.get("ready_at")),
+            waited(finite_number(task.get("ready_at")), task.get("started_at")),
+        )
+        for seconds, task in shown
+    ]
+    width = min(width or terminal_width() or 80, 120)
+    title = f" slowest {len(shown)} durations " if count else " durations "
+    headers = ("DURATION", "TASK", "WAITED FOR DEPENDENCIES", "THEN FOR A WORKER")
+    return _rule(title, "=", width) + "\n" + table(headers, rows)
 
 
 def _rule(title: str, fill: str, width: int) -> str:

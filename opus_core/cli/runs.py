@@ -7,11 +7,10 @@ shown as "interrupted" (see `opus_core.history.displayed_status`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from opus_core.cli.run import traceback_argument
+from opus_core.cli.run import count_argument, durations_argument, traceback_argument
 from opus_core.errors import OpusError
 from opus_core.persistence.base import finite_number
 
@@ -53,6 +52,7 @@ def add_command(commands: Commands) -> None:
         help="latest (the default), a run id, or the beginning of one",
     )
     traceback_argument(one)
+    durations_argument(one)
     one.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
     forget = runs.add("prune", prune, help="forget every run but the newest N")
     forget.add_argument(
@@ -62,17 +62,6 @@ def add_command(commands: Commands) -> None:
         required=True,
         help="how many of the newest to keep",
     )
-
-
-def count_argument(value: str) -> int:
-    """`--limit N`, `--keep N`: a whole number of at least 0."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
-    return number
 
 
 def _took(run: dict[str, Any]) -> float | None:
@@ -142,6 +131,7 @@ def list_runs(context: CommandContext) -> int:
 def show(context: CommandContext) -> int:
     """One run (`latest` by default): what ran, how it ended, and each task."""
     from opus_core.cli.output import duration, printable, table, task_label, timestamp, to_json
+    from opus_core.cli.run import durations_section
     from opus_core.history import find_run, for_json
 
     args = context.args
@@ -149,12 +139,13 @@ def show(context: CommandContext) -> int:
     if getattr(args, "json", False):
         print(to_json({**for_json(run), "duration": _took(run)}))
         return 0
+    started = finite_number(run.get("started_at"))
     lines = [
         f"run:         {run.get('id')}",
         f"status:      {run.get('status')}",
         f"command:     {run.get('command')} (context {run.get('context')})",
         f"config:      {run.get('config') or '-'}",
-        f"started:     {timestamp(finite_number(run.get('started_at')))}",
+        f"started:     {timestamp(started)}",
         f"ended:       {timestamp(finite_number(run.get('ended_at')))}",
         f"duration:    {duration(_took(run))}",
         f"runner:      {run.get('runner')}",
@@ -180,6 +171,10 @@ def show(context: CommandContext) -> int:
         failures = _failures(tasks, getattr(args, "tb", "short"))
         if failures:
             print(failures)
+        count = getattr(args, "durations", None)
+        section = "" if count is None else durations_section(tasks, count, started)
+        if section:
+            print(section)
     return 0
 
 
