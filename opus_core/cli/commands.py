@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from opus_core.cli import completion, config, graph, plugins, report, run, runs, state, tasks
+import opus_core.cli.completion as completion
+import opus_core.cli.config as config
+import opus_core.cli.graph as graph
+import opus_core.cli.plugins as plugins
+import opus_core.cli.report as report
+import opus_core.cli.run as run
+import opus_core.cli.runs as runs
+import opus_core.cli.state as state
+import opus_core.cli.tasks as tasks
 from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:

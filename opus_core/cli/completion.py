@@ -437,7 +437,7 @@ def completion(context: CommandContext) -> int:
         from opus_core.errors import OpusError
 
         raise OpusError("which shell? `opus completion bash` or `opus completion zsh`")
-    from opus_core.cli import build_parser
+    from opus_core.cli.parser import build_parser
 
     parser = build_parser(context.plugins)
     script = bash_script(parser) if args.shell == "bash" else zsh_script(parser)

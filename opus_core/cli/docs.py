@@ -61,8 +61,8 @@ def _section(help: str, parser: argparse.ArgumentParser, depth: int) -> list[str
 
 def render() -> str:
     """The whole of `docs/cli.md`."""
-    from opus_core.cli import build_parser
     from opus_core.cli.context import command_line_plugins
+    from opus_core.cli.parser import build_parser
 
     with _columns(WIDTH):
         parser = build_parser(command_line_plugins(autoload=False))

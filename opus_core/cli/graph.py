@@ -85,7 +85,7 @@ def group_by_argument(text: str) -> str:
 def graph(context: CommandContext) -> int:
     """Print the graph of the tasks in scope for `--command` and `--context`; exit status 5,
     as `opus run`'s, when none is in scope or there is no `opus.toml`."""
-    from opus_core.cli.run import NOTHING_IN_SCOPE
+    from opus_core.cli.scope import NOTHING_IN_SCOPE
 
     if outside_a_project(context):
         return NOTHING_IN_SCOPE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from opus_core.cli import Commands, Parser
+from opus_core.cli.parser import Commands, Parser
 from opus_core.cli.scaffold import add_command as add_new_command
 
 if TYPE_CHECKING:

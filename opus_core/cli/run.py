@@ -14,33 +14,21 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from opus_core.cli.report import check_writable, write_run_report
+from opus_core.cli.scope import NO_PROJECT, NOTHING_IN_SCOPE, nothing_in_scope
+from opus_core.cli.sections import durations_section, failures_section
 from opus_core.cli.signals import env_seconds, exit_leaving_threads, interrupted_status
 from opus_core.errors import OpusError
 from opus_core.plugin.manager import warn
-from opus_core.results import TaskStatus
 
 # The parser of `opus` is built at every start, so this module is imported by `opus --help`
 # too: the engine and the rest of what a run needs are imported by the functions that run.
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
     from opus_core.cli import Commands
     from opus_core.cli.context import CommandContext
     from opus_core.engine import Tasks
-    from opus_core.graph import Plan
-    from opus_core.manifest import Task
     from opus_core.persistence import StatePersistence
-    from opus_core.results import RunReport, TaskResult
+    from opus_core.results import RunReport
     from opus_core.selection import KeywordExpression
-
-NOTHING_IN_SCOPE = 5
-"""The exit status of a run with no task in scope (as pytest's "no tests collected")."""
-
-NO_PROJECT = (
-    "opus: nothing to run: no opus.toml here or in any parent folder; "
-    "`opus config init` writes a starter one (or name one with --config)\n"
-)
-"""What `opus run`, `opus tasks` and `opus graph` say (exit status 5) outside a project."""
 
 PROGRESS_EVERY_ENV = "OPUS_PROGRESS_EVERY"
 PROGRESS_EVERY = 10.0
@@ -48,8 +36,6 @@ PROGRESS_EVERY = 10.0
 (`$OPUS_PROGRESS_EVERY` changes it; 0 logs one after each task)."""
 
 TB_STYLES = ("short", "long", "line", "no")
-SHORT_FRAMES = 5
-"""How many of a traceback's last frames `--tb=short` shows."""
 
 
 RUN_EPILOG = """\
@@ -337,6 +323,8 @@ def _run(context: CommandContext) -> int:
         manager.register(KeywordSelection(args.keyword), name="builtin.keywords", core=True)
     _check_options(tasks, args)
     if args.dry_run:
+        from opus_core.cli.dry_run import dry_run
+
         return dry_run(tasks, args.command, args.context, as_json=args.json, args=args)
     if args.report is not None:
         check_writable(args.report)  # before anything runs, not after
@@ -457,36 +445,6 @@ def _override(tasks: Tasks, args: argparse.Namespace) -> None:
     tasks.runner_options["max_workers"] = workers
 
 
-# -- what `opus run` prints -------------------------------------------------------------------
-
-
-def failures_section(report: RunReport, style: str = "short", width: int | None = None) -> str:
-    """The tasks that failed or timed out, each with its traceback in `style`, as pytest's
-    FAILURES: "short" the last frames and the exception, "long" all of it, "line" one
-    line per task, "no" nothing (an empty string)."""
-    from opus_core.cli.output import printable, task_label, terminal_width
-
-    failed = [
-        r for r in report.unsuccessful() if r.status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT)
-    ]
-    if not failed or style == "no":
-        return ""
-    width = min(width or terminal_width() or 80, 120)
-    if style == "line":
-        return "\n".join(_one_line(r) for r in failed)
-    parts = [_rule(" FAILURES ", "=", width)]
-    for result in failed:
-        tries = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
-        name = printable(task_label(result.task_id, result.kind))
-        parts.append(_rule(f" {name} ({result.status}, {tries}) ", "_", width))
-        if result.traceback:
-            text = result.traceback if style == "long" else short_traceback(result.traceback)
-        else:
-            text = result.error or result.status.value
-        parts.append("\n".join(printable(line) for line in text.split("\n")))
-    return "\n".join(parts)
-
-
 def durations_argument(parser: argparse.ArgumentParser) -> None:
     """`--durations N`, as pytest's: the N slowest tasks (0: every task)."""
     parser.add_argument(
@@ -508,250 +466,3 @@ def count_argument(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
     return number
-
-
-def durations_section(
-    tasks: Sequence[Mapping[str, Any]], count: int, started_at: float | None, width: int = 0
-) -> str:
-    """pytest's "slowest durations": the `count` slowest of a run's `tasks` (as the run
-    history keeps them; every task with 0), slowest first, each with the seconds it
-    waited for its dependencies (from `started_at`, the run's start, to when the last one
-    ended) and then for a worker (to its first start)."""
-    from opus_core.cli.output import duration, printable, table, task_label, terminal_width
-    from opus_core.persistence.base import finite_number
-
-    timed = [
-        (seconds, task)
-        for task in tasks
-        if (seconds := finite_number(task.get("duration"))) is not None and task.get("attempts")
-    ]
-    timed.sort(key=lambda pair: pair[0], reverse=True)
-    shown = timed[:count] if count else timed
-    if not shown:
-        return ""
-
-    def waited(since: float | None, until: object) -> str:
-        end = finite_number(until)
-        return duration(max(end - since, 0.0)) if since is not None and end is not None else "-"
-
-    rows = [
-        (
-            duration(seconds),
-            printable(task_label(str(task.get("name")), str(task.get("kind")))),
-            waited(started_at, task.get("ready_at")),
-            waited(finite_number(task.get("ready_at")), task.get("started_at")),
-        )
-        for seconds, task in shown
-    ]
-    width = min(width or terminal_width() or 80, 120)
-    title = f" slowest {len(shown)} durations " if count else " durations "
-    headers = ("DURATION", "TASK", "WAITED FOR DEPENDENCIES", "THEN FOR A WORKER")
-    return _rule(title, "=", width) + "\n" + table(headers, rows)
-
-
-def _rule(title: str, fill: str, width: int) -> str:
-    side = max(3, (width - len(title)) // 2)
-    return f"{fill * side}{title}{fill * side}"
-
-
-def _one_line(result: TaskResult) -> str:
-    """`name: file:line: Error: message` (where it was raised, when the traceback says)."""
-    from opus_core.cli.output import printable, task_label
-
-    where = ""
-    for line in reversed((result.traceback or "").splitlines()):
-        stripped = line.strip()
-        if stripped.startswith('File "') and ", line " in stripped:
-            path, _, rest = stripped[len('File "') :].partition('", line ')
-            where = f"{path}:{rest.split(',')[0]}: "
-            break
-    name = task_label(result.task_id, result.kind)
-    return printable(f"{name}: {where}{result.error or result.status.value}")
-
-
-def short_traceback(text: str, frames: int = SHORT_FRAMES) -> str:
-    """The last exception of a formatted traceback with its last `frames` frames.
-
-    The frames above the task's own code (the runner and opus calling the
-    processor) are left out first; exceptions it was chained from are summed
-    up in one line.
-    Text that is not a traceback is returned as it is.
-    """
-    lines = text.splitlines()
-    header = "Traceback (most recent call last):"
-    starts = [i for i, line in enumerate(lines) if line == header]
-    if not starts:
-        return text
-    start = starts[-1]
-    blocks: list[list[str]] = []
-    end = start + 1
-    while end < len(lines) and lines[end].startswith(" "):
-        if lines[end].startswith('  File "') or not blocks:
-            blocks.append([lines[end]])
-        else:
-            blocks[-1].append(lines[end])
-        end += 1
-    exception = lines[end:]
-    own = [any(f'"{d}' in block[0] for d in _opus_dirs()) for block in blocks]
-    for i in range(len(blocks) - 1):  # where opus (or a runner around it) calls the task's code
-        if own[i] and not own[i + 1]:
-            del blocks[: i + 1]
-            break
-    hidden = len(blocks) - frames
-    shown = blocks[-frames:] if hidden > 0 else blocks
-    out = []
-    if len(starts) > 1:
-        chained = len(starts) - 1
-        out.append(f"({chained} chained exception(s) before this one; --tb=long shows them)")
-    out.append(header)
-    if hidden > 0:
-        out.append(f"  ... {hidden} frame(s) above (--tb=long shows them)")
-    for block in shown:
-        out.extend(block)
-    out.extend(exception)
-    return "\n".join(out)
-
-
-def _opus_dirs() -> tuple[str, ...]:
-    """Where opus's own modules are: their frames say nothing about a task's failure."""
-    import os
-
-    import opus_core
-
-    return (os.path.dirname(opus_core.__file__) + os.sep,)
-
-
-def nothing_in_scope(tasks: Tasks, plan: Plan, args: argparse.Namespace) -> str:
-    """Why no task is in scope, and what the tasks do use (stderr of exit status 5)."""
-    command, context = args.command, args.context
-    config = getattr(tasks, "config", None)
-    if not tasks.tasks:
-        if config is None or config.project is None:
-            return NO_PROJECT
-        return (
-            f"opus: nothing to run: {config.project} has no tasks "
-            "(add [[tasks]], or manifest files in [opus] manifests)\n"
-        )
-    considered = [task for task, _ in plan.excluded]
-    if not considered:
-        return f"opus: nothing to run: {_selection(args) or 'the selection'} selects no task\n"
-    commands, contexts, anywhere = _scopes(tasks, considered)
-    selected = " selected" if args.names or getattr(args, "keyword", None) else ""
-    lines = [
-        f"opus: nothing to run: none of the {len(considered)}{selected} task(s) is in scope "
-        f"for command {command!r} in context {context!r}"
-    ]
-    lines.append(f"  commands the tasks use: {_listing(commands)}{_close(command, commands)}")
-    where = _listing(contexts) if contexts else ""
-    if anywhere:
-        where += ("; " if where else "") + f"{anywhere} task(s) run in any context"
-    lines.append(f"  contexts the tasks use: {where or 'none'}{_close(context, contexts)}")
-    lines.append("  (`opus run --dry-run` shows why each task is left out)")
-    return "\n".join(lines) + "\n"
-
-
-def _selection(args: argparse.Namespace) -> str:
-    """`NAME a b and -k 'expr'`, as the command line chose (empty when it chose nothing)."""
-    chosen = " ".join(args.names) if args.names else ""
-    keyword = getattr(args, "keyword", None)
-    parts = (
-        chosen and f"NAME {chosen}",
-        keyword is not None and f"-k {getattr(keyword, 'text', keyword)!r}",
-    )
-    return " and ".join(part for part in parts if part)
-
-
-def _scopes(tasks: Tasks, considered: list[Task]) -> tuple[set[str], set[str], int]:
-    """The commands and the contexts `considered` run in, and how many run in any context."""
-    commands: set[str] = set()
-    contexts: set[str] = set()
-    anywhere = 0
-    for task in considered:
-        meta = task.meta
-        processor = tasks.processors.get((task.kind, task.version))
-        supported = set(getattr(processor, "commands", ()) or ())
-        usable = supported if meta.commands is None else supported & set(meta.commands)
-        commands |= usable - set(meta.exclude_commands)
-        if meta.contexts is None:
-            anywhere += 1
-        else:
-            contexts |= set(meta.contexts) - set(meta.exclude_contexts)
-    return commands, contexts, anywhere
-
-
-def _listing(names: set[str]) -> str:
-    return ", ".join(sorted(names)) or "none"
-
-
-def _close(name: str, names: set[str]) -> str:
-    from opus_core.errors import did_you_mean
-
-    return "" if name in names else did_you_mean(name, sorted(names))
-
-
-def dry_run(
-    tasks: Tasks,
-    command: str,
-    context: str,
-    as_json: bool = False,
-    args: argparse.Namespace | None = None,
-) -> int:
-    """Print what would run, in order, with dependencies, and what is left out and why.
-
-    Exit status 5 (with the reason on stderr) when nothing is in scope.
-    """
-    from opus_core.cli.output import table, to_json
-    from opus_core.manifest import display_name
-
-    plan = tasks.plan(command, context)
-    for warning in plan.warnings:
-        warn(warning)
-    resume = bool(getattr(args, "resume", False))
-    restored = tasks.restored(plan, resume) or [None] * len(plan.tasks)
-    if as_json:
-        print(to_json(plan_records(plan, restored)))
-    else:
-        rows = []
-        for position, task in enumerate(plan.tasks, start=1):
-            deps = ", ".join(display_name(plan.tasks[d]) for d in plan.deps[position - 1])
-            then = "restore" if restored[position - 1] is not None else "run"
-            rows.append((position, display_name(task), task.kind, deps or "-", then))
-        print(f"plan for command {command!r} in context {context!r}: {len(plan.tasks)} task(s)")
-        if rows:
-            print(table(("#", "TASK", "KIND", "AFTER", "WOULD"), rows))
-        would = sum(1 for values in restored if values is not None)
-        if would:
-            print(f"{would} task(s) would be restored, not run")
-        if plan.excluded:
-            print(f"left out: {len(plan.excluded)} task(s)")
-            print(table(("TASK", "WHY"), [(display_name(t), why) for t, why in plan.excluded]))
-    if not plan.tasks:
-        if args is None:
-            args = argparse.Namespace(command=command, context=context, names=[], keyword=None)
-        sys.stderr.write(nothing_in_scope(tasks, plan, args))
-        return NOTHING_IN_SCOPE
-    return 0
-
-
-def plan_records(plan: Plan, restored: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
-    """The plan as JSON data: the tasks in order with what each runs after and whether it
-    would be restored rather than run, and those left out."""
-    from opus_core.manifest import display_name
-
-    restored = restored or [None] * len(plan.tasks)
-    return {
-        "command": plan.command,
-        "context": plan.context,
-        "tasks": [
-            {
-                "position": position,
-                "task": display_name(task),
-                "kind": task.kind,
-                "version": task.version,
-                "after": [display_name(plan.tasks[d]) for d in plan.deps[position - 1]],
-                "restored": restored[position - 1] is not None,
-            }
-            for position, task in enumerate(plan.tasks, start=1)
-        ],
-        "excluded": [{"task": display_name(t), "why": why} for t, why in plan.excluded],
-    }

@@ -131,7 +131,7 @@ def list_runs(context: CommandContext) -> int:
 def show(context: CommandContext) -> int:
     """One run (`latest` by default): what ran, how it ended, and each task."""
     from opus_core.cli.output import duration, printable, table, task_label, timestamp, to_json
-    from opus_core.cli.run import durations_section
+    from opus_core.cli.sections import durations_section
     from opus_core.history import find_run, for_json
 
     args = context.args
@@ -180,7 +180,7 @@ def show(context: CommandContext) -> int:
 
 def _failures(tasks: list[dict[str, Any]], style: str) -> str:
     """The FAILURES section `opus run` ends with, from the run's saved tasks."""
-    from opus_core.cli.run import failures_section
+    from opus_core.cli.sections import failures_section
     from opus_core.results import RunReport, TaskResult, TaskStatus
 
     statuses = {status.value: status for status in TaskStatus}

@@ -104,7 +104,7 @@ def outside_a_project(context: CommandContext) -> bool:
     """
     import sys
 
-    from opus_core.cli.run import NO_PROJECT
+    from opus_core.cli.scope import NO_PROJECT
 
     if context.config.project is not None:
         return False
@@ -116,7 +116,7 @@ def nothing_in_scope(context: CommandContext, found: Scope) -> int:
     """0 when a task of `found` is in scope, else `opus run`'s reason on stderr and 5."""
     import sys
 
-    from opus_core.cli.run import NOTHING_IN_SCOPE, nothing_in_scope
+    from opus_core.cli.scope import NOTHING_IN_SCOPE, nothing_in_scope
 
     if found.in_scope or found.plan is None or found.engine is None:
         return 0
@@ -163,7 +163,7 @@ def tasks(context: CommandContext) -> int:
     """List the tasks in scope (kind, labels, dependencies), then those out of scope and why;
     exit status 5, as `opus run`'s, when none is in scope or there is no `opus.toml`."""
     from opus_core.cli.output import emit
-    from opus_core.cli.run import NOTHING_IN_SCOPE
+    from opus_core.cli.scope import NOTHING_IN_SCOPE
 
     if outside_a_project(context):
         return NOTHING_IN_SCOPE
