@@ -38,6 +38,7 @@ _EXPORTS = {
     "RemoteTaskError": "opus_core.errors",
     "RunFailedError": "opus_core.errors",
     "TaskCancelledError": "opus_core.errors",
+    "TaskFailedError": "opus_core.errors",
     "TaskTimeoutError": "opus_core.errors",
     "UpstreamFailedError": "opus_core.errors",
     "hookimpl": "opus_core.plugin",
@@ -82,6 +83,7 @@ __all__ = [
     "StatePersistence",
     "Task",
     "TaskCancelledError",
+    "TaskFailedError",
     "TaskFunction",
     "TaskProcessor",
     "TaskResult",
@@ -127,6 +129,7 @@ if TYPE_CHECKING:
         RemoteTaskError,
         RunFailedError,
         TaskCancelledError,
+        TaskFailedError,
         TaskTimeoutError,
         UpstreamFailedError,
     )

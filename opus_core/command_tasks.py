@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from opus_core.config import project_folder
-from opus_core.errors import ManifestError, OpusError, TaskTimeoutError
+from opus_core.errors import ManifestError, TaskFailedError, TaskTimeoutError
 from opus_core.printable import printable
 from opus_core.processor import TaskProcessor
 
@@ -53,8 +53,25 @@ OUTPUT_DRAIN = 5.0
 started that left its process group (a daemon) may keep the output open for ever."""
 
 
-class CommandFailedError(OpusError):
-    """A `Command` task's command exited with a non-zero status (or was killed by a signal)."""
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def kill_running_commands() -> int:
+    """Kill the process group of every `Command` task's command still running in this
+    process; how many. `opus` calls it before it exits without waiting for task threads
+    (a timed-out task on `threadpool`), so that no command outlives it."""
+    with _running_lock:
+        running = list(_running)
+    for process in running:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return len(running)
+
+
+class CommandFailedError(TaskFailedError):
+    """A `Command` task's command exited with a non-zero status (or was killed by a signal),
+    or could not start: the task fails with this message, the end of stderr in it."""
 
 
 class CommandProcessor(TaskProcessor):
@@ -93,6 +110,8 @@ class CommandProcessor(TaskProcessor):
             )
         except OSError as exc:  # no such program, not executable
             raise CommandFailedError(f"command of task {name!r} could not start: {exc}") from None
+        with _running_lock:
+            _running.add(process)
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         readers = [
             _reader(process.stdout, lambda line: self.logger.info(f"{name}: {line}")),
@@ -102,6 +121,8 @@ class CommandProcessor(TaskProcessor):
             _wait(process, timeout, name)
         finally:  # ended, timed out, Ctrl-C, stopped: what it left running in its group goes
             _kill_group(process)
+            with _running_lock:
+                _running.discard(process)
             for reader in readers:  # a process that left the group may hold a pipe open
                 reader.join(OUTPUT_DRAIN)
         if process.returncode:

@@ -50,6 +50,13 @@ class MissingValueError(OpusError):
     """A spec refers to `${KEY}` but no task it depends on published `KEY`."""
 
 
+class TaskFailedError(OpusError):
+    """A task failed for a reason its message says whole: raise it from a processor (as the
+    `Command` tasks do with a command's exit status and the end of its stderr) and the
+    task fails with the message alone, no traceback — whose frames would be the
+    processor's own bookkeeping, not where anything went wrong."""
+
+
 class TaskTimeoutError(OpusError, TimeoutError):
     """A task ran longer than its `timeout`."""
 

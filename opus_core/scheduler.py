@@ -27,6 +27,7 @@ from opus_core.errors import (
     OpusError,
     PluginError,
     TaskCancelledError,
+    TaskFailedError,
     TaskTimeoutError,
     describe_exception,
 )
@@ -461,7 +462,8 @@ class Scheduler:
             status = _CANCELLED
         else:
             status = _FAILED
-            trace = format_traceback(exc)
+            if not isinstance(exc, TaskFailedError):  # which says all there is to say
+                trace = format_traceback(exc)
             if self.attempts[index] <= task.meta.retries and not self.halted:
                 delay = task.meta.retry_sleep_time
                 self._attempt_ended(index, _FAILED, error, final=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -13,7 +14,7 @@ from harness import until
 RUNNERS = ["sequential", "process", "processpool", "threadpool"]
 
 PUBLISHER = """
-from opus_core import TaskProcessor
+from opus_core import TaskFailedError, TaskProcessor
 
 
 class Publish(TaskProcessor):
@@ -21,6 +22,13 @@ class Publish(TaskProcessor):
 
     def process_task(self, task, command, context, key_value_store, state_persistence):
         return dict(task.spec)
+
+
+class Refuse(TaskProcessor):
+    kind = "Refuse"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        raise TaskFailedError(task.spec["why"])
 """
 
 
@@ -28,7 +36,7 @@ def project(root: Path, tasks: str, runner: str = "sequential") -> Path:
     (root / "publish.py").write_text(PUBLISHER)
     (root / "opus.toml").write_text(
         f'[opus]\nrunner = "{runner}"\npersistence = "memory"\n'
-        'processors = ["publish:Publish"]\n' + tasks
+        'processors = ["publish:Publish", "publish:Refuse"]\n' + tasks
     )
     return root
 
@@ -96,6 +104,48 @@ def test_a_failing_command_fails_its_task_with_the_status_and_the_end_of_stderr(
     assert "line 10\n" not in result.stdout  # the last 20 lines, not all of them
     assert "skipped" in result.stdout
     assert not (tmp_path / "shipped").exists()
+    # the message says it all: no traceback of opus's own frames
+    assert "Traceback" not in result.stdout
+    failures = result.stdout.split(" FAILURES ")[1]
+    assert "command of task 'build' exited with status 3" in failures
+
+
+def test_a_processor_raising_task_failed_error_fails_with_its_message_alone(
+    tmp_path: Path,
+) -> None:
+    tasks = '[[tasks]]\nkind = "Refuse"\nversion = "v1"\nmetadata = { name = "deploy" }\n'
+    tasks += 'spec = { why = "quota exceeded in eu-west-1" }\n'
+    result = opus("run", cwd=project(tmp_path, tasks))
+    assert result.returncode == 1
+    assert "deploy  failed" in result.stdout
+    assert "quota exceeded in eu-west-1" in result.stdout.split(" FAILURES ")[1]
+    assert "Traceback" not in result.stdout
+
+
+def test_runs_show_one_task_of_a_run(tmp_path: Path) -> None:
+    tasks = command("first", '{ run = "true" }') + command(
+        "broken", '{ run = "echo oops >&2; exit 4" }', ', dependencies = ["first"], retries = 1'
+    )
+    root = project(tmp_path, tasks)
+    toml = (root / "opus.toml").read_text().replace('"memory"', '"sqlite"')
+    (root / "opus.toml").write_text(toml)
+    assert opus("run", cwd=root).returncode == 1
+    shown = opus("runs", "show", "latest", "broken", cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "task:         broken (Command)"
+    assert "status:       failed" in lines
+    assert "attempts:     2" in lines
+    assert "dependencies: first" in lines
+    assert any(line.startswith("ready:") and "waited" in line for line in lines)
+    attempts = [line for line in lines if line.startswith("  ") and ". failed at " in line]
+    assert len(attempts) == 2 and "exited with status 4" in attempts[0]
+    as_json = json.loads(opus("runs", "show", "latest", "broken", "--json", cwd=root).stdout)
+    assert as_json["name"] == "broken" and as_json["dependencies"] == ["first"]
+    assert as_json["attempt_log"][0]["started_at"].endswith("+00:00")  # ISO 8601, UTC
+    missing = opus("runs", "show", "latest", "borken", cwd=root)
+    assert missing.returncode == 2
+    assert "has no task 'borken' (did you mean 'broken'?)" in missing.stderr
 
 
 def test_a_command_killed_by_a_signal_says_which(tmp_path: Path) -> None:

@@ -51,6 +51,13 @@ def add_command(commands: Commands) -> None:
         default="latest",
         help="latest (the default), a run id, or the beginning of one",
     )
+    one.add_argument(
+        "task",
+        metavar="TASK",
+        nargs="?",
+        default=None,
+        help="one task of the run: its attempts, waits, dependencies and traceback",
+    )
     traceback_argument(one)
     durations_argument(one)
     one.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
@@ -136,6 +143,9 @@ def show(context: CommandContext) -> int:
 
     args = context.args
     run = find_run(context.persistence, getattr(args, "run", None) or "latest")
+    name = getattr(args, "task", None)
+    if name is not None:
+        return _show_task(run, _task_of(run, name), args)
     if getattr(args, "json", False):
         print(to_json({**for_json(run), "duration": _took(run)}))
         return 0
@@ -176,6 +186,80 @@ def show(context: CommandContext) -> int:
         if section:
             print(section)
     return 0
+
+
+def _task_of(run: dict[str, Any], name: str) -> dict[str, Any]:
+    """The task `name` of `run`; an `OpusError` saying which there are when it has none."""
+    from opus_core.errors import did_you_mean
+
+    tasks = run.get("tasks") or []
+    for task in tasks:
+        if task.get("name") == name:
+            return dict(task)
+    names = [str(task.get("name")) for task in tasks]
+    hint = did_you_mean(name, names) or (
+        f"; its tasks: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        if names
+        else "; it ran no task"
+    )
+    raise OpusError(f"run {run.get('id')} has no task {name!r}{hint}")
+
+
+def _show_task(run: dict[str, Any], task: dict[str, Any], args: Any) -> int:
+    """`opus runs show RUN TASK`: one task — how it ended, when it was ready, started and
+    ended, what it depended on, each attempt, and its traceback (`--tb`)."""
+    from opus_core.cli.output import duration, printable, timestamp, to_json
+    from opus_core.cli.sections import short_traceback
+    from opus_core.history import for_json
+
+    if getattr(args, "json", False):  # times in ISO 8601, the attempts' too
+        print(to_json({"run": run.get("id"), **for_json({"tasks": [task]})["tasks"][0]}))
+        return 0
+    started = finite_number(run.get("started_at"))
+    ready = finite_number(task.get("ready_at"))
+    first = finite_number(task.get("started_at"))
+    waited_deps = None if ready is None or started is None else max(ready - started, 0.0)
+    waited_worker = None if ready is None or first is None else max(first - ready, 0.0)
+    lines = [
+        f"task:         {task.get('name')} ({task.get('kind')})",
+        f"run:          {run.get('id')}",
+        f"status:       {task.get('status')}",
+        f"attempts:     {task.get('attempts')}",
+        f"ready:        {timestamp(ready)} (waited {duration(waited_deps)} for dependencies)",
+        f"started:      {timestamp(first)} (waited {duration(waited_worker)} for a worker)",
+        f"ended:        {timestamp(finite_number(task.get('ended_at')))}",
+        f"duration:     {duration(finite_number(task.get('duration')))}",
+        f"dependencies: {', '.join(map(str, task.get('dependencies') or [])) or '-'}",
+        f"error:        {task.get('error') or '-'}",
+    ]
+    print("\n".join(printable(line) for line in lines))
+    log = task.get("attempt_log") or []
+    if log:
+        print("\nattempts:")
+        for attempt in log:
+            took = _between(attempt.get("started_at"), attempt.get("ended_at"))
+            error = f": {attempt.get('error')}" if attempt.get("error") else ""
+            print(
+                printable(
+                    f"  {attempt.get('attempt')}. {attempt.get('status')} "
+                    f"at {timestamp(finite_number(attempt.get('started_at')))} "
+                    f"in {duration(took)}{error}"
+                )
+            )
+    trace = task.get("traceback")
+    style = getattr(args, "tb", "short")
+    if isinstance(trace, str) and trace and style != "no":
+        text = trace if style == "long" else short_traceback(trace)
+        if style == "line":
+            text = text.strip().splitlines()[-1]
+        print("\ntraceback:")
+        print("\n".join(printable(line) for line in text.split("\n")))
+    return 0
+
+
+def _between(start: object, end: object) -> float | None:
+    first, last = finite_number(start), finite_number(end)
+    return None if first is None or last is None else max(last - first, 0.0)
 
 
 def _failures(tasks: list[dict[str, Any]], style: str) -> str:

@@ -106,6 +106,9 @@ def exit_leaving_threads(status: int) -> None:
     ]
     if not left:
         return
+    from opus_core.command_tasks import kill_running_commands
+
+    kill_running_commands()  # the threads are left behind; the commands they wait for are not
     sys.stderr.write(
         f"opus: {len(left)} task thread(s) that cannot be killed were still running; "
         "exiting without waiting for them\n"
