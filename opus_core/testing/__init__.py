@@ -362,9 +362,10 @@ class OpusProject:
 
     def command(self) -> list[str]:
         """How `run(..., process=True)` starts opus: the `opus` script beside this Python,
-        else `-m opus_core.cli`."""
-        script = Path(sys.executable).parent / "opus"
-        return [str(script)] if script.exists() else [sys.executable, "-m", "opus_core.cli"]
+        else `-m opus_core.cli` (`opus_core.testing.cli.opus_command`)."""
+        from opus_core.testing.cli import opus_command
+
+        return opus_command()
 
     def run(
         self,
