@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 from opus_core.testing import OpusProject, import_root
+from opus_core.testing.cli import ExitedInProcess
 
 PLUGIN = """
     from opus_core import TaskProcessor
@@ -101,7 +102,7 @@ def test_opus_runs_without_the_users_files_and_with_the_plugins(
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     monkeypatch.setenv("OPUS_CONFIG", "/home/someone/opus.toml")
 
-    result = opus_project.run(env={"EXTRA": "1"})
+    result = opus_project.run(env={"EXTRA": "1"}, process=True)
 
     seen = json.loads(result.stdout)
     assert not [key for key in seen if key.startswith("OPUS_") and key != "OPUS_PLUGINS"]
@@ -115,6 +116,59 @@ def test_opus_runs_without_the_users_files_and_with_the_plugins(
         folder = Path(seen[key])
         assert folder.is_dir() and opus_project.path.parent in folder.parents
     assert seen["EXTRA"] == "1"
+
+
+ENVIRONMENT_COMMAND = """
+    import json
+    import os
+    import sys
+
+    from opus_core.plugin import hookimpl
+
+
+    @hookimpl
+    def opus_register_commands(commands):
+        commands.add("environment", show, help="what this opus sees")
+
+
+    def show(args):
+        seen = {"environ": dict(os.environ), "path": sys.path, "cwd": os.getcwd()}
+        print(json.dumps(seen))
+        return 0
+"""
+
+
+def test_opus_in_the_tests_process_sees_what_a_new_process_would(
+    opus_project: OpusProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opus_project.write("kit_environment.py", ENVIRONMENT_COMMAND)
+    opus_project.write("plugins/kit_pkg/__init__.py", PLUGIN)
+    opus_project.register("kit_environment")
+    package = import_module_from(opus_project.path / "plugins", "kit_pkg")
+    opus_project.register(package)
+    monkeypatch.setenv("OPUS_CONFIG", "/home/someone/opus.toml")
+    environ, path = dict(os.environ), list(sys.path)
+
+    result = opus_project.run("environment", env={"EXTRA": "1"})
+
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert not [key for key in seen["environ"] if key.startswith("OPUS_") and key != "OPUS_PLUGINS"]
+    assert seen["environ"]["OPUS_PLUGINS"] == "kit_environment,kit_pkg"
+    assert seen["environ"]["EXTRA"] == "1"
+    assert seen["path"][:2] == [str(opus_project.path), str(opus_project.path / "plugins")]
+    assert seen["cwd"] == str(opus_project.path)
+    assert (dict(os.environ), sys.path, Path.cwd()) == (environ, path, opus_project.path)
+    assert importlib.import_module("kit_pkg") is package  # the test's modules are its own
+
+
+def test_a_run_that_ends_the_process_needs_a_process_of_its_own(opus_project: OpusProject) -> None:
+    opus_project.write("kit_exit.py", ENVIRONMENT_COMMAND.replace("return 0", "os._exit(7)"))
+    opus_project.register("kit_exit")
+    with pytest.raises(ExitedInProcess, match=r"os\._exit\(7\).*process=True"):
+        opus_project.run("environment")
+    result = opus_project.run("environment", process=True)
+    assert result.returncode == 7
 
 
 def test_the_test_itself_runs_without_the_users_files(

@@ -28,7 +28,7 @@ test of a project that has opus-core installed can ask for the fixture::
     def test_opus_run_greets(opus_project: OpusProject) -> None:
         opus_project.register(opus_plugin_hello)
         opus_project.write_config(TASKS)
-        result = opus_project.run("run")           # the real `opus` command
+        result = opus_project.run("run")           # `opus run`, in this process
         result.assert_outcomes(succeeded=1)        # read from the run's own summary
         result.stderr.fnmatch_lines(["*Hello, opus!*"])
         assert result.ret == 0                     # also .returncode, as CompletedProcess
@@ -42,6 +42,14 @@ a relative path means the same file to `tasks()` and to `run()`. Neither reads
 nor writes the user's files: `XDG_CONFIG_HOME` and `XDG_STATE_HOME` point into
 the test's temporary folder and every `OPUS_*` variable is removed, in the test
 process (for the test's duration) and in the `opus` it runs.
+
+`run` runs `opus_core.cli.main` in the test's process, as a new `opus` process
+would see it (`opus_core.testing.cli.run_opus`: its own environment, working
+directory, `sys.path` and fds 1 and 2, what opus keeps per process forgotten),
+without the start of a new Python each time. `run(..., process=True)` runs the
+real `opus` script in a process of its own, for what only a process shows:
+signals, an exit that does not return (`os._exit`, which a run in the test's
+process refuses with `opus_core.testing.cli.ExitedInProcess`), start-up.
 
 `run` returns an `OpusResult`: a `subprocess.CompletedProcess` (`returncode`,
 `stdout`, `stderr`, `args`) whose `stdout` and `stderr` are strings with
@@ -353,16 +361,31 @@ class OpusProject:
         return Tasks.from_config(self.path / "opus.toml", plugins=list(self.plugins), **kwargs)
 
     def command(self) -> list[str]:
-        """How `run` starts opus: the `opus` script beside this Python, else `-m opus_core.cli`."""
-        script = Path(sys.executable).parent / "opus"
-        return [str(script)] if script.exists() else [sys.executable, "-m", "opus_core.cli"]
+        """How `run(..., process=True)` starts opus: the `opus` script beside this Python,
+        else `-m opus_core.cli` (`opus_core.testing.cli.opus_command`)."""
+        from opus_core.testing.cli import opus_command
 
-    def run(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> OpusResult:
+        return opus_command()
+
+    def run(
+        self,
+        *args: str,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        process: bool = False,
+    ) -> OpusResult:
         """Run `opus ARGS` in the project folder with the registered plugins; what it did
         (`OpusResult`: `returncode`, `stdout`, `stderr`, `assert_outcomes`, line matching).
 
-        `env` adds or overrides environment variables, after everything else.
+        `env` adds or overrides environment variables, after everything else. It runs
+        in the test's process, as a new `opus` process would see it
+        (`opus_core.testing.cli.run_opus`); with `process`, it is the real `opus`
+        command in a process of its own, stopped after `timeout` seconds — for what
+        only a process shows: signals, an exit that does not return (`os._exit`),
+        start-up.
         """
+        from opus_core.testing.cli import run_opus
+
         environment = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
         environment.update(self.environment)
         if self.plugins:
@@ -377,11 +400,16 @@ class OpusProject:
         if folders:
             environment["PYTHONPATH"] = os.pathsep.join(folders)
         environment.update(env or {})
-        command = [*self.command(), *args]
-        done = subprocess.run(
-            command, cwd=self.path, env=environment, capture_output=True, text=True, timeout=timeout
+        command = self.command() if process else ["opus"]
+        done = run_opus(
+            args,
+            cwd=self.path,
+            env=environment,
+            process=process,
+            timeout=timeout,
+            command=command,
         )
-        return OpusResult(command, done.returncode, done.stdout, done.stderr)
+        return OpusResult([*command, *args], done.returncode, done.stdout, done.stderr)
 
     def close(self) -> None:
         """Forget the modules imported from the project folder, for the next test's own, and

@@ -50,7 +50,7 @@ def $snake(context: CommandContext) -> int:
 )
 
 TESTS = '''\
-"""`opus $name` through the real `opus` command."""
+"""`opus $name` through the `opus` command."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ pytest
 
 The tests use opus-core's `opus_core.testing`, which pytest finds through
 opus-core: the `opus_project` fixture (an opus project in a temporary folder,
-run in-process and through the real `opus` command)$contract.
+run by an engine and by the `opus` command, both in the test's process)$contract.
 """
 
 # -- runner ---------------------------------------------------------------------------------

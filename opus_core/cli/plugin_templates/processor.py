@@ -172,6 +172,7 @@ pytest
 
 The tests use the `opus_project` fixture of `opus_core.testing`, which
 pytest finds through opus-core: an opus project in a temporary folder, run
-in-process (`opus_project.tasks()`) and through the real `opus` command
-(`opus_project.run("run")`).
+by an engine (`opus_project.tasks()`) and by the `opus` command
+(`opus_project.run("run")`, in the test's process; `process=True` for a
+process of its own).
 """
