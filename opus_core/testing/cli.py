@@ -83,7 +83,7 @@ def in_process(
     opus lets out gives its traceback on stderr and status 1, as Python would.
     """
     from opus_core.cli import main
-    from opus_core.testing import reset_caches
+    from opus_core.testing.caches import reset_caches
 
     folders = [
         os.path.join(cwd, entry) for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry
