@@ -77,10 +77,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from opus_core.testing.caches import reset_caches
-
 if TYPE_CHECKING:
     from opus_core.engine import Tasks
+    from opus_core.testing.caches import reset_caches
     from opus_core.testing.persistence import PersistenceContract
     from opus_core.testing.runner import RunnerContract
 
@@ -98,15 +97,17 @@ __all__ = [
     "reset_caches",
 ]
 
-_CONTRACTS = {
+_LAZY = {
     "PersistenceContract": "opus_core.testing.persistence",
     "RunnerContract": "opus_core.testing.runner",
+    "reset_caches": "opus_core.testing.caches",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """The conformance classes, imported when first asked for."""
-    module = _CONTRACTS.get(name)
+    """The conformance classes and `reset_caches`, imported when first asked for (pytest
+    loads this module as a plugin in every session: it stays light)."""
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'opus_core.testing' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
@@ -389,6 +390,8 @@ class OpusProject:
     def close(self) -> None:
         """Forget the modules imported from the project folder, for the next test's own, and
         what opus keeps per process (`reset_caches`)."""
+        from opus_core.testing.caches import reset_caches
+
         reset_caches()
         prefixes = tuple({str(self.path) + os.sep, os.path.realpath(self.path) + os.sep})
         for name, module in list(sys.modules.items()):
