@@ -110,14 +110,17 @@ class CommandProcessor(TaskProcessor):
             )
         except OSError as exc:  # no such program, not executable
             raise CommandFailedError(f"command of task {name!r} could not start: {exc}") from None
-        with _running_lock:
-            _running.add(process)
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
-        readers = [
-            _reader(process.stdout, lambda line: self.logger.info(f"{name}: {line}")),
-            _reader(process.stderr, lambda line: _stderr_line(self, name, line, tail)),
-        ]
-        try:
+        readers: list[threading.Thread] = []
+        try:  # from here on, a Ctrl-C (or a timeout's alarm) kills the command's group
+            with _running_lock:
+                _running.add(process)
+            readers.append(
+                _reader(process.stdout, lambda line: self.logger.info(f"{name}: {line}"))
+            )
+            readers.append(
+                _reader(process.stderr, lambda line: _stderr_line(self, name, line, tail))
+            )
             _wait(process, timeout, name)
         finally:  # ended, timed out, Ctrl-C, stopped: what it left running in its group goes
             _kill_group(process)

@@ -178,13 +178,16 @@ def test_what_a_command_leaves_running_in_its_group_is_killed_when_it_ends(
 
 
 def test_ctrl_c_kills_the_running_command_and_all_it_started(tmp_path: Path) -> None:
-    script = "sleep 300 & echo $! > child.pid; sleep 300"
+    script = "sleep 300 & echo $! > child.pid; echo waiting; sleep 300"
     root = project(tmp_path, command("slow", f'{{ run = "{script}" }}'))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     env["XDG_CONFIG_HOME"] = str(root / ".user-config")
     run = interruptible([str(OPUS), "run"], cwd=root, env=env)
     try:
-        assert until(lambda: (root / "child.pid").exists() and (root / "child.pid").read_text())
+        assert run.stderr is not None
+        for line in run.stderr:  # opus logs the command's line: it is waiting for it
+            if line.endswith("slow: waiting\n"):
+                break
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=60)
     finally:
