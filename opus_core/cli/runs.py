@@ -215,11 +215,10 @@ def _show_task(run: dict[str, Any], task: dict[str, Any], args: Any) -> int:
     if getattr(args, "json", False):  # times in ISO 8601, the attempts' too
         print(to_json({"run": run.get("id"), **for_json({"tasks": [task]})["tasks"][0]}))
         return 0
-    started = finite_number(run.get("started_at"))
     ready = finite_number(task.get("ready_at"))
     first = finite_number(task.get("started_at"))
-    waited_deps = None if ready is None or started is None else max(ready - started, 0.0)
-    waited_worker = None if ready is None or first is None else max(first - ready, 0.0)
+    waited_deps = _between(run.get("started_at"), ready)
+    waited_worker = _between(ready, first)
     lines = [
         f"task:         {task.get('name')} ({task.get('kind')})",
         f"run:          {run.get('id')}",
