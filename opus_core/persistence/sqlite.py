@@ -422,14 +422,24 @@ class SqlitePersistence(StatePersistence):
         self._save_text(object_identifier, to_json(object_identifier, data))
 
     def _save_text(self, object_identifier: str, text: str) -> None:
+        # One statement is one transaction, which takes the write lock as it starts.
+        statement = "INSERT OR REPLACE INTO state (id, data) VALUES (?, ?)"
+        if self._pid == os.getpid() and self._checked:  # open and checked: a save a task
+            import sqlite3
+
+            with self._lock:
+                connection = self._connection
+                if connection is not None:
+                    try:
+                        connection.execute(statement, (object_identifier, text))
+                    except (sqlite3.Error, OSError) as exc:
+                        raise self._fail(f"save the state of {object_identifier!r}", exc) from None
+                    return
         with self._using(
             f"save the state of {object_identifier!r}", create=True, write=True
         ) as connection:
             assert connection is not None
-            # One statement is one transaction, which takes the write lock as it starts.
-            connection.execute(
-                "INSERT OR REPLACE INTO state (id, data) VALUES (?, ?)", (object_identifier, text)
-            )
+            connection.execute(statement, (object_identifier, text))
 
     def save_record(self, object_identifier: str, record: PendingRecord) -> None:
         """Save one of the engine's task records, committed before this returns."""
