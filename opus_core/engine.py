@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
@@ -227,7 +228,13 @@ class Tasks:
         return build_plan(tasks, self.processors, command, context)
 
     def process_context(
-        self, command: str = "apply", context: str = "default", resume: bool = False
+        self,
+        command: str = "apply",
+        context: str = "default",
+        resume: bool = False,
+        *,
+        force: bool | Iterable[str] = False,
+        explain: bool = False,
     ) -> RunReport:
         """Run every task in scope for `command` in `context` and report how each ended.
 
@@ -239,6 +246,10 @@ class Tasks:
         dependencies are all restored too) is not run again: it is reported as
         `restored` and the values it published are restored. Plugins may restore
         tasks the same way (`opus_task_restore`), with or without `resume`.
+
+        A task with `metadata.outputs` that is up to date (see `opus_core.caching`) is
+        restored too, unless `force` is True or names it; `explain` logs why each such
+        task ran or was restored at INFO.
 
         A run with no task in scope runs nothing and is not recorded: its report is
         empty and its `run_id` None (its runner is made, so its options are checked,
@@ -259,7 +270,12 @@ class Tasks:
             if owned:
                 runner.shutdown(wait=False)
             return RunReport(command, context, started_at=time.time())
-        restored = self.restored(plan, resume)
+        with self.restoring(plan, resume, force, explain) as restorers:
+            return self._process_plan(plan, restoring=restorers is not None)
+
+    def _process_plan(self, plan: Plan, restoring: bool) -> RunReport:
+        """Run `plan` (in scope, not empty), `restoring` if a plugin may restore tasks."""
+        command, context = plan.command, plan.context
         runner, owned = self._started_runner()
         run = self._run_started(command, context, runner, owned)
         records = RunRecords(self.state_persistence, command, context)
@@ -272,7 +288,7 @@ class Tasks:
             self.manager(),
             fail_fast=self.fail_fast,
             records=records,
-            restored=restored,
+            restoring=restoring,
             run_id=run["id"],
         )
         with self._lock:
@@ -388,33 +404,70 @@ class Tasks:
 
         return plugin_failed(self.plugin_manager, section, what, doing, exc)
 
-    def restored(self, plan: Plan, resume: bool = False) -> list[dict[str, Any] | None] | None:
+    def restored(
+        self, plan: Plan, resume: bool = False, force: bool | Iterable[str] = False
+    ) -> list[dict[str, Any] | None] | None:
         """Per task of `plan`, the values plugins would restore instead of running it
-        (`opus_task_restore`), or None for a task that would run; None when no plugin
-        restores anything.
+        (`opus_task_restore`), as far as can be told before anything runs: None for a task
+        that would run, or that waits for one that would; None when no plugin restores.
 
-        A task is asked only when every task it depends on was restored. With
-        `resume`, the core's `Resume` answers too, registered for this run.
+        Each task is asked as the run asks it (see `restoring`), as if every task it
+        depends on had been restored.
         """
+        with self.restoring(plan, resume, force, dry_run=True) as manager:
+            if manager is None:
+                return None
+            values = dict(self.key_value_store.store)
+            restored: list[dict[str, Any] | None] = []
+            for index, task in enumerate(plan.tasks):
+                found = None
+                deps = plan.deps[index]
+                if all(restored[d] is not None for d in deps):
+                    seen = dict(values)
+                    for d in deps:
+                        seen.update(restored[d] or {})
+                    upstream = {plan.tasks[d].task_id: "restored" for d in deps}
+                    found = manager.restore(
+                        task, plan.command, plan.context, self.state_persistence, seen, upstream
+                    )
+                restored.append(found)
+            return restored
+
+    @contextlib.contextmanager
+    def restoring(
+        self,
+        plan: Plan,
+        resume: bool = False,
+        force: bool | Iterable[str] = False,
+        explain: bool = False,
+        dry_run: bool = False,
+    ) -> Iterator[PluginManager | None]:
+        """The plugin manager with, for one run of `plan`, the core's restorers that run
+        needs: `--resume`'s (`Resume`) with `resume`, and the file cache
+        (`opus_core.caching.FileCache`, with `force` and `explain`) when a task of `plan`
+        is cached (changing nothing it keeps, with `dry_run`). Yields None when no plugin
+        restores anything."""
         manager = self.manager()
+        added = []
         if resume:
             manager.unregister("builtin.resume")
             manager.register(Resume(), name="builtin.resume", core=True)
+            added.append("builtin.resume")
+        if any(task.meta.cached for task in plan.tasks):
+            from opus_core.caching import FileCache
+            from opus_core.config import project_folder
+
+            cache = FileCache(
+                project_folder(), self.state_persistence, self.logger, force, explain, dry_run
+            )
+            manager.unregister("builtin.cache")
+            manager.register(cache, name="builtin.cache", core=True)
+            added.append("builtin.cache")
         try:
-            if not manager.restores():
-                return None
-            restored: list[dict[str, Any] | None] = []
-            for index, task in enumerate(plan.tasks):
-                values = None
-                if all(restored[d] is not None for d in plan.deps[index]):
-                    values = manager.restore(
-                        task, plan.command, plan.context, self.state_persistence
-                    )
-                restored.append(values)
-            return restored
+            yield manager if manager.restores() else None
         finally:
-            if resume:
-                manager.unregister("builtin.resume")
+            for name in added:
+                manager.unregister(name)
 
     def stop(self) -> None:
         """Stop the current run from another thread: no further task starts.

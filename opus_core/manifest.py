@@ -28,6 +28,9 @@ _METADATA_KEYS = frozenset(
         "retries",
         "retry_sleep_time",
         "timeout",
+        "inputs",
+        "outputs",
+        "cache",
     }
 )
 
@@ -88,6 +91,18 @@ class TaskMetadata:
     retries: int = 0
     retry_sleep_time: float = 0.0
     timeout: float | None = None
+    inputs: tuple[str, ...] = ()
+    """Files the task reads: paths or globs, relative to the project folder."""
+    outputs: tuple[str, ...] = ()
+    """Files the task makes: paths or globs, relative to the project folder."""
+    cache: bool | None = None
+    """Whether an up-to-date task is restored instead of run; None: when it has outputs."""
+
+    @property
+    def cached(self) -> bool:
+        """Whether the task is restored, not run, when it is up to date (`opus_core.caching`):
+        `cache`, which defaults to on for a task with outputs."""
+        return bool(self.outputs) if self.cache is None else self.cache
 
 
 _EMPTY_METADATA = TaskMetadata()
@@ -102,6 +117,17 @@ def _string_list(where: str, key: str, value: object) -> tuple[str, ...]:
             f"remove the key to allow every {key[:-1]}"
         )
     return tuple(value)
+
+
+def _paths(where: str, key: str, value: object) -> tuple[str, ...]:
+    """`metadata.inputs` or `metadata.outputs`: paths or globs, each a non-empty string."""
+    paths = _string_list(where, key, value)
+    for path in paths:
+        if not path or "\x00" in path:
+            raise ManifestError(
+                f"{where}: each of metadata.{key} must be a path or a glob, got {path!r}"
+            )
+    return paths
 
 
 def _labels(where: str, key: str, value: object) -> dict[str, str]:
@@ -156,6 +182,12 @@ def _parse_field(fields: dict[str, Any], key: str, value: Any, where: str) -> No
         fields["dependency_names"], fields["dependency_selectors"] = _dependencies(where, value)
     elif key in ("contexts", "commands", "exclude_contexts", "exclude_commands"):
         fields[key] = frozenset(_string_list(where, key, value))
+    elif key in ("inputs", "outputs"):
+        fields[key] = _paths(where, key, value)
+    elif key == "cache":
+        if not isinstance(value, bool):
+            raise ManifestError(f"{where}: metadata.cache must be true or false, got {value!r}")
+        fields[key] = value
     else:  # retries, retry_sleep_time, timeout: checked as @task checks them
         try:
             fields[key] = check_task_number(key, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opus_core.plugin import hookimpl
@@ -14,18 +15,24 @@ if TYPE_CHECKING:
 
 class Resume:
     """`--resume`: restore a named task whose last record for the same command and context
-    succeeded with the same checksum. The engine registers it, as `resume`, for a run."""
+    succeeded with the same checksum, and whose dependencies were all restored. The engine
+    registers it, as `builtin.resume`, for a run."""
 
     def __init__(self) -> None:
         self._records: dict[tuple[int, str, str], RunRecords] = {}
 
     @hookimpl
     def opus_task_restore(
-        self, task: Task, command: str, context: str, persistence: StatePersistence
+        self,
+        task: Task,
+        command: str,
+        context: str,
+        persistence: StatePersistence,
+        upstream: Mapping[str, str],
     ) -> dict[str, Any] | None:
         from opus_core.records import RunRecords
 
-        if not task.meta.name:
+        if not task.meta.name or any(status != "restored" for status in upstream.values()):
             return None
         key = (id(persistence), command, context)
         records = self._records.get(key)

@@ -40,6 +40,7 @@ from opus_core.processor import TaskProcessor
 from opus_core.records import RunRecords
 from opus_core.results import (
     STATUS_CODE,
+    STATUSES,
     RunReport,
     TaskResult,
     TaskResults,
@@ -101,7 +102,7 @@ class Scheduler:
         hooks: PluginManager,
         fail_fast: bool = False,
         records: RunRecords | None = None,
-        restored: list[dict[str, Any] | None] | None = None,
+        restoring: bool = False,
         run_id: str | None = None,
     ) -> None:
         self.plan = plan
@@ -162,7 +163,8 @@ class Scheduler:
         self.limit = runner.max_concurrency
         self.records = records
         self.fatal_error: OpusError | None = None  # what stopped the run, if not the tasks
-        self.restored = restored or []
+        self.restoring = restoring
+        """Whether a plugin may restore a task instead of running it (`opus_task_restore`)."""
         self.run_id = run_id
         self._async: dict[int, bool] = {}  # whether each processor's process_task is async
 
@@ -286,12 +288,11 @@ class Scheduler:
         return _View(entries)
 
     def _start(self, index: int) -> None:
-        if self.restored and (values := self.restored[index]) is not None:
-            self._succeeded(index, AttemptOutcome(values, None), restored=True)
-            return
         task = self.plan.tasks[index]
         view = self._view(index)
         values = view.plain
+        if self.restoring and self._restored(index, task, values):
+            return
         if task.has_placeholders:
             try:
                 task = task.with_spec(substitute(task.spec, values, display_name(task)))
@@ -397,6 +398,29 @@ class Scheduler:
             self.fatal_error = error
         if not self.interrupted:
             self._halt("stopped")
+
+    def _restored(self, index: int, task: Task, values: Mapping[str, Any]) -> bool:
+        """Ask plugins for the values of `task`, ready to start, to restore instead of running
+        it (`opus_task_restore`); True when one did (or failed: the run then stops)."""
+        offsets, tasks, status = self._deps_at, self.plan.tasks, self.status
+        upstream = {
+            tasks[d].task_id: STATUSES[status[d] - 1].value
+            for d in self._deps[offsets[index] : offsets[index + 1]]
+        }
+        plan = self.plan
+        try:
+            restored = self.hooks.restore(
+                task, plan.command, plan.context, self.persistence, values, upstream
+            )
+        except OpusError as exc:
+            self._finish(index, _FAILED, str(exc))
+            self._skip_dependents(index)
+            self._fatal(exc)
+            return True
+        if restored is None:
+            return False
+        self._succeeded(index, AttemptOutcome(restored, None), restored=True)
+        return True
 
     def _persistence_failed(self, what: str, doing: str, exc: Exception) -> None:
         """Persistence raised (anything) while saving: name it and its plugin, stop the run."""

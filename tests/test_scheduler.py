@@ -322,14 +322,35 @@ def test_stop_during_a_sequential_task_lets_it_end_and_starts_nothing_more() -> 
 # -- what it keeps ------------------------------------------------------------------------------------
 
 
+class Restorer:
+    """Restores `built`, and notes what each task was asked with."""
+
+    def __init__(self) -> None:
+        self.asked: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+
+    @hookimpl
+    def opus_task_restore(
+        self, task: Task, values: dict[str, Any], upstream: dict[str, str]
+    ) -> dict[str, Any] | None:
+        self.asked[task.task_id] = (dict(values), dict(upstream))
+        return {"image": "from-before"} if task.task_id == "built" else None
+
+
 def test_restored_tasks_are_not_run_and_their_values_reach_their_dependents() -> None:
     tasks = (step("built", {"publish": {"image": "new"}}), step("use", dependencies=["built"]))
-    run = Run(*tasks, restored=[{"image": "from-before"}, None])
+    run = Run(*tasks, values={"region": "eu"}, restoring=True)
+    restorer = Restorer()
+    run.scheduler.hooks.register(restorer, name="restorer")
     report = run()
     assert statuses(report) == {"built": "restored", "use": "succeeded"}
     assert run.processor.ran() == ["use"]
-    assert run.processor.seen("use") == {"image": "from-before"}
+    assert run.processor.seen("use") == {"region": "eu", "image": "from-before"}
     assert report["built"].attempts == 0
+    # Each is asked when it is ready, with what it would see and how its upstream ended.
+    assert restorer.asked == {
+        "built": ({"region": "eu"}, {}),
+        "use": ({"region": "eu", "image": "from-before"}, {"built": "restored"}),
+    }
 
 
 def test_state_a_task_saves_is_in_the_persistence_after_the_run() -> None:

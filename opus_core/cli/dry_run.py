@@ -33,7 +33,9 @@ def dry_run(
     for warning in plan.warnings:
         warn(warning)
     resume = bool(getattr(args, "resume", False))
-    restored = tasks.restored(plan, resume) or [None] * len(plan.tasks)
+    forced = getattr(args, "force", None)
+    force: bool | list[str] = False if forced is None else (forced or True)
+    restored = tasks.restored(plan, resume, force) or [None] * len(plan.tasks)
     if as_json:
         print(to_json(plan_records(plan, restored)))
     else:

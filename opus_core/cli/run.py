@@ -43,6 +43,8 @@ examples:
   opus run                        every task in scope for apply in context default
   opus run deploy --context prod  the task deploy and what it depends on
   opus run --resume               skip what already succeeded with the same manifest
+  opus run --explain              say why each task with outputs ran or was restored
+  opus run --force                run tasks with outputs even when they are up to date
   opus run --dry-run              the plan: order, dependencies, what is left out and why
   opus run -x -j 8 --tb=long      stop at the first failure, 8 workers, whole tracebacks
   opus run --json > report.json   the report as JSON (logs stay on stderr)
@@ -83,6 +85,20 @@ def add_command(commands: Commands) -> None:
         "--resume",
         action="store_true",
         help="skip tasks that already succeeded with the same manifest",
+    )
+    parser.add_argument(
+        "-f",
+        "--force",
+        nargs="*",
+        metavar="NAME",
+        default=None,
+        help="run tasks that are up to date too: every one, or only the NAMEs given (put "
+        "the tasks to run before --force)",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="log why each task with outputs ran or was restored (opus why NAME tells later)",
     )
     parser.add_argument(
         "--dry-run",
@@ -353,6 +369,15 @@ def _check_options(tasks: Tasks, args: argparse.Namespace) -> None:
             'between runs; set [opus] persistence = "sqlite" (the default when unset) or '
             '"file" in opus.toml'
         )
+    if args.force:
+        from opus_core.errors import did_you_mean
+
+        names = {task.task_id for task in tasks.tasks}
+        for name in args.force:
+            if name not in names:
+                raise OpusError(
+                    f"--force {name}: no task is named {name!r}{did_you_mean(name, names)}"
+                )
     if args.dry_run and args.report is not None:
         raise OpusError(
             "--report writes the report of a run, and --dry-run runs nothing: leave one out"
@@ -373,13 +398,20 @@ def _run_with_progress(tasks: Tasks, args: argparse.Namespace) -> RunReport:
         lines.success_level = "debug"
     if not sys.stderr.isatty() or args.no_progress:
         lines.progress_every = env_seconds(PROGRESS_EVERY_ENV, PROGRESS_EVERY)
-        return tasks.process_context(args.command, args.context, resume=args.resume)
+        return _process(tasks, args)
     from opus_core.cli.progress import Progress
 
     progress = Progress(sys.stderr, running=tasks.running)
     manager.register(progress, name="builtin.progress", core=True)
     with progress.attached():
-        return tasks.process_context(args.command, args.context, resume=args.resume)
+        return _process(tasks, args)
+
+
+def _process(tasks: Tasks, args: argparse.Namespace) -> RunReport:
+    force: bool | list[str] = False if args.force is None else (args.force or True)
+    return tasks.process_context(
+        args.command, args.context, resume=args.resume, force=force, explain=args.explain
+    )
 
 
 def _print_results(

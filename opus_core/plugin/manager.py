@@ -487,11 +487,22 @@ class PluginManager:
         return bool(self.hook.opus_task_restore.get_hookimpls())
 
     def restore(
-        self, task: Task, command: str, context: str, persistence: StatePersistence
+        self,
+        task: Task,
+        command: str,
+        context: str,
+        persistence: StatePersistence,
+        values: Mapping[str, Any] | None = None,
+        upstream: Mapping[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """The values a plugin restores for `task` instead of running it, or None."""
         found = self.hook.opus_task_restore(
-            task=task, command=command, context=context, persistence=persistence
+            task=task,
+            command=command,
+            context=context,
+            persistence=persistence,
+            values={} if values is None else values,
+            upstream={} if upstream is None else upstream,
         )
         found = self.pm.checked("opus_task_restore", found, task=task)
         return None if found is None else dict(found)

@@ -226,16 +226,27 @@ def opus_modify_tasks(tasks: list[Task], command: str, context: str) -> None:
 
 @hookspec(firstresult=True)
 def opus_task_restore(
-    task: Task, command: str, context: str, persistence: StatePersistence
+    task: Task,
+    command: str,
+    context: str,
+    persistence: StatePersistence,
+    values: Mapping[str, Any],
+    upstream: Mapping[str, str],
 ) -> Mapping[str, Any] | None:
     """Return the values `task` would publish to skip running it, or None to run it.
 
     firstresult: the first plugin to return a mapping wins; the task is then
     reported as `restored` and its dependents see the returned values. Asked,
-    in the thread running the engine, for each task in scope whose
-    dependencies were all restored, before the run starts. The core's
-    `--resume` is an implementation: it answers from the task's last
-    successful record for the same command, context and checksum.
+    in the thread running the engine, for each task in scope when it is ready
+    to start (every task it depends on succeeded or was restored), before its
+    `${KEY}` placeholders are substituted. `values` is the key-value store as
+    the task would see it; `upstream` maps the id of each task it depends on
+    directly to how that one ended, `"succeeded"` or `"restored"`.
+
+    The core implements it twice: `--resume` answers from the task's last
+    successful record for the same command, context and checksum (when all of
+    `upstream` was restored), and the file cache (`opus_core.caching`, tryfirst)
+    restores a task with `metadata.outputs` that is up to date.
 
     Example (make-style: skip a task whose output is newer than its input)::
 

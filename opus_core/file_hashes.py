@@ -1,0 +1,145 @@
+"""Content hashes of a project's files, with the shortcut that spares re-reading a file
+that has not changed: what the file cache (`opus_core.caching`) fingerprints inputs with.
+
+A file's sha256 is kept with its size, inode, modification and change times. While
+those four are what they were, the file is not read again; any write to a file
+changes its change time (which no program can set back), so a changed file is always
+read. A file whose modification time was within a second of when it was hashed is
+read again regardless, as git does with its "racily clean" entries: on a file system
+that keeps coarse times, a second write in the same instant would not show.
+
+The hashes live in the persistence, one entry for the project (`HASHES_ID`), saved at
+the end of a run. Losing them (a crash, two runs at once writing it) costs only the
+time to read the files again, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opus_core.errors import OpusError
+
+if TYPE_CHECKING:
+    from opus_core.persistence import StatePersistence
+
+HASHES_ID = "opus-cache:file-hashes"
+"""The state identifier of the project's file hashes."""
+
+RACY = 1_000_000_000
+"""Nanoseconds: a file modified this close to its hashing is read again next time."""
+
+_MAGIC = frozenset("*?[")
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether `pattern` has a glob's special characters (`*`, `?`, `[`)."""
+    return not _MAGIC.isdisjoint(pattern)
+
+
+class FileHashes:
+    """The sha256 of files under `root`, read at most once per change (see the module).
+
+    Paths are given and kept relative to `root` (an absolute path stays absolute).
+    """
+
+    def __init__(self, root: Path, persistence: StatePersistence | None = None) -> None:
+        self.root = root
+        self.persistence = persistence
+        self._known: dict[str, list[Any]] = {}
+        self._changed = False
+        if persistence is not None:
+            try:
+                saved = persistence.get_object_state(HASHES_ID)
+            except OpusError:
+                saved = {}  # unreadable: every file is read again, and the entry rewritten
+            files = saved.get("files") if isinstance(saved, dict) else None
+            if isinstance(files, dict):
+                self._known = {
+                    path: entry
+                    for path, entry in files.items()
+                    if isinstance(entry, list) and len(entry) == 5
+                }
+
+    def expand(self, pattern: str) -> list[str]:
+        """The files `pattern` names: a glob's matches (`**` for any depth), the files under
+        a folder, the file itself; sorted, relative to `root`; empty when nothing exists."""
+        if is_glob(pattern):
+            found = glob.glob(pattern, root_dir=self.root, recursive=True)
+        else:
+            found = [pattern] if os.path.lexists(self.root / pattern) else []
+        files: list[str] = []
+        for path in found:
+            full = self.root / path
+            if full.is_dir():
+                for folder, _, names in os.walk(full):
+                    for name in names:
+                        files.append(os.path.relpath(os.path.join(folder, name), self.root))
+            else:
+                files.append(os.path.normpath(path))
+        return sorted(set(files))
+
+    def exists(self, pattern: str) -> bool:
+        """Whether anything exists at `pattern` (a glob: whether it matches anything)."""
+        if is_glob(pattern):
+            return bool(glob.glob(pattern, root_dir=self.root, recursive=True))
+        return os.path.lexists(self.root / pattern)
+
+    def digest(self, path: str) -> str | None:
+        """The sha256 (hex) of the file at `path`, or None where there is none to read.
+
+        Asked again, it looks again: a task of the run may have written the file since."""
+        full = self.root / path
+        try:
+            info = os.stat(full)
+        except OSError:
+            self._forget(path)
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            self._forget(path)
+            return None
+        key = [info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns]
+        known = self._known.get(path)
+        if known is not None and known[:4] == key:
+            return str(known[4])
+        hashed_at = time.time_ns()
+        try:
+            with open(full, "rb") as file:
+                digest = hashlib.file_digest(file, "sha256").hexdigest()
+        except OSError:
+            self._forget(path)
+            return None
+        if hashed_at - info.st_mtime_ns > RACY:
+            self._known[path] = [*key, digest]
+        else:
+            self._known.pop(path, None)
+        self._changed = True
+        return digest
+
+    def _forget(self, path: str) -> None:
+        if self._known.pop(path, None) is not None:
+            self._changed = True
+
+    def digests(self, patterns: Iterable[str]) -> dict[str, str | None]:
+        """Per pattern, the sha256 of each file it names (`path → digest`); a pattern that
+        names nothing is kept as `pattern → None`, so a file appearing there is a change."""
+        found: dict[str, str | None] = {}
+        for pattern in patterns:
+            paths = self.expand(pattern)
+            if not paths:
+                found[pattern] = None
+            for path in paths:
+                found[path] = self.digest(path)
+        return found
+
+    def save(self) -> None:
+        """Keep what was learnt for the next run (nothing to do when nothing changed)."""
+        if self._changed and self.persistence is not None:
+            self.persistence.save_object_state(HASHES_ID, {"files": self._known})
+            self._changed = False
