@@ -130,7 +130,8 @@ class FileCache:
             return None
         if entry:
             self.persistence.delete_object_state(key)
-        self._pending[task.task_id] = (key, {"fingerprint": digest, **parts}, task)
+        entry = {"task": task.task_id, "command": command, "context": context}
+        self._pending[task.task_id] = (key, {**entry, "fingerprint": digest, **parts}, task)
         return None
 
     @hookimpl

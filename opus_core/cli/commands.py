@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import opus_core.cli.cache as cache
 import opus_core.cli.completion as completion
 import opus_core.cli.config as config
 import opus_core.cli.graph as graph
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 PLUGIN_NAME = "builtin.commands"
 """The name `opus plugins list` shows this plugin under."""
 
-COMMAND_MODULES = (run, tasks, graph, report, plugins, config, state, runs, completion)
+COMMAND_MODULES = (run, tasks, graph, report, plugins, config, state, runs, cache, completion)
 """The modules of the core's commands, each with its `add_command(commands)`."""
 
 
@@ -41,7 +42,7 @@ def opus_register_commands(commands: Commands) -> None:
 
 
 def add_core_commands(commands: Commands) -> None:
-    """`run`, `tasks`, `graph`, `report`, `plugins`, `config`, `state`, `runs` and
-    `completion`."""
+    """`run`, `tasks`, `graph`, `report`, `plugins`, `config`, `state`, `runs`, `why`,
+    `cache` and `completion`."""
     for module in COMMAND_MODULES:
         module.add_command(commands)
