@@ -16,7 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-QUICK_START = README[README.index("\n## Quick start") : README.index("\n## Documentation")]
+SHELL_STEPS = "\n## Quick start: shell steps"
+QUICK_START = README[README.index("\n## Quick start") : README.index(SHELL_STEPS)]
+BUILD_STEPS = README[README.index(SHELL_STEPS) : README.index("\n## Documentation")]
+EXAMPLE = ROOT / "examples" / "make_style"
 
 
 def normal(text: str, folder: Path) -> list[str]:
@@ -26,9 +29,8 @@ def normal(text: str, folder: Path) -> list[str]:
     return [line.rstrip() for line in text.splitlines()]
 
 
-def test_the_quick_start_runs_as_the_readme_shows(tmp_path: Path) -> None:
-    blocks = dict(re.findall(r"```(toml|python)\n(.*?)```", QUICK_START, re.S))
-    sessions = re.findall(r"```console\n(.*?)```", QUICK_START, re.S)
+def environment(tmp_path: Path) -> dict[str, str]:
+    """`opus` on the PATH, and state and configuration of the test's own."""
     bin_dir = Path(sys.executable).parent
     env = dict(
         os.environ,
@@ -38,6 +40,13 @@ def test_the_quick_start_runs_as_the_readme_shows(tmp_path: Path) -> None:
         NO_COLOR="1",
     )
     env.pop("OPUS_CONFIG", None)
+    return env
+
+
+def test_the_quick_start_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    blocks = dict(re.findall(r"```(toml|python)\n(.*?)```", QUICK_START, re.S))
+    sessions = re.findall(r"```console\n(.*?)```", QUICK_START, re.S)
+    env = environment(tmp_path)
     folder = tmp_path
     commands = status = 0
     for session in sessions:
@@ -71,3 +80,28 @@ def test_the_quick_start_runs_as_the_readme_shows(tmp_path: Path) -> None:
                     done.stderr, folder
                 ), command
     assert commands >= 6
+
+
+def test_the_shell_steps_quick_start_runs_as_the_readme_shows_in_a_copy_of_its_example(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    assert re.findall(r"```toml\n(.*?)```", BUILD_STEPS, re.S) == [
+        (EXAMPLE / "opus.toml").read_text()
+    ]
+    folder = tmp_path / "make_style"
+    shutil.copytree(EXAMPLE, folder)
+    env = environment(tmp_path)
+    (session,) = re.findall(r"```console\n(.*?)```", BUILD_STEPS, re.S)
+    steps = re.split(r"^\$ ", session, flags=re.M)[1:]
+    for step in steps:
+        command, _, shown = step.partition("\n")
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        printed = normal(done.stdout, folder) + normal(done.stderr, folder)
+        assert sorted(printed) == sorted(normal(shown, folder)), (command, done.stderr)
+    assert (folder / "build" / "report.txt").read_text().split() == ["4", "orders"]
+    assert len(steps) == 4
