@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from opus_core.logger import LoggerWrapper
     from opus_core.manifest import Task
     from opus_core.persistence import StatePersistence
+    from opus_core.records import TaskRecord
     from opus_core.results import RunReport, TaskResult
 
 CACHE_PREFIX = "opus-cache:"
@@ -92,8 +93,38 @@ class FileCache:
         """Every task's fingerprint in this run, by task id, learnt as each was ready."""
         self.decisions: dict[str, dict[str, str]] = {}
         """Per cached task, `{"decision": "ran" | "restored", "reason": ...}`."""
+        self._prefetched: dict[str, dict[str, Any]] = {}
+        self._looked_up: set[str] = set()
         self._pending: dict[str, tuple[str, dict[str, Any], Task]] = {}
         """Tasks that run: the id and entry to save if they succeed, and their manifest."""
+
+    def prefetch(self, command: str, context: str, tasks: Iterable[Task]) -> None:
+        """Read the entries and records of the cached ones of `tasks` in one call
+        (`StatePersistence.get_object_states`), for the run of `command` in `context`:
+        each is then looked up here, not in the persistence, when its task is ready. Only
+        a task's own run changes them, and that comes after."""
+        from opus_core.records import record_id
+
+        ids = []
+        for task in tasks:
+            if task.meta.cached and task.meta.name:
+                ids += [
+                    cache_id(command, context, task.task_id),
+                    record_id(command, context, task.task_id),
+                ]
+        self._prefetched = self.persistence.get_object_states(ids)
+        self._looked_up = set(ids)
+
+    def _state(self, key: str) -> dict[str, Any]:
+        """The state of `key`: prefetched, or read now (empty if none, or unreadable)."""
+        if key in self._looked_up:
+            self._looked_up.discard(key)
+            return self._prefetched.pop(key, {})
+        try:
+            found = self.persistence.get_object_state(key)
+        except OpusError:
+            return {}  # unreadable: as if there were none (the task runs)
+        return found if isinstance(found, dict) else {}
 
     # -- the hooks ------------------------------------------------------------------------
 
@@ -114,13 +145,13 @@ class FileCache:
         if not task.meta.cached or not task.meta.name:
             return None
         key = cache_id(command, context, task.task_id)
-        entry = self._load(key)
+        entry = self._state(key)
         reason = self._stale(task, entry, digest, parts)
         restored = None
         if reason is None:
-            restored = self._published(task, command, context)
+            restored = self._published(task, command, context, entry)
             if restored is None:
-                reason = "its last run did not succeed"
+                reason = "it ran since without the cache, or its last run did not succeed"
         if restored is not None:
             self._decided(task, "restored", UP_TO_DATE)
             return restored
@@ -147,7 +178,11 @@ class FileCache:
                 f"{', '.join(missing)}; it will run again next time"
             )
             return
+        record = self._record(task, entry["command"], entry["context"], fresh=True)
+        if record is None or record.status != TaskStatus.SUCCEEDED:
+            return  # no record to restore from (a persistence that keeps none)
         entry["saved_at"] = time.time()
+        entry["record_finished_at"] = record.finished_at
         self.persistence.save_object_state(key, entry)
 
     @hookimpl
@@ -208,19 +243,33 @@ class FileCache:
             return None
         return changes(entry, parts) or "fingerprint changed"
 
-    def _load(self, key: str) -> dict[str, Any]:
-        try:
-            entry = self.persistence.get_object_state(key)
-        except OpusError:
-            return {}  # unreadable: as if there were none (the task runs)
-        return entry if isinstance(entry, dict) else {}
+    def _record(
+        self, task: Task, command: str, context: str, fresh: bool = False
+    ) -> TaskRecord | None:
+        """The task's record for `command` and `context`: prefetched, or (`fresh`, or
+        not prefetched) read now."""
+        from opus_core.records import TaskRecord, record_id
 
-    def _published(self, task: Task, command: str, context: str) -> dict[str, Any] | None:
-        """The values `task` published when it last succeeded, or None."""
-        from opus_core.records import RunRecords
+        key = record_id(command, context, task.task_id)
+        if fresh:
+            self._looked_up.discard(key)
+            self._prefetched.pop(key, None)
+        data = self._state(key)
+        return TaskRecord.from_state(data) if data else None
 
-        record = RunRecords(self.persistence, command, context).load(task)
-        if record is None or record.status != TaskStatus.SUCCEEDED or record.published is None:
+    def _published(
+        self, task: Task, command: str, context: str, entry: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The values `task` published in the run that saved `entry`, or None when its
+        record is another run's since (one without the cache: `--resume`, or while the task
+        had no outputs) or says it did not succeed."""
+        record = self._record(task, command, context)
+        if (
+            record is None
+            or record.status != TaskStatus.SUCCEEDED
+            or record.published is None
+            or record.finished_at != entry.get("record_finished_at")
+        ):
             return None
         return dict(record.published)
 

@@ -460,6 +460,7 @@ class Tasks:
             cache = FileCache(
                 project_folder(), self.state_persistence, self.logger, force, explain, dry_run
             )
+            cache.prefetch(plan.command, plan.context, plan.tasks)
             manager.unregister("builtin.cache")
             manager.register(cache, name="builtin.cache", core=True)
             added.append("builtin.cache")

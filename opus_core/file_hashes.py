@@ -51,6 +51,7 @@ class FileHashes:
 
     def __init__(self, root: Path, persistence: StatePersistence | None = None) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self.persistence = persistence
         self._known: dict[str, list[Any]] = {}
         self._changed = False
@@ -70,32 +71,38 @@ class FileHashes:
     def expand(self, pattern: str) -> list[str]:
         """The files `pattern` names: a glob's matches (`**` for any depth), the files under
         a folder, the file itself; sorted, relative to `root`; empty when nothing exists."""
-        if is_glob(pattern):
-            found = glob.glob(pattern, root_dir=self.root, recursive=True)
-        else:
-            found = [pattern] if os.path.lexists(self.root / pattern) else []
+        if not is_glob(pattern):
+            try:
+                info = os.stat(os.path.join(self._root, pattern))
+            except OSError:
+                return [pattern] if os.path.islink(os.path.join(self._root, pattern)) else []
+            return self._walk(pattern) if stat.S_ISDIR(info.st_mode) else [pattern]
         files: list[str] = []
-        for path in found:
-            full = self.root / path
-            if full.is_dir():
-                for folder, _, names in os.walk(full):
-                    for name in names:
-                        files.append(os.path.relpath(os.path.join(folder, name), self.root))
+        for path in glob.glob(pattern, root_dir=self.root, recursive=True):
+            if os.path.isdir(os.path.join(self._root, path)):
+                files.extend(self._walk(path))
             else:
                 files.append(os.path.normpath(path))
         return sorted(set(files))
+
+    def _walk(self, folder: str) -> list[str]:
+        """Every file under `folder`, relative to `root`, sorted."""
+        files: list[str] = []
+        for parent, _, names in os.walk(os.path.join(self._root, folder)):
+            files.extend(os.path.relpath(os.path.join(parent, name), self._root) for name in names)
+        return sorted(files)
 
     def exists(self, pattern: str) -> bool:
         """Whether anything exists at `pattern` (a glob: whether it matches anything)."""
         if is_glob(pattern):
             return bool(glob.glob(pattern, root_dir=self.root, recursive=True))
-        return os.path.lexists(self.root / pattern)
+        return os.path.lexists(os.path.join(self._root, pattern))
 
     def digest(self, path: str) -> str | None:
         """The sha256 (hex) of the file at `path`, or None where there is none to read.
 
         Asked again, it looks again: a task of the run may have written the file since."""
-        full = self.root / path
+        full = os.path.join(self._root, path)
         try:
             info = os.stat(full)
         except OSError:

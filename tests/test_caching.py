@@ -309,3 +309,23 @@ def test_the_engine_restores_through_tasks_from_config(tmp_path: Path) -> None:
         tasks = Tasks.from_config(root / "opus.toml")
         report = tasks.process_context()
         assert report["count"].status.value == expected
+
+
+def test_a_task_run_without_the_cache_in_between_is_not_restored_from_before(
+    tmp_path: Path,
+) -> None:
+    cached = command("copy", "cat in.txt > out.txt", inputs=["in.txt"], outputs=["out.txt"])
+    root = shop(tmp_path, cached)
+    (root / "in.txt").write_text("first")
+    assert ran(root) == {"copy": "succeeded"}
+    # Without outputs the task is not cached: it runs on other input, and succeeds.
+    shop(root, command("copy", "cat in.txt > out.txt", inputs=["in.txt"]))
+    (root / "in.txt").write_text("second")
+    assert ran(root) == {"copy": "succeeded"}
+    # Back as it was, and on the first input again: its fingerprint is the first run's,
+    # but out.txt is the second's, so it runs.
+    shop(root, cached)
+    (root / "in.txt").write_text("first")
+    assert ran(root, "--explain") == {"copy": "succeeded"}
+    assert (root / "out.txt").read_text() == "first"
+    assert ran(root) == {"copy": "restored"}

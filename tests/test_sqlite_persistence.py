@@ -358,6 +358,7 @@ def test_a_damaged_entry_is_skipped_with_a_warning_and_named_when_read(
     raw.close()
     assert persistence.retrieve_all_state_from_persistence() == {"good": {"v": 1}}
     assert "the entry 'bad' is damaged" in capsys.readouterr().err
+    assert persistence.get_object_states(["bad", "good"]) == {"good": {"v": 1}}
     with pytest.raises(StateDatabaseError, match="`opus state clear bad` removes it"):
         persistence.get_object_state("bad")
     assert persistence.delete_object_state("bad")
@@ -403,3 +404,14 @@ def test_options_are_checked(tmp_path: Path) -> None:
     (tmp_path / "opus.toml").write_text('[persistence.sqlite]\nsynchronous = "sometimes"\n')
     message = one_line_error(opus("run", cwd=tmp_path))
     assert "persistence.sqlite" in message and "synchronous must be 'normal' or 'full'" in message
+
+
+def test_many_states_are_read_a_few_hundred_ids_a_query(tmp_path: Path) -> None:
+    persistence = SqlitePersistence(tmp_path / "state.db")
+    for i in range(1201):
+        persistence.save_object_state(f"id-{i}", {"i": i})
+    wanted = [f"id-{i}" for i in range(0, 1300, 2)]
+    found = persistence.get_object_states(wanted)
+    assert found == {f"id-{i}": {"i": i} for i in range(0, 1201, 2)}
+    assert SqlitePersistence(tmp_path / "missing.db").get_object_states(wanted) == {}
+    assert not (tmp_path / "missing.db").exists()

@@ -42,7 +42,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -88,6 +88,9 @@ CREATE TABLE IF NOT EXISTS task_runs (
     PRIMARY KEY (run_id, position)
 ) WITHOUT ROWID;
 """
+
+_CHUNK = 500
+"""Identifiers per query of `get_object_states` (SQLite allows 32,766 parameters)."""
 
 LARGEST = 2**63 - 1
 """SQLite's largest integer: a LIMIT or OFFSET past it means "all"."""
@@ -401,12 +404,9 @@ class SqlitePersistence(StatePersistence):
 
     def get_object_state(self, object_identifier: str) -> dict[str, Any]:
         """The state of `object_identifier`, or an empty dict; a damaged entry is an error."""
-        with self._using(f"read the state of {object_identifier!r}") as connection:
-            if connection is None:
-                return {}
-            row = connection.execute(
-                "SELECT data FROM state WHERE id = ?", (object_identifier,)
-            ).fetchone()
+        row = self._one(
+            "SELECT data FROM state WHERE id = ?", object_identifier, "read the state of"
+        )
         if row is None:
             return {}
         data = self._decode(object_identifier, row[0])
@@ -417,29 +417,70 @@ class SqlitePersistence(StatePersistence):
             )
         return data
 
+    def get_object_states(self, object_identifiers: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The state of each of `object_identifiers` that has one, read in one snapshot, a
+        few hundred identifiers a query; a damaged entry is left out (with a warning)."""
+        wanted = list(dict.fromkeys(object_identifiers))
+        rows: list[tuple[str, str]] = []
+        with self._using("read the state of many ids") as connection:
+            if connection is None:
+                return {}
+            connection.execute("BEGIN")
+            try:
+                for start in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[start : start + _CHUNK]
+                    marks = ", ".join("?" * len(chunk))
+                    rows += connection.execute(
+                        f"SELECT id, data FROM state WHERE id IN ({marks})", chunk
+                    ).fetchall()
+            finally:
+                connection.execute("COMMIT")
+        found = {}
+        for identifier, text in rows:
+            data = self._decode(identifier, text)
+            if data is not None:
+                found[identifier] = data
+        return found
+
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier`, committed before this returns."""
         self._save_text(object_identifier, to_json(object_identifier, data))
 
     def _save_text(self, object_identifier: str, text: str) -> None:
-        # One statement is one transaction, which takes the write lock as it starts.
-        statement = "INSERT OR REPLACE INTO state (id, data) VALUES (?, ?)"
-        if self._pid == os.getpid() and self._checked:  # open and checked: a save a task
-            import sqlite3
+        self._one(
+            "INSERT OR REPLACE INTO state (id, data) VALUES (?, ?)",
+            object_identifier,
+            "save the state of",
+            text,
+            create=True,
+        )
 
+    def _one(
+        self, statement: str, identifier: str, doing: str, *more: Any, create: bool = False
+    ) -> tuple[Any, ...] | None:
+        """Run `statement` with `identifier` (and `more`) as one transaction and return its
+        first row. On the connection this process has open and checked, straight under
+        the lock: a save or a read a task pays for; else through `_using`, which opens
+        and checks it first. An error says `doing` `identifier`."""
+        import sqlite3
+
+        parameters = (identifier, *more)
+        if self._pid == os.getpid() and self._checked:
             with self._lock:
                 connection = self._connection
                 if connection is not None:
                     try:
-                        connection.execute(statement, (object_identifier, text))
+                        found: tuple[Any, ...] | None = connection.execute(
+                            statement, parameters
+                        ).fetchone()
                     except (sqlite3.Error, OSError) as exc:
-                        raise self._fail(f"save the state of {object_identifier!r}", exc) from None
-                    return
-        with self._using(
-            f"save the state of {object_identifier!r}", create=True, write=True
-        ) as connection:
-            assert connection is not None
-            connection.execute(statement, (object_identifier, text))
+                        raise self._fail(f"{doing} {identifier!r}", exc) from None
+                    return found
+        with self._using(f"{doing} {identifier!r}", create=create, write=create) as connection:
+            if connection is None:
+                return None
+            row: tuple[Any, ...] | None = connection.execute(statement, parameters).fetchone()
+            return row
 
     def save_record(self, object_identifier: str, record: PendingRecord) -> None:
         """Save one of the engine's task records, committed before this returns."""

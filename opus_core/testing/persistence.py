@@ -187,6 +187,18 @@ class PersistenceContract:
             persistence.save_object_state("web", {"outer": [{"value": REFUSED[what]}]})
         assert same(persistence.get_object_state("web"), {"v": 1})  # the old state is intact
 
+    def test_many_states_read_at_once_are_what_each_reads_alone(
+        self, persistence: StatePersistence
+    ) -> None:
+        persistence.save_object_state("web", ROUND_TRIP)
+        persistence.save_object_state("db", {"replicas": 1})
+        found = persistence.get_object_states(["db", "never-saved", "web", "db"])
+        assert sorted(found) == ["db", "web"]
+        assert same(found["web"], ROUND_TRIP) and found["db"] == {"replicas": 1}
+        found["db"]["replicas"] = 9  # the caller's own copy
+        assert persistence.get_object_states(["db"]) == {"db": {"replicas": 1}}
+        assert persistence.get_object_states([]) == {}
+
     def test_saving_again_replaces_the_whole_state(self, persistence: StatePersistence) -> None:
         persistence.save_object_state("web", {"replicas": 3, "image": "web:1"})
         persistence.save_object_state("web", {"replicas": 5})
