@@ -151,8 +151,10 @@ def main() -> int:
     small = max(args.tasks // 10, CHAIN)
     big_times = measure(python, args.tasks, args.rounds)
     small_times = measure(python, small, args.rounds)
-    print(f"no-op re-run of an up-to-date {args.tasks:,}-task project, whole process, "
-          f"{args.rounds} rounds")
+    print(
+        f"no-op re-run of an up-to-date {args.tasks:,}-task project, whole process, "
+        f"{args.rounds} rounds"
+    )
     print(f"{'tool':<9} {'median':>9} {'opus/tool':>10} {'per task':>10}")
     opus = big_times["opus run"]
     for name, spent in big_times.items():
