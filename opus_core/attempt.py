@@ -16,6 +16,8 @@ from opus_core.errors import OpusError
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence, check_state, json_copy
 from opus_core.processor import TaskProcessor
+from opus_core.runners.base import NO_ENTRIES, Runner
+from opus_core.runners.work import Work
 from opus_core.store import KeyValueStore
 from opus_core.timeouts import call_with_alarm
 
@@ -157,3 +159,43 @@ def run_attempt(
     published = published_values(store if returned is None else returned, values)
     writes = state.writes if isinstance(state, RecordingPersistence) else None
     return AttemptOutcome(published, writes)
+
+
+def attempt_work(
+    processor: TaskProcessor,
+    task: Task,
+    command: str,
+    context: str,
+    values: Mapping[str, Any],
+    persistence: StatePersistence,
+    runner: Runner,
+    asynchronous: bool,
+    attempt: int,
+) -> Work:
+    """What `runner` is handed for attempt number `attempt` of the manifest task `task`
+    (its spec substituted): `run_attempt` and its arguments, and the fields a runner
+    reads to name, place or limit the work."""
+    meta = task.meta
+    timeout = meta.timeout
+    return Work(
+        run_attempt,
+        (
+            processor,
+            task,
+            command,
+            context,
+            values,
+            persistence,
+            not runner.shares_memory,
+            timeout if runner.blocking else None,
+            asynchronous,
+        ),
+        {},
+        meta.name or display_name(task),
+        task.kind,
+        meta.labels,
+        meta.annotations,
+        NO_ENTRIES,
+        attempt,
+        timeout,
+    )

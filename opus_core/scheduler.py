@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opus_core.aio import is_async
-from opus_core.attempt import AttemptOutcome, run_attempt
+from opus_core.attempt import AttemptOutcome, attempt_work
 from opus_core.errors import (
     MissingValueError,
     OpusError,
@@ -47,7 +47,7 @@ from opus_core.results import (
     TaskStatus,
     format_traceback,
 )
-from opus_core.runners.base import NO_ENTRIES, SIGNAL_CHECK, BaseTaskRun, Runner, Work
+from opus_core.runners.base import SIGNAL_CHECK, BaseTaskRun, Runner, Work
 from opus_core.substitution import substitute
 from opus_core.timeouts import deadlines
 
@@ -314,28 +314,16 @@ class Scheduler:
         asynchronous = self._async.get(id(processor))
         if asynchronous is None:
             asynchronous = self._async[id(processor)] = is_async(processor.process_task)
-        meta = task.meta
-        work = Work(
-            run_attempt,
-            (
-                processor,
-                task,
-                self.plan.command,
-                self.plan.context,
-                values,
-                self.persistence,
-                not runner.shares_memory,
-                timeout if runner.blocking else None,
-                asynchronous,
-            ),
-            {},
-            meta.name or display_name(task),
-            task.kind,
-            meta.labels,
-            meta.annotations,
-            NO_ENTRIES,
+        work = attempt_work(
+            processor,
+            task,
+            self.plan.command,
+            self.plan.context,
+            values,
+            self.persistence,
+            runner,
+            asynchronous,
             attempt_number,
-            timeout,
         )
         self.hooks.task_started(task, attempt_number)
         self.submitting = index

@@ -347,6 +347,8 @@ def test_plugins_list_json(tmp_path: Path) -> None:
         "config",
         "state",
         "runs",
+        "why",
+        "cache",
         "completion",
     ]
     nice = next(r for r in records if r["name"] == "nice")

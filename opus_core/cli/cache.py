@@ -40,14 +40,20 @@ def add_command(commands: Commands) -> None:
 
 
 def entries(persistence: StatePersistence) -> dict[str, dict[str, Any]]:
-    """The cache entries `persistence` holds (one per task, command and context), by id,
-    each with its `task`, `command` and `context` as its id says them."""
+    """The cache entries `persistence` holds (one per task, command and context; one per
+    call of a cached function task, whose command and context are `-`), by id, each with
+    its `task`, `command` and `context` as its id says them."""
     from opus_core.caching import CACHE_PREFIX, WHY_ID
     from opus_core.file_hashes import HASHES_ID
+    from opus_core.functions.caching import FUNCTION_PREFIX
 
     found = {}
     for key, value in persistence.retrieve_all_state_from_persistence().items():
-        if key.startswith(CACHE_PREFIX) and key not in (WHY_ID, HASHES_ID):
+        if key.startswith(FUNCTION_PREFIX) and isinstance(value, dict):
+            name, _, call = key[len(FUNCTION_PREFIX) :].rpartition(":")
+            extra = {"task": name, "command": "-", "context": "-", "fingerprint": call}
+            found[key] = {**value, **extra, "inputs": {}, "outputs": []}
+        elif key.startswith(CACHE_PREFIX) and key not in (WHY_ID, HASHES_ID):
             parts = key[len(CACHE_PREFIX) :].split(":", 2)
             if len(parts) == 3 and isinstance(value, dict):
                 command, context, task = parts

@@ -17,14 +17,17 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from opus_core.aio import is_async, run_coroutine
 from opus_core.errors import TaskTimeoutError
+from opus_core.functions.caching import FunctionCache, KeyFunction
 from opus_core.functions.inputs import (
     NO_RUNS,
     Found,
     call_runs,
     replace_runs,
     resolve_inputs,
+    resolve_values,
     scan,
     stand_in,
+    when_all_done,
 )
 from opus_core.functions.mapping import RunList, mapped_rows
 from opus_core.results import TaskStatus
@@ -216,6 +219,9 @@ class TaskFunction(Generic[P, R]):
         retry_sleep_time: float = 0,
         timeout: float | None = None,
         runner: RunnerSpec | None = None,
+        cache: bool = False,
+        cache_expiration: float | None = None,
+        cache_key_fn: KeyFunction | None = None,
     ) -> None:
         if not callable(fn):
             raise ValueError(f"@task needs a callable, got {fn!r}")
@@ -249,6 +255,16 @@ class TaskFunction(Generic[P, R]):
         self._plain = (
             retries == 0 and self.name == getattr(fn, "__name__", None) and not self._async
         )
+        if not isinstance(cache, bool):
+            raise ValueError(f"@task cache must be True or False, got {cache!r} (task {label!r})")
+        if not cache and (cache_expiration is not None or cache_key_fn is not None):
+            raise ValueError(
+                f"@task cache_expiration and cache_key_fn need cache=True (task {label!r})"
+            )
+        self.cache: FunctionCache | None = (
+            FunctionCache(self.name, fn, cache_expiration, cache_key_fn) if cache else None
+        )
+        """The cache of its results, for `@task(cache=True)` (`opus_core.functions.caching`)."""
 
     def _runner(self) -> Runner:
         if isinstance(self.runner, Runner):
@@ -311,6 +327,8 @@ class TaskFunction(Generic[P, R]):
         kwargs: dict[str, Any],
         waits: tuple[BaseTaskRun, ...],
     ) -> BaseTaskRun:
+        if self.cache is not None:
+            return self._start_cached(runner, args, kwargs, waits)
         found = call_runs(args, kwargs) if args or kwargs else NO_RUNS
         inputs = found.runs
         if not inputs and not waits:
@@ -336,6 +354,47 @@ class TaskFunction(Generic[P, R]):
             waiter = _Inputs(self, runner, run, None, (args, kwargs, found, waits), len(pending))
         for given in pending:
             given.add_done_callback(waiter)
+        return run
+
+    def _start_cached(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        waits: tuple[BaseTaskRun, ...],
+    ) -> BaseTaskRun:
+        """A call of a cached task: once its inputs ended, its result from the cache (the
+        run `restored`), else the work started and its result saved when it succeeds."""
+        found = call_runs(args, kwargs) if args or kwargs else NO_RUNS
+        run = ComposedRun(self.name)
+        given = (*waits, *found.runs)
+
+        def inputs_ended() -> None:
+            failed = upstream_failure(self.name, given)
+            if failed is not None:
+                run.finish(exception=failed)
+                return
+            cache = self.cache
+            assert cache is not None
+            try:
+                values, named = resolve_values(args, kwargs, found)
+                key = cache.key(values, named)
+                hit, value = cache.lookup(key)
+            except Exception as exc:  # an argument it cannot hash, a failing cache_key_fn
+                run.finish(exception=exc)
+                return
+            if hit:
+                run.finish(value=value, status=TaskStatus.RESTORED)
+                return
+            try:
+                inner = self._launch(runner, args, kwargs, found, waits)
+            except BaseException as exc:  # the runner refused the work: this run failed
+                run.finish(exception=exc)
+                return
+            inner.add_done_callback(lambda done: cache.save(key, done))
+            run._adopt(inner)
+
+        when_all_done(given, inputs_ended)
         return run
 
     def _launch_into(
@@ -450,6 +509,9 @@ def task(
     retry_sleep_time: float = 0,
     timeout: float | None = None,
     runner: RunnerSpec | None = None,
+    cache: bool = False,
+    cache_expiration: float | None = None,
+    cache_key_fn: KeyFunction | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -462,6 +524,9 @@ def task(
     retry_sleep_time: float = 0,
     timeout: float | None = None,
     runner: RunnerSpec | None = None,
+    cache: bool = False,
+    cache_expiration: float | None = None,
+    cache_key_fn: KeyFunction | None = None,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Make a function a task: calling it starts it on a runner and returns a `BaseTaskRun`.
 
@@ -470,6 +535,12 @@ def task(
     for the whole run, retries included) and `runner` (a name, a `Runner`, or
     `SequentialTaskRun` / `MultiprocessTaskRun`; default: the runner in
     `opus.toml`, else `process`).
+
+    `cache=True` reuses the result of an earlier call with equal arguments and the
+    same function source, kept in the configured persistence: the call's run is then
+    `restored` (see `opus_core.functions.caching`); `cache_expiration` (seconds) ages
+    results out, and `cache_key_fn(args, kwargs) -> str` keys calls instead of their
+    arguments.
     """
     options: dict[str, Any] = {
         "name": name,
@@ -477,6 +548,9 @@ def task(
         "retry_sleep_time": retry_sleep_time,
         "timeout": timeout,
         "runner": runner,
+        "cache": cache,
+        "cache_expiration": cache_expiration,
+        "cache_key_fn": cache_key_fn,
     }
     if fn is not None:
         return TaskFunction(fn, **options)

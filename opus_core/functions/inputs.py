@@ -9,7 +9,8 @@ turns into the value where the work runs). Used by `opus_core.functions.decorato
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opus_core.functions.mapping import RunList
@@ -216,3 +217,33 @@ def stand_in(runner: Runner, run: BaseTaskRun) -> Any:
     """What replaces an input run: the runner's own handle for it, else its value."""
     handle = runner.input_handle(run)
     return run.get_result(0) if handle is None else handle
+
+
+def resolve_values(
+    args: tuple[Any, ...], kwargs: dict[str, Any], found: Found
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call's arguments with each run (every one ended) replaced by its value."""
+    made: dict[int, Any] = {}
+    values = tuple([replace_runs(a, _value, found, made) for a in args])
+    return values, {k: replace_runs(v, _value, found, made) for k, v in kwargs.items()}
+
+
+def when_all_done(runs: Sequence[BaseTaskRun], then: Callable[[], None]) -> None:
+    """Call `then()` once every one of `runs` has ended: now, if they have; else from the
+    done callback of the last to end."""
+    pending = [run for run in dict.fromkeys(runs) if run.status is None]
+    if not pending:
+        then()
+        return
+    left = [len(pending)]
+    lock = threading.Lock()
+
+    def one_ended(_: BaseTaskRun) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            then()
+
+    for run in pending:
+        run.add_done_callback(one_ended)

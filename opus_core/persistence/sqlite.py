@@ -56,6 +56,7 @@ from opus_core.persistence.base import (
     to_json,
 )
 from opus_core.persistence.folder import state_folder
+from opus_core.persistence.sqlite_errors import StateDatabaseError, damaged, database_error
 
 if TYPE_CHECKING:
     import sqlite3
@@ -115,10 +116,6 @@ def default_path() -> Path:
     return state_folder() / FILENAME
 
 
-class StateDatabaseError(OpusError):
-    """The state database cannot be opened, read or written."""
-
-
 class SqlitePersistence(StatePersistence):
     """State, task records and run history in one SQLite database (`"sqlite"`).
 
@@ -154,39 +151,10 @@ class SqlitePersistence(StatePersistence):
 
     def _fail(self, doing: str, exc: BaseException) -> StateDatabaseError:
         """An error naming the database, what was being done, and what to do about it."""
-        import sqlite3
-
-        message = str(exc) or type(exc).__name__
-        if isinstance(exc, OSError):
-            message = exc.strerror or message
-        lowered = message.lower()
-        if isinstance(exc, sqlite3.DatabaseError) and (
-            "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered
-        ):
-            return self._damaged(message)
-        if "locked" in lowered or "busy" in lowered:
-            advice = (
-                f"another process held it for over {self.busy_timeout:g}s; wait for it to "
-                "finish, or raise [persistence.sqlite] busy_timeout"
-            )
-        elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
-            advice = "state needs a writable file: choose another with [persistence.sqlite] path"
-        elif "disk is full" in lowered or "no space" in lowered:
-            advice = "the disk is full; what was committed before is intact"
-        else:
-            advice = message
-            message = ""
-        detail = f"{message}; " if message else ""
-        return StateDatabaseError(f"state database {self.path}: cannot {doing}: {detail}{advice}")
+        return database_error(self.path, doing, exc, self.busy_timeout)
 
     def _damaged(self, reason: str) -> StateDatabaseError:
-        """The one error for a database that is damaged or not SQLite at all."""
-        return StateDatabaseError(
-            f"state database {self.path} is damaged or not an SQLite database ({reason}); "
-            "opus leaves it as it is, and `opus state clear` cannot repair it: move it "
-            "aside (opus then starts a new one) or choose another file with "
-            "[persistence.sqlite] path"
-        )
+        return damaged(self.path, reason)
 
     def _exists(self) -> bool:
         """Whether the database file exists (a read of one that does not creates nothing)."""
