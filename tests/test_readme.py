@@ -45,7 +45,10 @@ def test_the_readme_and_the_docs_have_snippets() -> None:
     ids=[f"{page.name}:{s.splitlines()[0][:40]}" for page, s in SNIPPETS],
 )
 def test_snippet_runs(page: Path, snippet: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    from opus_core.testing import reset_caches
+
     monkeypatch.chdir(tmp_path)
+    reset_caches()  # each snippet as a script of its own, in a process of its own
     if snippet.startswith(">>> "):  # a session at the interpreter's prompt
         test = doctest.DocTestParser().get_doctest(snippet, {}, page.name, str(page), 0)
         assert doctest.DocTestRunner().run(test).failed == 0
