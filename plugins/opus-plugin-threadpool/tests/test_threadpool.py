@@ -96,7 +96,9 @@ def test_stop_and_timeout_release_the_caller_while_the_thread_finishes(tmp_path:
     @task(runner=ThreadPoolRunner(max_workers=2), timeout=0.2)
     def slow() -> None:
         release.wait(PATIENCE)
-        done.write_text("finished")
+        partial = done.with_name("done.partial")
+        partial.write_text("finished")
+        partial.replace(done)  # whole when it appears
 
     run = slow()
     error = run.get_result(timeout=60, raise_exceptions=False)
