@@ -138,6 +138,11 @@ class FileHashes:
         names nothing is kept as `pattern → None`, so a file appearing there is a change."""
         found: dict[str, str | None] = {}
         for pattern in patterns:
+            if not is_glob(pattern):  # a file (one stat), else a folder or nothing
+                digest = self.digest(pattern)
+                if digest is not None or not os.path.isdir(os.path.join(self._root, pattern)):
+                    found[pattern] = digest
+                    continue
             paths = self.expand(pattern)
             if not paths:
                 found[pattern] = None
