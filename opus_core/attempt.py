@@ -16,7 +16,7 @@ from opus_core.errors import OpusError
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence, check_state, json_copy
 from opus_core.processor import TaskProcessor
-from opus_core.runners.base import NO_ENTRIES, Runner
+from opus_core.runners.base import Runner
 from opus_core.runners.work import Work
 from opus_core.store import KeyValueStore
 from opus_core.timeouts import call_with_alarm
@@ -195,7 +195,7 @@ def attempt_work(
         task.kind,
         meta.labels,
         meta.annotations,
-        NO_ENTRIES,
+        meta.resources,
         attempt,
         timeout,
     )

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from opus_core.errors import ConfigError, did_you_mean
+from opus_core.task_numbers import check_amount
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The log levels `[opus] log_level` (and every logger) accepts."""
 FILENAME = "opus.toml"
 CONFIG_ENV = "OPUS_CONFIG"
-SECTIONS = ("opus", "runners", "persistence", "loggers", "plugins", "tasks")
+SECTIONS = ("opus", "runners", "persistence", "loggers", "plugins", "resources", "tasks")
 
 OPUS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "runner": (str, "a runner name"),
@@ -339,6 +340,12 @@ def check_structure(data: Mapping[str, Any], file: Path) -> None:
             raise ConfigError(f"{file}: {section} must be a table ([{section}])")
         if section == "opus":
             _check_opus_table(value, file)
+        elif section == "resources":
+            for name, capacity in value.items():
+                try:
+                    check_amount(f"resources.{name}", capacity)
+                except ValueError as exc:
+                    raise ConfigError(f"{file}: {exc} (a resource's capacity)") from None
         else:
             for name, options in value.items():
                 if not isinstance(options, Mapping):

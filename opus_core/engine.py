@@ -18,6 +18,7 @@ from opus_core.persistence import MemoryPersistence, StatePersistence
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor, check_processor
 from opus_core.records import RunRecords
+from opus_core.resources import Resources
 from opus_core.results import RunReport
 from opus_core.resume import Resume
 from opus_core.runners import Runner, RunnerSpec, resolve_runner
@@ -55,6 +56,7 @@ class Tasks:
         fail_fast: bool = False,
         runner_options: Mapping[str, Any] | None = None,
         plugin_manager: PluginManager | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.logger = logger if logger is not None else LoggerWrapper()
         self.key_value_store = key_value_store if key_value_store is not None else KeyValueStore()
@@ -64,6 +66,8 @@ class Tasks:
         self.runner: RunnerSpec | None = runner
         self.runner_options = dict(runner_options or {})
         self.fail_fast = fail_fast
+        self.resources: dict[str, float] = dict(resources or {})
+        """The capacities tasks' needs draw from (`[resources]` of opus.toml)."""
         self.plugin_manager = plugin_manager
         self.config: Config | None = None
         self.processors: dict[tuple[str, str], TaskProcessor] = {}
@@ -119,6 +123,7 @@ class Tasks:
             runner_options=options,
             fail_fast=bool(assembly.config.opus("fail_fast", False)),
             plugin_manager=assembly.manager,
+            resources=assembly.config.data.get("resources"),
         )
         tasks.config = assembly.config
         for processor in assembly.processors(logger):
@@ -276,6 +281,7 @@ class Tasks:
     def _process_plan(self, plan: Plan, restoring: bool) -> RunReport:
         """Run `plan` (in scope, not empty), `restoring` if a plugin may restore tasks."""
         command, context = plan.command, plan.context
+        resources = self.needs(plan)
         runner, owned = self._started_runner()
         run = self._run_started(command, context, runner, owned)
         records = RunRecords(self.state_persistence, command, context)
@@ -290,6 +296,7 @@ class Tasks:
             records=records,
             restoring=restoring,
             run_id=run["id"],
+            resources=resources,
         )
         with self._lock:
             if self._scheduler is not None:
@@ -313,6 +320,12 @@ class Tasks:
         self.key_value_store.store.update(scheduler.final_values())
         self._run_ended(run, report, plan, scheduler)
         return report
+
+    def needs(self, plan: Plan) -> Resources | None:
+        """The capacities of a run of `plan` and each task's needs, checked: a need of a
+        resource `resources` does not have, or above its capacity, is a `ManifestError`
+        naming the task (before anything runs). None when there is nothing to count."""
+        return Resources.for_plan(plan, self.resources)
 
     def _started_runner(self) -> tuple[Runner, bool]:
         """The run's runner, started, and whether this engine made it (and so ends it)."""

@@ -116,6 +116,17 @@ def finish_run(
     return run
 
 
+def open_attempt(attempt: int, started_at: float) -> dict[str, Any]:
+    """An attempt's entry in a task's `attempt_log`, as the attempt starts."""
+    return {
+        "attempt": attempt,
+        "started_at": started_at,
+        "ended_at": None,
+        "status": "running",
+        "error": None,
+    }
+
+
 class RunTasks(Sequence[dict[str, Any]]):
     """The `tasks` of a finished run, each entry made when it is read.
 

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from opus_core.errors import ManifestError, did_you_mean
 from opus_core.substitution import needs_substitution
-from opus_core.task_numbers import check_task_number
+from opus_core.task_numbers import check_amount, check_task_number
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
 """Canonical JSON of a manifest: what its checksum is taken of."""
@@ -31,6 +31,8 @@ _METADATA_KEYS = frozenset(
         "inputs",
         "outputs",
         "cache",
+        "resources",
+        "priority",
     }
 )
 
@@ -97,6 +99,10 @@ class TaskMetadata:
     """Files the task makes: paths or globs, relative to the project folder."""
     cache: bool | None = None
     """Whether an up-to-date task is restored instead of run; None: when it has outputs."""
+    resources: Mapping[str, float] = NO_ENTRIES
+    """What it holds while it runs, by resource (capacities in `[resources]`)."""
+    priority: int = 0
+    """Higher starts first among ready tasks (`opus_core.resources`)."""
 
     @property
     def cached(self) -> bool:
@@ -128,6 +134,19 @@ def _paths(where: str, key: str, value: object) -> tuple[str, ...]:
                 f"{where}: each of metadata.{key} must be a path or a glob, got {path!r}"
             )
     return paths
+
+
+def _resources(where: str, value: object) -> dict[str, float]:
+    """`metadata.resources`: a table of resource names to amounts of 0 or more."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
+        raise ManifestError(
+            f"{where}: metadata.resources must be a table of resource names to amounts, "
+            f"got {value!r}"
+        )
+    try:
+        return {k: check_amount(f"metadata.resources.{k}", v, zero=True) for k, v in value.items()}
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
 
 
 def _labels(where: str, key: str, value: object) -> dict[str, str]:
@@ -184,6 +203,12 @@ def _parse_field(fields: dict[str, Any], key: str, value: Any, where: str) -> No
         fields[key] = frozenset(_string_list(where, key, value))
     elif key in ("inputs", "outputs"):
         fields[key] = _paths(where, key, value)
+    elif key == "resources":
+        fields[key] = _resources(where, value)
+    elif key == "priority":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ManifestError(f"{where}: metadata.priority must be a whole number, got {value!r}")
+        fields[key] = value
     elif key == "cache":
         if not isinstance(value, bool):
             raise ManifestError(f"{where}: metadata.cache must be true or false, got {value!r}")

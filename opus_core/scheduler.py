@@ -32,12 +32,13 @@ from opus_core.errors import (
     describe_exception,
 )
 from opus_core.graph import Adjacency, Plan
-from opus_core.history import AttemptLogs
+from opus_core.history import AttemptLogs, open_attempt
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence
 from opus_core.plugin.manager import PluginManager
 from opus_core.processor import TaskProcessor
 from opus_core.records import RunRecords
+from opus_core.resources import ReadyQueue, Resources
 from opus_core.results import (
     STATUS_CODE,
     STATUSES,
@@ -48,26 +49,11 @@ from opus_core.results import (
     format_traceback,
 )
 from opus_core.runners.base import SIGNAL_CHECK, BaseTaskRun, Runner, Work
+from opus_core.store import View
 from opus_core.substitution import substitute
 from opus_core.timeouts import deadlines
 
 _STOP = object()
-
-
-class _View:
-    """Values visible to a task: key -> (plan position of the publisher, value)."""
-
-    __slots__ = ("_plain", "entries")
-
-    def __init__(self, entries: dict[str, tuple[int, Any]]) -> None:
-        self.entries = entries
-        self._plain: dict[str, Any] | None = None
-
-    @property
-    def plain(self) -> dict[str, Any]:
-        if self._plain is None:
-            self._plain = {k: v for k, (_, v) in self.entries.items()}
-        return self._plain
 
 
 _SUCCEEDED = TaskStatus.SUCCEEDED
@@ -104,6 +90,7 @@ class Scheduler:
         records: RunRecords | None = None,
         restoring: bool = False,
         run_id: str | None = None,
+        resources: Resources | None = None,
     ) -> None:
         self.plan = plan
         self.processors = processors
@@ -117,8 +104,8 @@ class Scheduler:
         self._deps_at, self._deps = deps.offsets, deps.targets
         self._dependents_at, self._dependents = dependents.offsets, dependents.targets
         self.completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.start_view = _View({k: (-1, v) for k, v in values.items()})
-        self.exported: list[_View | None] = [None] * n
+        self.start_view = View({k: (-1, v) for k, v in values.items()})
+        self.exported: list[View | None] = [None] * n
         self.published: dict[int, dict[str, Any]] = {}
         """What each task that published anything published, by position."""
         offsets = self._deps_at
@@ -152,10 +139,13 @@ class Scheduler:
         self.running: dict[int, BaseTaskRun] = {}
         self.submitting: int | None = None
         """The task whose `submit` is under way (a blocking runner runs it there)."""
-        if self.waiting:
-            self.ready: deque[int] = deque(i for i, w in enumerate(self.waiting) if w == 0)
-        else:
-            self.ready = deque(range(n))
+        first = (i for i, w in enumerate(self.waiting) if w == 0) if self.waiting else range(n)
+        self.ready: deque[int] | ReadyQueue = deque(first)
+        """The tasks ready to start, in the order they start: a plain queue, or with
+        priorities or resources, a `ReadyQueue` that holds back what does not fit."""
+        self.pool = None if resources is None else resources.queue(plan, self.ready)
+        if self.pool is not None:
+            self.ready = self.pool
         self.retries: list[tuple[float, int]] = []
         self.halted: str | None = None
         self.interrupted = False
@@ -261,7 +251,7 @@ class Scheduler:
 
     # -- one task ------------------------------------------------------------
 
-    def _view(self, index: int) -> _View:
+    def _view(self, index: int) -> View:
         offsets = self._deps_at
         first, end = offsets[index], offsets[index + 1]
         if first == end:
@@ -285,7 +275,7 @@ class Scheduler:
                 current = entries.get(key)
                 if current is None or current[0] < entry[0]:
                     entries[key] = entry
-        return _View(entries)
+        return View(entries)
 
     def _start(self, index: int) -> None:
         task = self.plan.tasks[index]
@@ -307,7 +297,7 @@ class Scheduler:
             self.started_at[index] = time.time()
         else:
             self.ended_at[index] = 0.0
-            self.retried[index].append(_open_entry(attempt_number, time.time()))
+            self.retried[index].append(open_attempt(attempt_number, time.time()))
         runner = self.runner
         timeout = task.meta.timeout
         processor = self.processors[task.kind, task.version]
@@ -357,7 +347,9 @@ class Scheduler:
         completions = self.completions
         run.add_done_callback(lambda r: completions.put((index, r)))
 
-    def _completed(self, index: int, run: BaseTaskRun, view: _View | None = None) -> None:
+    def _completed(self, index: int, run: BaseTaskRun, view: View | None = None) -> None:
+        if self.pool is not None:
+            self.pool.release(index)  # the attempt ended: what it held is free
         exc = run.exception()
         if exc is None:
             outcome = run.get_result()
@@ -427,7 +419,7 @@ class Scheduler:
         index: int,
         outcome: AttemptOutcome,
         restored: bool = False,
-        view: _View | None = None,
+        view: View | None = None,
     ) -> None:
         """The task at `index` succeeded (or was restored); `view` is what it saw, if known."""
         if outcome.writes:
@@ -451,7 +443,7 @@ class Scheduler:
             for key, value in outcome.published.items():
                 entries[key] = (index, value)
             self.published[index] = outcome.published
-            view = _View(entries)
+            view = View(entries)
         self.exported[index] = view
         self._finish(index, _RESTORED if restored else _SUCCEEDED, None)
         offsets = self._dependents_at
@@ -465,6 +457,8 @@ class Scheduler:
                     self.ready_at[dependent] = time.time()
 
     def _failed_attempt(self, index: int, exc: BaseException) -> None:
+        if self.pool is not None:
+            self.pool.release(index)
         error = describe_exception(exc)
         task = self.plan.tasks[index]
         trace: str | None = None
@@ -508,6 +502,8 @@ class Scheduler:
     def _finish(
         self, index: int, status: TaskStatus, error: str | None, trace: str | None = None
     ) -> None:
+        if self.pool is not None:
+            self.pool.release(index)
         task = self.plan.tasks[index]
         attempts = self.attempts[index]
         start = self.first_start[index]
@@ -541,7 +537,7 @@ class Scheduler:
                 if not self.ended_at[index]:
                     self.ended_at[index] = time.time()
                 return
-            log = self.retried[index] = [_open_entry(1, self.started_at[index])]
+            log = self.retried[index] = [open_attempt(1, self.started_at[index])]
         entry = log[-1]
         if entry["ended_at"] is None:
             now = time.time()
@@ -585,14 +581,3 @@ class Scheduler:
         for index in sorted(self.published):
             values.update(self.published[index])
         return values
-
-
-def _open_entry(attempt: int, started_at: float) -> dict[str, Any]:
-    """An attempt's entry in a task's log, as it starts."""
-    return {
-        "attempt": attempt,
-        "started_at": started_at,
-        "ended_at": None,
-        "status": "running",
-        "error": None,
-    }

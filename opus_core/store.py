@@ -21,3 +21,21 @@ class KeyValueStore:
 
     def __repr__(self) -> str:
         return f"KeyValueStore({self.store!r})"
+
+
+class View:
+    """The values one task sees: key -> (plan position of the task that published it, or
+    -1 for a value the run started with; the value). The scheduler's, per task."""
+
+    __slots__ = ("_plain", "entries")
+
+    def __init__(self, entries: dict[str, tuple[int, Any]]) -> None:
+        self.entries = entries
+        self._plain: dict[str, Any] | None = None
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        """The values alone, key -> value."""
+        if self._plain is None:
+            self._plain = {k: v for k, (_, v) in self.entries.items()}
+        return self._plain

@@ -1,5 +1,6 @@
 """`check_task_number`: the one check of a task's `timeout`, `retries` and
-`retry_sleep_time`, shared by manifests (and so `opus.toml`) and `@task`."""
+`retry_sleep_time`, shared by manifests (and so `opus.toml`) and `@task`; and
+`check_amount`, of a resource's capacity or a task's need of it."""
 
 from __future__ import annotations
 
@@ -41,4 +42,19 @@ def check_task_number(key: str, value: object) -> int | float:
         raise ValueError(f"{key} must be a finite number of seconds, got {value!r}{hint}")
     if value > MAX_SECONDS:
         raise ValueError(f"{key} must be at most {MAX_SECONDS} seconds (ten years), got {value!r}")
+    return float(value)
+
+
+def check_amount(where: str, value: object, zero: bool = False) -> float:
+    """`value` as a resource amount (a finite number above 0, or at least 0 with `zero`);
+    raises `ValueError` with a message starting with `where`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        least = "0 or more" if zero else "a number above 0"
+        raise ValueError(f"{where} must be {least}, got {value!r}")
     return float(value)

@@ -1,0 +1,223 @@
+"""Resources and priorities: which ready task starts next, and only when what it needs is free.
+
+Capacities come from the `[resources]` table of `opus.toml` (`db = 2`); a task declares
+its needs in `metadata.resources` (`{ db = 1 }`) and its `metadata.priority` (an int,
+default 0). A task with no `cpu` need takes 1 `cpu` when `cpu` has a capacity; without
+one, `cpu` is not limited (only the runner's workers are).
+
+Which ready task starts next (`ReadyQueue`), among those whose needs are free:
+
+1. the highest `priority`;
+2. then the one with the longest chain of tasks after it (the critical path);
+3. then the one ready first.
+
+So that no task waits for ever behind a stream of others (higher priorities, or smaller
+needs that keep fitting where its own do not), a task passed over `PATIENCE` times
+starts next: nothing else starts until what it needs is free.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from opus_core.errors import ManifestError, did_you_mean
+
+if TYPE_CHECKING:
+    from opus_core.graph import Plan
+
+CPU = "cpu"
+"""The resource every task takes 1 of, unless it says otherwise, when it has a capacity."""
+
+PATIENCE = 16
+"""How many other tasks may start before a ready task: then it starts next."""
+
+Needs = tuple[tuple[str, float], ...]
+"""A task's needs, sorted by resource name."""
+
+
+def needs_of(plan: Plan, capacities: Mapping[str, float]) -> list[Needs]:
+    """Each task's needs, checked against `capacities`: an unknown resource, or a need
+    above its capacity, is a `ManifestError` naming the task, before anything runs."""
+    from opus_core.manifest import display_name
+
+    found: list[Needs] = []
+    default_cpu = {CPU: 1.0} if CPU in capacities else {}
+    for task in plan.tasks:
+        wanted = {**default_cpu, **task.meta.resources}
+        for name, need in wanted.items():
+            capacity = capacities.get(name)
+            if capacity is None:
+                if name == CPU:
+                    continue  # cpu without a capacity: not limited
+                known = sorted({*capacities, CPU})
+                raise ManifestError(
+                    f"task {display_name(task)!r} needs resource {name!r}, which [resources] "
+                    f"of opus.toml does not declare{did_you_mean(name, known)}; declared: "
+                    f"{', '.join(sorted(capacities)) or 'none'}"
+                )
+            if need > capacity:
+                raise ManifestError(
+                    f"task {display_name(task)!r} needs {need:g} of resource {name!r}, whose "
+                    f"capacity is {capacity:g} ([resources] {name} in opus.toml): it could "
+                    "never start"
+                )
+        found.append(tuple(sorted((k, v) for k, v in wanted.items() if k in capacities)))
+    return found
+
+
+def chain_lengths(dependents: Sequence[Sequence[int]]) -> list[int]:
+    """Per task (in dependency order), how many tasks the longest chain after it holds."""
+    lengths = [0] * len(dependents)
+    for index in range(len(dependents) - 1, -1, -1):
+        after = dependents[index]
+        if after:
+            lengths[index] = 1 + max(lengths[d] for d in after)
+    return lengths
+
+
+class ResourcePool:
+    """What is free of each resource, as tasks take and give back their needs."""
+
+    def __init__(self, capacities: Mapping[str, float]) -> None:
+        self.capacity = dict(capacities)
+        self.free = dict(capacities)
+
+    def fits(self, needs: Needs) -> bool:
+        free = self.free
+        return all(free[name] >= need for name, need in needs)
+
+    def take(self, needs: Needs) -> None:
+        for name, need in needs:
+            self.free[name] -= need
+
+    def give(self, needs: Needs) -> None:
+        for name, need in needs:
+            self.free[name] = min(self.free[name] + need, self.capacity[name])
+
+
+class ReadyQueue:
+    """The ready tasks, in the order they start (see the module), holding back those whose
+    needs are not free. `append` a task as it becomes ready; `bool(queue)` says whether
+    one can start now; `popleft()` takes it and its needs from the pool; `release(index)`
+    gives them back when its attempt ends."""
+
+    def __init__(
+        self,
+        priorities: Sequence[int],
+        chains: Sequence[int],
+        needs: Sequence[Needs],
+        pool: ResourcePool,
+    ) -> None:
+        self.priorities = priorities
+        self.chains = chains
+        self.needs = needs
+        self.pool = pool
+        self.holding: dict[int, Needs] = {}
+        self._heaps: dict[Needs, list[tuple[int, int, int, int]]] = {}
+        self._arrivals: deque[tuple[int, int]] = deque()  # (seq, index), oldest first
+        self._queued: dict[int, int] = {}  # index -> seq of its entry
+        self._seq = 0
+        self._starts = 0
+        self._passed_from: dict[int, int] = {}  # index -> starts when it arrived
+
+    def append(self, index: int) -> None:
+        seq = self._seq = self._seq + 1
+        self._queued[index] = seq
+        self._passed_from[index] = self._starts
+        entry = (-self.priorities[index], -self.chains[index], seq, index)
+        heapq.heappush(self._heaps.setdefault(self.needs[index], []), entry)
+        self._arrivals.append((seq, index))
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def __bool__(self) -> bool:
+        return self._next() is not None
+
+    def clear(self) -> None:
+        self._heaps.clear()
+        self._arrivals.clear()
+        self._queued.clear()
+        self._passed_from.clear()
+
+    def popleft(self) -> int:
+        """The task that starts now (see the module); its needs are taken from the pool."""
+        index = self._next()
+        if index is None:
+            raise IndexError("no ready task can start now")
+        heap = self._heaps[self.needs[index]]
+        self._drop_stale(heap)
+        if heap and heap[0][3] == index:
+            heapq.heappop(heap)
+        del self._queued[index]
+        del self._passed_from[index]
+        self._starts += 1
+        needs = self.needs[index]
+        if needs:
+            self.pool.take(needs)
+            self.holding[index] = needs
+        return index
+
+    def release(self, index: int) -> None:
+        """The attempt of `index` ended: what it held is free again."""
+        needs = self.holding.pop(index, None)
+        if needs:
+            self.pool.give(needs)
+
+    def _oldest(self) -> int | None:
+        arrivals, queued = self._arrivals, self._queued
+        while arrivals and queued.get(arrivals[0][1]) != arrivals[0][0]:
+            arrivals.popleft()
+        return arrivals[0][1] if arrivals else None
+
+    def _drop_stale(self, heap: list[tuple[int, int, int, int]]) -> None:
+        queued = self._queued
+        while heap and queued.get(heap[0][3]) != heap[0][2]:
+            heapq.heappop(heap)
+
+    def _next(self) -> int | None:
+        """The task that would start now, or None if none can."""
+        oldest = self._oldest()
+        if oldest is None:
+            return None
+        pool = self.pool
+        if self._starts - self._passed_from[oldest] >= PATIENCE:  # its turn, come what may
+            return oldest if pool.fits(self.needs[oldest]) else None
+        best: tuple[int, int, int, int] | None = None
+        for needs, heap in self._heaps.items():
+            self._drop_stale(heap)
+            if heap and (best is None or heap[0] < best) and pool.fits(needs):
+                best = heap[0]
+        if best is None:
+            return None
+        return best[3]
+
+
+class Resources:
+    """The capacities of one run and each task's needs, checked against them."""
+
+    def __init__(self, capacities: Mapping[str, float], needs: Sequence[Needs]) -> None:
+        self.capacities = dict(capacities)
+        self.needs = needs
+
+    @classmethod
+    def for_plan(cls, plan: Plan, capacities: Mapping[str, float]) -> Resources | None:
+        """The resources of a run of `plan`, checked before anything runs (see `needs_of`);
+        None when it has no capacity, no need and no priority: its ready tasks then start
+        in the order they became ready, with nothing to count."""
+        tasks = plan.tasks
+        if not capacities and not any(t.meta.resources or t.meta.priority for t in tasks):
+            return None
+        return cls(capacities, needs_of(plan, capacities))
+
+    def queue(self, plan: Plan, ready: Iterable[int]) -> ReadyQueue:
+        """The `ReadyQueue` of a run of `plan`, holding the tasks `ready` at its start."""
+        priorities = [task.meta.priority for task in plan.tasks]
+        chains = chain_lengths(plan.dependents)
+        queue = ReadyQueue(priorities, chains, self.needs, ResourcePool(self.capacities))
+        for index in ready:
+            queue.append(index)
+        return queue
