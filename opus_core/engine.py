@@ -167,6 +167,12 @@ class Tasks:
         scheduler = self._scheduler
         return 0 if scheduler is None else scheduler.running_now()
 
+    def waiting(self) -> int:
+        """How many tasks of the run under way are ready but wait for a resource (0 between
+        runs, and in a run without resources); any thread may ask."""
+        scheduler = self._scheduler
+        return 0 if scheduler is None or scheduler.pool is None else scheduler.pool.blocked()
+
     # -- building --------------------------------------------------------------
 
     def register_task_processor(self, processor: TaskProcessor | type[TaskProcessor]) -> None:

@@ -161,6 +161,16 @@ class ReadyQueue:
             self.holding[index] = needs
         return index
 
+    def blocked(self) -> int:
+        """How many ready tasks wait for a resource (their needs are not free now). Any
+        thread may ask, as the progress line does: the answer may be a moment old."""
+        queued, pool = self._queued, self.pool
+        count = 0
+        for needs, heap in list(self._heaps.items()):
+            if needs and not pool.fits(needs):
+                count += sum(1 for entry in list(heap) if queued.get(entry[3]) == entry[2])
+        return count
+
     def release(self, index: int) -> None:
         """The attempt of `index` ended: what it held is free again."""
         needs = self.holding.pop(index, None)

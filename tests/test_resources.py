@@ -10,6 +10,7 @@ every task that could run did.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -250,3 +251,51 @@ def test_capacities_in_opus_toml_are_checked_and_used(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         (tmp_path / "opus.toml").write_text("[resources]\ndb = true\n")
         Tasks.from_config(tmp_path / "opus.toml")
+
+
+def test_opus_tasks_json_lists_each_task_s_needs_and_priority(tmp_path: Path) -> None:
+    (tmp_path / "opus.toml").write_text(
+        '[opus]\npersistence = "memory"\n[resources]\ndb = 2\n'
+        '[[tasks]]\nkind = "Command"\nversion = "v1"\n'
+        'metadata = { name = "load", resources = { db = 1 }, priority = 3 }\n'
+        'spec = { run = "true" }\n'
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OPUS_")},
+        "XDG_CONFIG_HOME": str(tmp_path / ".config"),
+    }
+    listed = run_opus(["tasks", "--json"], cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    (load,) = json.loads(listed.stdout)
+    assert load["resources"] == {"db": 1.0} and load["priority"] == 3
+
+
+class Peek(TaskProcessor):
+    """Notes, as it runs, how many ready tasks wait for a resource."""
+
+    kind = "Peek"
+    engine: Tasks | None = None
+    seen: list[int] = []
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+        assert Peek.engine is not None
+        Peek.seen.append(Peek.engine.waiting())
+        return {}
+
+
+def test_the_progress_line_counts_the_tasks_waiting_for_a_resource() -> None:
+    from opus_core.cli.progress import Progress
+
+    engine = Peek.engine = Tasks(runner="sequential", resources={"db": 1})
+    Peek.seen = []
+    engine.register_task_processor(Peek())
+    for name in ("a", "b", "c"):
+        engine.add_task(Task("Peek", "v1", metadata={"name": name, "resources": {"db": 1}}))
+    engine.add_task(Task("Peek", "v1", metadata={"name": "free"}))
+    assert engine.process_context().ok
+    # While the first runs, the two others that need db wait; "free" needs nothing.
+    assert Peek.seen[0] == 2 and Peek.seen[-1] == 0
+    assert engine.waiting() == 0  # between runs
+    progress = Progress(running=lambda: 1, waiting=lambda: 2)
+    assert progress._line() == "[0/0] running 1, waiting for resources 2, failed 0"
+    assert Progress(running=lambda: 1)._line() == "[0/0] running 1, failed 0"

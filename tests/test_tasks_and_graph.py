@@ -191,6 +191,11 @@ def test_opus_tasks_json(shop: Path) -> None:
         "version": "v1",
         "labels": {},
         "dependencies": ["report"],
+        "resources": {},
+        "priority": 0,
+        "inputs": [],
+        "outputs": [],
+        "cached": False,
         "in_scope": True,
         "why": None,
     }

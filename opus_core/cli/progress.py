@@ -41,13 +41,20 @@ REFRESH = 0.1
 class Progress:
     """Counts from the lifecycle hooks, drawn on the last line of `stream`.
 
-    `running` says how many tasks run now (`Tasks.running`); it is asked as the line is
+    `running` says how many tasks run now (`Tasks.running`), and `waiting` how many are
+    ready but held back for a resource (`Tasks.waiting`); both are asked as the line is
     drawn, so that no hook is called as each task starts.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr, running: Callable[[], int] = int) -> None:
+    def __init__(
+        self,
+        stream: TextIO = sys.stderr,
+        running: Callable[[], int] = int,
+        waiting: Callable[[], int] = int,
+    ) -> None:
         self.stream = stream
         self.running = running
+        self.waiting = waiting
         self.total = self.done = self.failed = 0
         self._drawn = ""
         self._lock = threading.RLock()
@@ -58,7 +65,9 @@ class Progress:
         self._refresher: threading.Thread | None = None
 
     def _line(self) -> str:
-        return f"[{self.done}/{self.total}] running {self.running()}, failed {self.failed}"
+        waiting = self.waiting()
+        held = f", waiting for resources {waiting}" if waiting else ""
+        return f"[{self.done}/{self.total}] running {self.running()}{held}, failed {self.failed}"
 
     def _draw(self) -> None:
         with self._lock:

@@ -188,6 +188,11 @@ def tasks(context: CommandContext) -> int:
             "version": s.task.version,
             "labels": dict(s.task.meta.labels),
             "dependencies": [names[j] for j in s.after],
+            "resources": dict(s.task.meta.resources),
+            "priority": s.task.meta.priority,
+            "inputs": list(s.task.meta.inputs),
+            "outputs": list(s.task.meta.outputs),
+            "cached": s.task.meta.cached,
             "in_scope": s.in_scope,
             "why": s.why,
         }
