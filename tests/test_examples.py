@@ -127,3 +127,18 @@ def test_shell_steps_example_runs_its_commands_in_a_copy_of_its_folder(tmp_path:
 def test_the_command_tasks_page_shows_the_shell_steps_example_as_it_is() -> None:
     page = (EXAMPLES.parent / "docs" / "command-tasks.md").read_text()
     assert (EXAMPLES / "shell_steps" / "opus.toml").read_text() in page
+
+
+def test_resources_example_runs_every_step_in_a_copy_of_its_folder(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from cli_helpers import opus
+
+    project = tmp_path / "resources"
+    shutil.copytree(EXAMPLES / "resources", project)
+    result = opus("run", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    statuses = {t["task"]: t["status"] for t in json.loads(result.stdout)["tasks"]}
+    assert set(statuses.values()) == {"succeeded"} and len(statuses) == 5
+    assert "INFO    reindex: reindexing with both connections" in result.stderr
