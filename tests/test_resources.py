@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +301,117 @@ def test_the_progress_line_counts_the_tasks_waiting_for_a_resource() -> None:
     progress = Progress(running=lambda: 1, waiting=lambda: 2)
     assert progress._line() == "[0/0] running 1, waiting for resources 2, failed 0"
     assert Progress(running=lambda: 1)._line() == "[0/0] running 1, failed 0"
+
+
+# -- function tasks ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def capacities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project folder, current, whose opus.toml declares db = 1 and gpu = 2."""
+    from opus_core.testing import reset_caches
+
+    (tmp_path / "opus.toml").write_text("[resources]\ndb = 1\ngpu = 2\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPUS_CONFIG", raising=False)
+    reset_caches()
+    yield tmp_path
+    reset_caches()
+
+
+def busy(log: str, name: str, seconds: float) -> str:
+    """Log when it starts and ends (the monotonic clock, the same in every process)."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"start {name} {time.monotonic_ns()}\n".encode())
+        time.sleep(seconds)
+        os.write(fd, f"end {name} {time.monotonic_ns()}\n".encode())
+    finally:
+        os.close(fd)
+    return name
+
+
+def most_at_once(log: Path, names: set[str]) -> int:
+    events = sorted(
+        (int(at), 0 if what == "end" else 1)
+        for what, name, at in (line.split() for line in log.read_text().splitlines())
+        if name in names
+    )
+    now = peak = 0
+    for _, starting in events:
+        now += 1 if starting else -1
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.parametrize("runner", ["threadpool", "process"])
+def test_function_calls_that_need_a_resource_never_hold_more_than_its_capacity(
+    capacities: Path, runner: str
+) -> None:
+    from opus_core import task
+
+    log = capacities / "log"
+    with_db = task(resources={"db": 1}, runner=runner)(busy)
+    free = task(runner=runner)(busy)
+    runs = [with_db(str(log), f"db{i}", 0.01) for i in range(6)]
+    runs += [free(str(log), f"free{i}", 0.01) for i in range(4)]
+    assert sorted(r.get_result(timeout=60) for r in runs) == sorted(
+        [f"db{i}" for i in range(6)] + [f"free{i}" for i in range(4)]
+    )
+    assert most_at_once(log, {f"db{i}" for i in range(6)}) == 1
+    assert most_at_once(log, {f"free{i}" for i in range(4)}) >= 1
+
+
+def test_calls_waiting_for_a_resource_start_by_priority_and_failures_give_it_back(
+    capacities: Path,
+) -> None:
+    from opus_core import task
+
+    release = threading.Event()
+    order: list[str] = []
+
+    @task(resources={"db": 1}, runner="threadpool")
+    def hold() -> None:
+        release.wait(60)
+        raise RuntimeError("the holder fails, and gives db back all the same")
+
+    @task(resources={"db": 1}, runner="threadpool")
+    def step(name: str) -> str:
+        order.append(name)
+        return name
+
+    holder = hold()
+    low = step("low")
+    high = step.submit("high", resources={"db": 1, "gpu": 2})
+    urgent = task(resources={"db": 1}, priority=5, runner="threadpool")(step.fn)("urgent")
+    assert low.status is None and high.status is None and urgent.status is None
+    release.set()
+    assert [r.get_result(timeout=60) for r in (urgent, low, high)] == ["urgent", "low", "high"]
+    assert order == ["urgent", "low", "high"]
+    assert holder.wait(60) and holder.status is not None and holder.status.value == "failed"
+
+
+def test_a_function_call_that_needs_too_much_or_an_unknown_resource_is_an_error_at_once(
+    capacities: Path,
+) -> None:
+    from opus_core import task
+
+    @task(resources={"db": 2}, runner="sequential")
+    def greedy() -> None:
+        return None
+
+    with pytest.raises(ValueError) as too_much:
+        greedy()
+    assert str(too_much.value) == (
+        "task 'greedy' needs 2 of resource 'db', whose capacity is 1 ([resources] db in opus.toml)"
+    )
+    with pytest.raises(ValueError) as unknown:
+        greedy.submit(resources={"gpus": 1})
+    assert "needs resource 'gpus', which [resources] of opus.toml does not declare" in str(
+        unknown.value
+    )
+    assert "(did you mean 'gpu'?)" in str(unknown.value)
+    with pytest.raises(ValueError, match=r"@task resources\['db'\] must be 0 or more, got -1"):
+        task(resources={"db": -1})(busy)
+    with pytest.raises(ValueError, match="@task priority must be a whole number, got 'high'"):
+        task(priority="high")(busy)  # type: ignore[arg-type]

@@ -12,12 +12,14 @@ import functools
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from opus_core.aio import is_async, run_coroutine
 from opus_core.errors import TaskTimeoutError
 from opus_core.functions.caching import FunctionCache, KeyFunction
+from opus_core.functions.composed import ComposedRun
+from opus_core.functions.gate import checked_needs, configured_gate
 from opus_core.functions.inputs import (
     NO_RUNS,
     Found,
@@ -30,6 +32,7 @@ from opus_core.functions.inputs import (
     when_all_done,
 )
 from opus_core.functions.mapping import RunList, mapped_rows
+from opus_core.resources import Needs
 from opus_core.results import TaskStatus
 from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import Attempted, Work, upstream_failure
@@ -163,47 +166,6 @@ class _Inputs:
             run.finish(exception=exc)
 
 
-class ComposedRun(BaseTaskRun):
-    """The run of a call whose inputs had not ended, on a runner that cannot `prepare` runs.
-
-    Once the inputs end, the work is submitted and this run follows the run
-    `submit` returned (`inner`).
-    """
-
-    __slots__ = ("inner",)
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.inner: BaseTaskRun | None = None
-        """The run of the work itself, once started."""
-
-    def _adopt(self, inner: BaseTaskRun) -> None:
-        self.inner = inner
-        if self.done():  # stopped while the work was being started
-            inner.stop()
-        else:
-            inner.add_done_callback(self._follow)
-
-    def _follow(self, inner: BaseTaskRun) -> None:
-        self.attempts = inner.attempts
-        status, value, exception = inner.outcome()
-        self.finish(value=value, exception=exception, status=status)
-
-    def halt(self) -> None:
-        """Stop the work's own run."""
-        if self.inner is not None:
-            self.inner.stop()
-
-    def get_result(self, timeout: float | None = None, raise_exceptions: bool = True) -> Any:
-        """The work's value (fetched from the work's own run, which may hold it remotely)."""
-        if not self.wait(timeout):
-            raise TimeoutError(f"task run {self.instance_name} did not finish within {timeout}s")
-        inner = self.inner
-        if self.exception() is None and inner is not None:
-            return inner.get_result(0, raise_exceptions)
-        return super().get_result(0, raise_exceptions)
-
-
 class TaskFunction(Generic[P, R]):
     """A function made into a task by `@task`. Calling it starts a run.
 
@@ -222,6 +184,8 @@ class TaskFunction(Generic[P, R]):
         cache: bool = False,
         cache_expiration: float | None = None,
         cache_key_fn: KeyFunction | None = None,
+        resources: Mapping[str, float] | None = None,
+        priority: int = 0,
     ) -> None:
         if not callable(fn):
             raise ValueError(f"@task needs a callable, got {fn!r}")
@@ -261,6 +225,14 @@ class TaskFunction(Generic[P, R]):
             raise ValueError(
                 f"@task cache_expiration and cache_key_fn need cache=True (task {label!r})"
             )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(
+                f"@task priority must be a whole number, got {priority!r} (task {label!r})"
+            )
+        self.priority = priority
+        """Among calls waiting for resources, higher starts first."""
+        self.resources: dict[str, float] = checked_needs(label, resources or {})
+        """What each call holds while it runs (capacities in `[resources]`)."""
         self.cache: FunctionCache | None = (
             FunctionCache(self.name, fn, cache_expiration, cache_key_fn) if cache else None
         )
@@ -282,18 +254,25 @@ class TaskFunction(Generic[P, R]):
         return self._start(self._runner(), args, kwargs, ())
 
     def submit(
-        self, *args: Any, wait_for: Iterable[BaseTaskRun] = (), **kwargs: Any
+        self,
+        *args: Any,
+        wait_for: Iterable[BaseTaskRun] = (),
+        resources: Mapping[str, float] | None = None,
+        **kwargs: Any,
     ) -> BaseTaskRun:
         """Start the task once the runs in `wait_for` (and those among the arguments) ended.
 
         `wait_for` orders without passing a value: if one of those runs does not
-        succeed, this one does not run either (`UpstreamFailedError`).
+        succeed, this one does not run either (`UpstreamFailedError`). `resources`
+        replaces the task's own needs for this call (see `@task`).
         """
         waits = tuple(wait_for)
         for run in waits:
             if not isinstance(run, BaseTaskRun):
                 raise TypeError(f"wait_for takes task runs, got {type(run).__name__} ({run!r})")
-        return self._start(self._runner(), args, kwargs, waits)
+        if resources is not None:
+            resources = checked_needs(self.name, resources)
+        return self._start(self._runner(), args, kwargs, waits, resources)
 
     def map(self, *iterables: Any, **kwargs: Any) -> RunList:
         """Start one run per element: `fn(a, b, **kwargs)` for each `(a, b)` of `zip(*iterables)`.
@@ -305,7 +284,8 @@ class TaskFunction(Generic[P, R]):
         rows, kwargs = mapped_rows(self.name, iterables, kwargs)
         runner = self._runner()
         found = scan([*itertools.chain.from_iterable(rows), *kwargs.values()])
-        if self._ready(runner, found):  # nothing to wait for: start them all at once
+        if self.cache is None and not self.resources and self._ready(runner, found):
+            # nothing to wait for, no result to look up, no need to count: all at once
             return RunList(self._launch_many(runner, rows, kwargs, found))
         return RunList(self._start(runner, row, kwargs, ()) for row in rows)
 
@@ -326,9 +306,11 @@ class TaskFunction(Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         waits: tuple[BaseTaskRun, ...],
+        resources: Mapping[str, float] | None = None,
     ) -> BaseTaskRun:
-        if self.cache is not None:
-            return self._start_cached(runner, args, kwargs, waits)
+        if self.cache is not None or self.resources or resources:
+            needs = self._needs(resources) if self.resources or resources else ()
+            return self._start_managed(runner, args, kwargs, waits, needs)
         found = call_runs(args, kwargs) if args or kwargs else NO_RUNS
         inputs = found.runs
         if not inputs and not waits:
@@ -356,46 +338,69 @@ class TaskFunction(Generic[P, R]):
             given.add_done_callback(waiter)
         return run
 
-    def _start_cached(
+    def _start_managed(
         self,
         runner: Runner,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         waits: tuple[BaseTaskRun, ...],
+        needs: Needs,
     ) -> BaseTaskRun:
-        """A call of a cached task: once its inputs ended, its result from the cache (the
-        run `restored`), else the work started and its result saved when it succeeds."""
+        """A call of a cached task, or of one that declares resources: once its inputs
+        ended, its result from the cache (the run `restored`), else the work started as
+        soon as `needs` are free (`opus_core.functions.gate`) — they are given back when
+        it ends — and its result saved when it succeeds."""
         found = call_runs(args, kwargs) if args or kwargs else NO_RUNS
         run = ComposedRun(self.name)
         given = (*waits, *found.runs)
+        cache = self.cache
+        key = ""
+        release = configured_gate().release if needs else None
+
+        def launch() -> None:
+            try:
+                inner = self._launch(runner, args, kwargs, found, waits)
+            except BaseException as exc:  # the runner refused the work: this run failed
+                if release is not None:
+                    release(needs)
+                run.finish(exception=exc)
+                return
+            if release is not None:
+                inner.add_done_callback(lambda _: release(needs))
+            if cache is not None:
+                inner.add_done_callback(lambda done: cache.save(key, done))
+            run._adopt(inner)
 
         def inputs_ended() -> None:
+            nonlocal key
             failed = upstream_failure(self.name, given)
             if failed is not None:
                 run.finish(exception=failed)
                 return
-            cache = self.cache
-            assert cache is not None
-            try:
-                values, named = resolve_values(args, kwargs, found)
-                key = cache.key(values, named)
-                hit, value = cache.lookup(key)
-            except Exception as exc:  # an argument it cannot hash, a failing cache_key_fn
-                run.finish(exception=exc)
-                return
-            if hit:
-                run.finish(value=value, status=TaskStatus.RESTORED)
-                return
-            try:
-                inner = self._launch(runner, args, kwargs, found, waits)
-            except BaseException as exc:  # the runner refused the work: this run failed
-                run.finish(exception=exc)
-                return
-            inner.add_done_callback(lambda done: cache.save(key, done))
-            run._adopt(inner)
+            if cache is not None:
+                try:
+                    values, named = resolve_values(args, kwargs, found)
+                    key = cache.key(values, named)
+                    hit, value = cache.lookup(key)
+                except Exception as exc:  # an argument it cannot hash, a failing key function
+                    run.finish(exception=exc)
+                    return
+                if hit:
+                    run.finish(value=value, status=TaskStatus.RESTORED)
+                    return
+            if needs:
+                configured_gate().admit(needs, self.priority, launch)
+            else:
+                launch()
 
         when_all_done(given, inputs_ended)
         return run
+
+    def _needs(self, resources: Mapping[str, float] | None) -> Needs:
+        """This call's needs (`resources`, else the task's), checked against `[resources]`."""
+        return configured_gate().needs(
+            self.name, self.resources if resources is None else resources
+        )
 
     def _launch_into(
         self,
@@ -512,6 +517,8 @@ def task(
     cache: bool = False,
     cache_expiration: float | None = None,
     cache_key_fn: KeyFunction | None = None,
+    resources: Mapping[str, float] | None = None,
+    priority: int = 0,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -527,6 +534,8 @@ def task(
     cache: bool = False,
     cache_expiration: float | None = None,
     cache_key_fn: KeyFunction | None = None,
+    resources: Mapping[str, float] | None = None,
+    priority: int = 0,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Make a function a task: calling it starts it on a runner and returns a `BaseTaskRun`.
 
@@ -551,6 +560,8 @@ def task(
         "cache": cache,
         "cache_expiration": cache_expiration,
         "cache_key_fn": cache_key_fn,
+        "resources": resources,
+        "priority": priority,
     }
     if fn is not None:
         return TaskFunction(fn, **options)

@@ -13,7 +13,8 @@ def reset_caches() -> None:
     given (each once per process); the hook implementations read from plugin modules; the
     configuration files read and the project loaded last (what `project_folder()`
     answers); the state databases checked; the persistence cached function results live
-    in; and `LoggerWrapper.stream`, back to "stdout".
+    in, and the capacities function tasks' resources draw from; and
+    `LoggerWrapper.stream`, back to "stdout".
     For a test that runs opus more than once in one process, between the runs; the
     `opus_project` fixture calls it when its test ends. A module opus imported stays
     imported (`sys.modules`): a plugin written anew under the same name needs its module
@@ -27,6 +28,7 @@ def reset_caches() -> None:
         "opus_core.plugin.manager",
         "opus_core.persistence.sqlite",
         "opus_core.functions.caching",
+        "opus_core.functions.gate",
     ):
         module = sys.modules.get(name)  # a module not imported has nothing to forget
         if module is not None:
