@@ -487,7 +487,9 @@ class TaskFunction(Generic[P, R]):
 
     def _work(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Work:
         """What a runner is handed for one call (see `Work`)."""
-        return Work(fn, args, kwargs, self.name, "function", timeout=self.timeout)
+        return Work(
+            fn, args, kwargs, self.name, "function", resources=self.resources, timeout=self.timeout
+        )
 
     def _submit(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseTaskRun:
         fn, timeout = self._callable(runner)

@@ -267,6 +267,11 @@ class DaskRunner(Runner):
     `no_workers_warning`: when tasks have waited that many seconds (default 30)
     on a cluster with no worker, one line on stderr names the scheduler, and the
     tasks go on waiting for a worker to join.
+
+    A task's declared needs (`metadata.resources`, `@task(resources=...)`) that the
+    cluster's workers declare as Dask worker resources (`dask worker --resources
+    "gpu=1"`, or `cluster_kwargs = { resources = { gpu = 1 } }`) go to Dask too, which
+    then runs the task only on a worker with that much free.
     """
 
     name: ClassVar[str] = "dask"
@@ -317,6 +322,7 @@ class DaskRunner(Runner):
         self._completed: Any = None  # a distributed.as_completed following the futures
         self._more = threading.Event()  # set when futures are added to `_completed`
         self._unwatched: list[Future] = []  # submitted, not yet added to `_completed`
+        self._declared: frozenset[str] | None = None  # the workers' resources, once looked up
 
     @property
     def client(self) -> Client:
@@ -421,10 +427,18 @@ class DaskRunner(Runner):
         work = Work.of(fn, *args, **kwargs)
         name = work.name
         key = self._key(work.kind if work.kind != "function" else name)
+        placed = self._placed(work.resources) if work.resources else None
         if work.kind != "function":  # an engine's attempt: its value comes to the driver
             import cloudpickle
 
             run = DaskTaskRun(name, self)
+            if placed:  # on a worker that has them: submitted alone, with its needs
+                blob = cloudpickle.dumps((work.fn, work.args))
+                client = self.client
+                self._ship_new_modules(client)
+                future = client.submit(_run_pickled, blob, key=key, pure=False, resources=placed)
+                self._track(client, [(run, key, future)])
+                return run
             # Sent as bytes, so the scheduler passes them on without unpickling them, and
             # held until `flush()` so that a burst of attempts is one `client.map`.
             with self._lock:
@@ -447,10 +461,23 @@ class DaskRunner(Runner):
             future = client.submit(_run_pickled, blob, key=key, pure=False)
         elif kwargs and not _dask_keywords("submit").isdisjoint(kwargs):
             future = client.submit(_apply, fn, args, kwargs, key=key, pure=False)
+        elif placed:
+            future = client.submit(_apply, fn, args, kwargs, key=key, pure=False, resources=placed)
         else:
             future = client.submit(fn, *args, key=key, pure=False, **kwargs)
         self._track(client, [(run, key, future)])
         return run
+
+    def _placed(self, needs: Mapping[str, float]) -> dict[str, float]:
+        """The part of a task's `needs` that the cluster's workers declare as Dask worker
+        resources (looked up when the first task with needs is submitted): Dask then runs
+        the task only on a worker with that much free."""
+        if self._declared is None:
+            workers = self.client.scheduler_info().get("workers", {})
+            self._declared = frozenset(
+                name for worker in workers.values() for name in (worker.get("resources") or {})
+            )
+        return {name: need for name, need in needs.items() if name in self._declared}
 
     def submit_map(
         self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]

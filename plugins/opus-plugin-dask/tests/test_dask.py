@@ -14,7 +14,7 @@ from cli_helpers import opus
 from harness import Harness, until
 from opus_plugin_dask import DaskConnectionError, DaskRunner, DaskTaskRun
 
-from opus_core import ConfigError, StatePersistence, Tasks, task
+from opus_core import ConfigError, StatePersistence, Task, TaskProcessor, Tasks, task
 from opus_core.plugin.manager import PluginManager
 
 pytestmark = pytest.mark.slow  # a real dask cluster
@@ -236,3 +236,69 @@ def test_opus_run_runs_the_pipeline_example_on_dask(tmp_path: Path) -> None:
     assert any(
         line.split()[:3] == ["smoke-test", "succeeded", "2"] for line in result.stdout.splitlines()
     )
+
+
+class Logged(TaskProcessor):
+    """Logs when it starts and ends (the monotonic clock, the same in every process)."""
+
+    kind = "Logged"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+        fd = os.open(task.spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"start {time.monotonic_ns()}\n".encode())
+            time.sleep(0.05)
+            os.write(fd, f"end {time.monotonic_ns()}\n".encode())
+        finally:
+            os.close(fd)
+        return {}
+
+
+def most_at_once(log: Path) -> int:
+    events = sorted(
+        (int(at), what == "start") for what, at in map(str.split, log.read_text().splitlines())
+    )
+    now = peak = 0
+    for _, starting in events:
+        now += 1 if starting else -1
+        peak = max(peak, now)
+    return peak
+
+
+def test_needs_the_workers_declare_go_to_dask_as_worker_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opus_core.testing import reset_caches
+
+    # One worker with four threads and one gpu: the engine would let four run at once
+    # (gpu = 4 in its capacities); Dask, told each needs the gpu, runs one at a time.
+    gpu_runner = DaskRunner(
+        n_workers=1, threads_per_worker=4, processes=True, cluster_kwargs={"resources": {"gpu": 1}}
+    )
+    engine = Tasks(runner=gpu_runner, resources={"gpu": 4})
+    engine.register_task_processor(Logged())
+    log = tmp_path / "log"
+    for i in range(4):
+        engine.add_task(
+            Task(
+                "Logged",
+                "v1",
+                metadata={"name": f"t{i}", "resources": {"gpu": 1}},
+                spec={"log": str(log)},
+            )
+        )
+    (tmp_path / "opus.toml").write_text("[resources]\ngpu = 4\n")  # for the function tasks
+    monkeypatch.chdir(tmp_path)
+    reset_caches()
+    try:
+        assert engine.process_context().ok
+
+        @task(runner=gpu_runner, resources={"gpu": 1})
+        def train(n: int) -> int:
+            return n
+
+        assert [r.get_result(timeout=60) for r in [train(1), train(2)]] == [1, 2]
+    finally:
+        gpu_runner.shutdown()
+        reset_caches()
+    assert most_at_once(log) == 1
