@@ -32,7 +32,12 @@ OPUS_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "processors": (list, 'a list of import paths such as "mypkg.processors:Deploy"'),
     "fail_fast": (bool, "true or false"),
     "manifests": (list, 'a list of manifest files or globs such as "deploy/*.yaml"'),
+    "resources_scope": (str, '"run" (the default) or "machine"'),
 }
+
+RESOURCE_SCOPES = ("run", "machine")
+"""What `[resources]` capacities are shared by: one run's tasks, or every opus process of
+the project on this machine (`opus_core.leases`)."""
 
 
 def user_config_path() -> Path:
@@ -369,4 +374,6 @@ def _check_opus_table(table: Mapping[str, Any], file: Path) -> None:
         if isinstance(value, str) and not value:
             raise _type_error(file, f"opus.{key}", expected, value)
         if key == "log_level" and str(value).upper() not in LEVELS:
+            raise _type_error(file, f"opus.{key}", expected, value)
+        if key == "resources_scope" and value not in RESOURCE_SCOPES:
             raise _type_error(file, f"opus.{key}", expected, value)

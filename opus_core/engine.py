@@ -57,6 +57,7 @@ class Tasks:
         runner_options: Mapping[str, Any] | None = None,
         plugin_manager: PluginManager | None = None,
         resources: Mapping[str, float] | None = None,
+        resources_scope: str = "run",
     ) -> None:
         self.logger = logger if logger is not None else LoggerWrapper()
         self.key_value_store = key_value_store if key_value_store is not None else KeyValueStore()
@@ -68,6 +69,11 @@ class Tasks:
         self.fail_fast = fail_fast
         self.resources: dict[str, float] = dict(resources or {})
         """The capacities tasks' needs draw from (`[resources]` of opus.toml)."""
+        if resources_scope not in ("run", "machine"):
+            raise ValueError(f'resources_scope must be "run" or "machine", not {resources_scope!r}')
+        self.resources_scope = resources_scope
+        """"run": the capacities are this engine's runs'; "machine": shared with every opus
+        process of the project on this machine (`opus_core.leases`)."""
         self.plugin_manager = plugin_manager
         self.config: Config | None = None
         self.processors: dict[tuple[str, str], TaskProcessor] = {}
@@ -124,6 +130,7 @@ class Tasks:
             fail_fast=bool(assembly.config.opus("fail_fast", False)),
             plugin_manager=assembly.manager,
             resources=assembly.config.data.get("resources"),
+            resources_scope=assembly.config.opus("resources_scope", "run"),
         )
         tasks.config = assembly.config
         for processor in assembly.processors(logger):
@@ -331,7 +338,14 @@ class Tasks:
         """The capacities of a run of `plan` and each task's needs, checked: a need of a
         resource `resources` does not have, or above its capacity, is a `ManifestError`
         naming the task (before anything runs). None when there is nothing to count."""
-        return Resources.for_plan(plan, self.resources)
+        leases = None
+        if self.resources_scope == "machine" and self.resources:
+            from opus_core.config import current_state_dir
+            from opus_core.leases import MachineLeases
+
+            folder = self.config.state_dir if self.config is not None else current_state_dir()
+            leases = MachineLeases(folder, self.resources)
+        return Resources.for_plan(plan, self.resources, leases)
 
     def _started_runner(self) -> tuple[Runner, bool]:
         """The run's runner, started, and whether this engine made it (and so ends it)."""

@@ -27,6 +27,7 @@ from opus_core.errors import ManifestError, did_you_mean
 
 if TYPE_CHECKING:
     from opus_core.graph import Plan
+    from opus_core.leases import MachineLeases
 
 CPU = "cpu"
 """The resource every task takes 1 of, unless it says otherwise, when it has a capacity."""
@@ -97,6 +98,40 @@ class ResourcePool:
         for name, need in needs:
             self.free[name] = min(self.free[name] + need, self.capacity[name])
 
+    def acquire(self, needs: Needs) -> object | None:
+        """Take `needs` if they are free now: a token for `release`, else None."""
+        if not self.fits(needs):
+            return None
+        self.take(needs)
+        return needs
+
+    def release(self, needs: Needs, token: object) -> None:
+        """Give back what `acquire` took (`token` is what it returned)."""
+        self.give(needs)
+
+
+class MachinePool(ResourcePool):
+    """A run's resources, shared with every `opus` process of the project on this machine
+    (`[opus] resources_scope = "machine"`): what the run takes is leased too
+    (`opus_core.leases`), and a need is free only when both have room."""
+
+    def __init__(self, capacities: Mapping[str, float], leases: MachineLeases) -> None:
+        super().__init__(capacities)
+        self.leases = leases
+
+    def acquire(self, needs: Needs) -> object | None:
+        if not self.fits(needs):
+            return None
+        lease = self.leases.take(needs)
+        if lease is None:  # other processes hold it
+            return None
+        self.take(needs)
+        return lease
+
+    def release(self, needs: Needs, token: object) -> None:
+        self.give(needs)
+        self.leases.give(str(token))
+
 
 class ReadyQueue:
     """The ready tasks, in the order they start (see the module), holding back those whose
@@ -115,7 +150,8 @@ class ReadyQueue:
         self.chains = chains
         self.needs = needs
         self.pool = pool
-        self.holding: dict[int, Needs] = {}
+        self.holding: dict[int, tuple[Needs, object]] = {}
+        self._granted: tuple[int, object] | None = None  # the next to start, its needs taken
         self._heaps: dict[Needs, list[tuple[int, int, int, int]]] = {}
         self._arrivals: deque[tuple[int, int]] = deque()  # (seq, index), oldest first
         self._queued: dict[int, int] = {}  # index -> seq of its entry
@@ -135,9 +171,23 @@ class ReadyQueue:
         return len(self._queued)
 
     def __bool__(self) -> bool:
-        return self._next() is not None
+        if self._granted is None:
+            index = self._next()
+            if index is None:
+                return False
+            needs = self.needs[index]
+            token = self.pool.acquire(needs) if needs else needs
+            if token is None:
+                return False  # free here, held by other processes (machine scope)
+            self._granted = (index, token)
+        return True
 
     def clear(self) -> None:
+        if self._granted is not None:
+            index, token = self._granted
+            self._granted = None
+            if self.needs[index]:
+                self.pool.release(self.needs[index], token)
         self._heaps.clear()
         self._arrivals.clear()
         self._queued.clear()
@@ -145,9 +195,10 @@ class ReadyQueue:
 
     def popleft(self) -> int:
         """The task that starts now (see the module); its needs are taken from the pool."""
-        index = self._next()
-        if index is None:
+        if not self:
             raise IndexError("no ready task can start now")
+        assert self._granted is not None
+        (index, token), self._granted = self._granted, None
         heap = self._heaps[self.needs[index]]
         self._drop_stale(heap)
         if heap and heap[0][3] == index:
@@ -157,8 +208,7 @@ class ReadyQueue:
         self._starts += 1
         needs = self.needs[index]
         if needs:
-            self.pool.take(needs)
-            self.holding[index] = needs
+            self.holding[index] = (needs, token)
         return index
 
     def blocked(self) -> int:
@@ -173,9 +223,9 @@ class ReadyQueue:
 
     def release(self, index: int) -> None:
         """The attempt of `index` ended: what it held is free again."""
-        needs = self.holding.pop(index, None)
-        if needs:
-            self.pool.give(needs)
+        held = self.holding.pop(index, None)
+        if held is not None:
+            self.pool.release(*held)
 
     def _oldest(self) -> int | None:
         arrivals, queued = self._arrivals, self._queued
@@ -209,25 +259,39 @@ class ReadyQueue:
 class Resources:
     """The capacities of one run and each task's needs, checked against them."""
 
-    def __init__(self, capacities: Mapping[str, float], needs: Sequence[Needs]) -> None:
+    def __init__(
+        self,
+        capacities: Mapping[str, float],
+        needs: Sequence[Needs],
+        leases: MachineLeases | None = None,
+    ) -> None:
         self.capacities = dict(capacities)
         self.needs = needs
+        self.leases = leases
+        """Where the machine's leases are kept, with `[opus] resources_scope = "machine"`."""
 
     @classmethod
-    def for_plan(cls, plan: Plan, capacities: Mapping[str, float]) -> Resources | None:
+    def for_plan(
+        cls, plan: Plan, capacities: Mapping[str, float], leases: MachineLeases | None = None
+    ) -> Resources | None:
         """The resources of a run of `plan`, checked before anything runs (see `needs_of`);
         None when it has no capacity, no need and no priority: its ready tasks then start
         in the order they became ready, with nothing to count."""
         tasks = plan.tasks
         if not capacities and not any(t.meta.resources or t.meta.priority for t in tasks):
             return None
-        return cls(capacities, needs_of(plan, capacities))
+        return cls(capacities, needs_of(plan, capacities), leases)
 
     def queue(self, plan: Plan, ready: Iterable[int]) -> ReadyQueue:
         """The `ReadyQueue` of a run of `plan`, holding the tasks `ready` at its start."""
         priorities = [task.meta.priority for task in plan.tasks]
         chains = chain_lengths(plan.dependents)
-        queue = ReadyQueue(priorities, chains, self.needs, ResourcePool(self.capacities))
+        pool = (
+            ResourcePool(self.capacities)
+            if self.leases is None
+            else MachinePool(self.capacities, self.leases)
+        )
+        queue = ReadyQueue(priorities, chains, self.needs, pool)
         for index in ready:
             queue.append(index)
         return queue

@@ -208,9 +208,9 @@ class Scheduler:
 
     def _can_start(self) -> bool:
         return (
-            bool(self.ready)
-            and not self.halted
+            not self.halted
             and (self.limit is None or len(self.running) < self.limit)
+            and bool(self.ready)  # last: a `ReadyQueue` takes the needs of the next to start
         )
 
     def _next_event(self) -> Any:
@@ -223,7 +223,7 @@ class Scheduler:
             except queue.Empty:
                 return None
         timeout = max(0.0, self.retries[0][0] - time.monotonic()) if self.retries else None
-        if timeout is None and not self.running:
+        if timeout is None and not self.running and not len(self.ready):
             raise AssertionError("scheduler has nothing to wait for")  # pragma: no cover
         # Never wait without a limit: the kernel may hand Ctrl-C's SIGINT to another thread
         # (a runner's), which does not wake this one, and Python handles it only once this
