@@ -176,7 +176,8 @@ class RunTasks(Sequence[dict[str, Any]]):
         logs = self._logs
         log = logs[index] if index < len(logs) else None
         ready = self._ready_at[index] if index < len(self._ready_at) else 0.0
-        return {
+        meta = tasks[index].meta
+        entry = {
             "name": result.task_id,
             "kind": tasks[index].kind,
             "status": result.status.value,
@@ -191,6 +192,10 @@ class RunTasks(Sequence[dict[str, Any]]):
             "dependencies": [tasks[d].task_id for d in self._plan.deps[index]],
             "attempt_log": log or [],
         }
+        if meta.resources or meta.priority:  # only where declared: most tasks have neither
+            entry["resources"] = dict(meta.resources)
+            entry["priority"] = meta.priority
+        return entry
 
 
 def materialized(run: dict[str, Any]) -> dict[str, Any]:

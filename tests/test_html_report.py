@@ -72,19 +72,25 @@ class Scripted(TaskProcessor):
 
 
 def real_run(
-    specs: list[tuple[str, list[str], dict[str, Any]]], workers: int = 4
+    specs: list[tuple[str, list[str], dict[str, Any]]],
+    workers: int = 4,
+    resources: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Run `specs` (name, dependencies, spec) on the threadpool runner; the run from the history."""
+    """Run `specs` (name, dependencies, spec) on the threadpool runner; the run from the
+    history. A spec's `needs` are its task's resources (capacities: `resources`)."""
     tasks = Tasks(
         logger=LoggerWrapper("CRITICAL"),
         runner="threadpool",
         runner_options={"max_workers": workers},
+        resources=resources,
     )
     tasks.register_task_processor(Scripted())
     for name, dependencies, spec in specs:
         metadata: dict[str, Any] = {"name": name, "dependencies": dependencies}
         if spec.get("fail_attempts"):
             metadata["retries"] = spec["fail_attempts"]
+        if spec.get("needs"):
+            metadata["resources"] = spec["needs"]
         tasks.add_task(
             Task(kind=spec.get("kind", "Scripted"), version="v1", metadata=metadata, spec=spec)
         )
@@ -448,6 +454,44 @@ def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewher
     assert narrow.locator("title").text_content().startswith("blink")
     assert page.locator(f'#timeline text.bar-label[data-task="{short}"]').count() == 0
     opened.clean()
+
+
+@pytest.mark.slow  # a browser
+def test_the_timeline_can_colour_its_bars_by_the_resource_each_task_needs(
+    browser: Any, tmp_path: Path
+) -> None:
+    run = real_run(
+        [
+            ("load", [], {"needs": {"db": 1}}),
+            ("train", [], {"needs": {"gpu": 1, "db": 1}}),
+            ("plain", [], {}),
+        ],
+        resources={"db": 2, "gpu": 1},
+    )
+    opened = open_report(browser, run, tmp_path / "report.html")
+    page = opened.page
+    names = [t["name"] for t in run["tasks"]]
+
+    def bar_class(name: str) -> str:
+        found: str = page.locator(
+            f'#timeline rect.attempt[data-task="{names.index(name)}"]'
+        ).get_attribute("class")
+        return found
+
+    assert bar_class("load") == "attempt st-succeeded"
+    assert not page.locator("#timeline .legend.resources").is_visible()
+    page.select_option("#colour-by", "resource")
+    # Each bar takes its task's first resource by name: db for both load and train.
+    assert bar_class("load") == bar_class("train") == "attempt res-0"
+    assert bar_class("plain") == "attempt res-none"
+    legend = page.locator("#timeline .legend.resources")
+    assert legend.is_visible() and legend.inner_text().split() == ["db", "gpu", "no", "resource"]
+    page.select_option("#colour-by", "status")
+    assert bar_class("train") == "attempt st-succeeded"
+    opened.clean()
+    plain = open_report(browser, real_run([("a", [], {})]), tmp_path / "plain.html")
+    assert plain.page.locator("#colour-by").count() == 0  # no resource: no choice to make
+    plain.clean()
 
 
 @pytest.mark.slow  # a browser

@@ -222,6 +222,7 @@ def _task_fields(records: list[Mapping[str, Any]], origin: float) -> list[dict[s
             "error": _text(record.get("error")),
             "traceback": _text(record.get("traceback")),
             "runner": _text(record.get("runner")),
+            "resources": _resources(record.get("resources")),
             "deps": dependencies[i],
             "missing": missing[i],
             "layer": layers[i],
@@ -229,6 +230,15 @@ def _task_fields(records: list[Mapping[str, Any]], origin: float) -> list[dict[s
         }
         for i, record in enumerate(records)
     ]
+
+
+def _resources(value: Any) -> dict[str, float]:
+    """A task's declared needs, as its entry in the history has them (others: none)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        str(name): float(need) for name, need in value.items() if finite_number(need) is not None
+    }
 
 
 def _header(

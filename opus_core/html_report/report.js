@@ -576,6 +576,16 @@
   for (const lane of byLane) if (lane) lane.sort((x, y) => attempts[x].s - attempts[y].s);
   const LABEL_W = 56;
 
+  // Resources: the bars can be coloured by the first resource (by name) each task needs.
+  const RESOURCES = Array.from(new Set(tasks.flatMap((t) => Object.keys(t.resources || {})))).sort();
+  const RES_COLOURS = 8;
+  function resClass(i) {
+    const names = Object.keys(tasks[i].resources || {}).sort();
+    return names.length ? "res-" + (RESOURCES.indexOf(names[0]) % RES_COLOURS) : "res-none";
+  }
+  timeline.colour = "status";
+  function barClass(a) { return timeline.colour === "resource" ? resClass(a.task) : st(a.status); }
+
   // A bar carries its task's name when the name fits inside it, padding included.
   const LABEL_PAD = 4, MAX_LABELS = 2000, nameWidths = new Map();
   let measure = null;
@@ -635,7 +645,7 @@
       for (let k = 0; k < attempts.length; k++) {
         const a = attempts[k], g = geometry(a);
         const rect = document.createElementNS(SVGNS, "rect");
-        rect.setAttribute("class", "attempt " + st(a.status));
+        rect.setAttribute("class", "attempt " + barClass(a));
         rect.setAttribute("x", g[0].toFixed(1));
         rect.setAttribute("y", String(g[1]));
         rect.setAttribute("width", g[2].toFixed(1));
@@ -654,15 +664,16 @@
     } else {
       const parts = new Map();
       for (const a of attempts) {
-        const key = known(a.status), g = geometry(a);
+        const key = timeline.colour === "resource" ? resClass(a.task) : st(a.status), g = geometry(a);
         let list = parts.get(key);
         if (!list) parts.set(key, list = []);
         list.push("M" + g[0].toFixed(1) + " " + g[1] + "h" + g[2].toFixed(1) + "v" + barH + "h-" + g[2].toFixed(1) + "z");
       }
-      const drawn = Array.from(parts.keys()).sort((a, b) => (SEVERITY[b] ?? 99) - (SEVERITY[a] ?? 99));
+      const severity = (key) => SEVERITY[key.slice(3)] ?? 99;
+      const drawn = Array.from(parts.keys()).sort((a, b) => severity(b) - severity(a));
       for (const key of drawn) {  // failures last, on top
         const list = parts.get(key);
-        s("path", { class: "attempts st-" + key, d: list.join(""), "data-count": String(list.length) }, barLayer);
+        s("path", { class: "attempts " + key, d: list.join(""), "data-count": String(list.length) }, barLayer);
       }
     }
     const labelLayer = s("g", { class: "bar-labels" }, svg);
@@ -719,11 +730,20 @@
       drawTimeline();
       box.scrollLeft = Math.max(0, LABEL_W + t * timeline.pps - x);
     };
+    const resourceLegend = h("div", { cls: "legend resources", hidden: "" },
+      RESOURCES.map((name, n) => h("span", {}, [h("span", { cls: "dot res-" + (n % RES_COLOURS) }), h("span", { text: name })]))
+        .concat([h("span", {}, [h("span", { cls: "dot res-none" }), h("span", { text: "no resource" })])]));
+    const colourBy = RESOURCES.length ? h("select", { "aria-label": "colour the bars by", id: "colour-by", on: { change: (ev) => {
+      timeline.colour = ev.target.value;
+      if (timeline.colour === "resource") resourceLegend.removeAttribute("hidden"); else resourceLegend.setAttribute("hidden", "");
+      drawTimeline();
+    } } }, [h("option", { value: "status", text: "colour: status" }), h("option", { value: "resource", text: "colour: resource" })]) : null;
     section.appendChild(h("div", { cls: "bar" }, [h("h2", { text: "Timeline" }), note,
-      h("div", { cls: "tools" }, [
+      h("div", { cls: "tools" }, [colourBy,
         h("button", { text: "−", title: "zoom out", "aria-label": "zoom out", on: { click: () => zoomTo(timeline.zoom / 2) } }),
         h("button", { text: "+", title: "zoom in", "aria-label": "zoom in", on: { click: () => zoomTo(timeline.zoom * 2) } }),
         h("button", { text: "fit", on: { click: () => zoomTo(1) } })])]));
+    if (RESOURCES.length) section.appendChild(resourceLegend);
     const box = h("div", { cls: "scroll" });
     timeline.box = box;
     box.addEventListener("wheel", (ev) => {
