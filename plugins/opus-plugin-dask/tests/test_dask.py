@@ -302,3 +302,25 @@ def test_needs_the_workers_declare_go_to_dask_as_worker_resources(
         gpu_runner.shutdown()
         reset_caches()
     assert most_at_once(log) == 1
+
+
+def test_random_graphs_with_resources_never_hold_more_than_the_capacity_on_dask(
+    runner: DaskRunner, tmp_path: Path
+) -> None:
+    import random
+
+    import test_resources  # the core's fuzz: its graphs and its check of the log
+
+    cloudpickle.register_pickle_by_value(test_resources)
+    rng = random.Random("resources-dask")
+    starts = 0
+    for number in range(30):
+        log = tmp_path / f"log-{number}"
+        tasks, capacities = test_resources.graph(rng, log)
+        engine = Tasks(runner=runner, resources=capacities)
+        engine.register_task_processor(test_resources.Busy())
+        for manifest in tasks:
+            engine.add_task(manifest)
+        report = engine.process_context()
+        starts += test_resources.check_log(log, tasks, capacities, report)
+    assert starts > 30 * 4
