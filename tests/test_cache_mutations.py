@@ -7,7 +7,8 @@ an edited source file runs the tasks that read it and everything after them; a t
 one (new times, same bytes) runs nothing; a deleted output runs only the task that makes
 it (it makes the same bytes again); an edited command runs that task and everything after
 it; a changed parameter runs the tasks whose command uses it and everything after them; a
-new task runs alone.
+new task runs alone. The project also has cached function tasks (`@task(cache=True)`),
+called after each run: an edit to one's source runs that one again, and only it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TASKS = 40
 EDITS = 200
 SOURCES = 8
 PARAMETERS = 4
+FUNCTIONS = 3
 
 
 class Project:
@@ -44,6 +46,38 @@ class Project:
             (root / "src" / f"s{s}.txt").write_text(f"source {s}\n")
         for _ in range(TASKS):
             self.add_task()
+        self.versions = [0] * FUNCTIONS  # of each cached function's source
+
+    def write_functions(self) -> None:
+        """`steps.py`: the cached functions, each returning its version (its source grows
+        with it, so no two versions are the same size)."""
+        lines = ["from opus_core import task\n"]
+        for f, version in enumerate(self.versions):
+            lines.append(
+                f'\n\n@task(cache=True, runner="sequential")\ndef f{f}(x):\n'
+                f'    return x + len("{"v" * version}")\n'
+            )
+        (self.root / "steps.py").write_text("".join(lines))
+
+    def call_functions(self) -> dict[str, str]:
+        """Call each cached function (a module read anew); each call's status, by name."""
+        import importlib
+        import sys
+
+        self.write_functions()
+        sys.modules.pop("steps", None)
+        importlib.invalidate_caches()
+        sys.path.insert(0, str(self.root))
+        try:
+            steps = importlib.import_module("steps")
+        finally:
+            sys.path.remove(str(self.root))
+        found = {}
+        for f in range(FUNCTIONS):
+            run = getattr(steps, f"f{f}")(1)
+            assert run.get_result() == 1 + self.versions[f]
+            found[f"fn:f{f}"] = run.status.value
+        return found
 
     def add_task(self) -> str:
         name = f"t{len(self.deps)}"
@@ -90,8 +124,12 @@ class Project:
     def edit(self) -> tuple[str, set[str]]:
         """Make one edit; what it was, and the tasks that must run after it."""
         kind = self.rng.choice(
-            ["content", "content", "touch", "delete", "command", "parameter", "add"]
+            ["content", "content", "touch", "delete", "command", "parameter", "add", "function"]
         )
+        if kind == "function":
+            f = self.rng.randrange(FUNCTIONS)
+            self.versions[f] += 1
+            return kind, {f"fn:f{f}"}
         if kind in ("content", "touch"):
             source = f"src/s{self.rng.randrange(SOURCES)}.txt"
             path = self.root / source
@@ -119,17 +157,21 @@ class Project:
         tasks = Tasks.from_config(self.root / "opus.toml")
         tasks.key_value_store.store.update(self.values)
         report = tasks.process_context()
-        return {task_id: result.status.value for task_id, result in report.results.items()}
+        found = {task_id: result.status.value for task_id, result in report.results.items()}
+        return {**found, **self.call_functions()}
 
 
 @pytest.mark.slow
 def test_200_seeded_edits_run_exactly_what_must_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from opus_core.testing import reset_caches
+
     monkeypatch.chdir(tmp_path)
+    reset_caches()  # the cached functions' results go to this project's persistence
     project = Project(tmp_path, random.Random(SEED))
     first = project.run()
-    assert set(first.values()) == {"succeeded"} and len(first) == TASKS
+    assert set(first.values()) == {"succeeded"} and len(first) == TASKS + FUNCTIONS
     wrong_hits: list[tuple[int, str, str]] = []
     needless: list[tuple[int, str, str]] = []
     kinds: Counter[str] = Counter()
@@ -142,4 +184,5 @@ def test_200_seeded_edits_run_exactly_what_must_run(
         wrong_hits += [(number, kind, name) for name in sorted(expected - ran)]
         needless += [(number, kind, name) for name in sorted(ran - expected)]
     assert (wrong_hits, needless) == ([], [])
-    assert sum(kinds.values()) == EDITS and len(kinds) == 6  # every kind of edit was made
+    assert sum(kinds.values()) == EDITS and len(kinds) == 7  # every kind of edit was made
+    reset_caches()
