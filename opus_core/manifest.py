@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from opus_core.errors import ManifestError, did_you_mean
 from opus_core.substitution import needs_substitution
-from opus_core.task_numbers import check_amount, check_task_number
+from opus_core.task_numbers import check_needs, check_task_number
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
 """Canonical JSON of a manifest: what its checksum is taken of."""
@@ -136,19 +136,6 @@ def _paths(where: str, key: str, value: object) -> tuple[str, ...]:
     return paths
 
 
-def _resources(where: str, value: object) -> dict[str, float]:
-    """`metadata.resources`: a table of resource names to amounts of 0 or more."""
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
-        raise ManifestError(
-            f"{where}: metadata.resources must be a table of resource names to amounts, "
-            f"got {value!r}"
-        )
-    try:
-        return {k: check_amount(f"metadata.resources.{k}", v, zero=True) for k, v in value.items()}
-    except ValueError as exc:
-        raise ManifestError(f"{where}: {exc}") from None
-
-
 def _labels(where: str, key: str, value: object) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -204,7 +191,10 @@ def _parse_field(fields: dict[str, Any], key: str, value: Any, where: str) -> No
     elif key in ("inputs", "outputs"):
         fields[key] = _paths(where, key, value)
     elif key == "resources":
-        fields[key] = _resources(where, value)
+        try:
+            fields[key] = check_needs("metadata.resources", value)
+        except ValueError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
     elif key == "priority":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ManifestError(f"{where}: metadata.priority must be a whole number, got {value!r}")

@@ -58,3 +58,14 @@ def check_amount(where: str, value: object, zero: bool = False) -> float:
         least = "0 or more" if zero else "a number above 0"
         raise ValueError(f"{where} must be {least}, got {value!r}")
     return float(value)
+
+
+def check_needs(what: str, value: object) -> dict[str, float]:
+    """`value` checked as a task's needs: a mapping of resource names to amounts of 0 or
+    more (see `check_amount`). Raises `ValueError` with a message starting with `what`
+    ("metadata.resources", "resources")."""
+    from collections.abc import Mapping
+
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
+        raise ValueError(f"{what} must be a table of resource names to amounts, got {value!r}")
+    return {k: check_amount(f"{what}.{k}", v, zero=True) for k, v in value.items()}

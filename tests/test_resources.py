@@ -411,7 +411,7 @@ def test_a_function_call_that_needs_too_much_or_an_unknown_resource_is_an_error_
         unknown.value
     )
     assert "(did you mean 'gpu'?)" in str(unknown.value)
-    with pytest.raises(ValueError, match=r"@task resources\['db'\] must be 0 or more, got -1"):
+    with pytest.raises(ValueError, match=r"@task resources\.db must be 0 or more, got -1"):
         task(resources={"db": -1})(busy)
     with pytest.raises(ValueError, match="@task priority must be a whole number, got 'high'"):
         task(priority="high")(busy)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from opus_core.errors import did_you_mean
 from opus_core.resources import CPU, PATIENCE, Needs, ResourcePool
-from opus_core.task_numbers import check_amount
+from opus_core.task_numbers import check_needs
 
 _gate: list[ResourceGate] = []
 _gate_lock = threading.Lock()
@@ -125,14 +125,9 @@ class ResourceGate:
         return ready
 
 
-def checked_needs(name: str, resources: Mapping[str, float]) -> dict[str, float]:
-    """`resources` checked as a task's needs (names to amounts of 0 or more)."""
-    if not isinstance(resources, Mapping) or not all(isinstance(k, str) and k for k in resources):
-        raise ValueError(
-            f"@task resources must be a dict of resource names to amounts, got {resources!r} "
-            f"(task {name!r})"
-        )
+def checked_needs(name: str, resources: object) -> dict[str, float]:
+    """`resources` checked as the needs of the function task `name` (`check_needs`)."""
     try:
-        return {k: check_amount(f"resources[{k!r}]", v, zero=True) for k, v in resources.items()}
+        return check_needs("resources", resources)
     except ValueError as exc:
         raise ValueError(f"@task {exc} (task {name!r})") from None

@@ -363,12 +363,16 @@ class SqlitePersistence(StatePersistence):
         """Every identifier and its state; damaged entries are skipped with a warning."""
         with self._using("read the state") as connection:
             rows = [] if connection is None else connection.execute("SELECT id, data FROM state")
-            state = {}
-            for identifier, text in rows:
-                data = self._decode(identifier, text)
-                if data is not None:
-                    state[identifier] = data
-            return state
+            return self._decoded(rows)
+
+    def _decoded(self, rows: Iterable[tuple[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The state in `rows` of (id, JSON text), by id; damaged entries left out (warned)."""
+        state = {}
+        for identifier, text in rows:
+            data = self._decode(identifier, text)
+            if data is not None:
+                state[identifier] = data
+        return state
 
     def get_object_state(self, object_identifier: str) -> dict[str, Any]:
         """The state of `object_identifier`, or an empty dict; a damaged entry is an error."""
@@ -403,12 +407,7 @@ class SqlitePersistence(StatePersistence):
                     ).fetchall()
             finally:
                 connection.execute("COMMIT")
-        found = {}
-        for identifier, text in rows:
-            data = self._decode(identifier, text)
-            if data is not None:
-                found[identifier] = data
-        return found
+        return self._decoded(rows)
 
     def save_object_state(self, object_identifier: str, data: dict[str, Any]) -> None:
         """Replace the state of `object_identifier`, committed before this returns."""
