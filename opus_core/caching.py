@@ -5,7 +5,8 @@ each top-level key of its spec (after `${KEY}` substitution), its declared input
 outputs, the content hash of every file its inputs name, and the fingerprint of each
 task it depends on. A cached task (`TaskMetadata.cached`: it has outputs, or says
 `cache = true`) is **up to date** when every output exists, its fingerprint equals
-the one saved when it last succeeded, and its record says it succeeded: it is then
+the one saved when it last succeeded, its record says it succeeded, and its outputs are
+the files it made then (their content hashes, saved with the fingerprint): it is then
 restored with the values it published, through the `opus_task_restore` hook.
 
 The engine registers `FileCache` for a run whose plan has a cached task, as
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -105,6 +107,8 @@ class FileCache:
         a task's own run changes them, and that comes after."""
         from opus_core.records import record_id
 
+        tasks = list(tasks)
+        check_outputs(tasks)
         ids = []
         for task in tasks:
             if task.meta.cached and task.meta.name:
@@ -183,6 +187,7 @@ class FileCache:
             return  # no record to restore from (a persistence that keeps none)
         entry["saved_at"] = time.time()
         entry["record_finished_at"] = record.finished_at
+        entry["made"] = self.hashes.digests(manifest.meta.outputs)  # what it left behind
         self.persistence.save_object_state(key, entry)
 
     @hookimpl
@@ -239,9 +244,14 @@ class FileCache:
         missing = [p for p in task.meta.outputs if not self.hashes.exists(p)]
         if missing:
             return f"output {missing[0]} missing"
-        if entry.get("fingerprint") == digest:
-            return None
-        return changes(entry, parts) or "fingerprint changed"
+        if entry.get("fingerprint") != digest:
+            return changes(entry, parts) or "fingerprint changed"
+        made = _table(entry, "made")
+        now = self.hashes.digests(task.meta.outputs)
+        for path in sorted(set(made) | set(now)):
+            if made.get(path) != now.get(path):  # rewritten since: by another build, say
+                return f"output {path} is not what it made"
+        return None
 
     def _record(
         self, task: Task, command: str, context: str, fresh: bool = False
@@ -305,7 +315,7 @@ def changes(entry: Mapping[str, Any], parts: Mapping[str, Any]) -> str | None:
         before, now = old_inputs.get(path, ""), inputs.get(path, "")
         if before == now:
             continue
-        if path not in old_inputs:
+        if path not in old_inputs or before is None:
             found.append(f"input {path} added")
         elif path not in inputs:
             found.append(f"input {path} removed")
@@ -334,3 +344,22 @@ def _table(entry: Mapping[str, Any], key: str) -> dict[str, Any]:
     """`entry[key]` if it is a table, else an empty one (an entry written otherwise)."""
     found = entry.get(key)
     return found if isinstance(found, dict) else {}
+
+
+def check_outputs(tasks: Iterable[Task]) -> None:
+    """Refuse two tasks that declare one output (each would be taken for its maker): a
+    `ManifestError` naming both, before anything runs."""
+    from opus_core.errors import ManifestError
+    from opus_core.manifest import display_name
+
+    makers: dict[str, Task] = {}
+    for task in tasks:
+        for output in task.meta.outputs:
+            path = os.path.normpath(output)
+            other = makers.setdefault(path, task)
+            if other is not task:
+                raise ManifestError(
+                    f"tasks {display_name(other)!r} and {display_name(task)!r} both declare "
+                    f"the output {output}: a file is made by one task (give one of them "
+                    "another output, or merge them)"
+                )

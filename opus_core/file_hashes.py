@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import stat
 import time
 from collections.abc import Iterable
@@ -36,6 +37,35 @@ RACY = 1_000_000_000
 """Nanoseconds: a file modified this close to its hashing is read again next time."""
 
 _MAGIC = frozenset("*?[")
+
+
+def glob_regex(parts: list[str]) -> str:
+    """A regular expression for the `/`-separated `parts` of a glob, as `glob` reads them."""
+    pieces = []
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        if part == "**":
+            pieces.append(r"(?:(?!\.)[^/]+/)*" if i < last else r"(?:(?!\.)[^/]+/)*(?!\.)[^/]+")
+            continue
+        piece = r"(?!\.)" if part[:1] in ("*", "?", "[") else ""
+        j = 0
+        while j < len(part):
+            char = part[j]
+            close = part.find("]", j + 2) if char == "[" else -1
+            if char == "*":
+                piece += "[^/]*"
+            elif char == "?":
+                piece += "[^/]"
+            elif close != -1:
+                body = part[j + 1 : close]
+                body = "^" + body[1:] if body.startswith("!") else body
+                piece += "[" + body.replace("\\", "\\\\") + "]"
+                j = close
+            else:
+                piece += re.escape(char)
+            j += 1
+        pieces.append(piece + ("/" if i < last else ""))
+    return "".join(pieces)
 
 
 def is_glob(pattern: str) -> bool:
@@ -70,15 +100,20 @@ class FileHashes:
 
     def expand(self, pattern: str) -> list[str]:
         """The files `pattern` names: a glob's matches (`**` for any depth), the files under
-        a folder, the file itself; sorted, relative to `root`; empty when nothing exists."""
+        a folder, the file itself; sorted, relative to `root`; empty when nothing exists.
+
+        Folders linked to (symlinks) are followed, each real folder walked once, so a
+        change inside one is seen and a link back up (a loop) ends the walk there."""
         if not is_glob(pattern):
             try:
                 info = os.stat(os.path.join(self._root, pattern))
             except OSError:
                 return [pattern] if os.path.islink(os.path.join(self._root, pattern)) else []
             return self._walk(pattern) if stat.S_ISDIR(info.st_mode) else [pattern]
+        if "**" in pattern.split("/"):
+            return self._deep(pattern)
         files: list[str] = []
-        for path in glob.glob(pattern, root_dir=self.root, recursive=True):
+        for path in glob.glob(pattern, root_dir=self.root):  # one level: no walking
             if os.path.isdir(os.path.join(self._root, path)):
                 files.extend(self._walk(path))
             else:
@@ -86,17 +121,42 @@ class FileHashes:
         return sorted(set(files))
 
     def _walk(self, folder: str) -> list[str]:
-        """Every file under `folder`, relative to `root`, sorted."""
+        """Every file under `folder`, relative to `root`, sorted; linked folders followed,
+        each real folder once."""
         files: list[str] = []
-        for parent, _, names in os.walk(os.path.join(self._root, folder)):
+        seen: set[str] = set()
+        for parent, folders, names in os.walk(os.path.join(self._root, folder), followlinks=True):
+            real = os.path.realpath(parent)
+            if real in seen:
+                folders[:] = []  # reached again through a link: walked already
+                continue
+            seen.add(real)
             files.extend(os.path.relpath(os.path.join(parent, name), self._root) for name in names)
         return sorted(files)
 
+    def _deep(self, pattern: str) -> list[str]:
+        """The files a `**` glob matches, found by walking (as `_walk`) from the folder its
+        literal start names, and matched as `glob` would (`*` stays in one folder, `**`
+        spans any, a name starting with "." only where the pattern says so)."""
+        parts = pattern.split("/")
+        first = next(i for i, part in enumerate(parts) if is_glob(part) or part == "**")
+        base = "/".join(parts[:first])
+        if base and not os.path.isdir(os.path.join(self._root, base)):
+            return []
+        matcher = re.compile(glob_regex(parts))
+        return [
+            path for path in self._walk(base or ".") if matcher.fullmatch(os.path.normpath(path))
+        ]
+
     def exists(self, pattern: str) -> bool:
-        """Whether anything exists at `pattern` (a glob: whether it matches anything)."""
-        if is_glob(pattern):
-            return bool(glob.glob(pattern, root_dir=self.root, recursive=True))
-        return os.path.lexists(os.path.join(self._root, pattern))
+        """Whether a file or folder exists at `pattern`, following links (a link to nothing
+        is nothing); a glob: whether it matches one."""
+        if not is_glob(pattern):
+            return os.path.exists(os.path.join(self._root, pattern))
+        if "**" in pattern.split("/"):
+            return bool(self._deep(pattern))
+        matches = glob.glob(pattern, root_dir=self.root)
+        return any(os.path.exists(os.path.join(self._root, m)) for m in matches)
 
     def digest(self, path: str) -> str | None:
         """The sha256 (hex) of the file at `path`, or None where there is none to read.

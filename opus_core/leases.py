@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import OpusError
+from opus_core.resources import EPSILON
 
 if TYPE_CHECKING:
     import sqlite3
@@ -87,7 +88,8 @@ class MachineLeases:
                 try:
                     held = self._held(connection, me)
                     if any(
-                        held.get(name, 0.0) + need > self.capacities[name] for name, need in needs
+                        held.get(name, 0.0) + need > self.capacities[name] + EPSILON
+                        for name, need in needs
                     ):
                         return None
                     lease = uuid.uuid4().hex

@@ -35,6 +35,9 @@ CPU = "cpu"
 PATIENCE = 16
 """How many other tasks may start before a ready task: then it starts next."""
 
+EPSILON = 1e-9
+"""How far sums of amounts may stray, in floating point, from what they add up to."""
+
 Needs = tuple[tuple[str, float], ...]
 """A task's needs, sorted by resource name."""
 
@@ -87,8 +90,8 @@ class ResourcePool:
         self.free = dict(capacities)
 
     def fits(self, needs: Needs) -> bool:
-        free = self.free
-        return all(free[name] >= need for name, need in needs)
+        free = self.free  # (EPSILON: three needs of 0.1 fit a capacity of 0.3)
+        return all(free[name] + EPSILON >= need for name, need in needs)
 
     def take(self, needs: Needs) -> None:
         for name, need in needs:

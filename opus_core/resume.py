@@ -32,6 +32,8 @@ class Resume:
     ) -> dict[str, Any] | None:
         from opus_core.records import RunRecords
 
+        if task.meta.cached:  # the file cache's to decide: it knows what it is made from
+            return None
         if not task.meta.name or any(status != "restored" for status in upstream.values()):
             return None
         key = (id(persistence), command, context)

@@ -329,3 +329,84 @@ def test_a_task_run_without_the_cache_in_between_is_not_restored_from_before(
     assert ran(root, "--explain") == {"copy": "succeeded"}
     assert (root / "out.txt").read_text() == "first"
     assert ran(root) == {"copy": "restored"}
+
+
+def test_an_output_another_build_rewrote_is_not_taken_for_the_one_it_made(tmp_path: Path) -> None:
+    build = command(
+        "build", "echo ${MODE} $(cat in.txt) > out.txt", inputs=["in.txt"], outputs=["out.txt"]
+    )
+    root = shop(tmp_path, build)
+    (root / "in.txt").write_text("data")
+    assert ran(root, "--context", "dev", "--set", "MODE=debug") == {"build": "succeeded"}
+    assert ran(root, "--context", "prod", "--set", "MODE=release") == {"build": "succeeded"}
+    # dev's fingerprint is what it was, but out.txt is prod's now: it runs.
+    result = opus("run", "--context", "dev", "--set", "MODE=debug", "--explain", cwd=root)
+    assert "cache: 'build' ran: output out.txt is not what it made" in result.stderr
+    assert (root / "out.txt").read_text() == "debug data\n"
+
+
+def test_a_folder_input_follows_linked_folders_once_and_a_loop_ends(tmp_path: Path) -> None:
+    tasks = command(
+        "folder", "cat src/main.txt src/lib/lib.txt > a.txt", inputs=["src"], outputs=["a.txt"]
+    ) + command("deep", "cat src/lib/lib.txt > b.txt", inputs=["src/**/*.txt"], outputs=["b.txt"])
+    root = shop(tmp_path, tasks)
+    (root / "real").mkdir()
+    (root / "real" / "lib.txt").write_text("v1\n")
+    (root / "src").mkdir()
+    (root / "src" / "main.txt").write_text("m\n")
+    os.symlink("../real", root / "src" / "lib")
+    os.symlink(".", root / "src" / "loop")  # a link back up: walked once, not for ever
+    os.symlink(".", root / "src" / "again")
+    assert ran(root) == {"folder": "succeeded", "deep": "succeeded"}
+    assert ran(root) == {"folder": "restored", "deep": "restored"}
+    (root / "real" / "lib.txt").write_text("v2\n")
+    assert ran(root) == {"folder": "succeeded", "deep": "succeeded"}
+
+
+def test_two_tasks_that_declare_one_output_are_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    tasks = command("one", "echo 1 > out.txt", outputs=["out.txt"]) + command(
+        "two", "echo 2 > out.txt", outputs=["./out.txt"], dependencies=["one"]
+    )
+    root = shop(tmp_path, tasks)
+    result = opus("run", cwd=root)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "opus: error: tasks 'one' and 'two' both declare the output ./out.txt: a file is "
+        "made by one task (give one of them another output, or merge them)"
+    )
+    assert not (root / "out.txt").exists()
+
+
+def test_a_link_to_nothing_is_no_output(tmp_path: Path) -> None:
+    tasks = command(
+        "latest",
+        "mkdir -p build && cp in.txt build/out.txt && ln -sfn build/out.txt latest",
+        inputs=["in.txt"],
+        outputs=["latest"],
+    )
+    root = shop(tmp_path, tasks)
+    (root / "in.txt").write_text("1")
+    assert ran(root) == {"latest": "succeeded"}
+    (root / "build" / "out.txt").unlink()  # latest now points at nothing
+    assert ran(root) == {"latest": "succeeded"}
+
+
+def test_resume_leaves_a_task_with_outputs_to_the_cache(tmp_path: Path) -> None:
+    root = shop(tmp_path)
+    ran(root)
+    (root / "data" / "orders.csv").write_text("a\nb\nc\n")
+    assert ran(root, "--resume")["count"] == "succeeded"
+    assert (root / "build" / "count.txt").read_text().strip() == "3"
+
+
+def test_cache_list_names_a_task_whose_context_has_a_colon(tmp_path: Path) -> None:
+    root = shop(tmp_path)
+    ran(root, "--context", "prod:eu")
+    listed = json.loads(opus("cache", "list", "--json", cwd=root).stdout)
+    assert {(e["task"], e["context"]) for e in listed} == {
+        ("count", "prod:eu"),
+        ("report", "prod:eu"),
+    }
+    assert opus("cache", "clear", "count", cwd=root).returncode == 0

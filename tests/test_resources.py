@@ -415,3 +415,13 @@ def test_a_function_call_that_needs_too_much_or_an_unknown_resource_is_an_error_
         task(resources={"db": -1})(busy)
     with pytest.raises(ValueError, match="@task priority must be a whole number, got 'high'"):
         task(priority="high")(busy)  # type: ignore[arg-type]
+
+
+def test_fractional_needs_add_up_to_their_capacity() -> None:
+    from opus_core.resources import ResourcePool
+
+    pool = ResourcePool({"bw": 0.3})
+    for _ in range(3):
+        assert pool.fits((("bw", 0.1),))
+        pool.take((("bw", 0.1),))
+    assert not pool.fits((("bw", 0.1),))

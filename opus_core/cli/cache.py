@@ -56,8 +56,11 @@ def entries(persistence: StatePersistence) -> dict[str, dict[str, Any]]:
         elif key.startswith(CACHE_PREFIX) and key not in (WHY_ID, HASHES_ID):
             parts = key[len(CACHE_PREFIX) :].split(":", 2)
             if len(parts) == 3 and isinstance(value, dict):
-                command, context, task = parts
-                found[key] = {**value, "task": task, "command": command, "context": context}
+                named = dict(zip(("command", "context", "task"), parts, strict=True))
+                for field in named:  # what the entry says, which a ":" in a name cannot split
+                    if isinstance(value.get(field), str):
+                        named[field] = value[field]
+                found[key] = {**value, **named}
     return found
 
 
