@@ -133,6 +133,11 @@ def _paths(where: str, key: str, value: object) -> tuple[str, ...]:
             raise ManifestError(
                 f"{where}: each of metadata.{key} must be a path or a glob, got {path!r}"
             )
+        if "${" in path:
+            raise ManifestError(
+                f"{where}: metadata.{key} {path!r}: ${{KEY}} is not substituted in inputs "
+                "and outputs; name the files (a glob covers files whose names vary)"
+            )
     return paths
 
 

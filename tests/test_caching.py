@@ -410,3 +410,18 @@ def test_cache_list_names_a_task_whose_context_has_a_colon(tmp_path: Path) -> No
         ("report", "prod:eu"),
     }
     assert opus("cache", "clear", "count", cwd=root).returncode == 0
+
+
+def test_a_placeholder_in_inputs_or_outputs_is_refused_naming_it() -> None:
+    with pytest.raises(ManifestError) as raised:
+        Task("Command", "v1", metadata={"name": "t", "outputs": ["out-${MODE}.txt"]})
+    assert str(raised.value) == (
+        "task 't': metadata.outputs 'out-${MODE}.txt': ${KEY} is not substituted in inputs "
+        "and outputs; name the files (a glob covers files whose names vary)"
+    )
+
+
+def test_opus_why_outside_a_project_says_there_is_none(tmp_path: Path) -> None:
+    result = opus("why", "build", cwd=tmp_path)
+    assert result.returncode == 5
+    assert "no opus.toml here or in any parent folder" in result.stderr

@@ -65,10 +65,15 @@ def entries(persistence: StatePersistence) -> dict[str, dict[str, Any]]:
 
 
 def why(context: CommandContext) -> int:
-    """Print why NAME ran or was restored in the last run that decided about it."""
+    """Print why NAME ran or was restored in the last run that decided about it (exit 5,
+    as `opus run`, where there is no `opus.toml`)."""
     from opus_core.caching import WHY_ID
     from opus_core.cli.output import to_json
+    from opus_core.cli.scope import NOTHING_IN_SCOPE
+    from opus_core.cli.tasks import outside_a_project
 
+    if outside_a_project(context):
+        return NOTHING_IN_SCOPE
     args = context.args
     last = context.persistence.get_object_state(WHY_ID)
     decisions = last.get("tasks") if isinstance(last, dict) else None
