@@ -17,8 +17,9 @@ task whose upstream ran again but made the same files is still up to date.
 What it keeps, in the persistence: per cached task the parts of its fingerprint
 (`opus-cache:<command>:<context>:<task>`), removed before the task runs and saved when
 it succeeds — a run that fails or is killed midway leaves no entry, so a half-made
-output is never taken for a finished one; the reasons of the last run's decisions
-(`WHY_ID`, for `opus why`); and the file hashes (`opus_core.file_hashes`).
+output is never taken for a finished one; each cached task's last decision and its
+reason, with the run that made it (`WHY_ID`, for `opus why`); and the file hashes
+(`opus_core.file_hashes`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ CACHE_PREFIX = "opus-cache:"
 """The state identifiers of the file cache start with this."""
 
 WHY_ID = "opus-cache:why"
-"""The state identifier of the last run's decisions (`opus why`)."""
+"""The state identifier of each cached task's last decision (`opus why`)."""
 
 UP_TO_DATE = "up to date"
 """The reason of every restored task."""
@@ -107,8 +108,6 @@ class FileCache:
         a task's own run changes them, and that comes after."""
         from opus_core.records import record_id
 
-        tasks = list(tasks)
-        check_outputs(tasks)
         ids = []
         for task in tasks:
             if task.meta.cached and task.meta.name:
@@ -193,16 +192,16 @@ class FileCache:
     @hookimpl
     def opus_run_finished(self, report: RunReport) -> None:
         self.hashes.save()
-        if self.decisions:
-            self.persistence.save_object_state(
-                WHY_ID,
-                {
-                    "run": report.run_id,
-                    "command": report.command,
-                    "context": report.context,
-                    "tasks": self.decisions,
-                },
-            )
+        if self.decisions:  # each task's last decision, whichever run made it
+            try:
+                known = self.persistence.get_object_state(WHY_ID).get("tasks")
+            except OpusError:
+                known = None  # unreadable: begun again
+            tasks = dict(known) if isinstance(known, dict) else {}
+            made_by = {"run": report.run_id, "command": report.command, "context": report.context}
+            for name, decision in self.decisions.items():
+                tasks[name] = {**decision, **made_by}
+            self.persistence.save_object_state(WHY_ID, {"tasks": tasks})
 
     # -- fingerprints ------------------------------------------------------------------
 
@@ -240,7 +239,7 @@ class FileCache:
         if unknown:  # another plugin restored it before the cache saw it
             return f"upstream {unknown[0]} was not fingerprinted"
         if not entry:
-            return "no earlier successful run"
+            return "no saved fingerprint (no earlier successful run)"
         missing = [p for p in task.meta.outputs if not self.hashes.exists(p)]
         if missing:
             return f"output {missing[0]} missing"

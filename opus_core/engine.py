@@ -486,6 +486,10 @@ class Tasks:
             manager.unregister("builtin.resume")
             manager.register(Resume(), name="builtin.resume", core=True)
             added.append("builtin.resume")
+        if any(task.meta.outputs for task in plan.tasks):
+            from opus_core.caching import check_outputs
+
+            check_outputs(plan.tasks)  # one maker per output, cached or not
         if any(task.meta.cached for task in plan.tasks):
             from opus_core.caching import FileCache
             from opus_core.config import project_folder

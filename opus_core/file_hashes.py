@@ -113,18 +113,19 @@ class FileHashes:
         if "**" in pattern.split("/"):
             return self._deep(pattern)
         files: list[str] = []
+        seen: set[str] = set()  # real folders walked: one folder matched twice is read once
         for path in glob.glob(pattern, root_dir=self.root):  # one level: no walking
             if os.path.isdir(os.path.join(self._root, path)):
-                files.extend(self._walk(path))
+                files.extend(self._walk(path, seen))
             else:
                 files.append(os.path.normpath(path))
         return sorted(set(files))
 
-    def _walk(self, folder: str) -> list[str]:
+    def _walk(self, folder: str, seen: set[str] | None = None) -> list[str]:
         """Every file under `folder`, relative to `root`, sorted; linked folders followed,
-        each real folder once."""
+        each real folder once (once in `seen`, shared by walks that go together)."""
         files: list[str] = []
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         for parent, folders, names in os.walk(os.path.join(self._root, folder), followlinks=True):
             real = os.path.realpath(parent)
             if real in seen:

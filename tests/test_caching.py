@@ -76,7 +76,7 @@ def test_explain_says_why_each_task_ran_or_was_restored_and_opus_why_says_it_lat
 ) -> None:
     root = shop(tmp_path)
     first = opus("run", "--explain", cwd=root)
-    assert "cache: 'count' ran: no earlier successful run" in first.stderr
+    assert "cache: 'count' ran: no saved fingerprint (no earlier successful run)" in first.stderr
     (root / "data" / "orders.csv").write_text("changed\n")
     second = opus("run", "--explain", cwd=root)
     assert second.returncode == 0, second.stderr
@@ -425,3 +425,23 @@ def test_opus_why_outside_a_project_says_there_is_none(tmp_path: Path) -> None:
     result = opus("why", "build", cwd=tmp_path)
     assert result.returncode == 5
     assert "no opus.toml here or in any parent folder" in result.stderr
+
+
+def test_opus_why_remembers_each_task_s_last_decision_whichever_run_made_it(
+    tmp_path: Path,
+) -> None:
+    root = shop(tmp_path)
+    ran(root)
+    ran(root, "count")  # a later run that decides about count alone
+    answer = json.loads(opus("why", "report", "--json", cwd=root).stdout)
+    assert answer["decision"] == "ran" and answer["reason"].startswith("no saved fingerprint")
+
+
+def test_two_tasks_that_declare_one_output_are_refused_even_when_neither_is_cached(
+    tmp_path: Path,
+) -> None:
+    tasks = command("one", "true", outputs=["o.txt"], cache=False) + command(
+        "two", "true", outputs=["o.txt"], cache=False
+    )
+    result = opus("run", cwd=shop(tmp_path, tasks))
+    assert result.returncode == 2 and "both declare the output o.txt" in result.stderr

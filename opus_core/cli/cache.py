@@ -21,13 +21,14 @@ def add_command(commands: Commands) -> None:
         "why",
         why,
         help="why a task ran or was restored in the last run",
-        description="Why the task NAME (one with metadata.outputs) ran or was restored in the "
-        "last run that decided about it: `opus run --explain` says the same as it runs.",
+        description="Why the task NAME (one with metadata.outputs, or cache = true) ran or was "
+        "restored in the last run that decided about it: `opus run --explain` says the same "
+        "as it runs.",
     )
     explain.add_argument("name", metavar="NAME", help="a task's name")
     explain.add_argument("--json", action="store_true", help="print JSON")
     cache = commands.add_group("cache", "what the file cache keeps", default="list")
-    listing = cache.add("list", list_cache, help="every task with an up-to-date fingerprint")
+    listing = cache.add("list", list_cache, help="every task with a saved fingerprint")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     forget = cache.add(
         "clear",
@@ -85,9 +86,9 @@ def why(context: CommandContext) -> int:
         "task": args.name,
         "decision": found.get("decision"),
         "reason": found.get("reason"),
-        "run": last.get("run"),
-        "command": last.get("command"),
-        "context": last.get("context"),
+        "run": found.get("run"),
+        "command": found.get("command"),
+        "context": found.get("context"),
     }
     if args.json:
         print(to_json(answer))
@@ -115,7 +116,7 @@ def _no_decision(context: CommandContext, name: str, decisions: dict[str, Any]) 
             "no run has decided about a cached task yet: `opus run --explain` says why as it runs"
         )
     return (
-        f"the last run did not decide about {name!r} (it was not in scope, or did not become "
+        f"no run has decided about {name!r} yet (it was not in scope, or did not become "
         "ready); `opus run --explain` says why as it runs"
     )
 

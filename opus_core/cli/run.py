@@ -46,7 +46,8 @@ examples:
   opus run --explain              say why each task with outputs ran or was restored
   opus run --force                run tasks with outputs even when they are up to date
   opus run --dry-run              the plan: order, dependencies, what is left out and why
-  opus run -x -j 8 --tb=long      stop at the first failure, 8 workers, whole tracebacks
+  opus run -x -j 8 --runner process --tb=long
+                                  stop at the first failure, 8 processes, whole tracebacks
   opus run --json > report.json   the report as JSON (logs stay on stderr)
 
 Logs and errors go to stderr; the table of the tasks that did not succeed (-v:
@@ -98,7 +99,8 @@ def add_command(commands: Commands) -> None:
     parser.add_argument(
         "--explain",
         action="store_true",
-        help="log why each task with outputs ran or was restored (opus why NAME tells later)",
+        help="log why each cached task (one with outputs) ran or was restored (opus why NAME "
+        "tells later)",
     )
     parser.add_argument(
         "--dry-run",
