@@ -285,7 +285,9 @@ class FileCache:
     def _decided(self, task: Task, decision: str, reason: str) -> None:
         self.decisions[task.task_id] = {"decision": decision, "reason": reason}
         if self.dry_run:
-            return
+            if not self.explain:
+                return
+            decision = "would run" if decision == "ran" else "would be restored"
         message = f"cache: {task.task_id!r} {decision}: {reason}"
         if self.explain:
             self.logger.info(message)

@@ -438,16 +438,21 @@ class Tasks:
         return plugin_failed(self.plugin_manager, section, what, doing, exc)
 
     def restored(
-        self, plan: Plan, resume: bool = False, force: bool | Iterable[str] = False
+        self,
+        plan: Plan,
+        resume: bool = False,
+        force: bool | Iterable[str] = False,
+        explain: bool = False,
     ) -> list[dict[str, Any] | None] | None:
         """Per task of `plan`, the values plugins would restore instead of running it
         (`opus_task_restore`), as far as can be told before anything runs: None for a task
         that would run, or that waits for one that would; None when no plugin restores.
 
         Each task is asked as the run asks it (see `restoring`), as if every task it
-        depends on had been restored.
+        depends on had been restored; `explain` logs why each cached task would run or be
+        restored.
         """
-        with self.restoring(plan, resume, force, dry_run=True) as manager:
+        with self.restoring(plan, resume, force, explain, dry_run=True) as manager:
             if manager is None:
                 return None
             values = dict(self.key_value_store.store)

@@ -445,3 +445,15 @@ def test_two_tasks_that_declare_one_output_are_refused_even_when_neither_is_cach
     )
     result = opus("run", cwd=shop(tmp_path, tasks))
     assert result.returncode == 2 and "both declare the output o.txt" in result.stderr
+
+
+def test_dry_run_with_explain_says_why_each_cached_task_would_run_or_be_restored(
+    tmp_path: Path,
+) -> None:
+    root = shop(tmp_path)
+    ran(root)
+    (root / "build" / "report.txt").unlink()
+    result = opus("run", "--dry-run", "--explain", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "cache: 'count' would be restored: up to date" in result.stderr
+    assert "cache: 'report' would run: output build/report.txt missing" in result.stderr

@@ -35,7 +35,8 @@ def dry_run(
     resume = bool(getattr(args, "resume", False))
     forced = getattr(args, "force", None)
     force: bool | list[str] = False if forced is None else (forced or True)
-    restored = tasks.restored(plan, resume, force) or [None] * len(plan.tasks)
+    explain = bool(getattr(args, "explain", False))
+    restored = tasks.restored(plan, resume, force, explain) or [None] * len(plan.tasks)
     if as_json:
         print(to_json(plan_records(plan, restored)))
     else:
