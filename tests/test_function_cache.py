@@ -61,6 +61,7 @@ def test_an_equal_call_is_restored_with_the_value_and_another_runs(project: Path
     assert (project / "state.db").exists()
 
 
+@pytest.mark.slow  # two Python processes
 def test_equal_arguments_hash_alike_in_processes_with_other_hash_seeds(project: Path) -> None:
     script = textwrap.dedent(
         """
