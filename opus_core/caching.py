@@ -140,6 +140,8 @@ class FileCache:
         values: Mapping[str, Any],
         upstream: Mapping[str, str],
     ) -> dict[str, Any] | None:
+        """The values `task` published when it made its outputs, if it is up to date; None
+        to run it (its entry is then removed until it succeeds again)."""
         parts = self.parts(task, values, upstream)
         if parts is None:
             return None  # a ${KEY} nothing published: the task fails as it starts
@@ -170,6 +172,7 @@ class FileCache:
 
     @hookimpl
     def opus_task_finished(self, task: Task, result: TaskResult) -> None:
+        """Save the fingerprint of a task that ran and succeeded, with what it made."""
         pending = self._pending.pop(task.task_id, None)
         if pending is None or result.status is not TaskStatus.SUCCEEDED:
             return
@@ -191,6 +194,7 @@ class FileCache:
 
     @hookimpl
     def opus_run_finished(self, report: RunReport) -> None:
+        """Keep the file hashes learnt, and each decision for `opus why`."""
         self.hashes.save()
         if self.decisions:  # each task's last decision, whichever run made it
             try:

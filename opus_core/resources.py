@@ -90,14 +90,17 @@ class ResourcePool:
         self.free = dict(capacities)
 
     def fits(self, needs: Needs) -> bool:
+        """Whether `needs` are free now."""
         free = self.free  # (EPSILON: three needs of 0.1 fit a capacity of 0.3)
         return all(free[name] + EPSILON >= need for name, need in needs)
 
     def take(self, needs: Needs) -> None:
+        """Count `needs` as held."""
         for name, need in needs:
             self.free[name] -= need
 
     def give(self, needs: Needs) -> None:
+        """Count `needs` as free again."""
         for name, need in needs:
             self.free[name] = min(self.free[name] + need, self.capacity[name])
 
@@ -123,6 +126,7 @@ class MachinePool(ResourcePool):
         self.leases = leases
 
     def acquire(self, needs: Needs) -> object | None:
+        """Take `needs` if they are free here and on the machine: the lease, else None."""
         if not self.fits(needs):
             return None
         lease = self.leases.take(needs)
@@ -132,6 +136,7 @@ class MachinePool(ResourcePool):
         return lease
 
     def release(self, needs: Needs, token: object) -> None:
+        """Give back `needs` here and the lease `token` on the machine."""
         self.give(needs)
         self.leases.give(str(token))
 
@@ -163,6 +168,7 @@ class ReadyQueue:
         self._passed_from: dict[int, int] = {}  # index -> starts when it arrived
 
     def append(self, index: int) -> None:
+        """The task at `index` is ready."""
         seq = self._seq = self._seq + 1
         self._queued[index] = seq
         self._passed_from[index] = self._starts
@@ -186,6 +192,7 @@ class ReadyQueue:
         return True
 
     def clear(self) -> None:
+        """Forget every ready task (the run stops); what was taken for the next is given back."""
         if self._granted is not None:
             index, token = self._granted
             self._granted = None

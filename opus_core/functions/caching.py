@@ -162,6 +162,7 @@ class FunctionCache:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def state_id(self, key: str) -> str:
+        """The state identifier of the result saved under `key`."""
         return f"{FUNCTION_PREFIX}{self.name}:{key}"
 
     def lookup(self, key: str) -> tuple[bool, Any]:
