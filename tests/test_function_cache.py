@@ -250,3 +250,62 @@ def test_canonical_values_are_equal_for_equal_values_and_name_what_they_cannot_h
     assert canonical(float("nan"), "x") == {"float": "nan"}
     with pytest.raises(TypeError, match=r"argument 0\[1\]\['k'\] is a builtins.object"):
         canonical([1, {"k": object()}], "argument 0")
+
+
+def test_what_the_source_cannot_show_is_in_the_key_too(project: Path) -> None:
+    inc, dbl = task(cache=True, runner="sequential")(lambda x: x + 1), task(cache=True, runner="sequential")(lambda x: x * 2)  # fmt: skip
+    assert (inc(10).get_result(), dbl(10).get_result()) == (11, 20)  # one line, two lambdas
+
+    def make(k: int) -> Any:
+        @task(cache=True, runner="sequential")
+        def mul(x: int) -> int:
+            return x * k
+
+        return mul
+
+    assert (make(2)(5).get_result(), make(3)(5).get_result()) == (10, 15)  # closures
+    results = []
+    for name in ("sin", "cos"):  # no source to read (code made from a string): its names
+        namespace: dict[str, Any] = {}
+        exec(
+            compile(
+                "import math\nfrom opus_core import task\n"
+                f'@task(cache=True, runner="sequential")\ndef f(x):\n    return math.{name}(x)\n',
+                "<string>",
+                "exec",
+            ),
+            namespace,
+        )
+        results.append(namespace["f"](0.0).get_result())
+    assert results == [0.0, 1.0]
+
+
+def test_the_source_is_read_when_the_task_is_made_not_when_first_called(project: Path) -> None:
+    module = project / "edited.py"
+    module.write_text(
+        'from opus_core import task\n\n@task(cache=True, runner="sequential")\n'
+        "def f(x):\n    return x + 1\n"
+    )
+    sys.path.insert(0, str(project))
+    try:
+        first = importlib.import_module("edited")
+        module.write_text(module.read_text().replace("x + 1", "x * 100"))  # before the call
+        assert first.f(10).get_result() == 11
+        sys.modules.pop("edited")
+        importlib.invalidate_caches()
+        second = importlib.import_module("edited")
+        run = second.f(10)
+        assert (run.get_result(), run.status.value) == (1000, "succeeded")
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop("edited", None)
+
+
+def test_an_integer_too_long_for_json_is_hashed_all_the_same(project: Path) -> None:
+    @task(cache=True, runner="sequential")
+    def digits(n: int) -> int:
+        return n.bit_length()
+
+    huge = 7**10000
+    assert digits(huge).get_result() == huge.bit_length()
+    assert digits(huge).status.value == "restored"

@@ -425,3 +425,77 @@ def test_fractional_needs_add_up_to_their_capacity() -> None:
         assert pool.fits((("bw", 0.1),))
         pool.take((("bw", 0.1),))
     assert not pool.fits((("bw", 0.1),))
+
+
+def test_hundreds_of_calls_waiting_on_sequential_all_run_when_the_holder_ends(
+    capacities: Path,
+) -> None:
+    from opus_core import task
+    from opus_core.functions.gate import configured_gate
+
+    release = threading.Event()
+
+    @task(resources={"db": 1}, runner="threadpool")
+    def hold() -> None:
+        release.wait(60)
+
+    @task(resources={"db": 1}, runner="sequential")
+    def job(i: int) -> int:
+        return i
+
+    holder = hold()
+    runs = [job(i) for i in range(400)]  # all wait for db
+    assert all(run.status is None for run in runs)
+    release.set()
+    assert holder.wait(60)
+    assert [run.get_result(timeout=60) for run in runs] == list(range(400))
+    assert configured_gate().waiting() == 0 and job(400).get_result() == 400
+
+
+def test_a_call_stopped_while_it_waits_never_runs(capacities: Path) -> None:
+    from opus_core import task
+
+    release = threading.Event()
+    ran: list[str] = []
+
+    @task(resources={"db": 1}, runner="threadpool")
+    def hold() -> None:
+        release.wait(60)
+
+    @task(resources={"db": 1}, runner="threadpool")
+    def step(name: str) -> str:
+        ran.append(name)
+        return name
+
+    holder = hold()
+    waiting = step("stopped")
+    waiting.stop()
+    assert waiting.status is not None and waiting.status.value == "cancelled"
+    after = step("after")
+    release.set()
+    assert holder.wait(60) and after.get_result(timeout=60) == "after"
+    assert ran == ["after"]
+
+
+def test_a_call_whose_needs_are_free_does_not_wait_behind_one_whose_are_not(
+    capacities: Path,
+) -> None:
+    from opus_core import task
+
+    release = threading.Event()
+
+    @task(resources={"db": 1}, runner="threadpool")
+    def hold() -> None:
+        release.wait(60)
+
+    @task(runner="threadpool")
+    def step(name: str) -> str:
+        return name
+
+    holder = hold()
+    blocked = step.submit("db", resources={"db": 1})
+    free = step.submit("gpu", resources={"gpu": 1})
+    assert free.get_result(timeout=60) == "gpu"  # while db is still held
+    assert blocked.status is None
+    release.set()
+    assert holder.wait(60) and blocked.get_result(timeout=60) == "db"

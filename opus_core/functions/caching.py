@@ -25,6 +25,7 @@ import logging
 import math
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,8 @@ def canonical(value: Any, where: str) -> Any:
     """`value` as JSON data that is the same for equal values in every process; raises
     `Unhashable` naming `where` for a value of any other type."""
     kind = type(value)
+    if kind is int and value.bit_length() > 4000:  # past what JSON writes in decimal
+        return {"int": hex(value)}
     if value is None or kind in (str, bool, int):
         return value
     if kind is float:
@@ -96,15 +99,43 @@ def _text(data: Any) -> str:
 
 
 def function_identity(fn: Callable[..., Any]) -> str:
-    """The sha256 of `fn`'s module, qualified name and source (its bytecode and constants
-    where the source cannot be read)."""
+    """The sha256 of what `fn` is: its module and qualified name, its source (as the file
+    reads now), its compiled code (bytecode, names and constants, nested functions'
+    included: what the source cannot show, or shows alike for two lambdas on a line), and
+    the values its closure holds (by value where the cache can hash them, else by type)."""
     try:
         source = inspect.getsource(fn)
     except (OSError, TypeError):
-        code = getattr(fn, "__code__", None)
-        source = repr((code.co_code, code.co_consts)) if code is not None else repr(fn)
-    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-    return hashlib.sha256(f"{name}\n{source}".encode()).hexdigest()
+        source = ""
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a callable object: what its class's __call__ is
+        call = type(fn).__dict__.get("__call__")
+        code = getattr(call, "__code__", None)
+    cells = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            cells.append(_text(canonical(cell.cell_contents, "closure")))
+        except (Unhashable, ValueError):
+            cells.append(type(cell.cell_contents).__qualname__)
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    compiled = _code_text(code) if code is not None else ""
+    text = "\n".join([name, source, compiled, *cells])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _code_text(code: Any) -> str:
+    """A code object as text that is the same in every process: no memory addresses, and
+    constants (frozensets of strings included) in a canonical form."""
+    constants = []
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            constants.append(_code_text(constant))
+            continue
+        try:
+            constants.append(_text(canonical(constant, "constant")))
+        except (Unhashable, ValueError):
+            constants.append(type(constant).__qualname__)
+    return repr((code.co_code.hex(), code.co_names, code.co_varnames, constants))
 
 
 class FunctionCache:
@@ -133,12 +164,10 @@ class FunctionCache:
         self.fn = fn
         self.expiration = None if expiration is None else float(expiration)
         self.key_fn = key_fn
-        self._identity: str | None = None
+        self._identity = function_identity(fn)  # as it is defined, not when first called
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The key of a call with these argument values (see the module)."""
-        if self._identity is None:
-            self._identity = function_identity(self.fn)
         if self.key_fn is not None:
             custom = self.key_fn(args, kwargs)
             if not isinstance(custom, str) or not custom:

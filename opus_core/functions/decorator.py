@@ -358,6 +358,10 @@ class TaskFunction(Generic[P, R]):
         release = configured_gate().release if needs else None
 
         def launch() -> None:
+            if run.done():  # stopped while it waited: nothing to start, nothing to hold
+                if release is not None:
+                    release(needs)
+                return
             try:
                 inner = self._launch(runner, args, kwargs, found, waits)
             except BaseException as exc:  # the runner refused the work: this run failed
@@ -365,11 +369,11 @@ class TaskFunction(Generic[P, R]):
                     release(needs)
                 run.finish(exception=exc)
                 return
-            if release is not None:
-                inner.add_done_callback(lambda _: release(needs))
-            if cache is not None:
+            if cache is not None:  # saved before the run ends: a call right after hits
                 inner.add_done_callback(lambda done: cache.save(key, done))
             run._adopt(inner)
+            if release is not None:
+                inner.add_done_callback(lambda _: release(needs))
 
         def inputs_ended() -> None:
             nonlocal key

@@ -49,6 +49,7 @@ class ResourceGate:
         self._seq = 0
         self._admitted = 0
         self._since: dict[int, int] = {}  # seq -> admissions when it began to wait
+        self._starting = threading.local()  # the calls this thread is starting, in order
 
     def needs(self, name: str, wanted: Mapping[str, float]) -> Needs:
         """`wanted` checked against the capacities (cpu 1 by default when `cpu` has one);
@@ -81,21 +82,36 @@ class ResourceGate:
                 self.pool.take(needs)
                 self._admitted += 1
                 ready = [start]
-            else:
+            else:  # in line; it may still start now, in the place of one that does not fit
                 self._seq += 1
                 self._since[self._seq] = self._admitted
                 heapq.heappush(self._waiting, (-priority, self._seq, needs, start))
-                ready = []
-        for go in ready:
-            go()
+                ready = self._admissible()
+        self._start(ready)
 
     def release(self, needs: Needs) -> None:
         """What a call held is free again: start what waited for it."""
         with self._lock:
             self.pool.give(needs)
             ready = self._admissible()
-        for go in ready:
-            go()
+        self._start(ready)
+
+    def _start(self, ready: list[Callable[[], None]]) -> None:
+        """Start the calls admitted, outside the lock, one after another: a call that
+        runs where it starts (`sequential`) and gives its needs back as it ends has what
+        that admits started by the loop that started it, not one level deeper."""
+        if not ready:
+            return
+        queue = getattr(self._starting, "queue", None)
+        if queue is not None:  # inside a start on this thread: that loop starts these
+            queue.extend(ready)
+            return
+        queue = self._starting.queue = list(ready)
+        try:
+            while queue:
+                queue.pop(0)()
+        finally:
+            self._starting.queue = None
 
     def waiting(self) -> int:
         """How many calls wait for a resource now."""
