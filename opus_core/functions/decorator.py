@@ -363,7 +363,7 @@ class TaskFunction(Generic[P, R]):
                     release(needs)
                 return
             try:
-                inner = self._launch(runner, args, kwargs, found, waits)
+                inner = self._launch(runner, args, kwargs, found, waits, dict(needs))
             except BaseException as exc:  # the runner refused the work: this run failed
                 if release is not None:
                     release(needs)
@@ -436,8 +436,10 @@ class TaskFunction(Generic[P, R]):
         kwargs: dict[str, Any],
         found: Found,
         waits: tuple[BaseTaskRun, ...],
+        resources: Mapping[str, float] | None = None,
     ) -> BaseTaskRun:
-        """Start the work now: every input has ended or travels as the runner's handle."""
+        """Start the work now: every input has ended or travels as the runner's handle.
+        `resources`, the call's needs, replace the task's in what the runner is handed."""
         inputs = found.runs
         failed = upstream_failure(self.name, (*waits, *inputs))
         if failed is not None:
@@ -446,7 +448,7 @@ class TaskFunction(Generic[P, R]):
             return run
         if inputs:
             args, kwargs = resolve_inputs(runner, args, kwargs, found)
-        run = self._submit(runner, args, kwargs)
+        run = self._submit(runner, args, kwargs, resources)
         if inputs:
             run.inputs = tuple(inputs)
         return run
@@ -489,15 +491,26 @@ class TaskFunction(Generic[P, R]):
             fn = _Call(self.fn, self.name, self.retries, self.retry_sleep_time, alarm, self.timeout)
         return fn, None if runner.blocking else self.timeout
 
-    def _work(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Work:
+    def _work(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        resources: Mapping[str, float] | None = None,
+    ) -> Work:
         """What a runner is handed for one call (see `Work`)."""
-        return Work(
-            fn, args, kwargs, self.name, "function", resources=self.resources, timeout=self.timeout
-        )
+        needs = self.resources if resources is None else resources
+        return Work(fn, args, kwargs, self.name, "function", resources=needs, timeout=self.timeout)
 
-    def _submit(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseTaskRun:
+    def _submit(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        resources: Mapping[str, float] | None = None,
+    ) -> BaseTaskRun:
         fn, timeout = self._callable(runner)
-        run = runner.submit(self._work(fn, args, kwargs))
+        run = runner.submit(self._work(fn, args, kwargs, resources))
         if timeout is not None:
             deadlines.watch(run, timeout, self._grace)
         return run
