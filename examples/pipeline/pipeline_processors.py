@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,11 @@ class SmokeTest(TaskProcessor):
         key_value_store: KeyValueStore | None = None,
         state_persistence: StatePersistence | None = None,
     ) -> dict[str, Any]:
-        marker = Path(tempfile.gettempdir()) / f"opus-smoke-test-{task.checksum[:16]}"
+        # One marker per session (the run's processes share it; another run at the same
+        # time, or one killed between its attempts, has its own).
+        marker = (
+            Path(tempfile.gettempdir()) / f"opus-smoke-test-{os.getsid(0)}-{task.checksum[:16]}"
+        )
         if not marker.exists():
             marker.touch()
             raise ConnectionError(f"{task.spec['url']} did not answer (first attempt)")
