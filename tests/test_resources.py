@@ -427,6 +427,17 @@ def test_fractional_needs_add_up_to_their_capacity() -> None:
     assert not pool.fits((("bw", 0.1),))
 
 
+def holding_db(release: threading.Event) -> Any:
+    """A threadpool call that holds all of db (capacity 1) until `release` is set."""
+    from opus_core import task
+
+    @task(resources={"db": 1}, runner="threadpool")
+    def hold() -> None:
+        release.wait(60)
+
+    return hold()
+
+
 def test_hundreds_of_calls_waiting_on_sequential_all_run_when_the_holder_ends(
     capacities: Path,
 ) -> None:
@@ -435,15 +446,11 @@ def test_hundreds_of_calls_waiting_on_sequential_all_run_when_the_holder_ends(
 
     release = threading.Event()
 
-    @task(resources={"db": 1}, runner="threadpool")
-    def hold() -> None:
-        release.wait(60)
-
     @task(resources={"db": 1}, runner="sequential")
     def job(i: int) -> int:
         return i
 
-    holder = hold()
+    holder = holding_db(release)
     runs = [job(i) for i in range(400)]  # all wait for db
     assert all(run.status is None for run in runs)
     release.set()
@@ -459,15 +466,11 @@ def test_a_call_stopped_while_it_waits_never_runs(capacities: Path) -> None:
     ran: list[str] = []
 
     @task(resources={"db": 1}, runner="threadpool")
-    def hold() -> None:
-        release.wait(60)
-
-    @task(resources={"db": 1}, runner="threadpool")
     def step(name: str) -> str:
         ran.append(name)
         return name
 
-    holder = hold()
+    holder = holding_db(release)
     waiting = step("stopped")
     waiting.stop()
     assert waiting.status is not None and waiting.status.value == "cancelled"
@@ -484,15 +487,11 @@ def test_a_call_whose_needs_are_free_does_not_wait_behind_one_whose_are_not(
 
     release = threading.Event()
 
-    @task(resources={"db": 1}, runner="threadpool")
-    def hold() -> None:
-        release.wait(60)
-
     @task(runner="threadpool")
     def step(name: str) -> str:
         return name
 
-    holder = hold()
+    holder = holding_db(release)
     blocked = step.submit("db", resources={"db": 1})
     free = step.submit("gpu", resources={"gpu": 1})
     assert free.get_result(timeout=60) == "gpu"  # while db is still held
