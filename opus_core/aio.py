@@ -7,6 +7,7 @@ whatever runner the call happens on, and cancels it when its time is up.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
@@ -65,7 +66,10 @@ def _in_thread(fn: Callable[[], Any], name: str) -> Any:
         except BaseException as exc:  # handed to the caller, whatever it is
             outcome.append((False, exc))
 
-    thread = threading.Thread(target=target, name=f"opus-async-{name}", daemon=True)
+    context = contextvars.copy_context()  # the attempt's output is kept from there too
+    thread = threading.Thread(
+        target=context.run, args=(target,), name=f"opus-async-{name}", daemon=True
+    )
     thread.start()
     thread.join()
     ok, value = outcome[0]

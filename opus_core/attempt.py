@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opus_core.aio import is_async, run_coroutine
+from opus_core.capture import AttemptOutput, keep_output, send_output, stop_keeping
 from opus_core.errors import OpusError
 from opus_core.manifest import Task, display_name
 from opus_core.persistence import StatePersistence, check_state, json_copy
@@ -60,16 +61,23 @@ class RecordingPersistence(StatePersistence):
 
 
 class AttemptOutcome:
-    """What one successful attempt sends back: published values and recorded state writes."""
+    """What one successful attempt sends back: published values, recorded state writes, and
+    what it printed and logged (`opus_core.capture.AttemptOutput.kept`), if anything."""
 
-    __slots__ = ("published", "writes")
+    __slots__ = ("output", "published", "writes")
 
-    def __init__(self, published: dict[str, Any], writes: dict[str, dict[str, Any] | None] | None):
+    def __init__(
+        self,
+        published: dict[str, Any],
+        writes: dict[str, dict[str, Any] | None] | None,
+        output: dict[str, str] | None = None,
+    ):
         self.published = published
         self.writes = writes
+        self.output = output
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (AttemptOutcome, (self.published, self.writes))
+        return (AttemptOutcome, (self.published, self.writes, self.output))
 
 
 def published_values(returned: object, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,13 +129,16 @@ def run_attempt(
     record: bool,
     alarm: float | None,
     asynchronous: bool | None = None,
+    output: AttemptOutput | None = None,
 ) -> AttemptOutcome:
     """One attempt of one manifest task: what the engine's `Work` calls, wherever it runs.
 
     `values` is what the task sees; `record`: the work runs on a copy of `persistence`,
     so its writes are recorded and sent back; `alarm`: the timeout to enforce inside the
     call (for a blocking runner); `asynchronous`: whether `process_task` is `async def`
-    (None: found out here).
+    (None: found out here); `output`: where what it prints and logs is kept (a new one
+    when None: the work runs in another process, and sends it back with its outcome, or
+    on its exception as `opus_output`).
     """
     name = task.meta.name or display_name(task)
     store = KeyValueStore(dict(values))
@@ -144,6 +155,9 @@ def run_attempt(
 
     if asynchronous is None:
         asynchronous = is_async(processor.process_task)
+    if output is None:
+        output = AttemptOutput()
+    token = keep_output(output)
     try:
         if asynchronous:  # cancelled on timeout, on any runner
             returned = run_coroutine(process(), task.meta.timeout, name)
@@ -155,10 +169,16 @@ def run_attempt(
         # A failure of the task, not the end of opus; it keeps the processor's frames (where
         # `sys.exit` was called), as every other exception of a processor does.
         error = OpusError(f"processor of task {name!r} raised SystemExit({exc.code!r})")
+        send_output(error, output)
         raise error.with_traceback(exc.__traceback__) from None
+    except BaseException as exc:
+        send_output(exc, output)
+        raise
+    finally:
+        stop_keeping(token)
     published = published_values(store if returned is None else returned, values)
     writes = state.writes if isinstance(state, RecordingPersistence) else None
-    return AttemptOutcome(published, writes)
+    return AttemptOutcome(published, writes, output.kept() or None)
 
 
 def attempt_work(
@@ -171,6 +191,7 @@ def attempt_work(
     runner: Runner,
     asynchronous: bool,
     attempt: int,
+    output: AttemptOutput | None = None,
 ) -> Work:
     """What `runner` is handed for attempt number `attempt` of the manifest task `task`
     (its spec substituted): `run_attempt` and its arguments, and the fields a runner
@@ -189,6 +210,7 @@ def attempt_work(
             not runner.shares_memory,
             timeout if runner.blocking else None,
             asynchronous,
+            output,
         ),
         {},
         meta.name or display_name(task),

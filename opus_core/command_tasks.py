@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import os
 import select
 import signal
@@ -225,7 +226,10 @@ def _reader(stream: IO[bytes] | None, line: Callable[[str], None]) -> threading.
             while chunk := stream.readline(LINE_BYTES):
                 line(printable(chunk.decode(errors="replace").rstrip("\r\n")))
 
-    thread = threading.Thread(target=read, name="opus-command-output", daemon=True)
+    context = contextvars.copy_context()  # its lines are kept as the attempt's log
+    thread = threading.Thread(
+        target=context.run, args=(read,), name="opus-command-output", daemon=True
+    )
     thread.start()
     return thread
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from opus_core.capture import capturing
 from opus_core.errors import ConfigError, ManifestError, OpusError, PluginError
 from opus_core.graph import Plan, build_plan
 from opus_core.logger import DEBUG, LoggerWrapper, logs_at
@@ -316,7 +317,8 @@ class Tasks:
                 raise OpusError("this Tasks is already running; wait for the run to end")
             self._scheduler = scheduler
         try:
-            report = scheduler.run()
+            with capturing():  # what each attempt prints and logs is kept
+                report = scheduler.run()
         finally:
             with self._lock:
                 self._scheduler = None

@@ -13,7 +13,11 @@ since the epoch; `for_json` turns them into ISO 8601)::
                 "error": None, "traceback": None, "runner": "process",
                 "dependencies": ["db"],
                 "attempt_log": [{"attempt": 1, "started_at": ..., "ended_at": ...,
-                                 "status": "succeeded", "error": None}]}]}
+                                 "status": "succeeded", "error": None,
+                                 "output": {"stdout": "...", "log": "..."}}]}]}
+
+An attempt's `output` (only where it printed or logged anything) is what
+`opus_core.capture` kept of its stdout, stderr and log lines.
 
 The engine saves a run when it starts (status "running", no tasks yet) and
 again when it ends. A run still "running" whose process is gone (killed, or
@@ -316,7 +320,15 @@ class AttemptLogs(Sequence[list[dict[str, Any]]]):
     the task's outcome; a retried task has a log of its own.
     """
 
-    __slots__ = ("_attempts", "_ended_at", "_errors", "_retried", "_started_at", "_status")
+    __slots__ = (
+        "_attempts",
+        "_ended_at",
+        "_errors",
+        "_output",
+        "_retried",
+        "_started_at",
+        "_status",
+    )
 
     def __init__(
         self,
@@ -326,8 +338,10 @@ class AttemptLogs(Sequence[list[dict[str, Any]]]):
         ended_at: array[float],
         errors: Mapping[int, str],
         retried: Mapping[int, list[dict[str, Any]]],
+        output: Mapping[int, dict[str, str]] | None = None,
     ) -> None:
         self._attempts = attempts
+        self._output = output or {}
         self._status = status
         self._started_at = started_at
         self._ended_at = ended_at
@@ -348,15 +362,17 @@ class AttemptLogs(Sequence[list[dict[str, Any]]]):
         ended = self._ended_at[index]
         code = self._status[index]
         done = bool(ended and code)
-        return [
-            {
-                "attempt": 1,
-                "started_at": self._started_at[index],
-                "ended_at": ended if done else None,
-                "status": STATUSES[code - 1].value if done else "running",
-                "error": self._errors.get(index) if done else None,
-            }
-        ]
+        entry: dict[str, Any] = {
+            "attempt": 1,
+            "started_at": self._started_at[index],
+            "ended_at": ended if done else None,
+            "status": STATUSES[code - 1].value if done else "running",
+            "error": self._errors.get(index) if done else None,
+        }
+        output = self._output.get(index)
+        if output:
+            entry["output"] = output
+        return [entry]
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         return (self[i] for i in range(len(self._status)))

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
+from opus_core.capture import current as current_output
+from opus_core.capture import unkept
 from opus_core.config import LEVELS
 
 if TYPE_CHECKING:
@@ -165,17 +167,29 @@ class LoggerWrapper:
                     logger.makeRecord(logger.name, level, __file__, _LINE, message, (), None, "log")
                 )
 
+    def _write(self, level: int, message: str) -> None:
+        """`log`, and, in a task's attempt, a copy kept as its log line (not as what the
+        logger writes to stdout, which would keep it twice)."""
+        output = current_output()
+        if output is None:
+            self.log(level, message)
+            return
+        if self.is_enabled_for(level):
+            output.log(level, message)
+        with unkept():
+            self.log(level, message)
+
     def debug(self, message: str, *args: object) -> None:
         """Log at DEBUG; `args` are formatted into `message` with `%`."""
-        self.log(DEBUG, message % args if args and DEBUG >= self.level else message)
+        self._write(DEBUG, message % args if args and DEBUG >= self.level else message)
 
     def info(self, message: str, *args: object) -> None:
         """Log at INFO; `args` are formatted into `message` with `%`."""
-        self.log(INFO, message % args if args and INFO >= self.level else message)
+        self._write(INFO, message % args if args and INFO >= self.level else message)
 
     def warning(self, message: str, *args: object) -> None:
         """Log at WARNING; `args` are formatted into `message` with `%`."""
-        self.log(WARNING, message % args if args and WARNING >= self.level else message)
+        self._write(WARNING, message % args if args and WARNING >= self.level else message)
 
     def warn(self, message: str, *args: object) -> None:
         """Log at WARNING (the seed's spelling)."""
@@ -183,11 +197,11 @@ class LoggerWrapper:
 
     def error(self, message: str, *args: object) -> None:
         """Log at ERROR; `args` are formatted into `message` with `%`."""
-        self.log(ERROR, message % args if args and ERROR >= self.level else message)
+        self._write(ERROR, message % args if args and ERROR >= self.level else message)
 
     def critical(self, message: str, *args: object) -> None:
         """Log at CRITICAL; `args` are formatted into `message` with `%`."""
-        self.log(CRITICAL, message % args if args and CRITICAL >= self.level else message)
+        self._write(CRITICAL, message % args if args and CRITICAL >= self.level else message)
 
 
 _LINE = LoggerWrapper.log.__code__.co_firstlineno

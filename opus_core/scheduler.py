@@ -22,6 +22,7 @@ from typing import Any
 
 from opus_core.aio import is_async
 from opus_core.attempt import AttemptOutcome, attempt_work
+from opus_core.capture import RunOutputs
 from opus_core.errors import (
     MissingValueError,
     OpusError,
@@ -123,6 +124,9 @@ class Scheduler:
         self.tracebacks: dict[int, str] = {}
         self.retried: dict[int, list[dict[str, Any]]] = {}
         """The attempt logs of tasks that were retried (see `attempt_log`)."""
+        self.outputs = RunOutputs()
+        self.kept: dict[int, dict[str, str]] = {}
+        """What the one attempt of each task not retried printed and logged, if anything."""
         self.results = TaskResults(
             plan.tasks, self.status, self.attempts, self.durations, self.errors, self.tracebacks
         )
@@ -304,6 +308,7 @@ class Scheduler:
         asynchronous = self._async.get(id(processor))
         if asynchronous is None:
             asynchronous = self._async[id(processor)] = is_async(processor.process_task)
+        output = self.outputs.started(index, runner.shares_memory)
         work = attempt_work(
             processor,
             task,
@@ -314,6 +319,7 @@ class Scheduler:
             runner,
             asynchronous,
             attempt_number,
+            output,
         )
         self.hooks.task_started(task, attempt_number)
         self.submitting = index
@@ -353,8 +359,10 @@ class Scheduler:
         exc = run.exception()
         if exc is None:
             outcome = run.get_result()
+            self.outputs.sent(index, outcome.output)
             self._succeeded(index, outcome, view=view)
         else:
+            self.outputs.sent(index, getattr(exc, "opus_output", None))
             self._failed_attempt(index, exc)
 
     def _runner_returned(self, index: int, returned: object) -> None:
@@ -531,9 +539,12 @@ class Scheduler:
         and the task's outcome (see `attempt_log`); a task whose attempt failed and
         is tried again gets a log of its own, one entry per attempt.
         """
+        kept = self.outputs.ended(index)
         log = self.retried.get(index)
         if log is None:
             if final:
+                if kept:
+                    self.kept[index] = kept
                 if not self.ended_at[index]:
                     self.ended_at[index] = time.time()
                 return
@@ -544,15 +555,16 @@ class Scheduler:
             entry["ended_at"] = now
             entry["status"] = status.value
             entry["error"] = error
+            if kept:
+                entry["output"] = kept
             self.ended_at[index] = now
 
     def attempt_logs(self) -> AttemptLogs:
         """The attempts of every task, in plan order, each list made as it is read: when
         the scheduler saw each start and end, how it ended (see `opus_core.history`);
         empty for a task never attempted."""
-        return AttemptLogs(
-            self.attempts, self.status, self.started_at, self.ended_at, self.errors, self.retried
-        )
+        logs = self.attempts, self.status, self.started_at, self.ended_at, self.errors
+        return AttemptLogs(*logs, self.retried, self.kept)
 
     def _record(self, index: int, task: Task, result: TaskResult) -> None:
         """Save the task's record now, so a crash after this point does not lose it."""

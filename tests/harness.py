@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +36,9 @@ class Scripted(TaskProcessor):
     spec keys: `publish` (dict to return), `sleep` (seconds), `fail` (message to
     raise), `fail_attempts` (fail the first N attempts), `save_state` (dict saved
     under the task id), `await_start` (names: wait until each has started, a barrier
-    that proves tasks ran at once), `release` (a path: wait until that file exists).
+    that proves tasks ran at once), `release` (a path: wait until that file exists),
+    `say` (text to print, write to stderr, log through the processor's logger and
+    through Python's `logging`, each with the attempt's number).
     The waits give up after `PATIENCE` seconds and go on, so that a broken order fails
     the test's assertions instead of hanging it.
     """
@@ -65,6 +69,12 @@ class Scripted(TaskProcessor):
             command=command,
             context=context,
         )
+        if "say" in spec:
+            said = f"{spec['say']} (attempt {attempt})"
+            print(f"out: {said}")
+            print(f"err: {said}", file=sys.stderr)
+            self.logger.warning(f"opus log: {said}")
+            logging.getLogger("scripted").warning(f"python log: {said}")
         time.sleep(spec.get("sleep", 0))
         if "await_start" in spec:
             waiting = set(spec["await_start"])

@@ -53,7 +53,8 @@ HOSTILE_ERROR = '<img src=x onerror="window.pwned=1"> --> <!-- \u2028 done'
 
 
 class Scripted(TaskProcessor):
-    """Fails when the spec says `fail`, or on its first `fail_attempts` attempts."""
+    """Fails when the spec says `fail`, or on its first `fail_attempts` attempts; prints
+    what the spec says to `say`."""
 
     kind = "Scripted"
 
@@ -63,6 +64,8 @@ class Scripted(TaskProcessor):
 
     def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
         attempt = self.tries[task.task_id] = self.tries.get(task.task_id, 0) + 1
+        if "say" in task.spec:
+            print(f"{task.spec['say']} on attempt {attempt}")
         if attempt <= task.spec.get("fail_attempts", 0):
             raise ConnectionError(f"{task.task_id}: lost on attempt {attempt}")
         time.sleep(task.spec.get("seconds", 0))
@@ -286,6 +289,25 @@ def test_clicking_a_task_shows_its_error_and_traceback(
 
     page.click("#tasks tbody tr >> text=lonely")
     assert "lonely" in opened.detail() and "succeeded" in opened.detail().lower()
+    opened.clean()
+
+
+@pytest.mark.slow  # a browser
+def test_a_tasks_panel_shows_what_each_attempt_printed_as_text(
+    browser: Any, tmp_path: Path
+) -> None:
+    run = real_run([("talker", [], {"say": HOSTILE_ERROR, "fail_attempts": 1}), ("quiet", [], {})])
+    opened = open_report(browser, run, tmp_path / "report.html")
+    page = opened.page
+    page.click("#tasks tbody tr >> text=talker")
+    detail = opened.detail()
+    assert "attempt 1: stdout" in detail and "attempt 2: stdout" in detail
+    shown = page.locator("aside#detail pre.output").all_inner_texts()
+    assert shown == [f"{HOSTILE_ERROR} on attempt 1\n", f"{HOSTILE_ERROR} on attempt 2\n"]
+    assert page.evaluate("window.pwned === undefined")
+    screenshot(opened, "report-output.png")
+    page.click("#tasks tbody tr >> text=quiet")
+    assert page.locator("aside#detail pre.output").count() == 0
     opened.clean()
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
+from opus_core.capture import Tee
 from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
@@ -163,7 +164,10 @@ def _detach_in_child() -> None:
     display would draw a line of its own, and keep partial lines."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
-        if isinstance(stream, _AboveProgress):
+        if isinstance(stream, Tee):  # an attempt's output is kept: below what keeps it
+            if isinstance(stream.target, _AboveProgress):
+                stream.target = stream.target.target
+        elif isinstance(stream, _AboveProgress):
             setattr(sys, name, stream.target)
 
 

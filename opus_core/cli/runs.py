@@ -60,6 +60,12 @@ def add_command(commands: Commands) -> None:
     )
     traceback_argument(one)
     durations_argument(one)
+    one.add_argument(
+        "--output",
+        action="store_true",
+        help="what each attempt printed and logged (its stdout, stderr and log lines, "
+        "as kept: the head and tail of each)",
+    )
     one.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
     forget = runs.add("prune", prune, help="forget every run but the newest N")
     forget.add_argument(
@@ -138,7 +144,7 @@ def list_runs(context: CommandContext) -> int:
 def show(context: CommandContext) -> int:
     """One run (`latest` by default): what ran, how it ended, and each task."""
     from opus_core.cli.output import duration, printable, table, task_label, timestamp, to_json
-    from opus_core.cli.sections import durations_section
+    from opus_core.cli.sections import durations_section, output_section
     from opus_core.history import find_run, for_json
 
     args = context.args
@@ -185,6 +191,8 @@ def show(context: CommandContext) -> int:
         section = "" if count is None else durations_section(tasks, count, started)
         if section:
             print(section)
+        if getattr(args, "output", False):
+            print(output_section(tasks) or "no task printed or logged anything")
     return 0
 
 
@@ -209,7 +217,7 @@ def _show_task(run: dict[str, Any], task: dict[str, Any], args: Any) -> int:
     """`opus runs show RUN TASK`: one task — how it ended, when it was ready, started and
     ended, what it depended on, each attempt, and its traceback (`--tb`)."""
     from opus_core.cli.output import duration, printable, timestamp, to_json
-    from opus_core.cli.sections import short_traceback
+    from opus_core.cli.sections import output_section, short_traceback
     from opus_core.history import for_json
 
     if getattr(args, "json", False):  # times in ISO 8601, the attempts' too
@@ -253,6 +261,9 @@ def _show_task(run: dict[str, Any], task: dict[str, Any], args: Any) -> int:
             text = text.strip().splitlines()[-1]
         print("\ntraceback:")
         print("\n".join(printable(line) for line in text.split("\n")))
+    if getattr(args, "output", False):
+        print()
+        print(output_section([task]) or "it printed and logged nothing")
     return 0
 
 

@@ -152,3 +152,34 @@ def _opus_dirs() -> tuple[str, ...]:
     import opus_core
 
     return (os.path.dirname(opus_core.__file__) + os.sep,)
+
+
+def output_section(tasks: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
+    """What each attempt of `tasks` printed and logged, as the run history keeps it: a
+    rule per task, and one per attempt and stream (stdout, stderr, log), as pytest's
+    "Captured stdout call"; an empty string when none printed anything."""
+    from opus_core.capture import STREAMS
+    from opus_core.cli.output import printable, task_label, terminal_width
+
+    width = min(width or terminal_width() or 80, 120)
+    parts: list[str] = []
+    for task in tasks:
+        attempts = [
+            attempt
+            for attempt in task.get("attempt_log") or ()
+            if isinstance(attempt, Mapping) and isinstance(attempt.get("output"), Mapping)
+        ]
+        if not attempts:
+            continue
+        name = printable(task_label(str(task.get("name")), str(task.get("kind"))))
+        parts.append(_rule(f" output of {name} ", "=", width))
+        for attempt in attempts:
+            output = attempt["output"]
+            for stream in STREAMS:
+                text = output.get(stream)
+                if not isinstance(text, str) or not text:
+                    continue
+                title = f" attempt {attempt.get('attempt')} ({attempt.get('status')}): {stream} "
+                parts.append(_rule(printable(title), "-", width))
+                parts.append("\n".join(printable(line) for line in text.rstrip("\n").split("\n")))
+    return "\n".join(parts)

@@ -5,7 +5,7 @@
 run's id, command, context, status, counts and duration; the task graph
 coloured by status; a timeline of every attempt, packed into lanes that show
 how many ran at once; and a table of the tasks. Clicking a task anywhere shows
-its error, traceback and attempts.
+its error, traceback, attempts and what each attempt printed and logged.
 
 The page fetches nothing: its script (`report.js`) and style (`report.css`),
 package data beside this module, are inlined, and a Content-Security-Policy
@@ -128,6 +128,10 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+OUTPUT_BUDGET = 8_000_000
+"""The most characters of task output one page carries (each attempt's is capped too:
+`opus_core.capture.KEEP` per stream); the tasks past it say where to read theirs."""
+
 Attempt = tuple[int, int, float, float, str, str | None]
 """One bar of the timeline: task index, attempt number, start, end, status, error."""
 
@@ -157,7 +161,39 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
         )
     header = _header(run, (origin, last), started, ended)
     header["counts"] = _counts(run, tasks)
+    header["output_left_out"] = _outputs(records, tasks)
     return {"run": header, "tasks": tasks, "lanes": lane_count, "graph_limit": GRAPH_LIMIT}
+
+
+def _outputs(records: list[Mapping[str, Any]], tasks: list[dict[str, Any]]) -> int:
+    """Give each task of the page what its attempts printed and logged (`output`: attempt,
+    stream, text), up to `OUTPUT_BUDGET` characters for the whole page; returns how many
+    tasks' output was left out past it (`opus runs show RUN TASK --output` has it)."""
+    from opus_core.capture import STREAMS
+
+    budget = OUTPUT_BUDGET
+    left_out = 0
+    for record, fields in zip(records, tasks, strict=True):
+        kept: list[list[Any]] = []
+        for number, attempt in enumerate(record.get("attempt_log") or (), start=1):
+            output = attempt.get("output") if isinstance(attempt, Mapping) else None
+            if not isinstance(output, Mapping):
+                continue
+            which = attempt.get("attempt")
+            which = which if isinstance(which, int) and not isinstance(which, bool) else number
+            kept.extend(
+                [which, stream, output[stream]]
+                for stream in STREAMS
+                if isinstance(output.get(stream), str) and output[stream]
+            )
+        size = sum(len(text) for _, _, text in kept)
+        if size > budget:
+            fields["output_left_out"] = True
+            left_out += 1
+        else:
+            budget -= size
+            fields["output"] = kept
+    return left_out
 
 
 def _attempts(i: int, record: Mapping[str, Any]) -> list[Attempt]:

@@ -922,6 +922,16 @@
       }
       detail.appendChild(h("table", {}, [h("thead", {}, [h("tr", {}, ["#", "start", "took", "status", "lane", "error"].map((x) => h("th", { text: x })))]), body]));
     }
+    if (t.output && t.output.length) {
+      detail.appendChild(h("h3", { text: "Output" }));
+      for (const [attempt, stream, text] of t.output) {
+        detail.appendChild(h("div", { cls: "output-head", text: "attempt " + attempt + ": " + stream }));
+        detail.appendChild(h("pre", { cls: "output " + stream, text: text }));
+      }
+    } else if (t.output_left_out) {
+      detail.appendChild(h("h3", { text: "Output" }));
+      detail.appendChild(h("div", { text: "left out of this page (it holds at most 8 MB of output): opus runs show " + (run.id || "RUN") + " " + t.name + " --output" }));
+    }
     detail.appendChild(h("h3", { text: "Depends on (" + (t.deps.length + t.missing.length) + ")" }));
     detail.appendChild(t.deps.length ? taskLinks(t.deps, 200) : h("div", { text: t.missing.length ? "" : "nothing" }));
     if (t.missing.length) detail.appendChild(h("div", { text: "not in this run: " + t.missing.join(", ") }));

@@ -302,6 +302,22 @@ class PersistenceContract:
         }
         assert [run["status"] for run in persistence.list_runs()] == ["failed"]
 
+    def test_what_an_attempt_printed_reads_back_as_it_went_in(
+        self, persistence: StatePersistence
+    ) -> None:
+        run_id = "20260101T000000.000-abcdef"
+        output = {
+            "stdout": "line one\n\x1b[31mred\x1b[0m ☃ \x00 tab\t\n",
+            "stderr": "partial line without end",
+            "log": "10:00:00 WARNING app: careful\n" * 100,
+        }
+        attempt = {"attempt": 1, "status": "failed", "error": "boom", "output": output}
+        task = {"name": "web", "status": "failed", "attempt_log": [attempt]}
+        persistence.save_run({"id": run_id, "status": "failed", "tasks": [task]})
+        loaded = persistence.load_run(run_id)
+        assert loaded is not None
+        assert loaded["tasks"][0]["attempt_log"][0]["output"] == output
+
     def test_a_run_never_saved_loads_as_none(self, persistence: StatePersistence) -> None:
         assert persistence.load_run("20260101T000000.000-abcdef") is None
         assert persistence.list_runs() == []

@@ -146,6 +146,24 @@ def test_a_failing_task_skips_its_dependents_and_retries_apply(
     assert report["fine"].status == "succeeded"
 
 
+def test_what_a_task_prints_and_logs_on_a_worker_is_kept_per_attempt(
+    runner: DaskRunner, tmp_path: Path
+) -> None:
+    from opus_core.history import find_run
+
+    h = Harness(tmp_path, runner)  # type: ignore[arg-type]
+    h.add("talk", spec={"say": "from a worker", "fail_attempts": 1}, retries=1)
+    report = h.run()
+    assert report.ok, report.summary()
+    [entry] = find_run(h.tasks.state_persistence, report.run_id or "latest")["tasks"]
+    for number, attempt in enumerate(entry["attempt_log"], start=1):
+        said = f"from a worker (attempt {number})"
+        assert attempt["output"]["stdout"] == f"out: {said}\n"
+        assert attempt["output"]["stderr"] == f"err: {said}\n"
+        assert f"WARNING opus log: {said}" in attempt["output"]["log"]
+        assert f"WARNING scripted: python log: {said}" in attempt["output"]["log"]
+
+
 def test_a_cancelled_run(runner: DaskRunner, tmp_path: Path) -> None:
     h = Harness(tmp_path, runner)  # type: ignore[arg-type]
     released = tmp_path / "stopped"
