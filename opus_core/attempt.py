@@ -155,6 +155,7 @@ def run_attempt(
 
     if asynchronous is None:
         asynchronous = is_async(processor.process_task)
+    here = output is not None  # the caller has it: nothing to send back
     if output is None:
         output = AttemptOutput()
     token = keep_output(output)
@@ -178,7 +179,7 @@ def run_attempt(
         stop_keeping(token)
     published = published_values(store if returned is None else returned, values)
     writes = state.writes if isinstance(state, RecordingPersistence) else None
-    return AttemptOutcome(published, writes, output.kept() or None)
+    return AttemptOutcome(published, writes, None if here else output.kept() or None)
 
 
 def attempt_work(

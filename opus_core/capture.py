@@ -114,13 +114,16 @@ class AttemptOutput:
     __slots__ = ("_streams",)
 
     def __init__(self) -> None:
-        self._streams: dict[str, Kept] = {}
+        self._streams: dict[str, Kept] | None = None  # made at the first write: most never
 
     def write(self, stream: str, text: str) -> None:
         """Keep `text`, written to `stream` ("stdout", "stderr" or "log")."""
-        kept = self._streams.get(stream)
+        streams = self._streams
+        if streams is None:
+            streams = self._streams = {}
+        kept = streams.get(stream)
         if kept is None:
-            kept = self._streams[stream] = Kept()
+            kept = streams[stream] = Kept()
         kept.add(text)
 
     def log(self, level: int, message: str, name: str | None = None) -> None:
@@ -132,7 +135,10 @@ class AttemptOutput:
 
     def kept(self) -> dict[str, str]:
         """The text kept of each stream written to, in `STREAMS` order."""
-        return {name: self._streams[name].text() for name in STREAMS if name in self._streams}
+        streams = self._streams
+        if not streams:
+            return {}
+        return {name: streams[name].text() for name in STREAMS if name in streams}
 
     def __reduce__(self) -> tuple[object, ...]:  # sent to a task process empty, every time
         return (AttemptOutput, ())

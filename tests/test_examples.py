@@ -142,3 +142,22 @@ def test_resources_example_runs_every_step_in_a_copy_of_its_folder(tmp_path: Pat
     statuses = {t["task"]: t["status"] for t in json.loads(result.stdout)["tasks"]}
     assert set(statuses.values()) == {"succeeded"} and len(statuses) == 5
     assert "INFO    reindex: reindexing with both connections" in result.stderr
+
+
+def test_output_example_keeps_what_each_attempt_printed(tmp_path: Path) -> None:
+    import shutil
+
+    from cli_helpers import opus
+
+    project = tmp_path / "output"
+    shutil.copytree(EXAMPLES / "output", project)
+    result = opus("run", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = opus("runs", "show", "latest", "flaky", "--output", cwd=project).stdout
+    first, second = shown.split("attempt 2 (succeeded): stdout")
+    assert "attempt 1 (failed): stderr" in first and "the server went away" in first
+    assert "WARNING chatty: connection lost after 3 rows" in first
+    assert "attempt 2: fetching 3 rows\nrow 0\nrow 1\nrow 2" in second
+    assert "INFO    flaky: all 3 rows fetched" in second
+    everything = opus("runs", "show", "--output", cwd=project).stdout
+    assert "INFO    count: counting" in everything
