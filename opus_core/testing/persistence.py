@@ -308,7 +308,7 @@ class PersistenceContract:
         run_id = "20260101T000000.000-abcdef"
         output = {
             "stdout": "line one\n\x1b[31mred\x1b[0m ☃ \x00 tab\t\n",
-            "stderr": "partial line without end",
+            "stderr": "a lone surrogate \udc80, and a partial line without end",
             "log": "10:00:00 WARNING app: careful\n" * 100,
         }
         attempt = {"attempt": 1, "status": "failed", "error": "boom", "output": output}
