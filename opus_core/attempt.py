@@ -9,6 +9,7 @@ a copy of the persistence (another process, another machine), the state it wrote
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any
 
 from opus_core.aio import is_async, run_coroutine
@@ -130,6 +131,7 @@ def run_attempt(
     alarm: float | None,
     asynchronous: bool | None = None,
     output: AttemptOutput | None = None,
+    contexts: tuple[Any, ...] = (),
 ) -> AttemptOutcome:
     """One attempt of one manifest task: what the engine's `Work` calls, wherever it runs.
 
@@ -138,7 +140,8 @@ def run_attempt(
     call (for a blocking runner); `asynchronous`: whether `process_task` is `async def`
     (None: found out here); `output`: where what it prints and logs is kept (a new one
     when None: the work runs in another process, and sends it back with its outcome, or
-    on its exception as `opus_output`).
+    on its exception as `opus_output`); `contexts`: what plugins' `opus_attempt_context`
+    returned, entered around the call, the first outermost.
     """
     name = task.meta.name or display_name(task)
     store = KeyValueStore(dict(values))
@@ -159,7 +162,10 @@ def run_attempt(
     if output is None:
         output = AttemptOutput()
     token = keep_output(output)
+    entered = ExitStack()
     try:
+        for wrapper in contexts:
+            entered.enter_context(wrapper)
         if asynchronous:  # cancelled on timeout, on any runner
             returned = run_coroutine(process(), task.meta.timeout, name)
         elif alarm is None:
@@ -176,6 +182,7 @@ def run_attempt(
         send_output(exc, output)
         raise
     finally:
+        entered.close()
         stop_keeping(token)
     published = published_values(store if returned is None else returned, values)
     writes = state.writes if isinstance(state, RecordingPersistence) else None
@@ -193,6 +200,7 @@ def attempt_work(
     asynchronous: bool,
     attempt: int,
     output: AttemptOutput | None = None,
+    contexts: tuple[Any, ...] = (),
 ) -> Work:
     """What `runner` is handed for attempt number `attempt` of the manifest task `task`
     (its spec substituted): `run_attempt` and its arguments, and the fields a runner
@@ -212,6 +220,7 @@ def attempt_work(
             timeout if runner.blocking else None,
             asynchronous,
             output,
+            contexts,
         ),
         {},
         meta.name or display_name(task),

@@ -53,6 +53,13 @@ OUTPUT_DRAIN = 5.0
 """Seconds to wait, once the command has ended, for the rest of its output: a process it
 started that left its process group (a daemon) may keep the output open for ever."""
 
+COMMAND_ENVIRONMENT: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "opus_command_environment", default=None
+)
+"""Variables a command started in this context gets on top of opus's own environment (a
+task's `spec.env` still wins): a plugin's `opus_attempt_context` sets them for its attempt
+(the otel plugin's `TRACEPARENT`)."""
+
 
 _running: set[subprocess.Popen[bytes]] = set()
 _running_lock = threading.Lock()
@@ -94,6 +101,7 @@ class CommandProcessor(TaskProcessor):
         name = task.name or task.kind
         argv, shell = command_line(name, task.spec.get("run"))
         env = dict(os.environ)
+        env.update(COMMAND_ENVIRONMENT.get() or {})
         env.update(environment(name, task.spec.get("env", {})))
         cwd = working_folder(name, task.spec.get("cwd"))
         timeout = task.meta.timeout

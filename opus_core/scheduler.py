@@ -308,6 +308,8 @@ class Scheduler:
         asynchronous = self._async.get(id(processor))
         if asynchronous is None:
             asynchronous = self._async[id(processor)] = is_async(processor.process_task)
+        self.hooks.task_started(task, attempt_number)
+        contexts = self.hooks.attempt_contexts(task, attempt_number, runner)
         output = self.outputs.started(index, runner.shares_memory)
         work = attempt_work(
             processor,
@@ -320,8 +322,8 @@ class Scheduler:
             asynchronous,
             attempt_number,
             output,
+            contexts,
         )
-        self.hooks.task_started(task, attempt_number)
         self.submitting = index
         submit: Callable[[Work], object] = runner.submit  # a broken runner returns anything
         run: object = None

@@ -175,6 +175,7 @@ class PluginManager:
         self._options: dict[str, type] = {}
         self._reported: set[tuple[str, str]] = set()
         self._starts_heard = True
+        self._contexts_asked = False
         if _truthy(os.environ.get(TRACE_ENV)):
             self.pm.add_hookcall_monitoring(*tracer(sys.stderr))
 
@@ -514,11 +515,19 @@ class PluginManager:
         `opus_task_started`, which is called for every task only if one does."""
         self.hook.opus_run_started(plan=plan)
         self._starts_heard = bool(self.hook.opus_task_started.get_hookimpls())
+        self._contexts_asked = bool(self.hook.opus_attempt_context.get_hookimpls())
 
     def task_started(self, task: Task, attempt: int) -> None:
         """Call `opus_task_started` (if a plugin implemented it when the run started)."""
         if self._starts_heard:
             self.hook.opus_task_started(task=task, attempt=attempt)
+
+    def attempt_contexts(self, task: Task, attempt: int, runner: Runner) -> tuple[Any, ...]:
+        """What `opus_attempt_context` returned for this attempt (if a plugin implemented it
+        when the run started): the context managers to enter where it runs."""
+        if not self._contexts_asked:
+            return ()
+        return tuple(self.hook.opus_attempt_context(task=task, attempt=attempt, runner=runner))
 
     def task_retrying(
         self, task: Task, attempt: int, error: str, delay: float, traceback: str | None = None

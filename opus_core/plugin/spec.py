@@ -286,6 +286,40 @@ def opus_task_started(task: Task, attempt: int) -> None:
 
 
 @hookspec
+def opus_attempt_context(task: Task, attempt: int, runner: Runner) -> Any:
+    """A context manager to enter around attempt `attempt` of `task`, where it runs.
+
+    Called in the engine's thread as the attempt is handed to `runner`, after
+    `opus_task_started`. What each plugin returns (None for nothing) travels with
+    the attempt to wherever it runs — a thread, a forked process, a pool worker,
+    a Dask worker — so it must pickle (`cloudpickle` for Dask), and its class must be
+    importable there; it is entered before the processor is called and left after it
+    returns or raises, the first plugin's outermost. Set what the work should see
+    there: a trace context (the otel plugin), a `contextvars` value, the variables a
+    Command task starts with (`opus_core.command_tasks.COMMAND_ENVIRONMENT`). Like
+    `opus_task_started`, it is called only in a run that began with a plugin
+    implementing it.
+
+    Example::
+
+        @dataclasses.dataclass
+        class Tagged:
+            tag: str
+
+            def __enter__(self):
+                self.token = COMMAND_ENVIRONMENT.set({"BUILD_TAG": self.tag})
+                return self
+
+            def __exit__(self, *exc_info):
+                COMMAND_ENVIRONMENT.reset(self.token)
+
+        @hookimpl
+        def opus_attempt_context(task, attempt):
+            return Tagged(f"{task.name}-{attempt}")
+    """
+
+
+@hookspec
 def opus_task_retrying(
     task: Task, attempt: int, error: str, delay: float, traceback: str | None
 ) -> None:
