@@ -54,7 +54,8 @@ def list_plugins(context: CommandContext) -> int:
     Besides runners, persistence, loggers and processors, `provides` names the manifest
     files a loader reads (`manifests`: the suffixes in its module's
     `OPUS_MANIFEST_SUFFIXES`, else `*`) and the `opus` commands a plugin adds
-    (`commands`); the core's own commands are those of `builtin.commands`.
+    (`commands`); the core's own commands are those of `builtin.commands`; a plugin with
+    options names their table (`options: [plugins.NAME]`).
     """
     from opus_core.cli.output import emit
 
@@ -68,6 +69,8 @@ def list_plugins(context: CommandContext) -> int:
             info.provides["manifests"] = list(suffixes or ["*"])
         if commands.get(info.name):
             info.provides["commands"] = commands[info.name]
+        if "opus_plugin_options" in info.hooks:
+            info.provides["options"] = [f"[plugins.{info.name}]"]
     rows = []
     for info in infos:
         provides = "; ".join(

@@ -452,7 +452,7 @@ class PluginManager:
     def configure(self, plugin: str, options: object) -> None:
         """Hand `plugin` its options through its own `opus_configure`, and no one else's."""
         others = [p for name, p in self.pm.list_name_plugin() if name != plugin]
-        self.pm.subset_hook_caller("opus_configure", others)(options=options)
+        self.pm.subset_hook_caller("opus_configure", others)(options=options, manager=self)
 
     def disabled_plugins(self) -> list[PluginInfo]:
         """Installed plugins that `[opus] disable_plugins` keeps from loading (never imported)."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from opus_core.logger import LoggerWrapper
     from opus_core.manifest import Task
     from opus_core.persistence import StatePersistence
+    from opus_core.plugin.manager import PluginManager
     from opus_core.processor import TaskProcessor
     from opus_core.results import RunReport, TaskResult
     from opus_core.runners.base import Runner
@@ -164,13 +165,17 @@ def opus_plugin_options() -> type | None:
 
 
 @hookspec
-def opus_configure(options: Any) -> None:
+def opus_configure(options: Any, manager: PluginManager) -> None:
     """Receive this plugin's options, once the configuration is read.
 
     `options` is the instance of the class `opus_plugin_options` returned,
     made from `[plugins.<name>]` (every option at its default when the table
     is absent). Called for each plugin alone — a plugin sees only its own
     options — once per configuration, before any task is loaded or run.
+    `manager` is the plugin manager the run will use: a plugin may register more
+    hook implementations on it (`manager.register(obj, name="myplugin.part")`, as
+    pytest plugins do from `pytest_configure`) — say, the per-task hooks of a
+    feature the options turned on, so that a run with it off pays nothing for them.
 
     Example::
 
