@@ -13,6 +13,7 @@ the task's span, a timeout a `timeout` event. Attributes are `opus.*`: see the R
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
@@ -47,22 +48,29 @@ def make_exporter(settings: dict[str, Any]) -> SpanExporter | None:
 
         return ConsoleSpanExporter(out=sys.stderr)  # stdout carries the run's results
     endpoint = settings.get("endpoint")
+    options: dict[str, Any] = {}
+    if not any(f"OTEL_EXPORTER_OTLP{part}TIMEOUT" in os.environ for part in ("_", "_TRACES_")):
+        # a collector that is down holds the end of the run no longer than the flush does
+        options["timeout"] = max(settings["flush_timeout"], 0.001)
     if settings["protocol"] == "grpc":
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                OTLPSpanExporter as GrpcExporter,
-            )
+            grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
         except ImportError:
             raise RuntimeError(
                 "the otlp exporter over grpc needs opentelemetry-exporter-otlp-proto-grpc: "
                 "pip install 'opus-plugin-otel[grpc]', or set protocol = \"http/protobuf\""
             ) from None
-        return GrpcExporter(endpoint=endpoint) if endpoint else GrpcExporter()
+        exporter: SpanExporter = (
+            grpc.OTLPSpanExporter(endpoint=endpoint, **options)
+            if endpoint
+            else grpc.OTLPSpanExporter(**options)
+        )
+        return exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     if endpoint:
-        return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
-    return OTLPSpanExporter()
+        return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", **options)
+    return OTLPSpanExporter(**options)
 
 
 class ForkSafe(SpanProcessor):

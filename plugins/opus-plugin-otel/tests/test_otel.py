@@ -426,3 +426,47 @@ def test_a_run_stopped_by_sigterm_still_exports_its_spans(
     [run] = [s for s in receiver.spans if s["name"] == "opus run apply"]
     assert run["attributes"]["opus.run.interrupted"] in (1, True)
     assert sys.executable  # the same interpreter ran opus
+
+
+def test_an_exporter_the_environment_names_that_does_not_exist_is_one_line(
+    tmp_path: Path,
+) -> None:
+    result = opus("run", cwd=project(tmp_path, otel=""), env={"OTEL_TRACES_EXPORTER": "zipkin"})
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "OTEL_TRACES_EXPORTER" in line and "'zipkin'" in line and "otlp" in line
+
+
+@pytest.mark.slow  # a real process: the plugin makes its own provider only where none is set
+def test_grpc_without_its_exporter_installed_says_how_to_get_it(tmp_path: Path) -> None:
+    result = opus(
+        "run", cwd=project(tmp_path, otel='enabled = true\nprotocol = "grpc"'), process=True
+    )
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "pip install 'opus-plugin-otel[grpc]'" in line and "plugins.otel" in line
+
+
+@pytest.mark.slow  # a real opus process: the console exporter of each worker process
+def test_the_example_shop_exports_its_spans_and_the_picture_script_reads_them(
+    tmp_path: Path,
+) -> None:
+    import importlib.util
+    import shutil
+
+    example = Path(__file__).resolve().parents[1] / "example"
+    shop = tmp_path / "shop"
+    shutil.copytree(example, shop, ignore=shutil.ignore_patterns("build", "trace.*"))
+    ran = opus("run", cwd=shop, env={"OTEL_TRACES_EXPORTER": "console"}, process=True)
+    assert ran.returncode == 0, ran.stderr
+    assert (shop / "build" / "report.txt").read_text() == "Ada: 13.00\nGrace: 4.20\n"
+    spec = importlib.util.spec_from_file_location("render_trace", example / "render_trace.py")
+    assert spec is not None and spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    spans = render.spans_of(ran.stderr)
+    names = sorted(span["name"] for span in spans)
+    assert names.count("read csv") == 2 and "connect to the till" in names
+    assert {span["context"]["trace_id"] for span in spans} == {spans[0]["context"]["trace_id"]}
+    page = render.waterfall(spans)
+    assert page.count('class="row"') == len(spans) == 15
