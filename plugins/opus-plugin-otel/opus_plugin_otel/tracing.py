@@ -240,9 +240,9 @@ class Tracing:
         span = self.attempts.get(task.task_id)
         if span is None:
             return None
-        name = str(getattr(runner, "name", type(runner).__name__))
-        span.set_attribute("opus.runner", name)
-        self.tasks[task.task_id].set_attribute("opus.runner", name)
+        self.tasks[task.task_id].set_attribute(
+            "opus.runner", str(getattr(runner, "name", type(runner).__name__))
+        )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         return AttemptTrace(carrier, self.settings, os.getpid())
@@ -264,17 +264,18 @@ class Tracing:
         status = str(getattr(result.status, "value", result.status))
         task_span = self._task_span(task)  # a task that never started gets one too
         attempt = self.attempts.pop(task.task_id, None)
+        task_span.set_attributes({"opus.status": status, "opus.attempts": result.attempts})
         for span in (attempt, task_span):
             if span is None:
                 continue
-            span.set_attribute("opus.status", status)
+            if span is attempt:
+                span.set_attribute("opus.status", status)
             if status in _ENDED:
                 span.set_status(Status(StatusCode.OK))
             else:
                 if status == "timed_out":
                     span.add_event("timeout", {"opus.error": result.error or ""})
                 _failed(span, status, result.error, result.traceback)
-        task_span.set_attribute("opus.attempts", result.attempts)
         if attempt is not None:
             attempt.end()
         task_span.end()
