@@ -253,7 +253,7 @@ def test_a_map_of_many_elements(runner: Runner, on: Callable[..., Any]) -> None:
     count = 200 if isinstance(runner, ProcessRunner) else 1000
     runs = on(inc).map(range(count))
     assert isinstance(runs, RunList) and len(runs) == count
-    assert runs.wait(timeout=60)
+    assert runs.wait()  # no clock: a loaded machine is slow, not wrong (pytest-timeout guards)
     assert runs.done()
     assert runs.get_results() == list(range(1, count + 1))
 
