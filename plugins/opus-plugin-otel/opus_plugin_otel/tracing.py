@@ -33,6 +33,10 @@ from opus_plugin_otel import __version__
 SCOPE = "opus"
 """The instrumentation scope of opus's spans."""
 
+QUEUE = 65_536
+"""Spans the batch processor holds waiting for export (unless `OTEL_BSP_MAX_QUEUE_SIZE`
+says): past it the SDK drops spans, saying so."""
+
 _ENDED = {"succeeded": StatusCode.OK, "restored": StatusCode.OK}
 """Statuses whose span is OK; every other final status (failed, timed_out, skipped,
 cancelled) is an ERROR."""
@@ -84,7 +88,13 @@ class ForkSafe(SpanProcessor):
 
     def _new(self) -> SpanProcessor:
         exporter = make_exporter(self.settings)
-        return SpanProcessor() if exporter is None else BatchSpanProcessor(exporter)
+        if exporter is None:
+            return SpanProcessor()
+        if "OTEL_BSP_MAX_QUEUE_SIZE" in os.environ:
+            return BatchSpanProcessor(exporter)
+        # A run makes spans faster than they are encoded (about 50 µs a span each way):
+        # the SDK's 2,048 would drop most of a 10,000-task run's. This holds 32 MB or so.
+        return BatchSpanProcessor(exporter, max_queue_size=QUEUE)
 
     def _renew(self) -> None:  # pragma: no cover - runs in the forked child
         self.inner = self._new()
