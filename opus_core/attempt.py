@@ -162,10 +162,11 @@ def run_attempt(
     if output is None:
         output = AttemptOutput()
     token = keep_output(output)
-    entered = ExitStack()
+    entered = ExitStack() if contexts else None  # most runs have no plugin asking
     try:
-        for wrapper in contexts:
-            entered.enter_context(wrapper)
+        if entered is not None:
+            for wrapper in contexts:
+                entered.enter_context(wrapper)
         if asynchronous:  # cancelled on timeout, on any runner
             returned = run_coroutine(process(), task.meta.timeout, name)
         elif alarm is None:
@@ -182,7 +183,8 @@ def run_attempt(
         send_output(exc, output)
         raise
     finally:
-        entered.close()
+        if entered is not None:
+            entered.close()
         stop_keeping(token)
     published = published_values(store if returned is None else returned, values)
     writes = state.writes if isinstance(state, RecordingPersistence) else None
