@@ -10,9 +10,9 @@ asyncio loop or a Command's readers run in take it along). Three things write to
   wrote;
 * `LoggerWrapper`'s `debug` ... `critical` (what processors log through
   `self.logger`), as "log" lines;
-* Python's `logging`, through a handler on the root logger (`_keeper`), as
-  "log" lines: the records that reach the root logger's handlers (at the level
-  their loggers let through: WARNING unless the program sets another).
+* Python's `logging`, through the log record factory (`RecordKeeper`), as "log"
+  lines: every record a logger lets through (at its level: WARNING unless the
+  program sets another), whatever handlers there are; logging itself works as it did.
 
 Each of the three streams keeps at most `KEEP` characters per attempt: the first
 half and the last half of what was written, with a line in between saying how many
@@ -219,7 +219,7 @@ def unkept() -> Iterator[None]:
 
 @contextmanager
 def capturing() -> Iterator[None]:
-    """For the block (a run): the tees and the root logger's `RecordKeeper` are in place.
+    """For the block (a run): the tees and the log record factory `RecordKeeper` are in place.
 
     Runs at once (or inside one another) share them; the last to end takes them out —
     those still in place, since the program may have set streams of its own meanwhile.
@@ -246,9 +246,9 @@ def _install() -> None:
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, Tee):
             setattr(sys, name, Tee(stream, name))
-    root = logging.getLogger()
-    if not any(_is_keeper(handler) for handler in root.handlers):
-        root.addHandler(_keeper())
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, RecordKeeper):
+        logging.setLogRecordFactory(RecordKeeper(factory))
 
 
 def _uninstall() -> None:
@@ -258,10 +258,9 @@ def _uninstall() -> None:
         stream = getattr(sys, name)
         if isinstance(stream, Tee):
             setattr(sys, name, stream.target)
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if _is_keeper(handler):
-            root.removeHandler(handler)
+    factory = logging.getLogRecordFactory()
+    if isinstance(factory, RecordKeeper):  # one the program set since stays
+        logging.setLogRecordFactory(factory.inner)
 
 
 class Tee(io.TextIOBase):
@@ -308,56 +307,29 @@ class Tee(io.TextIOBase):
         return getattr(self.target, name)
 
 
-_keeper_class: Any = None
+class RecordKeeper:
+    """The log record factory while opus captures (`logging.setLogRecordFactory`): it makes
+    each record with the factory it replaced, and keeps a line of it for the current attempt.
 
+    A factory, not a handler, so that logging works as it did — `basicConfig`, and Python's
+    own last resort for a record no handler takes — and every record a logger lets through
+    is kept, whatever handlers the program has (or has not) set up.
+    """
 
-def _keeper() -> logging.Handler:
-    """The root logger's handler that keeps the current attempt's records (`opus_keeper`)."""
-    global _keeper_class
-    if _keeper_class is None:
-        import logging
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
-        class RecordKeeper(logging.Handler):
-            opus_keeper = True
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = self.inner(*args, **kwargs)
+        output = _current.get()
+        if output is not None and record.name != "opus":
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format: logging reports it when a handler formats it
+                message = str(record.msg)
+            if record.exc_info and record.exc_info[0] is not None:
+                import logging
 
-            def emit(self, record: logging.LogRecord) -> None:
-                output = _current.get()
-                if output is not None:
-                    try:
-                        message = record.getMessage()
-                    except Exception:  # a bad format: what Python would print is its msg
-                        message = str(record.msg)
-                    if record.exc_info and record.exc_info[0] is not None:
-                        message += "\n" + logging.Formatter().formatException(record.exc_info)
-                    output.log(record.levelno, message, record.name)
-                if _alone(self, record):
-                    # Python writes a record no handler took to stderr (`logging.lastResort`):
-                    # this handler does not change that (kept above, so not kept again).
-                    last = logging.lastResort
-                    if last is not None and record.levelno >= last.level:
-                        with unkept():
-                            last.handle(record)
-
-        _keeper_class = RecordKeeper
-    handler: logging.Handler = _keeper_class()
-    return handler
-
-
-def _is_keeper(handler: object) -> bool:
-    return getattr(handler, "opus_keeper", False) is True
-
-
-def _alone(keeper: logging.Handler, record: logging.LogRecord) -> bool:
-    """Whether `keeper` is the only handler `record`'s logger reaches (as `Logger.callHandlers`
-    walks them): without it, Python would have written the record to stderr."""
-    import logging
-
-    root = logging.getLogger()
-    logger: logging.Logger | None = (
-        root if record.name == root.name else logging.getLogger(record.name)
-    )
-    while logger is not None:
-        if any(handler is not keeper for handler in logger.handlers):
-            return False
-        logger = logger.parent if logger.propagate else None
-    return True
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            output.log(record.levelno, message, record.name)
+        return record

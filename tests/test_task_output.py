@@ -108,12 +108,16 @@ def test_an_attempt_that_timed_out_keeps_what_it_printed_before(tmp_path: Path) 
     assert output is not None and output["stdout"] == "out: working (attempt 1)\n"
 
 
-def test_the_run_puts_back_the_streams_and_the_root_logger_as_they_were(tmp_path: Path) -> None:
-    before = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+def test_the_run_puts_back_the_streams_and_logging_as_they_were(tmp_path: Path) -> None:
+    def state() -> tuple[object, ...]:
+        root = logging.getLogger()
+        return sys.stdout, sys.stderr, list(root.handlers), logging.getLogRecordFactory()
+
+    before = state()
     h = Harness(tmp_path)
     h.add("talk", spec={"say": "hello"})
     assert h.run().ok
-    assert (sys.stdout, sys.stderr, list(logging.getLogger().handlers)) == before
+    assert state() == before
 
 
 def test_output_beyond_the_pages_budget_is_left_out_saying_where_it_is(
@@ -198,7 +202,8 @@ def test_opus_runs_show_output_prints_each_attempts_streams_as_text(project: Pat
     assert "\\x1b[31mred\\x1b[0m and a bell \\x07" in text  # escapes shown, not obeyed
     assert "\x1b" not in text and "\x07" not in text
     assert "WARNING talk: nobody handles this record" in text
-    assert "nobody handles this record" not in text.split("attempt 1 (failed): log")[0]
+    stderr = text.split("attempt 1 (failed): stderr")[1].split("attempt 1 (failed): log")[0]
+    assert "\nnobody handles this record\n" in stderr  # as Python wrote it there
 
     everything = opus("runs", "show", "--output", cwd=project)
     assert " output of talker " in everything.stdout
@@ -224,3 +229,36 @@ def test_a_task_that_printed_nothing_says_so(project: Path) -> None:
     assert shown.stdout.rstrip().endswith("it printed and logged nothing")
     whole = opus("runs", "show", "--output", cwd=project)
     assert whole.stdout.rstrip().endswith("no task printed or logged anything")
+
+
+CONFIGURES = """
+import logging
+from opus_core import TaskProcessor
+
+
+class Configures(TaskProcessor):
+    kind = "Configures"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        logging.basicConfig(level=logging.INFO, format="BC %(levelname)s %(name)s %(message)s")
+        logging.getLogger("app").info("configured by the task")
+        logging.warning("through the module's function")
+        return {}
+"""
+
+
+def test_logging_set_up_inside_a_task_works_as_it_does_without_opus(tmp_path: Path) -> None:
+    # A real process: `basicConfig` does something only where the root logger has no
+    # handler, and in a test run pytest's are there.
+    (tmp_path / "configures.py").write_text(CONFIGURES)
+    (tmp_path / "opus.toml").write_text(
+        '[opus]\nprocessors = ["configures:Configures"]\n\n'
+        '[[tasks]]\nkind = "Configures"\nversion = "v1"\nmetadata = { name = "setup" }\n'
+    )
+    ran = opus("run", cwd=tmp_path, process=True)
+    assert ran.returncode == 0, ran.stderr
+    assert "BC INFO app configured by the task" in ran.stderr
+    assert "BC WARNING root through the module's function" in ran.stderr
+    shown = opus("runs", "show", "latest", "setup", "--output", cwd=tmp_path).stdout
+    assert "INFO    app: configured by the task" in shown
+    assert "WARNING root: through the module's function" in shown
