@@ -11,7 +11,9 @@ run's plugin manager when tracing is on.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from typing import Any
 
 from opus_core import hookimpl
@@ -32,7 +34,8 @@ class Options:
     * `enabled`: trace runs (`true`), or not (`false`); unset: when
       `OTEL_TRACES_EXPORTER` names an exporter (not `none`);
     * `exporter`: `otlp` (the default), `console` (spans as JSON on stderr when the run
-      ends) or `none` (spans made, not exported); `OTEL_TRACES_EXPORTER`;
+      ends) or `none` (spans made, not exported), or several with commas;
+      `OTEL_TRACES_EXPORTER`;
     * `protocol`: `http/protobuf` (the default) or `grpc` (needs the `grpc` extra);
       `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`;
     * `endpoint`: the collector, as `OTEL_EXPORTER_OTLP_ENDPOINT` (for HTTP the base URL,
@@ -51,8 +54,8 @@ class Options:
         service_name: str | None = None,
         flush_timeout: float = 5.0,
     ) -> None:
-        if exporter is not None and exporter not in EXPORTERS:
-            raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+        if exporter is not None:
+            exporters_named(exporter, "exporter")
         if protocol is not None and protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
         if not flush_timeout >= 0 or flush_timeout == float("inf"):
@@ -65,32 +68,57 @@ class Options:
         self.flush_timeout = flush_timeout
 
 
+def exporters_named(text: str, where: str) -> list[str]:
+    """The exporters a comma-separated `text` names (any case), checked; `where` says where
+    it came from, for the error."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    wrong = [name for name in names if name not in EXPORTERS]
+    if wrong or not names:
+        raise ValueError(
+            f"{where} must name {', '.join(EXPORTERS)} (or several, with commas), got {text!r}"
+        )
+    return [name for name in names if name != "none"]
+
+
 def settings(options: Options, environ: Any = os.environ) -> dict[str, Any]:
     """What tracing runs with: the options, each unset one from the `OTEL_*` variables; a
-    plain dict, since it travels with each attempt to the processes that run it."""
-    exporter = options.exporter or environ.get("OTEL_TRACES_EXPORTER") or "otlp"
-    exporter = exporter.split(",")[0].strip()
-    if exporter not in EXPORTERS:
-        raise ValueError(
-            f"OTEL_TRACES_EXPORTER must name one of {', '.join(EXPORTERS)}, got {exporter!r}"
+    plain dict, since it travels with each attempt to the processes that run it. A value
+    that names nothing known is a `ValueError` naming the option or variable."""
+    if options.exporter is not None:
+        exporters = exporters_named(options.exporter, "exporter")
+    else:
+        exporters = exporters_named(
+            environ.get("OTEL_TRACES_EXPORTER") or "otlp", "OTEL_TRACES_EXPORTER"
         )
-    protocol = (
-        options.protocol
-        or environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    )
+    protocol, where = options.protocol, "protocol"
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if protocol is None and environ.get(variable):
+            protocol, where = environ[variable].strip().lower(), variable
+    protocol = protocol or "http/protobuf"
     if protocol not in PROTOCOLS:
+        raise ValueError(f"{where} must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "grpc" and "otlp" in exporters and not _installed(GRPC_EXPORTER):
         raise ValueError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"
+            "the otlp exporter over grpc needs opentelemetry-exporter-otlp-proto-grpc: "
+            "pip install 'opus-plugin-otel[grpc]', or set protocol = \"http/protobuf\""
         )
     return {
-        "exporter": exporter,
+        "exporters": exporters,
         "protocol": protocol,
         "endpoint": options.endpoint,
         "service_name": options.service_name or environ.get("OTEL_SERVICE_NAME") or "opus",
         "flush_timeout": options.flush_timeout,
     }
+
+
+GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
 
 def enabled(options: Options, environ: Any = os.environ) -> bool:
@@ -112,6 +140,13 @@ def opus_plugin_options() -> type[Options]:
 def opus_configure(options: Options, manager: Any) -> None:
     if not enabled(options):
         return
+    try:
+        resolved = settings(options)
+    except ValueError as exc:
+        if options.enabled is None:  # on only because of the environment: it does not stop opus
+            sys.stderr.write(f"opus: warning: otel: {exc}; runs are not traced\n")
+            return
+        raise
     from opus_plugin_otel.tracing import Tracing  # OpenTelemetry is imported here, not before
 
-    manager.register(Tracing(settings(options)), name="otel.tracing")
+    manager.register(Tracing(resolved), name="otel.tracing")

@@ -15,18 +15,26 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import sys
 import threading
+import urllib.parse
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, Status, StatusCode
 
 from opus_core import hookimpl
+from opus_core.capture import unkept
 from opus_core.command_tasks import COMMAND_ENVIRONMENT
 from opus_plugin_otel import __version__
 
@@ -42,11 +50,8 @@ _ENDED = {"succeeded": StatusCode.OK, "restored": StatusCode.OK}
 cancelled) is an ERROR."""
 
 
-def make_exporter(settings: dict[str, Any]) -> SpanExporter | None:
-    """The exporter `settings` name (None for `none`)."""
-    kind = settings["exporter"]
-    if kind == "none":
-        return None
+def make_exporter(kind: str, settings: dict[str, Any]) -> SpanExporter:
+    """The exporter `kind` ("otlp" or "console") with `settings`."""
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -54,7 +59,7 @@ def make_exporter(settings: dict[str, Any]) -> SpanExporter | None:
     endpoint = settings.get("endpoint")
     options: dict[str, Any] = {}
     if not any(f"OTEL_EXPORTER_OTLP{part}TIMEOUT" in os.environ for part in ("_", "_TRACES_")):
-        # a collector that is down holds the end of the run no longer than the flush does
+        # a collector that is slow holds the end of the run no longer than the flush does
         options["timeout"] = max(settings["flush_timeout"], 0.001)
     if settings["protocol"] == "grpc":
         try:
@@ -77,6 +82,32 @@ def make_exporter(settings: dict[str, Any]) -> SpanExporter | None:
     return OTLPSpanExporter(**options)
 
 
+def collector_address(settings: dict[str, Any], environ: Any = os.environ) -> tuple[str, int]:
+    """Where the otlp exporter sends: host and port of `endpoint`, else of the
+    `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` variables, else the protocol's default."""
+    grpc = settings["protocol"] == "grpc"
+    url = (
+        settings.get("endpoint")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or ("http://localhost:4317" if grpc else "http://localhost:4318")
+    )
+    parts = urllib.parse.urlsplit(url if "//" in url else f"//{url}")
+    default = 4317 if grpc else (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "localhost", parts.port or default
+
+
+def unreachable(settings: dict[str, Any]) -> str | None:
+    """Why the collector cannot be reached (a TCP connection to it fails within half a
+    second), or None when it can."""
+    host, port = collector_address(settings)
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return None
+    except OSError as exc:
+        return f"no collector at {host}:{port} ({exc.strerror or exc})"
+
+
 class ForkSafe(SpanProcessor):
     """A `BatchSpanProcessor` that a forked child replaces with one of its own (a new
     exporter, a new connection): the parent's may be in the middle of an export."""
@@ -87,9 +118,16 @@ class ForkSafe(SpanProcessor):
         os.register_at_fork(after_in_child=self._renew)
 
     def _new(self) -> SpanProcessor:
-        exporter = make_exporter(self.settings)
-        if exporter is None:
-            return SpanProcessor()
+        kinds = self.settings["exporters"]
+        if len(kinds) == 1:
+            return self._batch(make_exporter(kinds[0], self.settings))
+        every = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+        for kind in kinds:
+            every.add_span_processor(self._batch(make_exporter(kind, self.settings)))
+        return every
+
+    @staticmethod
+    def _batch(exporter: SpanExporter) -> SpanProcessor:
         if "OTEL_BSP_MAX_QUEUE_SIZE" in os.environ:
             return BatchSpanProcessor(exporter)
         # A run makes spans faster than they are encoded (about 50 µs a span each way):
@@ -126,9 +164,15 @@ def provider_for(settings: dict[str, Any]) -> TracerProvider | Any:
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider) or _owned is not None:
             return current
+        exporters = list(settings["exporters"])
+        if "otlp" in exporters:
+            problem = unreachable(settings)
+            if problem is not None:  # said once; the run goes on, its spans go nowhere
+                sys.stderr.write(f"opus: warning: otel: {problem}: spans are not exported\n")
+                exporters.remove("otlp")
         resource = Resource.create({"service.name": settings["service_name"]})
         provider = TracerProvider(resource=resource)
-        provider.add_span_processor(ForkSafe(settings))
+        provider.add_span_processor(ForkSafe({**settings, "exporters": exporters}))
         trace.set_tracer_provider(provider)
         _owned = provider
         return provider
@@ -175,7 +219,8 @@ class AttemptTrace:
             otel_context.detach(attached)
             self._tokens = None
         if os.getpid() != self.engine:
-            flush(self.settings)
+            with unkept():  # what exporting writes (the console's spans) is not the task's
+                flush(self.settings)
 
 
 class Tracing:
