@@ -32,8 +32,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from opus_core.capture import current as current_output
 from opus_core.config import project_folder
 from opus_core.errors import ManifestError, TaskFailedError, TaskTimeoutError
+from opus_core.logger import INFO, logs_at
 from opus_core.printable import printable
 from opus_core.processor import TaskProcessor
 
@@ -124,9 +126,7 @@ class CommandProcessor(TaskProcessor):
         try:  # from here on, a Ctrl-C (or a timeout's alarm) kills the command's group
             with _running_lock:
                 _running.add(process)
-            readers.append(
-                _reader(process.stdout, lambda line: self.logger.info(f"{name}: {line}"))
-            )
+            readers.append(_reader(process.stdout, lambda line: _line(self, f"{name}: {line}")))
             readers.append(
                 _reader(process.stderr, lambda line: _stderr_line(self, name, line, tail))
             )
@@ -222,7 +222,19 @@ def _stderr_line(
     processor: TaskProcessor, name: str, line: str, tail: collections.deque[str]
 ) -> None:
     tail.append(line)
-    processor.logger.info(f"{name}: {line}")
+    _line(processor, f"{name}: {line}")
+
+
+def _line(processor: TaskProcessor, text: str) -> None:
+    """Log a line of the command's output at INFO; it is the attempt's output, so it is
+    kept (`opus_core.capture`) even where the logger's level does not show it."""
+    logger = processor.logger
+    if not logs_at(logger, INFO):
+        output = current_output()
+        if output is not None:
+            output.log(INFO, text)
+        return
+    logger.info(text)
 
 
 def _reader(stream: IO[bytes] | None, line: Callable[[str], None]) -> threading.Thread:

@@ -18,6 +18,7 @@ from harness import Harness
 
 from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks
 from opus_core.capture import KEEP
+from opus_core.command_tasks import CommandProcessor
 from opus_core.history import find_run
 from opus_core.html_report import report_data
 from opus_core.persistence.sqlite import SqlitePersistence
@@ -262,3 +263,19 @@ def test_logging_set_up_inside_a_task_works_as_it_does_without_opus(tmp_path: Pa
     shown = opus("runs", "show", "latest", "setup", "--output", cwd=tmp_path).stdout
     assert "INFO    app: configured by the task" in shown
     assert "WARNING root: through the module's function" in shown
+
+
+def test_a_commands_output_is_kept_also_where_the_log_level_hides_it() -> None:
+    tasks = Tasks(logger=LoggerWrapper("WARNING"))
+    tasks.register_task_processor(CommandProcessor())
+    tasks.add_task(
+        Task("Command", "v1", {"run": "echo made it; echo careful >&2; exit 3"}, {"name": "sh"})
+    )
+    report = tasks.process_context()
+    assert report["sh"].status == "failed"
+    [output] = outputs(tasks, report.run_id, "sh")
+    assert output is not None
+    assert [line.split(" ", 1)[1] for line in output["log"].splitlines()] == [
+        "INFO    sh: made it",
+        "INFO    sh: careful",
+    ]
