@@ -275,7 +275,5 @@ def test_a_commands_output_is_kept_also_where_the_log_level_hides_it() -> None:
     assert report["sh"].status == "failed"
     [output] = outputs(tasks, report.run_id, "sh")
     assert output is not None
-    assert [line.split(" ", 1)[1] for line in output["log"].splitlines()] == [
-        "INFO    sh: made it",
-        "INFO    sh: careful",
-    ]
+    lines = [line.split(" ", 1)[1] for line in output["log"].splitlines()]
+    assert sorted(lines) == ["INFO    sh: careful", "INFO    sh: made it"]  # two readers
