@@ -518,19 +518,22 @@ class Scheduler:
         attempts = self.attempts[index]
         start = self.first_start[index]
         duration = time.monotonic() - start if start else 0.0
-        self.status[index] = STATUS_CODE[status]
-        self.durations[index] = duration
-        if error is not None:
-            self.errors[index] = error
-        if trace is not None:
-            self.tracebacks[index] = trace
-        self.finished += 1
         result = TaskResult(task.task_id, task.kind, status, attempts, duration, error, trace)
-        if attempts:
-            self._attempt_ended(index, status, error)
-            if self.records is not None and task.meta.name:
-                self._record(index, task, result)
-        self.hooks.task_finished(task, result)
+        try:  # a Ctrl-C landing in here still tells the plugins how the task ended
+            self.status[index] = STATUS_CODE[status]
+            self.finished += 1
+            self.durations[index] = duration
+            if error is not None:
+                self.errors[index] = error
+            if trace is not None:
+                self.tracebacks[index] = trace
+            if attempts:
+                self._attempt_ended(index, status, error)
+                if self.records is not None and task.meta.name:
+                    self._record(index, task, result)
+        finally:
+            if self.status[index]:  # else it is not finished: `_halt` finishes it
+                self.hooks.task_finished(task, result)
 
     def _attempt_ended(
         self, index: int, status: TaskStatus, error: str | None, final: bool = True

@@ -339,3 +339,98 @@ def test_ctrl_c_at_each_instant_of_a_task_start_stops_everything(
     assert lines[0].startswith("instants "), out
     assert int(lines[0].split()[1]) > 50, out  # the whole start was swept, fork included
     assert lines[1:] == ["done"], out
+
+
+FINISHED_AT_EACH_INSTANT = textwrap.dedent(
+    """
+import os, signal, sys
+from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks, hookimpl
+
+ME = os.getpid()
+
+
+class Quick(TaskProcessor):
+    kind = "Quick"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):
+        return {}
+
+
+class Heard:
+    def __init__(self):
+        self.finished = {}
+
+    @hookimpl
+    def opus_task_finished(self, task, result):
+        self.finished.setdefault(task.task_id, []).append(result.status.value)
+
+
+class InterruptAt:
+    # SIGINT at the `at`-th instant Python can act on it inside the scheduler's first `_finish`.
+    def __init__(self, at):
+        self.at, self.count, self.frame, self.fired = at, 0, None, False
+
+    def __call__(self, frame, event, arg):
+        if self.frame is None:
+            code = frame.f_code
+            if event == "call" and code.co_name == "_finish" and code.co_filename.endswith("scheduler.py"):
+                self.frame = frame
+            else:
+                return
+        if not frame.f_code.co_filename.endswith("scheduler.py"):
+            return
+        if event in ("call", "c_return"):
+            self.count += 1
+            if self.count == self.at:
+                sys.setprofile(None)
+                self.fired = True
+                os.kill(ME, signal.SIGINT)
+        elif event == "return" and frame is self.frame:
+            sys.setprofile(None)
+
+
+def run(at):
+    heard = Heard()
+    tasks = Tasks(plugins=[heard], logger=LoggerWrapper("CRITICAL"))
+    tasks.register_task_processor(Quick())
+    for name in ("one", "two", "three"):
+        tasks.add_task(Task("Quick", "v1", metadata={"name": name}))
+    probe = InterruptAt(at)
+    sys.setprofile(probe)
+    try:
+        report = tasks.process_context()
+    finally:
+        sys.setprofile(None)
+    return report, heard, probe
+
+
+at, problems = 1, []
+while True:
+    report, heard, probe = run(at)
+    if not probe.fired:
+        break
+    for result in report.results.values():
+        said = heard.finished.get(result.task_id)
+        if said != [result.status.value]:
+            problems.append((at, result.task_id, result.status.value, said))
+    at += 1
+print("instants", at - 1)
+print(problems or "done")
+    """
+)
+
+
+def test_ctrl_c_at_each_instant_of_a_tasks_end_still_tells_plugins_how_it_ended(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C lands, in turn, at every instant at which Python can act on it while the
+    scheduler records that a task ended: each task's `opus_task_finished` is heard once,
+    with the status the report gives it (a stop between the two once lost the hook)."""
+    script = tmp_path / "finished_at_each_instant.py"
+    script.write_text(FINISHED_AT_EACH_INSTANT)
+    proc = interruptible([sys.executable, str(script)])
+    out, err = proc.communicate(timeout=120)  # a failure guard only
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("instants ") and int(lines[0].split()[1]) >= 5, out
+    assert lines[1:] == ["done"], out

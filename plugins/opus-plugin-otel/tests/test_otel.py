@@ -419,10 +419,10 @@ def test_a_run_stopped_by_sigterm_still_exports_its_spans(
 
     assert until(lambda: (root / "started").exists())
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
     names = {s["name"] for s in receiver.spans}
-    assert {"opus run apply", "task waits", "task flaky"} <= names
+    assert {"opus run apply", "task waits", "task flaky"} <= names, (sorted(names), stderr)
     [run] = [s for s in receiver.spans if s["name"] == "opus run apply"]
     assert run["attributes"]["opus.run.interrupted"] in (1, True)
     assert sys.executable  # the same interpreter ran opus
