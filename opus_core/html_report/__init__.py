@@ -162,6 +162,7 @@ def report_data(run: Mapping[str, Any]) -> dict[str, Any]:
     header = _header(run, (origin, last), started, ended)
     header["counts"] = _counts(run, tasks)
     header["output_left_out"] = _outputs(records, tasks)
+    header["output_budget"] = OUTPUT_BUDGET
     return {"run": header, "tasks": tasks, "lanes": lane_count, "graph_limit": GRAPH_LIMIT}
 
 

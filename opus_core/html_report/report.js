@@ -930,7 +930,7 @@
       }
     } else if (t.output_left_out) {
       detail.appendChild(h("h3", { text: "Output" }));
-      detail.appendChild(h("div", { text: "left out of this page (it holds at most 8 MB of output): opus runs show " + (run.id || "RUN") + " " + t.name + " --output" }));
+      detail.appendChild(h("div", { text: "left out of this page (it holds at most " + fmtCount(run.output_budget) + " characters of output): opus runs show " + (run.id || "RUN") + " " + t.name + " --output" }));
     }
     detail.appendChild(h("h3", { text: "Depends on (" + (t.deps.length + t.missing.length) + ")" }));
     detail.appendChild(t.deps.length ? taskLinks(t.deps, 200) : h("div", { text: t.missing.length ? "" : "nothing" }));

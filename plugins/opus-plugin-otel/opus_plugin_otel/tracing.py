@@ -45,7 +45,7 @@ QUEUE = 65_536
 """Spans the batch processor holds waiting for export (unless `OTEL_BSP_MAX_QUEUE_SIZE`
 says): past it the SDK drops spans, saying so."""
 
-_ENDED = {"succeeded": StatusCode.OK, "restored": StatusCode.OK}
+_ENDED = frozenset({"succeeded", "restored"})
 """Statuses whose span is OK; every other final status (failed, timed_out, skipped,
 cancelled) is an ERROR."""
 
