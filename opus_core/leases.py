@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from opus_core.errors import OpusError
 from opus_core.resources import EPSILON
+from opus_core.wal import use_wal
 
 if TYPE_CHECKING:
     import sqlite3
@@ -71,7 +72,7 @@ class MachineLeases:
         if self._connection is None or self._pid != os.getpid():
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            connection.execute("PRAGMA journal_mode = WAL")
+            use_wal(connection, self.path)
             connection.execute(_SCHEMA)
             self._connection, self._pid = connection, os.getpid()
         return self._connection
@@ -100,7 +101,7 @@ class MachineLeases:
                     return lease
                 finally:
                     connection.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise OpusError(
                     f"resource leases {self.path}: cannot take a lease: {exc}"
                 ) from None

@@ -57,6 +57,7 @@ from opus_core.persistence.base import (
 )
 from opus_core.persistence.folder import state_folder
 from opus_core.persistence.sqlite_errors import StateDatabaseError, damaged, database_error
+from opus_core.wal import use_wal
 
 if TYPE_CHECKING:
     import sqlite3
@@ -247,8 +248,8 @@ class SqlitePersistence(StatePersistence):
                 f"this one knows {SCHEMA_VERSION}); upgrade opus or choose another file"
             )
         try:
-            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = use_wal(connection, self.path)
+            if mode != "wal":
                 raise sqlite3.OperationalError(f"journal mode {mode!r} instead of WAL")
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             if version < SCHEMA_VERSION:
@@ -258,7 +259,7 @@ class SqlitePersistence(StatePersistence):
                             connection.execute(statement)
                     connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise self._fail("prepare it", exc) from None
 
     @staticmethod
