@@ -117,8 +117,12 @@ def test() -> None:
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
     run(BIN / "lint-imports", "--no-logo")  # the layers of opus_core: [tool.importlinter]
-    if fast:  # the tests marked `slow` (pyproject.toml) left out, and the site and floor
-        run(PYTHON, "-m", "pytest", "-m", "not slow", *arguments)
+    if fast:  # the tests marked `slow` (pyproject.toml) left out, and the site and floor;
+        # spread over a worker per core (pytest-xdist) unless the arguments say otherwise
+        workers = (
+            [] if any(a.startswith(("-n", "--numprocesses")) for a in arguments) else ["-n", "auto"]
+        )
+        run(PYTHON, "-m", "pytest", "-m", "not slow", *workers, *arguments)
         return
     docs()
     run(PYTHON, "-m", "pytest", *arguments)
