@@ -6,6 +6,7 @@ replaced by its result before the function runs; the dependent starts when its
 inputs are done, without blocking the caller or holding a worker meanwhile.
 
 - `decorator`: `@task` and `TaskFunction` (starting runs, retries, timeouts)
+- `options`: `@task`'s options checked, each error naming the task
 - `inputs`: finding the runs among a call's arguments and putting values in their place
 - `mapping`: `TaskFunction.map`, `RunList` and `unmapped`
 - `waiting`: `wait` (`ALL_COMPLETED`, `FIRST_COMPLETED`, `FIRST_EXCEPTION`) and `as_completed`

@@ -32,11 +32,11 @@ from opus_core.functions.inputs import (
     when_all_done,
 )
 from opus_core.functions.mapping import RunList, mapped_rows
+from opus_core.functions.options import check_cache_and_priority, check_options
 from opus_core.resources import Needs
 from opus_core.results import TaskStatus
 from opus_core.runners import BaseTaskRun, Runner, RunnerSpec, resolve_runner
 from opus_core.runners.base import Attempted, Work, upstream_failure
-from opus_core.task_numbers import check_task_number
 from opus_core.timeouts import call_with_alarm, deadlines
 
 P = ParamSpec("P")
@@ -187,23 +187,9 @@ class TaskFunction(Generic[P, R]):
         resources: Mapping[str, float] | None = None,
         priority: int = 0,
     ) -> None:
-        if not callable(fn):
-            raise ValueError(f"@task needs a callable, got {fn!r}")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"@task name must be a non-empty string, got {name!r}")
         label = name or str(getattr(fn, "__name__", type(fn).__name__))
-        numbers = {"retries": retries, "retry_sleep_time": retry_sleep_time}
-        if timeout is not None:
-            numbers["timeout"] = timeout
-        for key, value in numbers.items():
-            try:
-                check_task_number(key, value)
-            except ValueError as exc:
-                raise ValueError(f"@task {exc} (task {label!r})") from None
-        if runner is not None and not isinstance(runner, (str, Runner, type)):
-            raise ValueError(
-                f"@task runner must be a runner name, a Runner, or a run class, got {runner!r}"
-            )
+        check_options(fn, label, name, retries, retry_sleep_time, timeout, runner)
+        check_cache_and_priority(label, cache, cache_expiration, cache_key_fn, priority)
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
@@ -219,16 +205,6 @@ class TaskFunction(Generic[P, R]):
         self._plain = (
             retries == 0 and self.name == getattr(fn, "__name__", None) and not self._async
         )
-        if not isinstance(cache, bool):
-            raise ValueError(f"@task cache must be True or False, got {cache!r} (task {label!r})")
-        if not cache and (cache_expiration is not None or cache_key_fn is not None):
-            raise ValueError(
-                f"@task cache_expiration and cache_key_fn need cache=True (task {label!r})"
-            )
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ValueError(
-                f"@task priority must be a whole number, got {priority!r} (task {label!r})"
-            )
         self.priority = priority
         """Among calls waiting for resources, higher starts first."""
         self.resources: dict[str, float] = checked_needs(label, resources or {})
@@ -312,31 +288,39 @@ class TaskFunction(Generic[P, R]):
             needs = self._needs(resources) if self.resources or resources else ()
             return self._start_managed(runner, args, kwargs, waits, needs)
         found = call_runs(args, kwargs) if args or kwargs else NO_RUNS
-        inputs = found.runs
-        if not inputs and not waits:
+        if not found.runs and not waits:
             return self._submit(runner, args, kwargs)  # the plain call: nothing to resolve
-        if runner.blocking:  # runs in the caller: so does the waiting
-            for given in (*inputs, *waits):
-                given.wait()
-        by_value = found.by_value
-        pending = [r for r in waits if r.status is None]
-        for given in inputs:
-            if given.status is None and (given in by_value or runner.input_handle(given) is None):
-                pending.append(given)
+        pending = self._pending(runner, found, waits)
         if not pending:
             return self._launch(runner, args, kwargs, found, waits)
         call = self._callable(runner)
         prepared = runner.prepare(call[0])
-        run: BaseTaskRun
-        if prepared is not None:
-            run = prepared
-            waiter = _Inputs(self, runner, run, call, (args, kwargs, found, waits), len(pending))
-        else:
-            run = ComposedRun(self.name)
-            waiter = _Inputs(self, runner, run, None, (args, kwargs, found, waits), len(pending))
+        run = ComposedRun(self.name) if prepared is None else prepared
+        waiter = _Inputs(
+            self,
+            runner,
+            run,
+            None if prepared is None else call,
+            (args, kwargs, found, waits),
+            len(pending),
+        )
         for given in pending:
             given.add_done_callback(waiter)
         return run
+
+    @staticmethod
+    def _pending(runner: Runner, found: Found, waits: tuple[BaseTaskRun, ...]) -> list[BaseTaskRun]:
+        """The runs passed (as inputs or in `wait_for`) that must end before the call
+        starts: none on a blocking runner, which waits for them here, in the caller."""
+        if runner.blocking:
+            for given in (*found.runs, *waits):
+                given.wait()
+        by_value = found.by_value
+        pending = [r for r in waits if r.status is None]
+        for given in found.runs:
+            if given.status is None and (given in by_value or runner.input_handle(given) is None):
+                pending.append(given)
+        return pending
 
     def _start_managed(
         self,

@@ -112,6 +112,21 @@ def test_a_run_is_a_tree_of_run_task_attempt_and_the_users_own_spans(
     flaky = tasks_of_run["task flaky"]
     assert flaky.attributes["opus.attempts"] == 2 and flaky.attributes["opus.runner"] == runner
     assert [e.name for e in flaky.events] == ["retry"]
+    check_attempts_of_flaky(spans, flaky, run)
+
+    broken = tasks_of_run["task broken"]
+    assert broken.status.status_code.name == "ERROR"
+    assert (
+        'raise RuntimeError("broken for good")'
+        in broken.events[-1].attributes["exception.stacktrace"]
+    )
+    after = tasks_of_run["task after"]  # never started: a span all the same
+    assert after.attributes["opus.status"] == "skipped" and after.attributes["opus.attempts"] == 0
+
+
+def check_attempts_of_flaky(spans: Any, flaky: Any, run: Any) -> None:
+    """Task flaky's two attempts: the first failed, the second succeeded, and each holds
+    the span the user's code opened in it."""
     attempts = sorted(
         (s for s in spans if parent_of(s) == flaky.context.span_id), key=lambda s: s.start_time
     )
@@ -124,15 +139,6 @@ def test_a_run_is_a_tree_of_run_task_attempt_and_the_users_own_spans(
         [mine] = [s for s in spans if parent_of(s) == attempt.context.span_id]
         assert mine.name == "user work flaky"
         assert mine.context.trace_id == run.context.trace_id
-
-    broken = tasks_of_run["task broken"]
-    assert broken.status.status_code.name == "ERROR"
-    assert (
-        'raise RuntimeError("broken for good")'
-        in broken.events[-1].attributes["exception.stacktrace"]
-    )
-    after = tasks_of_run["task after"]  # never started: a span all the same
-    assert after.attributes["opus.status"] == "skipped" and after.attributes["opus.attempts"] == 0
 
 
 def test_a_timeout_is_an_event_and_a_command_gets_the_attempts_traceparent(
