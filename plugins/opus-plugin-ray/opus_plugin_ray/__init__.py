@@ -221,11 +221,8 @@ class RayRunner(Runner):
                 return
             from opus_plugin_ray.modules import user_modules
 
-            runtime_env = dict(self.runtime_env)
-            sent = user_modules()
-            if sent:
-                runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), *sent]
-            connect(Settings(self.address, self.num_cpus, runtime_env, self.init_kwargs))
+            settings = Settings(self.address, self.num_cpus, self.runtime_env, self.init_kwargs)
+            connect(settings, user_modules())
             self.connected = True
             import ray
 

@@ -30,12 +30,12 @@ class Settings:
     num_cpus: int | None
     """CPUs of a local Ray (None: the machine's)."""
     runtime_env: dict[str, Any] = field(default_factory=dict, hash=False)
-    """The job's runtime environment, the user's modules added to its `py_modules`."""
+    """The job's runtime environment (the user's modules are added to its `py_modules`)."""
     init_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     """Anything else `ray.init` takes."""
 
-    def init_arguments(self) -> dict[str, Any]:
-        """The keyword arguments of `ray.init`."""
+    def init_arguments(self, modules: list[str]) -> dict[str, Any]:
+        """The keyword arguments of `ray.init`, `modules` added to the job's `py_modules`."""
         import logging
 
         arguments: dict[str, Any] = {
@@ -47,8 +47,11 @@ class Settings:
             arguments["include_dashboard"] = False
             if self.num_cpus is not None:
                 arguments["num_cpus"] = self.num_cpus
-        if self.runtime_env:
-            arguments["runtime_env"] = self.runtime_env
+        runtime_env = dict(self.runtime_env)
+        if modules:
+            runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), *modules]
+        if runtime_env:
+            arguments["runtime_env"] = runtime_env
         arguments.update(self.init_kwargs)
         return arguments
 
@@ -58,10 +61,11 @@ _users = 0
 _ours: Settings | None = None  # what `connect` connected with, when it called ray.init
 
 
-def connect(settings: Settings) -> bool:
-    """Connect this process to Ray as `settings` say, or share the connection it has;
-    True if this call (or an earlier runner's) made the connection, False if the
-    program's own `ray.init` did."""
+def connect(settings: Settings, modules: list[str]) -> bool:
+    """Connect this process to Ray as `settings` say, sending the paths `modules` to the
+    workers (see `opus_plugin_ray.modules`), or share the connection it has; True if this
+    call (or an earlier runner's) made the connection, False if the program's own
+    `ray.init` did (then `modules` are not sent)."""
     global _users, _ours
     import ray
 
@@ -74,7 +78,7 @@ def connect(settings: Settings) -> bool:
             )
         if not ray.is_initialized():
             try:
-                ray.init(**settings.init_arguments())
+                ray.init(**settings.init_arguments(modules))
             except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
                 where = settings.address or "a local Ray"
                 raise RayConnectionError(
