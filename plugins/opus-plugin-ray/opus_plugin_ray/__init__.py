@@ -19,6 +19,7 @@ the task is killed.
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -52,6 +53,10 @@ _OPTIONS = {"num_returns": 2, "max_retries": 0}
 """Ray options of every task: a status and a value; no retry by Ray (opus retries)."""
 
 
+WARM_UP = 60.0
+"""Seconds `RayRunner.start` waits at most for the workers it starts (see `_warm_up`)."""
+
+
 class RayTaskLostError(OpusError):
     """Ray could not run a task to its end: its worker or node died, or it was cancelled
     from outside opus. The message carries Ray's own."""
@@ -80,6 +85,11 @@ class RayTaskRun(BaseTaskRun):
     def fetch(self) -> Any:
         """The value from the object store (fetched once)."""
         if not self.fetched:
+            if not self.runner.connected:
+                raise OpusError(
+                    f"the value of task {self.name!r} stayed on the Ray cluster and is gone "
+                    "with the runner's connection: call get_result() before shutdown()"
+                )
             import ray
 
             from opus_plugin_ray.worker import loads_value
@@ -118,6 +128,7 @@ class RayTaskRun(BaseTaskRun):
             and run.remote
             and not run.fetched
             and run.status is TaskStatus.SUCCEEDED
+            and run.runner.connected
         ]
         if not wanted:
             return
@@ -234,6 +245,23 @@ class RayRunner(Runner):
             self.cluster_cpus = int(self.declared.get("CPU", 0)) or None
             self._settler = threading.Thread(target=self._settle, name="opus-ray", daemon=True)
             self._settler.start()
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Start a worker per CPU of every node of the cluster (Ray starts them per job,
+        with the job's runtime environment), and wait for them: a task's timeout counts
+        from `submit`, and should not be spent on starting the worker it runs on."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        head = dumps_work(Work(os.getpid, (), {}, "opus-ray-warm-up"))
+        started = []
+        for node in ray.nodes():
+            cpus = int(node.get("Resources", {}).get("CPU", 0)) if node.get("Alive") else 0
+            place = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
+            remote = self._remote.options(**_OPTIONS, scheduling_strategy=place)
+            started += [remote.remote(False, head, None)[0] for _ in range(cpus)]
+        ray.wait(started, num_returns=len(started), timeout=WARM_UP, fetch_local=False)
 
     def shutdown(self, wait: bool = True) -> None:
         """Wait for the runs still running (or, without `wait`, kill them), then give up

@@ -33,6 +33,7 @@ PATIENCE = 120.0
 def node_environment(**extra: str) -> dict[str, str]:
     """The environment of a node's processes (and so of its workers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPUS_", "RAY_"))}
+    env["RAY_AUTH_MODE"] = "disabled"  # a token in ~/.ray would otherwise turn it on
     env.update(extra)
     return env
 
@@ -127,7 +128,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Cluster]:
-    """A head node (2 CPUs) and a second node (1 CPU, resource `second`) on this machine."""
+    """A head node (2 CPUs) and a second node (1 CPU, resource `second`) on this machine,
+    without token authentication: the drivers the tests start (this process too) are told
+    so through `RAY_AUTH_MODE`."""
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     # Short: Ray's socket paths live under it, and a socket path has at most 107 bytes.
     folder = Path(tempfile.mkdtemp(prefix="opus-ray-"))
     log = (folder / "head.log").open("wb")
@@ -165,6 +170,10 @@ def ray_cluster() -> Iterator[Cluster]:
         for node in [*(cluster.nodes.values() if cluster else ()), head]:
             stop(node)
         shutil.rmtree(folder, ignore_errors=True)
+        if auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 @pytest.fixture(scope="session")
