@@ -1,0 +1,73 @@
+"""Without an address the runner starts a Ray of its own and stops it on shutdown.
+
+This module does not use the session's cluster, so it runs before it starts (see
+conftest.py): one Ray at a time on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from opus_plugin_ray import RayRunner
+
+pytestmark = pytest.mark.slow  # starts a Ray
+
+PATIENCE = 120.0
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has ended)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def gone(pid: int) -> bool:
+    """Wait (up to `PATIENCE`) for process `pid` to end; whether it did."""
+    deadline = time.monotonic() + PATIENCE
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def processes_of(folder: Path, program: str) -> list[int]:
+    """The ids of the processes running `program` with `folder` on their command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if command[0].endswith(program.encode()) and str(folder).encode() in b" ".join(command):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_local_ray_with_num_cpus_is_started_and_stopped_by_the_runner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray
+    folder = Path(tempfile.mkdtemp(prefix="opus-ray-local-"))  # short: Ray's sockets live here
+    runner = RayRunner(num_cpus=1, init_kwargs={"_temp_dir": str(folder)})
+    try:
+        runner.start()
+        assert runner.cluster_cpus == 1 and runner.max_concurrency == 1
+        [raylet] = processes_of(folder, "raylet")
+        pid = runner.submit(os.getpid).get_result(timeout=PATIENCE)
+        assert pid != os.getpid() and alive(pid)
+    finally:
+        runner.shutdown()
+    assert not ray.is_initialized()
+    assert gone(pid), f"the local Ray's worker {pid} outlived shutdown()"
+    assert gone(raylet), f"the local Ray's raylet {raylet} outlived shutdown()"
