@@ -20,9 +20,9 @@ the task is killed.
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -54,7 +54,13 @@ _OPTIONS = {"num_returns": 2, "max_retries": 0}
 
 
 WARM_UP = 60.0
-"""Seconds `RayRunner.start` waits at most for the workers it starts (see `_warm_up`)."""
+"""Seconds `RayRunner.start` waits at most for the workers it starts (`warm_up`)."""
+
+
+INLINE = 100 * 1024
+"""Bytes: a function (with the keyword arguments shared by a map's rows) pickled into no
+more than this travels inline with each task (as Ray inlines small arguments), a bigger
+one goes to the object store once."""
 
 
 class RayTaskLostError(OpusError):
@@ -175,7 +181,9 @@ class RayRunner(Runner):
     `num_cpus` (of the local Ray; default: the machine's), `runtime_env` (the job's
     runtime environment; the user's own modules are added to its `py_modules`),
     `max_workers` (how many tasks of a graph the engine keeps in flight; default: the
-    cluster's CPUs) and `init_kwargs` (anything else `ray.init` takes).
+    cluster's CPUs), `init_kwargs` (anything else `ray.init` takes) and `warm_up` (default
+    true: `start()` starts a worker per CPU of each node, and waits for them, so that the
+    first tasks' timeouts are not spent on starting the workers they run on).
 
     A task's declared needs (`metadata.resources`, `@task(resources=...)`) go to Ray:
     `cpu` as `num_cpus`, `gpu` as `num_gpus`, and any other the cluster declares
@@ -192,6 +200,7 @@ class RayRunner(Runner):
         runtime_env: dict[str, Any] | None = None,
         max_workers: int | None = None,
         init_kwargs: dict[str, Any] | None = None,
+        warm_up: bool = True,
     ) -> None:
         check_count("num_cpus", num_cpus)
         check_count("max_workers", max_workers)
@@ -204,6 +213,7 @@ class RayRunner(Runner):
         self.runtime_env: dict[str, Any] = dict(runtime_env or {})
         self.max_workers = max_workers
         self.init_kwargs: dict[str, Any] = dict(init_kwargs or {})
+        self.warm_up = warm_up
         self.connected = False
         """Whether the runner holds its share of the process's connection to Ray."""
         self.cluster_cpus: int | None = None
@@ -214,8 +224,10 @@ class RayRunner(Runner):
         self._remote: Any = None  # `execute` as a Ray remote function
         self._plain: Any = None  # the same with the options every task has
         self._running: set[RayTaskRun] = set()
-        self._ended: queue.SimpleQueue[RayTaskRun | None] = queue.SimpleQueue()
+        self._ended: list[RayTaskRun | None] = []  # runs whose status arrived, to settle
+        self._more = threading.Event()  # set when `_ended` has runs
         self._settler: threading.Thread | None = None
+        self._heads: dict[Callable[..., Any], bytes] = {}  # function -> pickled
 
     @property
     def max_concurrency(self) -> int | None:
@@ -245,9 +257,10 @@ class RayRunner(Runner):
             self.cluster_cpus = int(self.declared.get("CPU", 0)) or None
             self._settler = threading.Thread(target=self._settle, name="opus-ray", daemon=True)
             self._settler.start()
-            self._warm_up()
+            if self.warm_up:
+                self._start_workers()
 
-    def _warm_up(self) -> None:
+    def _start_workers(self) -> None:
         """Start a worker per CPU of every node of the cluster (Ray starts them per job,
         with the job's runtime environment), and wait for them: a task's timeout counts
         from `submit`, and should not be spent on starting the worker it runs on."""
@@ -279,8 +292,9 @@ class RayRunner(Runner):
                 run.stop()
         with self._lock:
             self.connected = False
-            self._ended.put(None)
+            self._heads.clear()
             settler, self._settler = self._settler, None
+        self._arrived(None)
         if settler is not None:
             settler.join(HALT_GRACE)
         disconnect()
@@ -298,20 +312,36 @@ class RayRunner(Runner):
         work = Work.of(fn, *args, **kwargs)
         self.start()
         run = RayTaskRun(work.name, self, remote=work.kind == "function")
+        head = self._head(work.fn)
         with InputCollector() as collected:
-            head = dumps_work(work)
+            if head is None:
+                head, row = dumps_work(work), None
+            else:
+                row = dumps_work((work.args, work.kwargs))
         inputs = collected.inputs
         if inputs:
             run.inputs = tuple(given.run for given in inputs if given.run is not None)
         options = _place(work.resources, self.declared) if work.resources else None
-        self._start(run, options, head, None, [given.ref for given in inputs])
+        self._start(run, options, head, row, [given.ref for given in inputs])
         return run
+
+    def _head(self, fn: Callable[..., Any]) -> bytes | None:
+        """`fn` pickled (with no keyword arguments), once, for a module-level function; None
+        for anything else (a closure, a wrapper made per call), which travels pickled with
+        each task's arguments. Workers unpickle a function they were sent before once."""
+        if not isinstance(fn, types.FunctionType) or "<" in fn.__qualname__:
+            return None
+        found = self._heads.get(fn)
+        if found is None:
+            found = self._heads[fn] = dumps_work((fn, {}))
+        return found
 
     def submit_map(
         self, fn: Callable[..., Any], iterables: list[list[Any]], kwargs: dict[str, Any]
     ) -> list[BaseTaskRun]:
         """Start `fn(*row, **kwargs)` for each row of `zip(*iterables)` at once: the function
-        and `kwargs` pickled once, into the object store, each row on its own."""
+        and `kwargs` pickled once, into the object store (a worker unpickles them once), each
+        row on its own."""
         import ray
 
         from opus_plugin_ray.worker import InputCollector
@@ -323,13 +353,17 @@ class RayRunner(Runner):
             return []
         with InputCollector() as shared:
             head = dumps_work((fn, kwargs))
-        head_ref = ray.put(head)
+        if shared.found:  # runs among the keyword arguments: they travel with each row
+            head, each = dumps_work((fn, {})), kwargs
+        else:
+            each = {}
+        # Sent once to the object store when big: each row's task would carry it otherwise.
+        head_ref = ray.put(head) if len(head) > INLINE else head
         runs: list[BaseTaskRun] = []
         for row in rows:
             run = RayTaskRun(name, self, remote=True)
             with InputCollector() as collected:
-                collected.found.update(shared.found)
-                packed = dumps_work(row)
+                packed = dumps_work((row, each))
             inputs = collected.inputs
             if inputs:
                 run.inputs = tuple(given.run for given in inputs if given.run is not None)
@@ -352,7 +386,7 @@ class RayRunner(Runner):
         with self._lock:
             self._running.add(run)
         ended = run.ended = status_ref.future()
-        ended.add_done_callback(lambda _: self._ended.put(run))
+        ended.add_done_callback(lambda _: self._arrived(run))
         if run.done():  # stopped while it was being submitted
             run.halt()
 
@@ -373,17 +407,31 @@ class RayRunner(Runner):
 
     # -- ending -------------------------------------------------------------------------
 
+    def _arrived(self, run: RayTaskRun | None) -> None:
+        """In Ray's thread: `run`'s status arrived (None: the runner shuts down). The settling
+        thread is woken once per batch, not once per run: a wake-up costs the thread that
+        submits tasks the interpreter lock."""
+        with self._lock:
+            self._ended.append(run)
+            wake = len(self._ended) == 1
+        if wake:
+            self._more.set()
+
     def _settle(self) -> None:
-        """Finish each run as its status arrives (in this thread, not Ray's: finishing a
-        run calls its done callbacks, which may submit more work)."""
+        """Finish runs as their statuses arrive, a batch at a time (in this thread, not Ray's:
+        finishing a run calls its done callbacks, which may submit more work)."""
         while True:
-            run = self._ended.get()
-            if run is None:
-                return
-            try:
-                self._conclude(run)
-            except Exception as exc:  # a run left running would hang whoever waits for it
-                run.finish(exception=exc)
+            self._more.wait()
+            with self._lock:
+                batch, self._ended = self._ended, []
+                self._more.clear()
+            for run in batch:
+                if run is None:
+                    return
+                try:
+                    self._conclude(run)
+                except Exception as exc:  # a run left running would hang whoever waits
+                    run.finish(exception=exc)
 
     def _conclude(self, run: RayTaskRun) -> None:
         """Finish `run`, whose status has arrived, after its inputs (so that a run given a

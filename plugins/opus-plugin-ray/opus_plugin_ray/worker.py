@@ -195,8 +195,10 @@ def _install() -> None:
 def execute(keep: bool, head: bytes, row: bytes | None, *inputs: bytes) -> tuple[bytes, bytes]:
     """Run one task here (on a Ray worker); `(status, value)` as bytes (see the module).
 
-    `head` is the task (a `Work`) pickled, or, with `row`, the function and keyword
-    arguments that `row`, pickled positional arguments, are applied to (a map). `inputs`
+    `head` is the task (a `Work`) pickled, or, with `row`, a function and keyword
+    arguments pickled, shared by many tasks (a map's rows, the calls of one function),
+    and `row` this task's `(args, kwargs)` pickled, which the function is called with
+    (its keyword arguments over the shared ones). `inputs`
     are the values of the runs passed in, in the order of their placeholders. With
     `keep`, the value stays in the object store; without, it goes in the status.
     Never raises: what the task raised goes back in the status.
@@ -210,8 +212,9 @@ def execute(keep: bool, head: bytes, row: bytes | None, *inputs: bytes) -> tuple
         if row is None:
             value = loads_work(head)()
         else:
-            fn, kwargs = loads_work(head)
-            value = fn(*loads_work(row), **kwargs)
+            fn, shared = _shared(head)
+            args, kwargs = loads_work(row)
+            value = fn(*args, **({**shared, **kwargs} if shared else kwargs))
         if isinstance(value, Attempted) and keep:
             attempts, value = value.attempts, value.value
         ok, payload = True, value
@@ -221,6 +224,21 @@ def execute(keep: bool, head: bytes, row: bytes | None, *inputs: bytes) -> tuple
         _given.reset(given)
         _said.reset(token)
     return pack(ok, payload, attempts, said, keep)
+
+
+_heads: dict[bytes, tuple[Any, dict[str, Any]]] = {}
+HEADS_KEPT = 32
+"""How many shared functions a worker keeps unpickled."""
+
+
+def _shared(head: bytes) -> tuple[Any, dict[str, Any]]:
+    """The function and keyword arguments `head` holds, unpickled once per worker."""
+    found = _heads.get(head)
+    if found is None:
+        if len(_heads) >= HEADS_KEPT:
+            _heads.clear()
+        found = _heads[head] = loads_work(head)
+    return found
 
 
 def pack(

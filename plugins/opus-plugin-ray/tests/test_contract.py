@@ -26,7 +26,9 @@ class TestRayRunner(RunnerContract):
         """Every runner of these tests connects to the session's cluster, and is shut down
         after the test: the engine does not shut down a runner it is given, and a ray
         runner holds its share of the process's one connection to Ray until it is."""
-        self.runner_options = {"address": ray_address}
+        # Without starting a worker per CPU first: every runner here is a new Ray job, with
+        # workers of its own, and what is checked does not depend on a warm start.
+        self.runner_options = {"address": ray_address, "warm_up": False}
         self.made: list[Runner] = []
         yield
         for runner in self.made:

@@ -125,6 +125,10 @@ def test_map_starts_every_row_at_once(runner: RayRunner) -> None:
     assert [run.get_result(timeout=PATIENCE) for run in again] == [
         (n * n + 1) ** 2 for n in range(8)
     ]
+    for offset in (runs[1], runs[2]):  # a run passed whole to every row, two maps alike
+        shifted = square.map(range(3), offset=offset)
+        expected = [n * n + offset.get_result() for n in range(3)]
+        assert [run.get_result(timeout=PATIENCE) for run in shifted] == expected
 
 
 def test_an_exception_keeps_its_type_message_and_remote_traceback(runner: RayRunner) -> None:
