@@ -274,7 +274,8 @@ class RayRunner(Runner):
             place = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
             remote = self._remote.options(**_OPTIONS, scheduling_strategy=place)
             started += [remote.remote(False, head, None)[0] for _ in range(cpus)]
-        ray.wait(started, num_returns=len(started), timeout=WARM_UP, fetch_local=False)
+        if started:
+            ray.wait(started, num_returns=len(started), timeout=WARM_UP, fetch_local=False)
 
     def shutdown(self, wait: bool = True) -> None:
         """Wait for the runs still running (or, without `wait`, kill them), then give up

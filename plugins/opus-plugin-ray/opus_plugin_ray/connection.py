@@ -56,6 +56,29 @@ class Settings:
         return arguments
 
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for the cluster's address to answer before `ray.init` is called: Ray
+itself retries an address where nothing listens for minutes."""
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise `RayConnectionError` unless something listens at `address` (`host:port` or
+    `ray://host:port`; `"auto"` is left to Ray, which finds the cluster of this machine)."""
+    import socket
+
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayConnectionError(
+            f"cannot connect to the Ray cluster at {address}: {exc}; check that "
+            "`ray start --head` runs there and that the address is right"
+        ) from None
+
+
 _lock = threading.Lock()
 _users = 0
 _ours: Settings | None = None  # what `connect` connected with, when it called ray.init
@@ -77,6 +100,8 @@ def connect(settings: Settings, modules: list[str]) -> bool:
                 "give every ray runner of a program the same options"
             )
         if not ray.is_initialized():
+            if settings.address is not None:
+                check_reachable(settings.address)
             try:
                 ray.init(**settings.init_arguments(modules))
             except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:

@@ -71,3 +71,29 @@ def test_a_local_ray_with_num_cpus_is_started_and_stopped_by_the_runner(
     assert not ray.is_initialized()
     assert gone(pid), f"the local Ray's worker {pid} outlived shutdown()"
     assert gone(raylet), f"the local Ray's raylet {raylet} outlived shutdown()"
+
+
+def test_an_unreachable_address_is_one_clear_error(tmp_path: Path) -> None:
+    from cli_helpers import opus
+    from opus_plugin_ray import RayConnectionError
+
+    with pytest.raises(
+        RayConnectionError, match="cannot connect to the Ray cluster at 127.0.0.1:9"
+    ):
+        RayRunner(address="127.0.0.1:9").start()
+    (tmp_path / "opus.toml").write_text(
+        '[opus]\nrunner = "ray"\nprocessors = ["noop:Noop"]\n'
+        '[runners.ray]\naddress = "127.0.0.1:9"\n'
+        '[[tasks]]\nkind = "Noop"\nversion = "v1"\n'
+    )
+    (tmp_path / "noop.py").write_text(
+        "from opus_core import TaskProcessor\nclass Noop(TaskProcessor):\n    kind = 'Noop'\n"
+        "    def process_task(self, task, command, context, key_value_store, state_persistence):\n"
+        "        pass\n"
+    )
+    result = opus("run", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().startswith(
+        "opus: error: cannot connect to the Ray cluster at 127.0.0.1:9"
+    )
+    assert "Traceback" not in result.stderr
