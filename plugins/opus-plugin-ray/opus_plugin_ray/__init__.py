@@ -83,10 +83,15 @@ class RayTaskRun(BaseTaskRun):
         self.remote = remote
         """Whether the value stays on the cluster until asked for (a function task)."""
         self.status_ref: ObjectRef | None = None
+        """The task's status in Ray's object store (None until submitted)."""
         self.value_ref: ObjectRef | None = None
-        self.ended: Future[Any] | None = None  # the status, as Ray delivers it
+        """The task's value in Ray's object store (what dependents are given)."""
+        self.ended: Future[Any] | None = None
+        """The status, as Ray delivers it to the driver (`ObjectRef.future()`)."""
         self.fetched = False
+        """Whether the value has been brought to the driver (`value`)."""
         self.value: Any = None
+        """The value, once fetched."""
 
     def fetch(self) -> Any:
         """The value from the object store (fetched once)."""

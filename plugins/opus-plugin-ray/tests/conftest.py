@@ -58,6 +58,7 @@ class Cluster:
                 f"--address={self.address}",
                 f"--num-cpus={num_cpus}",
                 f"--resources={json.dumps({name: 1})}",
+                f"--temp-dir={self.folder / name}",
                 "--disable-usage-stats",
             ],
             cwd=self.folder,
