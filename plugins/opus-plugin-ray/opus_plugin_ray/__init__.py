@@ -82,9 +82,9 @@ class RayTaskRun(BaseTaskRun):
         """The runner that started the run."""
         self.remote = remote
         """Whether the value stays on the cluster until asked for (a function task)."""
-        self.status_ref: ObjectRef | None = None
+        self.status_ref: ObjectRef[bytes] | None = None
         """The task's status in Ray's object store (None until submitted)."""
-        self.value_ref: ObjectRef | None = None
+        self.value_ref: ObjectRef[bytes] | None = None
         """The task's value in Ray's object store (what dependents are given)."""
         self.ended: Future[Any] | None = None
         """The status, as Ray delivers it to the driver (`ObjectRef.future()`)."""
@@ -105,6 +105,7 @@ class RayTaskRun(BaseTaskRun):
 
             from opus_plugin_ray.worker import loads_value
 
+            assert self.value_ref is not None  # a run that succeeded was submitted
             self.value = loads_value(ray.get(self.value_ref))
             self.fetched = True
         return self.value
@@ -144,7 +145,7 @@ class RayTaskRun(BaseTaskRun):
         if not wanted:
             return
         try:
-            values = ray.get([run.value_ref for run in wanted])
+            values = ray.get([run.value_ref for run in wanted if run.value_ref is not None])
         except Exception:  # one is lost: each says so when it is read
             return
         for run, data in zip(wanted, values, strict=True):
@@ -258,7 +259,7 @@ class RayRunner(Runner):
 
             self._remote = ray.remote(execute)
             self._plain = self._remote.options(**_OPTIONS)
-            self.declared = dict(ray.cluster_resources())
+            self.declared = dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
             self.cluster_cpus = int(self.declared.get("CPU", 0)) or None
             self._settler = threading.Thread(target=self._settle, name="opus-ray", daemon=True)
             self._settler.start()
@@ -274,7 +275,7 @@ class RayRunner(Runner):
 
         head = dumps_work(Work(os.getpid, (), {}, "opus-ray-warm-up"))
         started = []
-        for node in ray.nodes():
+        for node in ray.nodes():  # type: ignore[no-untyped-call]
             cpus = int(node.get("Resources", {}).get("CPU", 0)) if node.get("Alive") else 0
             place = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
             remote = self._remote.options(**_OPTIONS, scheduling_strategy=place)

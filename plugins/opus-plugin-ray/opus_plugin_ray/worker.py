@@ -140,13 +140,13 @@ class _Stream:
     the running task writes (whole text, sent to the driver when the task ends)."""
 
     def __init__(self, name: str, stream: TextIO) -> None:
-        self.name = name
+        self.stream_name = name
         self.stream = stream
 
     def write(self, text: str) -> int:
         said = _said.get()
         if said is not None and text:
-            said.append((self.name, text))
+            said.append((self.stream_name, text))
         return self.stream.write(text)
 
     def __getattr__(self, name: str) -> Any:
@@ -180,8 +180,8 @@ def _install() -> None:
     if _installed:
         return
     _installed = True
-    sys.stdout = _Stream("stdout", sys.stdout)  # type: ignore[assignment]
-    sys.stderr = _Stream("stderr", sys.stderr)  # type: ignore[assignment]
+    sys.stdout = _Stream("stdout", sys.stdout)
+    sys.stderr = _Stream("stderr", sys.stderr)
     opus = logging.getLogger("opus")
     if opus.level == logging.NOTSET:
         opus.setLevel(logging.DEBUG)  # as in the driver: each LoggerWrapper filters
