@@ -304,3 +304,23 @@ def test_a_second_runner_on_the_cluster_leaves_it_running(
     assert other.submit(pow, 2, 5).get_result(timeout=PATIENCE) == 32
     other.shutdown()
     assert runner.submit(pow, 2, 6).get_result(timeout=PATIENCE) == 64
+
+
+def test_wait_and_as_completed_see_runs_end_as_ray_reports_them(
+    runner: RayRunner, tmp_path: Path
+) -> None:
+    from opus_core import as_completed, wait
+
+    release = tmp_path / "release"
+
+    @task(runner=runner)
+    def held(n: int) -> int:
+        if n:  # the first ends at once, the others when released
+            assert until(release.exists, PATIENCE)
+        return n
+
+    runs = [held(n) for n in range(3)]
+    done, not_done = wait(runs, return_when="FIRST_COMPLETED")
+    assert done == {runs[0]} and not_done == {runs[1], runs[2]}
+    release.touch()
+    assert sorted(run.get_result() for run in as_completed(runs, timeout=PATIENCE)) == [0, 1, 2]
