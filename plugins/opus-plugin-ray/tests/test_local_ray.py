@@ -7,8 +7,10 @@ conftest.py): one Ray at a time on the machine.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,15 @@ def gone(pid: int) -> bool:
     return True
 
 
+@pytest.fixture
+def short_folder() -> Iterator[Path]:
+    """A folder for a local Ray's files, with a short path (Ray's sockets live there, and a
+    socket's path has at most 107 bytes), removed after the test."""
+    folder = Path(tempfile.mkdtemp(prefix="opus-ray-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def processes_of(folder: Path, program: str) -> list[int]:
     """The ids of the processes running `program` with `folder` on their command line."""
     found = []
@@ -53,12 +64,12 @@ def processes_of(folder: Path, program: str) -> list[int]:
 
 
 def test_a_local_ray_with_num_cpus_is_started_and_stopped_by_the_runner(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, short_folder: Path
 ) -> None:
     import ray
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray
-    folder = Path(tempfile.mkdtemp(prefix="opus-ray-local-"))  # short: Ray's sockets live here
+    folder = short_folder
     runner = RayRunner(num_cpus=1, init_kwargs={"_temp_dir": str(folder)})
     try:
         runner.start()
@@ -97,3 +108,25 @@ def test_an_unreachable_address_is_one_clear_error(tmp_path: Path) -> None:
         "opus: error: cannot connect to the Ray cluster at 127.0.0.1:9"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_opus_run_runs_the_pipeline_example_on_a_local_ray(
+    tmp_path: Path, short_folder: Path
+) -> None:
+    from cli_helpers import opus
+
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    folder = short_folder
+    result = opus(
+        "run", "--config", str(examples / "pipeline" / "opus.toml"),
+        "--runner", "ray", "--context", "dev",
+        cwd=tmp_path,
+        env={"RAY_TMPDIR": str(folder), "RAY_AUTH_MODE": "disabled"},
+        timeout=PATIENCE,
+        process=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 succeeded" in result.stdout
+    # Logged by the Provision processor on a worker, written by opus:
+    assert "web: web using db.internal:5432 and cache.internal:6379 (dev)" in result.stderr
+    assert not processes_of(folder, "raylet"), "the local Ray outlived opus run"
