@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 CPU = "cpu"
 """The resource every task takes 1 of, unless it says otherwise, when it has a capacity."""
 
-PATIENCE = 16
-"""How many other tasks may start before a ready task: then it starts next."""
+PATIENCE = 64
+"""How many other tasks may start before a ready task: then it starts next. While it waits
+for its needs nothing else starts, so a small number costs time (`benchmarks/RESULTS.md`,
+Resources)."""
 
 EPSILON = 1e-9
 """How far sums of amounts may stray, in floating point, from what they add up to."""
