@@ -173,6 +173,16 @@ def test_higher_priority_starts_first_then_the_longer_chain_then_the_first_ready
     assert run_in_order(tasks) == ["urgent", "head", "plain", "tail", "low"]
 
 
+def test_among_equals_the_task_that_needs_the_larger_share_of_the_capacities_starts_first() -> None:
+    tasks = [
+        order("small", resources={"db": 1}),
+        order("none"),
+        order("both", resources={"db": 1, "gpu": 1}),  # 1/2 + 1/4
+        order("large", resources={"db": 2}),  # 2/2
+    ]
+    assert run_in_order(tasks, {"db": 2, "gpu": 4}) == ["large", "both", "small", "none"]
+
+
 def test_a_low_priority_task_behind_a_stream_of_higher_ones_still_starts() -> None:
     # Each high task, as it ends, makes the next one ready: a stream that never dries up
     # until the chain ends. The low one, ready from the start, is passed over PATIENCE
