@@ -9,7 +9,9 @@ Which ready task starts next (`ReadyQueue`), among those whose needs are free:
 
 1. the highest `priority`;
 2. then the one with the longest chain of tasks after it (the critical path);
-3. then the one ready first.
+3. then the one that needs the most, as a share of the capacities (the large ones first,
+   while there is room for them; the small ones fill what is left);
+4. then the one ready first.
 
 So that no task waits for ever behind a stream of others (higher priorities, or smaller
 needs that keep fitting where its own do not), a task passed over `PATIENCE` times
@@ -32,8 +34,10 @@ if TYPE_CHECKING:
 CPU = "cpu"
 """The resource every task takes 1 of, unless it says otherwise, when it has a capacity."""
 
-PATIENCE = 16
-"""How many other tasks may start before a ready task: then it starts next."""
+PATIENCE = 64
+"""How many other tasks may start before a ready task: then it starts next. While it waits
+for its needs nothing else starts, so a small number costs time (`benchmarks/RESULTS.md`,
+Resources)."""
 
 EPSILON = 1e-9
 """How far sums of amounts may stray, in floating point, from what they add up to."""
@@ -160,7 +164,8 @@ class ReadyQueue:
         self.pool = pool
         self.holding: dict[int, tuple[Needs, object]] = {}
         self._granted: tuple[int, object] | None = None  # the next to start, its needs taken
-        self._heaps: dict[Needs, list[tuple[int, int, int, int]]] = {}
+        self._heaps: dict[Needs, list[tuple[int, int, float, int, int]]] = {}
+        self._shares: dict[Needs, float] = {}  # needs -> minus their share of the capacities
         self._arrivals: deque[tuple[int, int]] = deque()  # (seq, index), oldest first
         self._queued: dict[int, int] = {}  # index -> seq of its entry
         self._seq = 0
@@ -172,8 +177,15 @@ class ReadyQueue:
         seq = self._seq = self._seq + 1
         self._queued[index] = seq
         self._passed_from[index] = self._starts
-        entry = (-self.priorities[index], -self.chains[index], seq, index)
-        heapq.heappush(self._heaps.setdefault(self.needs[index], []), entry)
+        needs = self.needs[index]
+        share = self._shares.get(needs)
+        if share is None:
+            capacity = self.pool.capacity
+            share = self._shares[needs] = -sum(
+                need / capacity[name] for name, need in needs if capacity[name]
+            )
+        entry = (-self.priorities[index], -self.chains[index], share, seq, index)
+        heapq.heappush(self._heaps.setdefault(needs, []), entry)
         self._arrivals.append((seq, index))
 
     def __len__(self) -> int:
@@ -211,7 +223,7 @@ class ReadyQueue:
         (index, token), self._granted = self._granted, None
         heap = self._heaps[self.needs[index]]
         self._drop_stale(heap)
-        if heap and heap[0][3] == index:
+        if heap and heap[0][-1] == index:
             heapq.heappop(heap)
         del self._queued[index]
         del self._passed_from[index]
@@ -228,7 +240,7 @@ class ReadyQueue:
         count = 0
         for needs, heap in list(self._heaps.items()):
             if needs and not pool.fits(needs):
-                count += sum(1 for entry in list(heap) if queued.get(entry[3]) == entry[2])
+                count += sum(1 for entry in list(heap) if queued.get(entry[-1]) == entry[-2])
         return count
 
     def release(self, index: int) -> None:
@@ -243,9 +255,9 @@ class ReadyQueue:
             arrivals.popleft()
         return arrivals[0][1] if arrivals else None
 
-    def _drop_stale(self, heap: list[tuple[int, int, int, int]]) -> None:
+    def _drop_stale(self, heap: list[tuple[int, int, float, int, int]]) -> None:
         queued = self._queued
-        while heap and queued.get(heap[0][3]) != heap[0][2]:
+        while heap and queued.get(heap[0][-1]) != heap[0][-2]:
             heapq.heappop(heap)
 
     def _next(self) -> int | None:
@@ -256,14 +268,14 @@ class ReadyQueue:
         pool = self.pool
         if self._starts - self._passed_from[oldest] >= PATIENCE:  # its turn, come what may
             return oldest if pool.fits(self.needs[oldest]) else None
-        best: tuple[int, int, int, int] | None = None
+        best: tuple[int, int, float, int, int] | None = None
         for needs, heap in self._heaps.items():
             self._drop_stale(heap)
             if heap and (best is None or heap[0] < best) and pool.fits(needs):
                 best = heap[0]
         if best is None:
             return None
-        return best[3]
+        return best[-1]
 
 
 class Resources:

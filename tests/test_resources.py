@@ -23,6 +23,7 @@ import pytest
 
 from opus_core import ManifestError, Task, TaskProcessor, Tasks
 from opus_core.errors import ConfigError
+from opus_core.resources import PATIENCE
 from opus_core.runners import ProcessPoolRunner
 from opus_core.testing.cli import run_opus
 
@@ -172,13 +173,26 @@ def test_higher_priority_starts_first_then_the_longer_chain_then_the_first_ready
     assert run_in_order(tasks) == ["urgent", "head", "plain", "tail", "low"]
 
 
+def test_among_equals_the_task_that_needs_the_larger_share_of_the_capacities_starts_first() -> None:
+    tasks = [
+        order("small", resources={"db": 1}),
+        order("none"),
+        order("both", resources={"db": 1, "gpu": 1}),  # 1/2 + 1/4
+        order("large", resources={"db": 2}),  # 2/2
+    ]
+    assert run_in_order(tasks, {"db": 2, "gpu": 4}) == ["large", "both", "small", "none"]
+
+
 def test_a_low_priority_task_behind_a_stream_of_higher_ones_still_starts() -> None:
     # Each high task, as it ends, makes the next one ready: a stream that never dries up
-    # until the chain ends. The low one, ready from the start, is passed over 16 times.
+    # until the chain ends. The low one, ready from the start, is passed over PATIENCE
+    # (64) times, then starts.
     chain = [order("h0", priority=9)]
-    chain += [order(f"h{i}", priority=9, dependencies=[f"h{i - 1}"]) for i in range(1, 40)]
+    chain += [
+        order(f"h{i}", priority=9, dependencies=[f"h{i - 1}"]) for i in range(1, PATIENCE + 24)
+    ]
     seen = run_in_order([order("low", priority=-9), *chain])
-    assert seen.index("low") == 16
+    assert seen.index("low") == PATIENCE == 64
 
 
 def test_without_resources_or_priorities_tasks_start_in_the_order_they_became_ready() -> None:
