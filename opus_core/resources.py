@@ -193,14 +193,13 @@ class ReadyQueue:
 
     def __bool__(self) -> bool:
         if self._granted is None:
-            index = self._next()
-            if index is None:
-                return False
-            needs = self.needs[index]
-            token = self.pool.acquire(needs) if needs else needs
-            if token is None:
-                return False  # free here, held by other processes (machine scope)
-            self._granted = (index, token)
+            for index in self._candidates():
+                needs = self.needs[index]
+                token = self.pool.acquire(needs) if needs else needs
+                if token is not None:  # (None: free here, held by other processes)
+                    self._granted = (index, token)
+                    return True
+            return False
         return True
 
     def clear(self) -> None:
@@ -260,22 +259,23 @@ class ReadyQueue:
         while heap and queued.get(heap[0][-1]) != heap[0][-2]:
             heapq.heappop(heap)
 
-    def _next(self) -> int | None:
-        """The task that would start now, or None if none can."""
+    def _candidates(self) -> list[int]:
+        """The tasks that may start now, best first: those whose needs are free in this run
+        (the machine's leases may still refuse them), one per kind of needs (the others of
+        a kind wait behind the first); only the oldest when its patience is spent."""
         oldest = self._oldest()
         if oldest is None:
-            return None
+            return []
         pool = self.pool
         if self._starts - self._passed_from[oldest] >= PATIENCE:  # its turn, come what may
-            return oldest if pool.fits(self.needs[oldest]) else None
-        best: tuple[int, int, float, int, int] | None = None
+            return [oldest] if pool.fits(self.needs[oldest]) else []
+        heads = []
         for needs, heap in self._heaps.items():
             self._drop_stale(heap)
-            if heap and (best is None or heap[0] < best) and pool.fits(needs):
-                best = heap[0]
-        if best is None:
-            return None
-        return best[-1]
+            if heap and pool.fits(needs):
+                heads.append(heap[0])
+        heads.sort()
+        return [head[-1] for head in heads]
 
 
 class Resources:
