@@ -186,7 +186,7 @@ def test_ctrl_c_stops_the_run_with_a_summary(tmp_path: Path) -> None:
         (
             '[opus]\nrunner = "warp"',
             "opus.runner: no runner named 'warp'; installed runners: "
-            "dask, nice, process, processpool, sequential, threadpool",
+            "dask, nice, process, processpool, ray, sequential, threadpool",
         ),
         ('[opus]\nrunner = "threadpoool"', "no runner named 'threadpoool'"),
         ('[opus]\npersistence = "cloud"', "no persistence named 'cloud'; installed persistence: "),

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import make_distribution, one_line_error, opus
 
 from opus_core import LoggerWrapper, Task, TaskProcessor, Tasks, hookimpl
@@ -1326,10 +1327,12 @@ class Odd:
 """
 
 
-def test_hookimpls_marked_on_a_staticmethod_are_called(tmp_path: Path) -> None:
+def test_hookimpls_marked_on_a_staticmethod_are_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     namespace: dict[str, Any] = {}
     exec(ODD_IMPLS, namespace)
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
 
     class Noop(TaskProcessor):
         kind = "Noop"
@@ -1480,12 +1483,14 @@ def test_a_wrapper_on_a_firstresult_hook_works_and_a_bad_str_breaks_nothing(tmp_
     assert "sequential" in manager.runners()
 
 
-def test_main_called_in_process_leaves_the_signal_handlers_as_they_were(tmp_path: Path) -> None:
+def test_main_called_in_process_leaves_the_signal_handlers_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import signal
 
     from opus_core.cli import main
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     main(["plugins", "list", "--json"])
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
