@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _pool_thread = threading.local()
-"""`runner`: the `ThreadPoolRunner` whose pool this thread belongs to."""
+"""`runner`: the `ThreadPoolRunner` whose pool this thread belongs to; `next`: while the
+thread hands a task's outcome to the run's callbacks, `OPEN`, or the run of a dependent
+they made ready, which the thread does next (else `CLOSED`)."""
+
+OPEN = object()
+"""The thread hands out an outcome: the first dependent made ready is its next work."""
+CLOSED = object()
+"""Dependents made ready go to the pool's queue."""
 
 
 def default_max_workers() -> int:
@@ -49,10 +56,19 @@ class ThreadTaskRun(BaseTaskRun):
         """On a pool thread of this run's pool, do the work now if it is still queued."""
         # A pool thread waiting for work still queued on its own pool does that work
         # itself: otherwise tasks that wait for tasks can fill every thread and wait forever.
-        if getattr(_pool_thread, "runner", None) is self.runner:
-            future = self.future
-            if future is not None and future.cancel():
+        local = _pool_thread
+        if getattr(local, "runner", None) is not self.runner:
+            return
+        follow = local.next
+        if isinstance(follow, ThreadTaskRun):  # it would be done after this wait: not now
+            local.next = OPEN
+            if follow is self:
                 self.runner._execute(self, *self._take())
+                return
+            self.runner._queue(follow, *follow._take())
+        future = self.future
+        if future is not None and future.cancel():
+            self.runner._execute(self, *self._take())
 
     def _take(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         job, self.job = self.job, None
@@ -119,6 +135,7 @@ class ThreadPoolRunner(Runner):
 
     def _mark_thread(self) -> None:
         _pool_thread.runner = self
+        _pool_thread.next = CLOSED
 
     def _run_job(self, run: ThreadTaskRun) -> None:
         if run.job is not None:  # not taken by a waiting pool thread meanwhile
@@ -129,9 +146,21 @@ class ThreadPoolRunner(Runner):
         return ThreadTaskRun(run_name(fn), self)
 
     def submit_prepared(self, run: BaseTaskRun, work: Work, /) -> None:
-        """Queue `work` on the pool, its outcome going to `run`."""
+        """Queue `work` on the pool, its outcome going to `run`.
+
+        Called from the callbacks of a run that just ended on this pool (a dependent whose
+        inputs are now ready), the first such work is done next by the same thread, once
+        those callbacks return, without a trip through the queue: a chain of runs goes
+        from link to link on one thread, as the work of one function would.
+        """
         if not isinstance(run, ThreadTaskRun) or run.runner is not self:
             raise TypeError(f"not a run this runner prepared: {run!r}")
+        local = _pool_thread
+        if getattr(local, "next", CLOSED) is OPEN and local.runner is self:
+            run.job = (work, (), {})
+            self._runs.add(run)
+            local.next = run
+            return
         self._queue(run, work, (), {})
 
     def submit_map(
@@ -173,21 +202,32 @@ class ThreadPoolRunner(Runner):
     def _execute(
         self, run: ThreadTaskRun, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
     ) -> None:
-        """On a pool thread: do the work and hand its outcome to the run.
+        """On a pool thread: do the work and hand its outcome to the run; then the work of
+        the dependent its callbacks made ready first, if any (see `submit_prepared`).
 
         The outcome goes straight to the run rather than through the future's
         callbacks: this is the whole cost of the runner over a bare executor.
         """
-        try:
-            if run.status is None:  # not stopped while it queued
-                try:
-                    value = fn(*args, **kwargs)
-                except BaseException as exc:  # every outcome is the run's, none the pool's
-                    run.finish(exception=exc)
-                else:
-                    run.finish(value=value)
-        finally:
-            self._runs.discard(run)
+        local = _pool_thread
+        while True:
+            follow = None
+            try:
+                if run.status is None:  # not stopped while it queued
+                    try:
+                        value, error = fn(*args, **kwargs), None
+                    except BaseException as exc:  # every outcome is the run's, none the pool's
+                        value, error = None, exc
+                    outer, local.next = local.next, OPEN
+                    try:
+                        run.finish(value, error)
+                    finally:
+                        follow, local.next = local.next, outer
+            finally:
+                self._runs.discard(run)
+            if not isinstance(follow, ThreadTaskRun):
+                return
+            run = follow
+            fn, args, kwargs = run._take()
 
     def shutdown(self, wait: bool = True) -> None:
         """Cancel what has not started and let the threads go.

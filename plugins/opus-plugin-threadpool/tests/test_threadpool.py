@@ -109,6 +109,61 @@ def test_stop_and_timeout_release_the_caller_while_the_thread_finishes(tmp_path:
     assert done.read_text() == "finished"  # the thread went on in the background
 
 
+def gated_chain(
+    runner: ThreadPoolRunner, links: int
+) -> tuple[threading.Event, list[ThreadTaskRun], list[str]]:
+    """A chain of `links` calls, each given the run before it, whose first waits for the
+    event returned: so every dependent exists before the first link ends. Each link says
+    on which thread it ran."""
+    gate = threading.Event()
+    threads: list[str] = []
+
+    @task(runner=runner)
+    def step(previous: int) -> int:
+        if previous == 0:
+            gate.wait(PATIENCE)
+        threads.append(threading.current_thread().name)
+        return previous + 1
+
+    runs = [step(0)]
+    for _ in range(links - 1):
+        runs.append(step(runs[-1]))
+    return gate, runs, threads  # type: ignore[return-value]
+
+
+def test_a_chain_of_runs_goes_from_link_to_link_on_one_thread() -> None:
+    runner = ThreadPoolRunner(max_workers=4)
+    gate, runs, threads = gated_chain(runner, 50)
+    gate.set()
+    assert runs[-1].get_result(timeout=PATIENCE) == 50
+    assert len(threads) == 50 and len(set(threads)) == 1  # no trip through the queue
+    runner.shutdown()
+
+
+def test_a_done_callback_that_waits_for_the_next_link_does_not_wait_for_ever() -> None:
+    # The dependent a run made ready is done by its thread after its callbacks: a
+    # callback that waits for it has it done now, on that thread.
+    runner = ThreadPoolRunner(max_workers=2)
+    gate, runs, threads = gated_chain(runner, 3)
+    seen: list[int] = []
+    runs[0].add_done_callback(lambda _: seen.append(runs[1].get_result(timeout=PATIENCE)))
+    gate.set()
+    assert runs[2].get_result(timeout=PATIENCE) == 3
+    assert seen == [2] and len(set(threads)) == 1
+    runner.shutdown()
+
+
+def test_a_dependent_stopped_by_a_done_callback_does_not_run() -> None:
+    runner = ThreadPoolRunner(max_workers=2)
+    gate, runs, threads = gated_chain(runner, 3)
+    runs[0].add_done_callback(lambda _: runs[1].stop())
+    gate.set()
+    assert runs[2].wait(PATIENCE)
+    assert [run.status for run in runs] == ["succeeded", "cancelled", "skipped"]
+    assert len(threads) == 1  # only the first link ran
+    runner.shutdown()
+
+
 def test_graph_runs_on_the_pool_with_dependencies_and_values(tmp_path: Path) -> None:
     h = Harness(tmp_path, "threadpool")
     for name in ("a", "b", "c"):  # none ends before all three have started
