@@ -2,8 +2,9 @@
 
 python3 dev.py demo     install opus and its plugins into .venv and run the main job
 python3 dev.py test     install the same plus the test tools and run every check and test,
-                        the documentation site's `mkdocs build --strict` among them
-                        (with no arguments, also `floor`; arguments go to pytest)
+                        the documentation site's `mkdocs build --strict` among them, the
+                        tests spread over a worker per core (with no arguments, also
+                        `floor`; arguments go to pytest, in place of `-n auto`)
 python3 dev.py test --fast
                         the checks (ruff, mypy, lint-imports) and the tests not marked
                         `slow` (no dask cluster, browser, long fuzzing or package
@@ -125,7 +126,9 @@ def test() -> None:
         run(PYTHON, "-m", "pytest", "-m", "not slow", *workers, *arguments)
         return
     docs()
-    run(PYTHON, "-m", "pytest", *arguments)
+    # a worker per core (pytest-xdist); a Ray cluster's tests share one (xdist_group)
+    workers = [] if arguments else ["-n", "auto", "--dist", "loadgroup"]
+    run(PYTHON, "-m", "pytest", *workers, *arguments)
     if not arguments:
         floor()
 

@@ -13,7 +13,10 @@ from opus_plugin_ray import RayRunner
 from opus_core.runners import Runner
 from opus_core.testing import RunnerContract
 
-pytestmark = pytest.mark.slow  # a real Ray cluster
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("ray"),
+]  # a real Ray cluster; one worker for all
 
 
 class TestRayRunner(RunnerContract):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from opus_plugin_ray import RayRunner
 
-pytestmark = pytest.mark.slow  # starts a Ray
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # starts a Ray; one worker for all
 
 PATIENCE = 120.0
 

@@ -26,7 +26,10 @@ from opus_core import (
 )
 from opus_core.plugin.manager import PluginManager
 
-pytestmark = pytest.mark.slow  # a real Ray cluster
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("ray"),
+]  # a real Ray cluster; one worker for all
 
 # Functions defined here travel to the workers by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

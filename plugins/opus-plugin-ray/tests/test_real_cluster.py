@@ -21,7 +21,10 @@ from opus_plugin_ray import RayRunner, RayTaskLostError
 
 from opus_core import task
 
-pytestmark = pytest.mark.slow  # a real Ray cluster
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("ray"),
+]  # a real Ray cluster; one worker for all
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
