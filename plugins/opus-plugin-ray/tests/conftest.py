@@ -184,6 +184,13 @@ def ray_address(ray_cluster: Cluster) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that do not use the session's cluster first (a local Ray of their own
-    then never runs beside it)."""
-    items.sort(key=lambda item: "ray_cluster" in getattr(item, "fixturenames", ()))
+    """These tests first in the session, so that with pytest-xdist their worker (they are
+    one `xdist_group`) starts on them while the others share the rest; among them, those
+    that do not use the session's cluster first (a local Ray of their own then never runs
+    beside it)."""
+    here = Path(__file__).parent
+
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        return here not in item.path.parents, "ray_cluster" in getattr(item, "fixturenames", ())
+
+    items.sort(key=order)
