@@ -19,11 +19,12 @@ the task is killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -158,8 +159,10 @@ class RayTaskRun(BaseTaskRun):
             return  # not submitted: `submit` cancels it if it gets that far
         import ray
 
-        ray.cancel(self.status_ref, force=True)
-        ray.wait([self.status_ref], timeout=HALT_GRACE, fetch_local=False)
+        with self.runner.calling_ray() as connected:
+            if connected:
+                ray.cancel(self.status_ref, force=True)
+                ray.wait([self.status_ref], timeout=HALT_GRACE, fetch_local=False)
 
 
 def _place(needs: Mapping[str, float], declared: Mapping[str, float]) -> dict[str, Any]:
@@ -227,6 +230,8 @@ class RayRunner(Runner):
         self.declared: dict[str, float] = {}
         """The cluster's resources, once connected."""
         self._lock = threading.Lock()
+        self._calls = 0  # `calling_ray` blocks under way
+        self._no_calls = threading.Condition(self._lock)
         self._remote: Any = None  # `execute` as a Ray remote function
         self._plain: Any = None  # the same with the options every task has
         self._running: set[RayTaskRun] = set()
@@ -242,6 +247,24 @@ class RayRunner(Runner):
         return self.max_workers if self.max_workers is not None else self.cluster_cpus
 
     # -- connecting ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def calling_ray(self) -> Iterator[bool]:
+        """Around calls to Ray from a thread other than the one that shuts the runner down
+        (a halt from the deadline watcher): gives whether the runner is connected, and
+        keeps `shutdown` from ending the connection until the block is over. Ray ends the
+        whole process when it is called after `ray.shutdown()`."""
+        with self._lock:
+            connected = self.connected
+            if connected:
+                self._calls += 1
+        try:
+            yield connected
+        finally:
+            if connected:
+                with self._lock:
+                    self._calls -= 1
+                    self._no_calls.notify_all()
 
     def start(self) -> None:
         """Connect to Ray (or start the local Ray) before the run's first task."""
@@ -301,6 +324,7 @@ class RayRunner(Runner):
             self.connected = False
             self._heads.clear()
             settler, self._settler = self._settler, None
+            self._no_calls.wait_for(lambda: not self._calls)  # each ends within HALT_GRACE
         self._arrived(None)
         if settler is not None:
             settler.join(HALT_GRACE)

@@ -4,6 +4,7 @@ cluster and disconnects when shut down, which ends its job and so its workers.""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,3 +42,33 @@ class TestRayRunner(RunnerContract):
         runner = super().make_runner(**options)
         self.made.append(runner)
         return runner
+
+
+def test_shutdown_waits_for_a_call_to_ray_under_way_in_another_thread(ray_address: str) -> None:
+    # A halt from the deadline watcher's thread may still be in `ray.wait` when the run's
+    # runner shuts down: Ray ends the whole process if it is called after `ray.shutdown()`.
+    import ray
+    from harness import PATIENCE
+
+    assert not ray.is_initialized()  # no other runner holds the connection
+    runner = RayRunner(address=ray_address, warm_up=False)
+    runner.start()
+    seen: list[tuple[bool, bool, bool]] = []
+    stopper = threading.Thread(target=runner.shutdown)
+
+    def halting() -> None:
+        with runner.calling_ray() as connected:
+            stopper.start()
+            # Long enough for an unguarded shutdown to end the connection; a guarded one
+            # cannot end before this block does, however long it takes.
+            stopper.join(5)
+            seen.append((connected, stopper.is_alive(), bool(ray.cluster_resources())))
+
+    caller = threading.Thread(target=halting)
+    caller.start()
+    caller.join(PATIENCE)
+    stopper.join(PATIENCE)
+    assert seen == [(True, True, True)]  # shutdown waited, and Ray still answered the call
+    assert not ray.is_initialized()  # then the connection ended
+    with runner.calling_ray() as connected:
+        assert not connected  # a halt after shutdown leaves Ray alone
