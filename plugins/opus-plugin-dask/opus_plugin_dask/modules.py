@@ -27,14 +27,11 @@ a task) stay behind.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import importlib.util
 import os
-import site
 import sys
-import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +39,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
+from opus_core.runners.user_modules import is_library_file, source_file, user_top_levels
 from opus_plugin_dask.process import PROCESS_TOKEN
 
 SKIPPED_DIRS = frozenset({"__pycache__", "site-packages", "node_modules"})
@@ -69,37 +67,6 @@ class ModuleSource:
 
 
 # -- on the driver ------------------------------------------------------------------
-
-
-@functools.cache
-def _installed_top_levels() -> frozenset[str]:
-    """Top-level names that installed distributions provide (editable installs too)."""
-    from importlib.metadata import packages_distributions
-
-    return frozenset(packages_distributions())
-
-
-@functools.cache
-def _library_dirs() -> tuple[str, ...]:
-    """Folders whose modules are the interpreter's or installed: never shipped."""
-    paths = sysconfig.get_paths()
-    dirs = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
-    dirs.update(site.getsitepackages())
-    dirs.add(site.getusersitepackages())
-    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs if d)
-
-
-def _is_library_file(path: str) -> bool:
-    real = os.path.realpath(path)
-    return real.startswith(_library_dirs())
-
-
-def _source_file(module: ModuleType) -> str | None:
-    """The `.py` file a module was loaded from, or None (built-in, extension, zip, frozen)."""
-    path = getattr(module, "__file__", None)
-    if not isinstance(path, str) or not path.endswith(".py") or not os.path.isfile(path):
-        return None
-    return path
 
 
 def _read(path: Path) -> bytes | None:
@@ -131,8 +98,8 @@ def _namespace_files(name: str, package: ModuleType) -> dict[str, bytes]:
     for module_name, module in list(sys.modules.items()):
         if not module_name.startswith(name + ".") or module is None:
             continue
-        source = _source_file(module)
-        if source is None or _is_library_file(source):
+        source = source_file(module)
+        if source is None or is_library_file(source):
             continue
         expected = module_name.split(".")[1:]
         for portion in portions:
@@ -150,9 +117,9 @@ def _namespace_files(name: str, package: ModuleType) -> dict[str, bytes]:
 
 def _top_level_source(name: str, module: ModuleType) -> ModuleSource | None:
     """The user's module or package `name`, or None if it is not one a worker could import."""
-    source = _source_file(module)
+    source = source_file(module)
     if source is not None:
-        if _is_library_file(source):
+        if is_library_file(source):
             return None
         path = Path(source)
         if hasattr(module, "__path__"):  # a regular package: its __init__.py names its folder
@@ -174,36 +141,10 @@ def _top_level_source(name: str, module: ModuleType) -> ModuleSource | None:
 
 
 def user_modules() -> list[ModuleSource]:
-    """The user's own top-level modules and packages imported in this process.
-
-    Left out: `__main__` (cloudpickle sends its functions by value), the
-    standard library, anything an installed distribution provides (opus-core
-    and the plugins included, even when installed in editable mode) and
-    anything under a `site-packages` folder.
-    """
-    installed = _installed_top_levels()
-    found: dict[str, ModuleSource] = {}
-    seen: set[str] = set()
-    for module_name in list(sys.modules):
-        top = module_name.partition(".")[0]
-        if top in seen:
-            continue
-        seen.add(top)
-        if (
-            top in ("__main__", "__mp_main__")
-            or top in sys.stdlib_module_names
-            or top in sys.builtin_module_names
-            or top in installed
-            or not top.isidentifier()
-        ):
-            continue
-        module = sys.modules.get(top)
-        if module is None:
-            continue
-        shipped = _top_level_source(top, module)
-        if shipped is not None:
-            found[top] = shipped
-    return [found[name] for name in sorted(found)]
+    """The user's own top-level modules and packages imported in this process
+    (`opus_core.runners.user_modules` says which modules are the user's)."""
+    found = [_top_level_source(name, module) for name, module in user_top_levels()]
+    return sorted((shipped for shipped in found if shipped is not None), key=lambda m: m.name)
 
 
 # -- on the workers -----------------------------------------------------------------
