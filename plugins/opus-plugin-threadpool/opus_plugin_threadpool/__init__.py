@@ -57,18 +57,19 @@ class ThreadTaskRun(BaseTaskRun):
         # A pool thread waiting for work still queued on its own pool does that work
         # itself: otherwise tasks that wait for tasks can fill every thread and wait forever.
         local = _pool_thread
-        if getattr(local, "runner", None) is not self.runner:
-            return
+        pool = getattr(local, "runner", None)
+        if pool is None:
+            return  # not a pool thread
         follow = local.next
         if isinstance(follow, ThreadTaskRun):  # it would be done after this wait: not now
             local.next = OPEN
             if follow is self:
-                self.runner._execute(self, *self._take())
+                pool._execute(self, *self._take())
                 return
-            self.runner._queue(follow, *follow._take())
+            pool._queue(follow, *follow._take())  # another thread does it
         future = self.future
-        if future is not None and future.cancel():
-            self.runner._execute(self, *self._take())
+        if pool is self.runner and future is not None and future.cancel():
+            pool._execute(self, *self._take())
 
     def _take(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         job, self.job = self.job, None
