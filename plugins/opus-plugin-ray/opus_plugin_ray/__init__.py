@@ -97,17 +97,18 @@ class RayTaskRun(BaseTaskRun):
     def fetch(self) -> Any:
         """The value from the object store (fetched once)."""
         if not self.fetched:
-            if not self.runner.connected:
-                raise OpusError(
-                    f"the value of task {self.name!r} stayed on the Ray cluster and is gone "
-                    "with the runner's connection: call get_result() before shutdown()"
-                )
             import ray
 
             from opus_plugin_ray.worker import loads_value
 
-            assert self.value_ref is not None  # a run that succeeded was submitted
-            self.value = loads_value(ray.get(self.value_ref))
+            with self.runner.calling_ray() as connected:
+                if not connected:
+                    raise OpusError(
+                        f"the value of task {self.name!r} stayed on the Ray cluster and is "
+                        "gone with the runner's connection: call get_result() before shutdown()"
+                    )
+                assert self.value_ref is not None  # a run that succeeded was submitted
+                self.value = loads_value(ray.get(self.value_ref))
             self.fetched = True
         return self.value
 
@@ -141,14 +142,15 @@ class RayTaskRun(BaseTaskRun):
             and run.remote
             and not run.fetched
             and run.status is TaskStatus.SUCCEEDED
-            and run.runner.connected
         ]
-        if not wanted:
-            return
-        try:
-            values = ray.get([run.value_ref for run in wanted if run.value_ref is not None])
-        except Exception:  # one is lost: each says so when it is read
-            return
+        with contextlib.ExitStack() as calls:
+            runners = {run.runner for run in wanted}
+            if not runners or not all(calls.enter_context(r.calling_ray()) for r in runners):
+                return  # a runner shut down: each run says so when it is read
+            try:
+                values = ray.get([run.value_ref for run in wanted if run.value_ref is not None])
+            except Exception:  # one is lost: each says so when it is read
+                return
         for run, data in zip(wanted, values, strict=True):
             run.value, run.fetched = loads_value(data), True
 
