@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,7 @@ def test_ctrl_c_kills_the_running_command_and_all_it_started(tmp_path: Path) -> 
     root = project(tmp_path, command("slow", f'{{ run = "{script}" }}'))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     env["XDG_CONFIG_HOME"] = str(root / ".user-config")
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT shows where every thread of opus is
     run = interruptible([str(OPUS), "run"], cwd=root, env=env)
     try:
         assert run.stderr is not None
@@ -189,7 +191,12 @@ def test_ctrl_c_kills_the_running_command_and_all_it_started(tmp_path: Path) -> 
             if line.endswith("slow: waiting\n"):
                 break
         run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=60)
+        try:
+            _, err = run.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            run.send_signal(signal.SIGABRT)
+            _, err = run.communicate(timeout=60)
+            pytest.fail(f"opus did not stop after Ctrl-C; its threads:\n{err}")
     finally:
         run.kill()
     assert run.returncode == 130, err
