@@ -20,6 +20,16 @@ PATIENCE = 30.0
 a failure ever waits that long."""
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has ended)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
 def until(condition: Callable[[], bool], patience: float = PATIENCE) -> bool:
     """Poll `condition` until it holds or `patience` seconds pass; whether it held."""
     deadline = time.monotonic() + patience

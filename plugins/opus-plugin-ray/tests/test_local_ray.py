@@ -14,21 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import alive
 from opus_plugin_ray import RayRunner
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # starts a Ray; one worker for all
 
 PATIENCE = 120.0
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie has ended)."""
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
 
 
 def gone(pid: int) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from harness import Harness, until
+from harness import Harness, alive, until
 from opus_plugin_ray import RayRunner, RayTaskRun
 
 from opus_core import (
@@ -35,16 +35,6 @@ pytestmark = [
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 PATIENCE = 120.0
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie has ended)."""
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
 
 
 def wait_for_file(path: Path) -> str:

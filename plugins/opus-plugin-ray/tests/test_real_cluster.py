@@ -16,7 +16,7 @@ from typing import Any
 import cloudpickle
 import pytest
 from cli_helpers import opus
-from harness import until
+from harness import alive, until
 from opus_plugin_ray import RayRunner, RayTaskLostError
 
 from opus_core import task
@@ -30,16 +30,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 PATIENCE = 120.0
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie has ended)."""
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
 
 
 def on_cluster(project: Path, address: str, extra: str = "") -> None:
