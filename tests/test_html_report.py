@@ -457,7 +457,9 @@ def test_no_edge_of_a_bigger_run_passes_under_another_box(
 def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewhere(
     browser: Any, tmp_path: Path
 ) -> None:
-    run = real_run([("blink", [], {}), ("a-long-running-load", ["blink"], {"seconds": 0.4})])
+    # 2 s against a no-op: its bar stays too narrow for its name even when the machine is
+    # so busy that the no-op takes a tenth of a second (at 0.4 s, it once did not)
+    run = real_run([("blink", [], {}), ("a-long-running-load", ["blink"], {"seconds": 2.0})])
     opened = open_report(browser, run, tmp_path / "report.html")
     page = opened.page
     names = [t["name"] for t in run["tasks"]]
