@@ -24,12 +24,12 @@ __version__ = "0.1.0"
 
 _pool_thread = threading.local()
 """`runner`: the `ThreadPoolRunner` whose pool this thread belongs to; `next`: while the
-thread hands a task's outcome to the run's callbacks, `OPEN`, or the run of a dependent
-they made ready, which the thread does next (else `CLOSED`)."""
+thread hands a task's outcome to the run's callbacks, `_OPEN`, or the run of a dependent
+they made ready, which the thread does next (else `_CLOSED`)."""
 
-OPEN = object()
+_OPEN = object()
 """The thread hands out an outcome: the first dependent made ready is its next work."""
-CLOSED = object()
+_CLOSED = object()
 """Dependents made ready go to the pool's queue."""
 
 
@@ -62,7 +62,7 @@ class ThreadTaskRun(BaseTaskRun):
             return  # not a pool thread
         follow = local.next
         if isinstance(follow, ThreadTaskRun):  # it would be done after this wait: not now
-            local.next = OPEN
+            local.next = _OPEN
             if follow is self:
                 pool._execute(self, *self._take())
                 return
@@ -136,7 +136,7 @@ class ThreadPoolRunner(Runner):
 
     def _mark_thread(self) -> None:
         _pool_thread.runner = self
-        _pool_thread.next = CLOSED
+        _pool_thread.next = _CLOSED
 
     def _run_job(self, run: ThreadTaskRun) -> None:
         if run.job is not None:  # not taken by a waiting pool thread meanwhile
@@ -157,7 +157,7 @@ class ThreadPoolRunner(Runner):
         if not isinstance(run, ThreadTaskRun) or run.runner is not self:
             raise TypeError(f"not a run this runner prepared: {run!r}")
         local = _pool_thread
-        if getattr(local, "next", CLOSED) is OPEN and local.runner is self:
+        if getattr(local, "next", _CLOSED) is _OPEN and local.runner is self:
             run.job = (work, (), {})
             self._runs.add(run)
             local.next = run
@@ -218,7 +218,7 @@ class ThreadPoolRunner(Runner):
                         value, error = fn(*args, **kwargs), None
                     except BaseException as exc:  # every outcome is the run's, none the pool's
                         value, error = None, exc
-                    outer, local.next = local.next, OPEN
+                    outer, local.next = local.next, _OPEN
                     try:
                         run.finish(value, error)
                     finally:
