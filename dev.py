@@ -3,8 +3,8 @@
 python3 dev.py demo     install opus and its plugins into .venv and run the main job
 python3 dev.py test     install the same plus the test tools and run every check and test,
                         the documentation site's `mkdocs build --strict` among them, the
-                        tests spread over a worker per core (with no arguments, also
-                        `floor`; arguments go to pytest, in place of `-n auto`)
+                        tests spread over a worker per core (`-n 0` for one process;
+                        with no arguments, also `floor`; arguments go to pytest)
 python3 dev.py test --fast
                         the checks (ruff, mypy, lint-imports) and the tests not marked
                         `slow` (no dask cluster, browser, long fuzzing or package
@@ -118,16 +118,14 @@ def test() -> None:
     run(BIN / "ruff", "check", ".")
     run(BIN / "mypy")
     run(BIN / "lint-imports", "--no-logo")  # the layers of opus_core: [tool.importlinter]
-    if fast:  # the tests marked `slow` (pyproject.toml) left out, and the site and floor;
-        # spread over a worker per core (pytest-xdist) unless the arguments say otherwise
-        workers = (
-            [] if any(a.startswith(("-n", "--numprocesses")) for a in arguments) else ["-n", "auto"]
-        )
+    # a worker per core (pytest-xdist) unless the arguments say otherwise; a Ray cluster's
+    # tests share one worker (their xdist_group)
+    named = any(a.startswith(("-n", "--numprocesses")) for a in arguments)
+    workers = [] if named else ["-n", "auto", "--dist", "loadgroup"]
+    if fast:  # the tests marked `slow` (pyproject.toml) left out, and the site and floor
         run(PYTHON, "-m", "pytest", "-m", "not slow", *workers, *arguments)
         return
     docs()
-    # a worker per core (pytest-xdist); a Ray cluster's tests share one (xdist_group)
-    workers = [] if arguments else ["-n", "auto", "--dist", "loadgroup"]
     run(PYTHON, "-m", "pytest", *workers, *arguments)
     if not arguments:
         floor()
