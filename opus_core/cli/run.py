@@ -164,7 +164,7 @@ def add_command(commands: Commands) -> None:
 def parameter_argument(text: str) -> tuple[str, Any]:
     """`--set KEY=VALUE`: the key, and the value read as a TOML value (`3`, `true`,
     `[1, 2]`, `"text"`), or as the text itself when it is not one."""
-    import tomllib
+    import tomli
 
     key, equals, value = text.partition("=")
     if not equals or not key or key != key.strip() or "}" in key:
@@ -173,8 +173,8 @@ def parameter_argument(text: str) -> tuple[str, Any]:
             "the value: --set region=eu-west-1)"
         )
     try:
-        return key, tomllib.loads(f"value = {value}")["value"]
-    except tomllib.TOMLDecodeError:
+        return key, tomli.loads(f"value = {value}")["value"]
+    except tomli.TOMLDecodeError:
         return key, value
 
 
