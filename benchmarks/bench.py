@@ -790,7 +790,8 @@ def startup_environment() -> Path:
     if not python.exists():
         venv.create(STARTUP_VENV, with_pip=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "pluggy>=1.5", "platformdirs>=3", "tomli>=2.0", "tomli-w>=1.0"], check=True)
+    dependencies = ["pluggy>=1.5", "platformdirs>=3", "tomli>=2.0", "tomli-w>=1.0"]
+    subprocess.run([*pip, *dependencies], check=True)
     subprocess.run([*pip, "--no-deps", "--force-reinstall", *map(str, sources)], check=True)
     stamp.write_text(digest)
     return python
