@@ -244,9 +244,7 @@ def main() -> int:
         for persistence in ("memory", "sqlite"):
             root = project(Path(folder) / persistence, args.tasks, persistence)
             for on_pty in (False, True):
-                ours, theirs, ratio, same = compare(
-                    python, root, persistence, on_pty, args.rounds
-                )
+                ours, theirs, ratio, same = compare(python, root, persistence, on_pty, args.rounds)
                 shown = "pty" if on_pty else "pipe"
                 met = "yes" if ratio <= 1.4 else "NO"
                 print(

@@ -131,6 +131,31 @@ def open_attempt(attempt: int, started_at: float) -> dict[str, Any]:
     }
 
 
+TASK_FIELDS = (
+    "name",
+    "kind",
+    "status",
+    "attempts",
+    "ready_at",
+    "started_at",
+    "ended_at",
+    "duration",
+    "error",
+    "traceback",
+    "runner",
+)
+"""The fields every task's entry in a run begins with, in this order; then `dependencies`,
+`attempt_log` and, where the task declared any, `resources` and `priority`."""
+
+ONE_ATTEMPT_FIELDS = ("started_at", "ended_at", "status", "error")
+"""The fields of a task's entry that its one attempt repeats, when it was not retried."""
+
+
+def one_attempt(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The `attempt_log` entry of a task tried once: its start, end, status and error."""
+    return {"attempt": 1, **{key: entry[key] for key in ONE_ATTEMPT_FIELDS}}
+
+
 class RunTasks(Sequence[dict[str, Any]]):
     """The `tasks` of a finished run, each entry made when it is read.
 
@@ -176,30 +201,59 @@ class RunTasks(Sequence[dict[str, Any]]):
             yield self._entry(index, self._result(index))
 
     def _entry(self, index: int, result: TaskResult) -> dict[str, Any]:
+        values, once, more = self._parts(index, result)
+        entry = dict(zip(TASK_FIELDS, values, strict=True))
+        entry["dependencies"] = more.pop("dependencies")
+        entry["attempt_log"] = [one_attempt(entry)] if once else more.pop("attempt_log")
+        entry.update(more)  # resources and priority, where declared
+        return entry
+
+    def parts(self, index: int) -> tuple[tuple[Any, ...], bool, dict[str, Any]]:
+        """The entry at `index` in three parts, for a persistence that stores it so: the
+        values of its `TASK_FIELDS`, in order; whether its `attempt_log` is its one attempt
+        made of those (`one_attempt`), left out of the third part; and its other fields."""
+        if not 0 <= index < len(self._plan.tasks):
+            raise IndexError(index)
+        return self._parts(index, self._result(index))
+
+    def _parts(
+        self, index: int, result: TaskResult
+    ) -> tuple[tuple[Any, ...], bool, dict[str, Any]]:
         tasks = self._plan.tasks
         logs = self._logs
-        log = logs[index] if index < len(logs) else None
+        once = isinstance(logs, AttemptLogs) and logs.once(index)
+        started: float | None
+        ended: float | None
+        if once:
+            assert isinstance(logs, AttemptLogs)
+            log: list[dict[str, Any]] | None = None
+            started, ended = logs.times(index)
+        else:
+            log = logs[index] if index < len(logs) else None
+            started = log[0]["started_at"] if log else None
+            ended = log[-1]["ended_at"] if log else None
         ready = self._ready_at[index] if index < len(self._ready_at) else 0.0
+        values = (
+            result.task_id,
+            tasks[index].kind,
+            result.status.value,
+            result.attempts,
+            (ready or self._started_at) if once or log else None,
+            started,
+            ended,
+            result.duration if result.attempts else None,
+            result.error,
+            result.traceback,
+            self._runner,
+        )
+        more: dict[str, Any] = {"dependencies": [tasks[d].task_id for d in self._plan.deps[index]]}
+        if not once:
+            more["attempt_log"] = log or []
         meta = tasks[index].meta
-        entry = {
-            "name": result.task_id,
-            "kind": tasks[index].kind,
-            "status": result.status.value,
-            "attempts": result.attempts,
-            "ready_at": (ready or self._started_at) if log else None,
-            "started_at": log[0]["started_at"] if log else None,
-            "ended_at": log[-1]["ended_at"] if log else None,
-            "duration": result.duration if result.attempts else None,
-            "error": result.error,
-            "traceback": result.traceback,
-            "runner": self._runner,
-            "dependencies": [tasks[d].task_id for d in self._plan.deps[index]],
-            "attempt_log": log or [],
-        }
         if meta.resources or meta.priority:  # only where declared: most tasks have neither
-            entry["resources"] = dict(meta.resources)
-            entry["priority"] = meta.priority
-        return entry
+            more["resources"] = dict(meta.resources)
+            more["priority"] = meta.priority
+        return values, once, more
 
 
 def materialized(run: dict[str, Any]) -> dict[str, Any]:
@@ -376,3 +430,17 @@ class AttemptLogs(Sequence[list[dict[str, Any]]]):
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         return (self[i] for i in range(len(self._status)))
+
+    def once(self, index: int) -> bool:
+        """Whether the task at `index` ended after one attempt that kept no output: its log
+        is `one_attempt` of its entry, made of `times` and the task's status and error."""
+        return (
+            index not in self._retried
+            and self._attempts[index] == 1
+            and bool(self._ended_at[index] and self._status[index])
+            and not self._output.get(index)
+        )
+
+    def times(self, index: int) -> tuple[float, float]:
+        """When the first attempt of the task at `index` started, and when its last ended."""
+        return self._started_at[index], self._ended_at[index]

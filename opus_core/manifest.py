@@ -180,6 +180,14 @@ def _parse_field(fields: dict[str, Any], key: str, value: Any, where: str) -> No
     if key == "name":
         if not isinstance(value, str) or not value:
             raise ManifestError(f"{where}: metadata.name must be a non-empty string, got {value!r}")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: no file, database or log holds it
+                raise ManifestError(
+                    f"{where}: metadata.name {value!r} is not valid Unicode text (a lone "
+                    "surrogate); give the task a name of characters"
+                ) from None
         fields["name"] = value
     elif key == "labels":
         fields["labels"] = _labels(where, "metadata.labels", value)
@@ -220,7 +228,7 @@ def _quick_metadata(metadata: dict[str, Any]) -> TaskMetadata | None:
     without the general checks; None for anything else (the general path then decides,
     and words any error)."""
     name = metadata.get("name")
-    if type(name) is not str or not name:
+    if type(name) is not str or not name or not name.isascii():
         return None
     if len(metadata) == 1:
         return TaskMetadata(name)

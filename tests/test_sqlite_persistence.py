@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -15,11 +16,14 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import one_line_error, opus, runs_at_once
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from opus_core import OpusError, Task, TaskProcessor, Tasks
 from opus_core.config import project_state_dir
 from opus_core.persistence import MemoryPersistence
 from opus_core.persistence.sqlite import SqlitePersistence, StateDatabaseError
+from opus_core.persistence.sqlite_rows import COLUMNS
 from opus_core.plugin.manager import PluginManager
 
 HOSTILE_IDS = ["../../etc/passwd", "nul\x00byte", "x" * 1000, "задача-✓", "'; DROP TABLE state;--"]
@@ -415,3 +419,201 @@ def test_many_states_are_read_a_few_hundred_ids_a_query(tmp_path: Path) -> None:
     assert found == {f"id-{i}": {"i": i} for i in range(0, 1201, 2)}
     assert SqlitePersistence(tmp_path / "missing.db").get_object_states(wanted) == {}
     assert not (tmp_path / "missing.db").exists()
+
+
+# -- the run history's rows ------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),  # lone surrogates included
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(
+    [*COLUMNS, "dependencies", "attempt_log", "resources", "priority", "shape", "more", "x"]
+)
+
+
+def one_attempt(entry: dict[str, object]) -> list[dict[str, object]]:
+    """The attempt log of a task tried once, as the engine writes it."""
+    keys = ("started_at", "ended_at", "status", "error")
+    return [{"attempt": 1, **{key: entry.get(key) for key in keys}}]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entries=st.lists(st.dictionaries(FIELDS, JSON_VALUES), max_size=4), derive=st.booleans())
+def test_a_runs_tasks_read_back_as_they_went_in_whatever_their_fields(
+    tmp_path: Path, entries: list[dict[str, object]], derive: bool
+) -> None:
+    """Columns give back each value of its own type (a bool is not 1, 2**70 is no float), and
+    a field a column cannot hold goes where it can; an attempt log made of the task's own
+    columns is not stored twice, yet comes back. The order of the fields is not kept."""
+    if derive:
+        entries = [{**entry, "attempt_log": one_attempt(entry)} for entry in entries]
+    persistence = SqlitePersistence(tmp_path / "state.db")
+    run_id = f"20260101T000000.000-{os.urandom(3).hex()}"
+    persistence.save_run({"id": run_id, "status": "failed", "tasks": entries})
+    loaded = SqlitePersistence(tmp_path / "state.db").load_run(run_id)
+    assert loaded is not None
+    # repr: 1 is not True, 1.0 is not 1; the order of a task's fields is not kept
+    assert [repr(sorted(t.items())) for t in loaded["tasks"]] == [
+        repr(sorted(t.items())) for t in entries
+    ]
+    persistence.close()
+
+
+class Quiet(TaskProcessor):
+    kind = "Noop"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+        return {}
+
+
+def test_an_engine_runs_tasks_are_columns_and_read_back_whole(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    tasks = Tasks(state_persistence=SqlitePersistence(database))
+    tasks.register_task_processor(Quiet)
+    tasks.add_task(Task("Noop", "v1", metadata={"name": "a"}))
+    tasks.add_task(Task("Noop", "v1", metadata={"name": "b", "dependencies": ["a"]}))
+    tasks.process_context("apply", "default")
+    run = tasks.state_persistence.load_run(tasks.state_persistence.list_runs()[0]["id"])
+    assert run is not None
+    b = run["tasks"][1]
+    assert (b["name"], b["kind"], b["status"], b["attempts"], b["dependencies"]) == (
+        "b",
+        "Noop",
+        "succeeded",
+        1,
+        ["a"],
+    )
+    assert b["attempt_log"] == one_attempt(b) and b["started_at"] <= b["ended_at"]
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT name, status, more FROM task_runs ORDER BY position").fetchall()
+    db.close()
+    assert rows == [
+        ("a", "succeeded", '{"dependencies": []}'),
+        ("b", "succeeded", '{"dependencies": ["a"]}'),
+    ]
+
+
+FIRST_SCHEMA = """
+CREATE TABLE state (id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE runs (id TEXT PRIMARY KEY, started_at REAL, ended_at REAL, status TEXT NOT NULL,
+                   summary TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE task_runs (run_id TEXT NOT NULL, position INTEGER NOT NULL, name TEXT NOT NULL,
+                        status TEXT NOT NULL, data TEXT NOT NULL,
+                        PRIMARY KEY (run_id, position)) WITHOUT ROWID;
+PRAGMA application_id = 1869641075;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_database_of_the_first_schema_keeps_its_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opened by this opus, a database written by the first schema (each task of a run one
+    JSON object) is brought to the second in place: its runs read back as they were,
+    a damaged task is skipped with a warning as before, and new runs go in beside them."""
+    database = tmp_path / "state.db"
+    old = {"name": "web", "status": "failed", "attempts": 2, "error": "boom ☃", "x": [1]}
+    with sqlite3.connect(database) as db:
+        db.executescript(FIRST_SCHEMA)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(
+            "INSERT INTO runs VALUES ('20250101T000000.000-aaaaaa', 1.0, 2.0, 'failed', ?)",
+            ('{"status": "failed", "command": "apply"}',),
+        )
+        rows = [(0, "web", "failed", json.dumps(old)), (1, "db", "succeeded", "{damaged")]
+        db.executemany(
+            "INSERT INTO task_runs VALUES ('20250101T000000.000-aaaaaa', ?, ?, ?, ?)", rows
+        )
+        db.execute("INSERT INTO state VALUES ('web', '{\"v\": 1}')")
+    db.close()
+    persistence = SqlitePersistence(database)
+    run = persistence.load_run("20250101T000000.000-aaaaaa")
+    assert run == {
+        "status": "failed",
+        "command": "apply",
+        "id": "20250101T000000.000-aaaaaa",
+        "tasks": [old],
+    }
+    assert "the entry 'run 20250101T000000.000-aaaaaa task 1' is damaged" in capsys.readouterr().err
+    assert persistence.get_object_state("web") == {"v": 1}
+    persistence.save_run({"id": "20260101T000000.000-bbbbbb", "status": "running", "tasks": [old]})
+    assert SqlitePersistence(database).load_run("20260101T000000.000-bbbbbb") == {
+        "id": "20260101T000000.000-bbbbbb",
+        "status": "running",
+        "tasks": [old],
+    }
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert "task_runs_1" not in tables
+
+
+class Moody(TaskProcessor):
+    kind = "Moody"
+
+    def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+        mood = task.spec.get("mood")
+        if mood == "print":
+            print("hello from", task.task_id)
+        if mood == "fail" or (
+            mood == "flaky" and not state_persistence.get_object_state(f"tried-{task.task_id}")
+        ):
+            state_persistence.save_object_state(f"tried-{task.task_id}", {"yes": True})
+            raise RuntimeError(f"{task.task_id} \udc80 failed")
+        return {task.task_id: 1}
+
+
+class Keeping(SqlitePersistence):
+    """Keeps the last run it was given, as the engine gave it."""
+
+    given: dict[str, object] = {}
+
+    def save_run(self, run: dict[str, object]) -> None:
+        super().save_run(run)
+        Keeping.given = run
+
+
+def test_every_kind_of_task_entry_of_an_engine_run_reads_back_as_the_engine_made_it(
+    tmp_path: Path,
+) -> None:
+    """Retried, failed (an error that is not valid Unicode), skipped, printing, with resources
+    and priority: each task's entry reads back from the database as the engine made it."""
+    persistence = Keeping(tmp_path / "state.db")
+    tasks = Tasks(state_persistence=persistence, resources={"db": 2})
+    tasks.register_task_processor(Moody)
+    for name, spec, more in [
+        ("plain", {}, {}),
+        ("flaky", {"mood": "flaky"}, {"retries": 1, "retry_sleep_time": 0}),
+        ("broken", {"mood": "fail"}, {}),
+        ("after", {}, {"dependencies": ["broken"]}),
+        ("loud", {"mood": "print"}, {"resources": {"db": 1}, "priority": 3}),
+    ]:
+        tasks.add_task(Task("Moody", "v1", metadata={"name": name, **more}, spec=spec))
+    report = tasks.process_context("apply", "default")
+    assert {r.task_id: r.status.value for r in report} == {
+        "plain": "succeeded",
+        "flaky": "succeeded",
+        "broken": "failed",
+        "after": "skipped",
+        "loud": "succeeded",
+    }
+    made = list(Keeping.given["tasks"])  # type: ignore[call-overload]
+    loaded = SqlitePersistence(tmp_path / "state.db").load_run(str(Keeping.given["id"]))
+    assert loaded is not None
+    assert [repr(sorted(t.items())) for t in loaded["tasks"]] == [
+        repr(sorted(t.items())) for t in made
+    ]
+    by_name = {t["name"]: t for t in loaded["tasks"]}
+    assert len(by_name["flaky"]["attempt_log"]) == 2
+    assert by_name["loud"]["resources"] == {"db": 1} and by_name["loud"]["priority"] == 3
+    assert "hello from loud" in by_name["loud"]["attempt_log"][0]["output"]["stdout"]
+    assert by_name["after"]["attempt_log"] == []

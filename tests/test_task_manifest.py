@@ -35,6 +35,10 @@ def test_checksum_ignores_key_order_but_not_content() -> None:
         ({"kind": "K", "version": ""}, "version must be a non-empty string"),
         ({"kind": "K", "version": "v1", "spec": ["x"]}, "spec must be a table"),
         ({"kind": "K", "version": "v1", "metadata": {"name": 3}}, "metadata.name must be"),
+        (
+            {"kind": "K", "version": "v1", "metadata": {"name": "x\udc80"}},
+            "is not valid Unicode text",
+        ),
         ({"kind": "K", "version": "v1", "metadata": {"nmae": "x"}}, "unknown metadata key 'nmae'"),
         (
             {"kind": "K", "version": "v1", "metadata": {"name": "t", "retries": -1}},

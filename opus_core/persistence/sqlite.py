@@ -32,7 +32,10 @@ Guarantees:
 
 Tables: `state` (id, JSON) holds state and the engine's task records; `runs`
 (one row per run, its summary as JSON) and `task_runs` (one row per task of
-a run) hold the run history, keyed by run id (which sorts by start) and position.
+a run, its fields as columns: `opus_core.persistence.sqlite_rows`) hold the run
+history, keyed by run id (which sorts by start) and position. A database of the first
+schema (a task of a run as one JSON object) is brought to the second, its rows kept
+as they were, when a process first opens it.
 """
 
 from __future__ import annotations
@@ -51,12 +54,18 @@ from opus_core.persistence.base import (
     StatePersistence,
     check_run,
     finite_number,
-    json_text,
     run_summary,
     to_json,
 )
 from opus_core.persistence.folder import state_folder
 from opus_core.persistence.sqlite_errors import StateDatabaseError, damaged, database_error
+from opus_core.persistence.sqlite_rows import (
+    ALL_ABSENT,
+    COLUMNS,
+    engine_row,
+    task_entry,
+    task_row,
+)
 from opus_core.wal import use_wal
 
 if TYPE_CHECKING:
@@ -65,11 +74,24 @@ if TYPE_CHECKING:
     from opus_core.records import PendingRecord
 
 APPLICATION_ID = 0x6F707573  # "opus": how opus knows its own databases
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILENAME = "state.db"
 SYNCHRONOUS = ("normal", "full")
 
-_SCHEMA = """
+_TASK_RUNS = f"""
+CREATE TABLE IF NOT EXISTS task_runs (
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    {", ".join(COLUMNS)},
+    shape INTEGER NOT NULL,
+    more TEXT,
+    PRIMARY KEY (run_id, position)
+) WITHOUT ROWID
+"""
+"""A task of a run: its fields in columns of no type (SQLite gives back what it was given);
+see `opus_core.persistence.sqlite_rows`."""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS state (
     id TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -81,15 +103,21 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     summary TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS task_runs (
-    run_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (run_id, position)
-) WITHOUT ROWID;
+{_TASK_RUNS};
 """
+
+_TASK_COLUMNS = ", ".join((*COLUMNS, "shape", "more"))
+_TASK_MARKS = ", ".join("?" * (len(COLUMNS) + 4))
+
+_FIRST_SCHEMA_TASKS = f"""
+ALTER TABLE task_runs RENAME TO task_runs_1;
+{_TASK_RUNS};
+INSERT INTO task_runs (run_id, position, shape, more)
+    SELECT run_id, position, {ALL_ABSENT}, data FROM task_runs_1;
+DROP TABLE task_runs_1
+"""
+"""Brings `task_runs` from the first schema (name, status and the entry as JSON) to the
+second: each row kept as it was, the whole entry in `more`."""
 
 _CHUNK = 500
 """Identifiers per query of `get_object_states` (SQLite allows 32,766 parameters)."""
@@ -254,13 +282,23 @@ class SqlitePersistence(StatePersistence):
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             if version < SCHEMA_VERSION:
                 with self._transaction(connection):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            connection.execute(statement)
-                    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    self._make_schema(connection)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail("prepare it", exc) from None
+
+    @staticmethod
+    def _make_schema(connection: sqlite3.Connection) -> None:
+        """Make the tables, or bring those of the first schema to this one, in the write
+        transaction the caller holds (another process may have done it meanwhile)."""
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        statements = _FIRST_SCHEMA_TASKS if version == 1 else _SCHEMA
+        for statement in statements.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
     @contextlib.contextmanager
@@ -476,20 +514,12 @@ class SqlitePersistence(StatePersistence):
         tasks = run.get("tasks") or []
         if isinstance(tasks, RunTasks):  # the engine's own entries: nothing to check
             rows = [
-                (run_id, position, task["name"], task["status"], json_text(task))
-                for position, task in enumerate(tasks)
+                (run_id, position, *engine_row(tasks, position)) for position in range(len(tasks))
             ]
         elif isinstance(tasks, list) and all(isinstance(t, dict) for t in tasks):
-            rows = [
-                (
-                    run_id,
-                    position,
-                    str(task.get("name", "")),
-                    str(task.get("status", "")),
-                    to_json(f"run {run_id} task {position}", task),
-                )
-                for position, task in enumerate(tasks)
-            ]
+            for position, task in enumerate(tasks):
+                to_json(f"run {run_id} task {position}", task)  # refused as state is refused
+            rows = [(run_id, position, *task_row(task)) for position, task in enumerate(tasks)]
         else:
             raise OpusError(f"run {run_id!r}: tasks must be a list of dicts")
         summary_text = to_json(f"run {run_id}", summary)
@@ -504,8 +534,8 @@ class SqlitePersistence(StatePersistence):
                 )
                 connection.execute("DELETE FROM task_runs WHERE run_id = ?", (run_id,))
                 connection.executemany(
-                    "INSERT INTO task_runs (run_id, position, name, status, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT INTO task_runs (run_id, position, {_TASK_COLUMNS}) "
+                    f"VALUES ({_TASK_MARKS})",
                     rows,
                 )
 
@@ -536,7 +566,8 @@ class SqlitePersistence(StatePersistence):
                     "SELECT summary FROM runs WHERE id = ?", (run_id,)
                 ).fetchone()
                 tasks = connection.execute(
-                    "SELECT position, data FROM task_runs WHERE run_id = ? ORDER BY position",
+                    f"SELECT position, {_TASK_COLUMNS} FROM task_runs WHERE run_id = ? "
+                    "ORDER BY position",
                     (run_id,),
                 ).fetchall()
             finally:
@@ -550,12 +581,16 @@ class SqlitePersistence(StatePersistence):
                 "`opus runs prune` removes old runs"
             )
         run["id"] = run_id
-        run["tasks"] = [
-            task
-            for position, text in tasks
-            if (task := self._decode(f"run {run_id} task {position}", text)) is not None
-        ]
+        run["tasks"] = [task for row in tasks if (task := self._task(run_id, row)) is not None]
         return run
+
+    def _task(self, run_id: str, row: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The entry of a row of `task_runs`, or None (with a warning) when it is damaged."""
+        position, *columns, shape, more = row
+        extra = None if more is None else self._decode(f"run {run_id} task {position}", more)
+        if extra is None and more is not None:
+            return None
+        return task_entry(tuple(columns), shape, extra)
 
     def prune_runs(self, keep: int) -> int:
         """Forget every run but the `keep` newest; how many were forgotten."""
