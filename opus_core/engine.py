@@ -175,6 +175,12 @@ class Tasks:
         scheduler = self._scheduler
         return 0 if scheduler is None else scheduler.running_now()
 
+    def finished(self) -> tuple[int, int]:
+        """How many tasks of the run under way have finished, and how many of those failed
+        or timed out ((0, 0) between runs); any thread may ask."""
+        scheduler = self._scheduler
+        return (0, 0) if scheduler is None else (scheduler.finished, scheduler.failed)
+
     def waiting(self) -> int:
         """How many tasks of the run under way are ready but wait for a resource (0 between
         runs, and in a run without resources); any thread may ask."""

@@ -154,6 +154,7 @@ class Scheduler:
         self.halted: str | None = None
         self.interrupted = False
         self.finished = 0
+        self.failed = 0  # of the finished, how many failed or timed out
         self.limit = runner.max_concurrency
         self.records = records
         self.fatal_error: OpusError | None = None  # what stopped the run, if not the tasks
@@ -522,6 +523,8 @@ class Scheduler:
         try:  # a Ctrl-C landing in here still tells the plugins how the task ended
             self.status[index] = STATUS_CODE[status]
             self.finished += 1
+            if status is _FAILED or status is _TIMED_OUT:
+                self.failed += 1
             self.durations[index] = duration
             if error is not None:
                 self.errors[index] = error

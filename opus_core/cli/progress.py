@@ -9,10 +9,11 @@ line and the progress line never share a line of the screen. Task processes
 (the `process` and `processpool` runners) write to pipes that opus reads
 (`opus_core.runners.output`), and their lines come to the display the same way.
 
-The line is drawn again at most every `REFRESH` seconds, not at each task: a
-change that comes sooner is drawn by a thread that wakes every `REFRESH`
-seconds while the run lasts, so a run of many short tasks does not spend its
-time writing to the terminal, and the line is never left behind for long.
+The line is drawn by a thread that wakes every `REFRESH` seconds while the run
+lasts and draws it again when what it says has changed, and after every line
+written above it. Nothing is done as each task ends: the counts are asked of the
+engine as the line is drawn, so a run of many short tasks costs no more on a
+terminal than on a pipe, and the line is never behind by more than `REFRESH`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import io
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
@@ -31,20 +31,21 @@ from opus_core.plugin import hookimpl
 
 if TYPE_CHECKING:
     from opus_core.graph import Plan
-    from opus_core.results import TaskResult
 
 CLEAR = "\r\033[K"
 
 REFRESH = 0.1
-"""The least time, in seconds, between two drawings of the line caused by tasks."""
+"""How often, in seconds, the line is drawn again if what it says has changed."""
 
 
 class Progress:
-    """Counts from the lifecycle hooks, drawn on the last line of `stream`.
+    """The run's counts, drawn on the last line of `stream`, asked of the engine as the
+    line is drawn so that no hook is called as each task starts or ends.
 
-    `running` says how many tasks run now (`Tasks.running`), and `waiting` how many are
-    ready but held back for a resource (`Tasks.waiting`); both are asked as the line is
-    drawn, so that no hook is called as each task starts.
+    `finished` says how many tasks have finished and how many of them failed or timed
+    out (`Tasks.finished`), `running` how many run now (`Tasks.running`), and `waiting`
+    how many are ready but held back for a resource (`Tasks.waiting`). The total comes
+    from `opus_run_started`.
     """
 
     def __init__(
@@ -52,23 +53,24 @@ class Progress:
         stream: TextIO = sys.stderr,
         running: Callable[[], int] = int,
         waiting: Callable[[], int] = int,
+        finished: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
         self.stream = stream
         self.running = running
         self.waiting = waiting
-        self.total = self.done = self.failed = 0
+        self.finished = finished
+        self.total = 0
         self._drawn = ""
         self._lock = threading.RLock()
         self._shown = False
-        self._stale = False  # the counts changed since the line was drawn
-        self._drawn_at = 0.0
         self._ended = threading.Event()
         self._refresher: threading.Thread | None = None
 
     def _line(self) -> str:
+        done, failed = self.finished()
         waiting = self.waiting()
         held = f", waiting for resources {waiting}" if waiting else ""
-        return f"[{self.done}/{self.total}] running {self.running()}{held}, failed {self.failed}"
+        return f"[{done}/{self.total}] running {self.running()}{held}, failed {failed}"
 
     def _draw(self) -> None:
         with self._lock:
@@ -76,21 +78,12 @@ class Progress:
             self.stream.write(CLEAR + self._drawn)  # no newline: the next write replaces it
             self.stream.flush()
             self._shown = True
-            self._stale = False
-            self._drawn_at = time.monotonic()
-
-    def _changed(self) -> None:
-        """The counts changed (the lock is held): draw now, or let the refresher do it."""
-        if time.monotonic() - self._drawn_at >= REFRESH:
-            self._draw()
-        else:
-            self._stale = True
 
     def _refresh(self) -> None:
         """While the run lasts, draw the line again when what it says changed since."""
         while not self._ended.wait(REFRESH):
             with self._lock:
-                if self._stale or self._line() != self._drawn:
+                if self._line() != self._drawn:
                     self._draw()
 
     def _clear(self) -> None:
@@ -139,21 +132,12 @@ class Progress:
             self._refresher.start()
 
     @hookimpl(trylast=True)
-    def opus_task_finished(self, result: TaskResult) -> None:
-        with self._lock:
-            self.done += 1
-            if result.status in ("failed", "timed_out"):
-                self.failed += 1
-            self._changed()
-
-    @hookimpl(trylast=True)
     def opus_run_finished(self) -> None:
         self._ended.set()
         refresher, self._refresher = self._refresher, None
         if refresher is not None and refresher is not threading.current_thread():
             refresher.join(timeout=1.0)
         with self._lock:
-            self._stale = False
             self._clear()
             self.stream.flush()
 

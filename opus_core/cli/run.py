@@ -403,7 +403,9 @@ def _run_with_progress(tasks: Tasks, args: argparse.Namespace) -> RunReport:
         return _process(tasks, args)
     from opus_core.cli.progress import Progress
 
-    progress = Progress(sys.stderr, running=tasks.running, waiting=tasks.waiting)
+    progress = Progress(
+        sys.stderr, running=tasks.running, waiting=tasks.waiting, finished=tasks.finished
+    )
     manager.register(progress, name="builtin.progress", core=True)
     with progress.attached():
         return _process(tasks, args)
