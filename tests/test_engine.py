@@ -569,3 +569,27 @@ def test_running_counts_the_task_under_way_and_is_zero_between_runs() -> None:
     assert engine.running() == 0
     assert engine.process_context().ok
     assert seen == [1, 1] and engine.running() == 0
+
+
+def test_finished_counts_the_ended_tasks_and_those_that_failed_or_timed_out() -> None:
+    seen: list[tuple[int, int]] = []
+
+    class Counts(TaskProcessor):
+        kind = "Counts"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):
+            seen.append(engine.finished())
+            if task.spec.get("fail"):
+                raise RuntimeError("no")
+            return {}
+
+    engine = Tasks(logger=LoggerWrapper("CRITICAL"))
+    engine.register_task_processor(Counts)
+    engine.add_task(Task("Counts", "v1", metadata={"name": "a"}, spec={"fail": True}))
+    engine.add_task(Task("Counts", "v1", metadata={"name": "b", "dependencies": ["a"]}))
+    engine.add_task(Task("Counts", "v1", metadata={"name": "c"}))
+    engine.add_task(Task("Counts", "v1", metadata={"name": "d", "dependencies": ["c"]}))
+    assert engine.finished() == (0, 0)
+    assert not engine.process_context().ok
+    # a fails (its dependent b is skipped at once), then c and d run
+    assert seen == [(0, 0), (2, 1), (3, 1)] and engine.finished() == (0, 0)
