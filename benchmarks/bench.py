@@ -364,7 +364,9 @@ def dry_run(quick: bool) -> None:
         (root / "noop.py").write_text(
             "from opus_core import TaskProcessor\n\n\nclass Noop(TaskProcessor):\n"
             '    kind = "Noop"\n\n'
-            "    def process_task(self, task, command, context, key_value_store, state_persistence):\n"
+            "    def process_task(\n"
+            "        self, task, command, context, key_value_store, state_persistence\n"
+            "    ):\n"
             "        return None\n"
         )
         lines = ['[opus]\nprocessors = ["noop:Noop"]\npersistence = "memory"\n']
