@@ -229,7 +229,7 @@ def capturing() -> Iterator[None]:
         _installed += 1
         if _installed == 1:
             _owner = os.getpid()
-            _install()
+        _install()  # each time: the program may have set streams of its own since
     try:
         yield
     finally:

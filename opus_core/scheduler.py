@@ -266,21 +266,8 @@ class Scheduler:
             assert view is not None
             return view
         exported = self.exported
-        views = list(
-            {
-                id(v): v for v in (exported[d] for d in self._deps[first:end]) if v is not None
-            }.values()
-        )
-        if len(views) == 1:
-            return views[0]
-        views.sort(key=lambda v: len(v.entries), reverse=True)
-        entries = dict(views[0].entries)
-        for view in views[1:]:
-            for key, entry in view.entries.items():
-                current = entries.get(key)
-                if current is None or current[0] < entry[0]:
-                    entries[key] = entry
-        return View(entries)
+        views = [exported[d] for d in self._deps[first:end]]
+        return View.merged([view for view in views if view is not None])
 
     def _start(self, index: int) -> None:
         task = self.plan.tasks[index]

@@ -39,3 +39,19 @@ class View:
         if self._plain is None:
             self._plain = {k: v for k, (_, v) in self.entries.items()}
         return self._plain
+
+    @staticmethod
+    def merged(views: list[View]) -> View:
+        """What a task with these dependencies' views sees: for each key, the value
+        published latest in plan order (the largest position)."""
+        unique = list({id(v): v for v in views}.values())
+        if len(unique) == 1:
+            return unique[0]
+        unique.sort(key=lambda v: len(v.entries), reverse=True)
+        entries = dict(unique[0].entries)
+        for view in unique[1:]:
+            for key, entry in view.entries.items():
+                current = entries.get(key)
+                if current is None or current[0] < entry[0]:
+                    entries[key] = entry
+        return View(entries)

@@ -4,11 +4,13 @@ shown by `opus runs show --output`, and put back as it was when the run ends."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
 import sys
 import textwrap
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -277,3 +279,42 @@ def test_a_commands_output_is_kept_also_where_the_log_level_hides_it() -> None:
     assert output is not None
     lines = [line.split(" ", 1)[1] for line in output["log"].splitlines()]
     assert sorted(lines) == ["INFO    sh: careful", "INFO    sh: made it"]  # two readers
+
+
+def test_a_run_keeps_what_its_tasks_print_where_the_program_set_stdout_during_another_run() -> None:
+    """Two runs at once in one process: the second starts inside `redirect_stdout`, set while
+    the first runs; what its task prints is kept, and reaches the program's stream too."""
+    started, release = threading.Event(), threading.Event()
+
+    class Hold(TaskProcessor):
+        kind = "Hold"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+            started.set()
+            release.wait(60)
+            return {}
+
+    class Say(TaskProcessor):
+        kind = "Say"
+
+        def process_task(self, task, command, context, key_value_store, state_persistence):  # type: ignore[no-untyped-def]
+            print("hello from the second run")
+            return {}
+
+    first, second = Tasks(logger=LoggerWrapper("ERROR")), Tasks(logger=LoggerWrapper("ERROR"))
+    first.register_task_processor(Hold)
+    second.register_task_processor(Say)
+    first.add_task(Task("Hold", "v1", metadata={"name": "hold"}))
+    second.add_task(Task("Say", "v1", metadata={"name": "say"}))
+    holding = threading.Thread(target=first.process_context)
+    holding.start()
+    try:
+        assert started.wait(60)
+        with contextlib.redirect_stdout(io.StringIO()) as program:
+            report = second.process_context()
+    finally:
+        release.set()
+        holding.join(60)
+    assert report.ok
+    assert outputs(second, report.run_id, "say") == [{"stdout": "hello from the second run\n"}]
+    assert program.getvalue() == "hello from the second run\n"

@@ -33,9 +33,8 @@ Guarantees:
 Tables: `state` (id, JSON) holds state and the engine's task records; `runs`
 (one row per run, its summary as JSON) and `task_runs` (one row per task of
 a run, its fields as columns: `opus_core.persistence.sqlite_rows`) hold the run
-history, keyed by run id (which sorts by start) and position. A database of the first
-schema (a task of a run as one JSON object) is brought to the second, its rows kept
-as they were, when a process first opens it.
+history, keyed by run id (which sorts by start) and position
+(`opus_core.persistence.sqlite_schema`).
 """
 
 from __future__ import annotations
@@ -60,12 +59,12 @@ from opus_core.persistence.base import (
 from opus_core.persistence.folder import state_folder
 from opus_core.persistence.sqlite_errors import StateDatabaseError, damaged, database_error
 from opus_core.persistence.sqlite_rows import (
-    ALL_ABSENT,
     COLUMNS,
     engine_row,
     task_entry,
     task_row,
 )
+from opus_core.persistence.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, make_schema
 from opus_core.wal import use_wal
 
 if TYPE_CHECKING:
@@ -73,51 +72,11 @@ if TYPE_CHECKING:
 
     from opus_core.records import PendingRecord
 
-APPLICATION_ID = 0x6F707573  # "opus": how opus knows its own databases
-SCHEMA_VERSION = 2
 FILENAME = "state.db"
 SYNCHRONOUS = ("normal", "full")
 
-_TASK_RUNS = f"""
-CREATE TABLE IF NOT EXISTS task_runs (
-    run_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    {", ".join(COLUMNS)},
-    shape INTEGER NOT NULL,
-    more TEXT,
-    PRIMARY KEY (run_id, position)
-) WITHOUT ROWID
-"""
-"""A task of a run: its fields in columns of no type (SQLite gives back what it was given);
-see `opus_core.persistence.sqlite_rows`."""
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS state (
-    id TEXT PRIMARY KEY,
-    data TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    started_at REAL,
-    ended_at REAL,
-    status TEXT NOT NULL,
-    summary TEXT NOT NULL
-) WITHOUT ROWID;
-{_TASK_RUNS};
-"""
-
 _TASK_COLUMNS = ", ".join((*COLUMNS, "shape", "more"))
 _TASK_MARKS = ", ".join("?" * (len(COLUMNS) + 4))
-
-_FIRST_SCHEMA_TASKS = f"""
-ALTER TABLE task_runs RENAME TO task_runs_1;
-{_TASK_RUNS};
-INSERT INTO task_runs (run_id, position, shape, more)
-    SELECT run_id, position, {ALL_ABSENT}, data FROM task_runs_1;
-DROP TABLE task_runs_1
-"""
-"""Brings `task_runs` from the first schema (name, status and the entry as JSON) to the
-second: each row kept as it was, the whole entry in `more`."""
 
 _CHUNK = 500
 """Identifiers per query of `get_object_states` (SQLite allows 32,766 parameters)."""
@@ -282,23 +241,9 @@ class SqlitePersistence(StatePersistence):
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             if version < SCHEMA_VERSION:
                 with self._transaction(connection):
-                    self._make_schema(connection)
+                    make_schema(connection)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail("prepare it", exc) from None
-
-    @staticmethod
-    def _make_schema(connection: sqlite3.Connection) -> None:
-        """Make the tables, or bring those of the first schema to this one, in the write
-        transaction the caller holds (another process may have done it meanwhile)."""
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version >= SCHEMA_VERSION:
-            return
-        statements = _FIRST_SCHEMA_TASKS if version == 1 else _SCHEMA
-        for statement in statements.split(";"):
-            if statement.strip():
-                connection.execute(statement)
-        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
     @contextlib.contextmanager
