@@ -86,3 +86,21 @@ def test_nothing_is_run_when_the_packages_are_there(tmp_path: Path) -> None:
         timeout=60,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_tests_run_with_bytecode_cached_in_the_venv_not_beside_the_sources() -> None:
+    code = "import dev, json; print(json.dumps(dev.tests_environment()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    env = json.loads(done.stdout)
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"] == str(ROOT / ".venv" / "pycache")
+    assert env["PATH"] == os.environ["PATH"]  # the rest as it was
