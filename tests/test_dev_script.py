@@ -3,6 +3,7 @@ it stops with one line naming them and how to install them (the tests are never 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -98,8 +99,6 @@ def test_the_tests_run_with_bytecode_cached_in_the_venv_not_beside_the_sources()
         text=True,
         check=True,
     )
-    import json
-
     env = json.loads(done.stdout)
     assert "PYTHONDONTWRITEBYTECODE" not in env
     assert env["PYTHONPYCACHEPREFIX"] == str(ROOT / ".venv" / "pycache")
