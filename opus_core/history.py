@@ -221,12 +221,11 @@ class RunTasks(Sequence[dict[str, Any]]):
     ) -> tuple[tuple[Any, ...], bool, dict[str, Any]]:
         tasks = self._plan.tasks
         logs = self._logs
-        once = isinstance(logs, AttemptLogs) and logs.once(index)
         started: float | None
         ended: float | None
-        if once:
-            assert isinstance(logs, AttemptLogs)
-            log: list[dict[str, Any]] | None = None
+        log: list[dict[str, Any]] | None = None
+        once = isinstance(logs, AttemptLogs) and logs.once(index)
+        if isinstance(logs, AttemptLogs) and once:
             started, ended = logs.times(index)
         else:
             log = logs[index] if index < len(logs) else None

@@ -23,7 +23,6 @@ every column bit set, the whole entry in `more`.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 from opus_core.history import ONE_ATTEMPT_FIELDS, TASK_FIELDS, RunTasks, one_attempt
@@ -39,11 +38,9 @@ ONE_ATTEMPT = 1 << len(COLUMNS)
 """A `shape` bit: the entry's `attempt_log` is its one attempt, made from the columns."""
 
 _COLUMN_SET = frozenset(COLUMNS)
-_ATTEMPT_KEYS = frozenset(("attempt", *ONE_ATTEMPT_FIELDS))
 _DERIVED_BITS = sum(1 << COLUMNS.index(key) for key in ONE_ATTEMPT_FIELDS)
 _SMALLEST, _LARGEST = -(2**63), 2**63 - 1
 _MISSING = object()
-_columns_of = operator.itemgetter(*COLUMNS)
 
 
 def fits(value: object) -> bool:
@@ -81,10 +78,6 @@ def task_row(task: dict[str, Any]) -> tuple[Any, ...]:
     Raises `ValueError` or `TypeError` (from the JSON encoder) for a value JSON cannot
     hold; a caller that has not made the entry itself checks it first (`to_json`).
     """
-    if task.keys() >= _COLUMN_SET:  # the engine's entries: every column, each one fits
-        row = _columns_of(task)
-        if all(map(fits, row)):
-            return _with_more(task, row, 0)
     shape = 0
     columns: list[Any] = []
     more: dict[str, Any] = {}
@@ -99,14 +92,6 @@ def task_row(task: dict[str, Any]) -> tuple[Any, ...]:
         else:
             columns.append(value)
         bit <<= 1
-    return _with_more(task, tuple(columns), shape, more)
-
-
-def _with_more(
-    task: dict[str, Any], columns: tuple[Any, ...], shape: int, more: dict[str, Any] | None = None
-) -> tuple[Any, ...]:
-    """`columns`, then `shape` and `more` with the fields of `task` that are not columns."""
-    more = more or {}
     for key in task.keys() - _COLUMN_SET:
         value = task[key]
         if key == "attempt_log" and not shape & _DERIVED_BITS and _one_attempt(value, task):
@@ -117,20 +102,15 @@ def _with_more(
 
 
 def _one_attempt(log: object, task: dict[str, Any]) -> bool:
-    """Whether `log` is exactly the one attempt `task_entry` makes from the columns."""
-    if type(log) is not list or len(log) != 1:
+    """Whether `log` is exactly the one attempt `task_entry` makes from the columns, each
+    value of the same type (an `attempt` of True is not 1)."""
+    if type(log) is not list or len(log) != 1 or type(log[0]) is not dict:
         return False
-    attempt = log[0]
-    if type(attempt) is not dict or attempt.keys() != _ATTEMPT_KEYS:
-        return False
-    number = attempt["attempt"]
-    if type(number) is not int or number != 1:
-        return False
-    for key in ONE_ATTEMPT_FIELDS:
-        mine, theirs = attempt[key], task[key]
-        if mine is not theirs and (type(mine) is not type(theirs) or mine != theirs):
-            return False
-    return True
+    attempt, expected = log[0], one_attempt(task)
+    return attempt.keys() == expected.keys() and all(
+        attempt[key] is value or (type(attempt[key]) is type(value) and attempt[key] == value)
+        for key, value in expected.items()
+    )
 
 
 def task_entry(columns: tuple[Any, ...], shape: int, more: dict[str, Any] | None) -> dict[str, Any]:
