@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from peers import spread  # min/median/max, shared with benchmarks/peers.py
+
 from opus_core import (
     KeyValueStore,
     LoggerWrapper,
@@ -720,12 +722,6 @@ def prefect_environment(home: str) -> dict[str, str]:
     return env
 
 
-def spread(values: list[float], scale: float, unit: str) -> str:
-    """min/median/max of `values` (seconds) times `scale`, in `unit`."""
-    low, mid, high = (scale * v for v in (min(values), statistics.median(values), max(values)))
-    return f"{low:.3g}/{mid:.3g}/{high:.3g} {unit}"
-
-
 def prefect(quick: bool) -> None:
     """opus and Prefect 3 in turns: a round is one timing of opus's `@task` calls on
     threadpool, then one Prefect flow of the same number of submitted tasks in a process of
@@ -1276,8 +1272,8 @@ def peers(quick: bool) -> None:
         add(
             "15",
             f"{graph}: opus vs {name}",
-            peer_rows.spread(ours),
-            peer_rows.spread(theirs),
+            spread(ours),
+            spread(theirs),
             statistics.median(ours) / statistics.median(theirs),
             "report",
             None,

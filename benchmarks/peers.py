@@ -222,10 +222,10 @@ def table(
             report(label, name, ours, theirs)
 
 
-def spread(values: list[float]) -> str:
-    """min/median/max, in seconds."""
-    low, mid, high = min(values), statistics.median(values), max(values)
-    return f"{low:.3f}/{mid:.3f}/{high:.3f} s"
+def spread(values: list[float], scale: float = 1.0, unit: str = "s") -> str:
+    """min/median/max of `values` (seconds) times `scale`, in `unit`."""
+    low, mid, high = (scale * v for v in (min(values), statistics.median(values), max(values)))
+    return f"{low:.3g}/{mid:.3g}/{high:.3g} {unit}"
 
 
 def main() -> int:
