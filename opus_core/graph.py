@@ -1,14 +1,17 @@
 """Planning a run: which tasks are in scope, what each depends on, and in what order.
 
 Everything that can be known before a task runs is checked here, so a bad
-graph fails before anything starts. The cost is O(tasks + dependencies): names
-and labels are looked up in indexes built once per plan.
+graph fails before anything starts. Names and labels are looked up in indexes built
+once per plan; the order is the order tasks were added in when every task comes after
+what it depends on (O(tasks + dependencies)), else the nearest order that puts each
+task after its dependencies (a heap: O((tasks + dependencies) log tasks)).
 """
 
 from __future__ import annotations
 
+import heapq
 from array import array
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import overload
@@ -95,7 +98,8 @@ class Adjacency(Sequence[tuple[int, ...]]):
 
 @dataclass
 class Plan:
-    """Tasks in scope for one command and context, in a topological order.
+    """Tasks in scope for one command and context, in a topological order: the order they
+    were added in, each task moved after what it depends on where it was not.
 
     `deps[i]` and `dependents[i]` are positions in `tasks` (see `Adjacency`);
     every dependency of `tasks[i]` comes before it. `excluded` pairs each task
@@ -159,11 +163,16 @@ def build_plan(
     offsets = array("q", [0])
     targets = array("q")
     edges = _Edges(tasks, scoped, excluded, command, context)
+    forward = True  # every task comes after what it depends on: the order of addition holds
     for i, task in enumerate(scoped):
         meta = task.meta
         if meta.dependency_names or meta.dependency_selectors:
             found = edges.of(i, task)
-            targets.extend(dict.fromkeys(found) if len(found) > 1 else found)
+            if len(found) > 1:
+                found = list(dict.fromkeys(found))
+            if found and max(found) >= i:
+                forward = False
+            targets.extend(found)
         offsets.append(len(targets))
     warnings = edges.warnings
     del edges  # its index of every name is not kept while the order is worked out
@@ -171,9 +180,9 @@ def build_plan(
     if not targets:  # nothing depends on anything: the order is the order of addition
         return Plan(command, context, scoped, deps, Adjacency.empty(n), excluded, warnings)
     dependents = deps.reversed_edges()
-    order = _topological_order(scoped, deps, dependents)
-    if all(old == new for new, old in enumerate(order)):
+    if forward:  # already a topological order, and without a cycle
         return Plan(command, context, scoped, deps, dependents, excluded, warnings)
+    order = _topological_order(scoped, deps, dependents)
     ordered = _renumbered(deps, order)
     return Plan(
         command=command,
@@ -321,20 +330,22 @@ def _missing_dependency(
 
 
 def _topological_order(tasks: Sequence[Task], deps: Adjacency, dependents: Adjacency) -> list[int]:
-    """Kahn's algorithm, keeping the order tasks were added among ready tasks."""
+    """The order tasks were added in, each task moved down only as far as what it depends on
+    needs: Kahn's algorithm taking the earliest-added ready task first (the smallest
+    topological order), so a file listing each task after its dependencies keeps its order."""
     offsets = deps.offsets
     remaining = [offsets[i + 1] - offsets[i] for i in range(len(tasks))]
     after, targets = dependents.offsets, dependents.targets
-    ready = deque(i for i, n in enumerate(remaining) if n == 0)
+    ready = [i for i, n in enumerate(remaining) if n == 0]  # increasing: already a heap
     order: list[int] = []
     while ready:
-        i = ready.popleft()
+        i = heapq.heappop(ready)
         order.append(i)
         for e in range(after[i], after[i + 1]):
             k = targets[e]
             remaining[k] -= 1
             if remaining[k] == 0:
-                ready.append(k)
+                heapq.heappush(ready, k)
     if len(order) < len(tasks):
         raise CycleError([tasks[i].task_id for i in _find_cycle(deps, remaining)])
     return order

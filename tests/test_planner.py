@@ -75,15 +75,38 @@ def test_without_dependencies_the_order_is_the_order_of_addition() -> None:
     )
 
 
-def test_dependencies_come_first_and_ready_tasks_keep_their_order_of_addition() -> None:
+def test_dependencies_come_first_and_the_earliest_added_ready_task_next() -> None:
     built = plan(
         deploy("c", dependencies=["b"]),
         deploy("b", dependencies=["a"]),
         deploy("a"),
         deploy("d"),
     )
-    assert names(built) == ["a", "d", "b", "c"]
-    assert edges(built) == {"a": [], "d": [], "b": ["a"], "c": ["b"]}
+    assert names(built) == ["a", "b", "c", "d"]
+    assert edges(built) == {"a": [], "b": ["a"], "c": ["b"], "d": []}
+
+
+def test_tasks_added_after_what_they_depend_on_keep_their_order() -> None:
+    built = plan(
+        deploy("fetch"),
+        deploy("clean", dependencies=["fetch"]),
+        deploy("lint"),
+        deploy("report", dependencies=["clean", "lint"]),
+        deploy("other"),
+    )
+    assert names(built) == ["fetch", "clean", "lint", "report", "other"]
+    assert edges(built) == {
+        "fetch": [],
+        "clean": ["fetch"],
+        "lint": [],
+        "report": ["clean", "lint"],
+        "other": [],
+    }
+
+
+def test_one_task_added_before_what_it_needs_moves_only_past_it() -> None:
+    built = plan(deploy("a"), deploy("b", dependencies=["d"]), deploy("c"), deploy("d"))
+    assert names(built) == ["a", "c", "d", "b"]
 
 
 def test_dependents_are_the_dependencies_reversed() -> None:

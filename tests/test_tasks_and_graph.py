@@ -304,14 +304,14 @@ def test_graph_text_is_a_tree_of_what_each_task_needs(shop: Path) -> None:
     result = opus("graph", "--format", "text", "--context", "prod", cwd=shop)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:] == [
-        "audit",
-        "├── clean [stage=prep]",
-        "│   └── fetch [stage=ingest]",
-        "└── lint [stage=prep]",
-        "deploy",
+        "deploy",  # in the order of opus.toml
         "└── report",
         "    └── train [gpu=yes]",
-        "        └── clean [stage=prep] (*)",  # drawn with what it needs above
+        "        └── clean [stage=prep]",
+        "            └── fetch [stage=ingest]",
+        "audit",
+        "├── clean [stage=prep] (*)",  # drawn with what it needs above
+        "└── lint [stage=prep]",
     ]
 
 
