@@ -272,9 +272,10 @@ def opus_run_started(plan: Plan) -> None:
     """A run is about to start its first task.
 
     `plan.command` and `plan.context` say what runs; `plan.tasks` lists the
-    tasks in scope in a dependency order, `plan.excluded` those left out and
-    why. Lifecycle hooks are called in the thread that runs the engine
-    (`process_context`), one notification at a time, whatever the runner.
+    tasks in scope in the order they were added, each moved after what it depends
+    on; `plan.excluded` those left out and why. Lifecycle hooks are called in the
+    thread that runs the engine (`process_context`), one notification at a time,
+    whatever the runner.
     """
 
 
