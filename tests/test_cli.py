@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,63 @@ def test_version_imports_no_plugin_and_help_survives_a_broken_one(tmp_path: Path
             "opus: warning: plugin 'noisy_plugin' (noisy-plugin 1.0) failed to load: "
             "ImportError: imported!\n"
         )
+
+
+def test_help_lists_every_command_and_imports_the_module_of_none(tmp_path: Path) -> None:
+    from opus_core.cli.commands import COMMAND_HELP, COMMAND_MODULES
+
+    result = opus("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name, line in COMMAND_HELP.items():
+        assert re.search(rf"^    {name} +{re.escape(line[:24])}", result.stdout, re.M), name
+    script = (  # start-up is the point: a fresh interpreter, as `opus` starts
+        "import contextlib, io, sys\n"
+        "from opus_core.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    status = main(sys.argv[1:])\n"
+        f"print(sorted(m for m in {sorted(COMMAND_MODULES)!r} if m in sys.modules))\n"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert imported.stdout.strip() == "[]"
+    imported = subprocess.run(
+        [sys.executable, "-c", script, "runs", "list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "['opus_core.cli.runs']"
+
+
+HELLO_PLUGIN = """
+from opus_core.plugin import hookimpl
+
+
+@hookimpl
+def opus_register_commands(commands):
+    if commands.wanted is None:  # only when every command is wanted whole
+        parser = commands.add("hello", say, help="say hello", configure=False)
+        parser.add_argument("--name", default="world")
+    else:
+        commands.list("hello", "say hello")
+
+
+def say(args):
+    print("hello", args.name)
+    return 0
+"""
+
+
+def test_a_listed_command_still_runs_with_its_arguments(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    make_distribution(site, "hello-plugin", "hello_plugin", HELLO_PLUGIN, entry_point="hello")
+    env = {"PYTHONPATH": str(site)}
+    listing = opus("--help", cwd=tmp_path, env=env)
+    assert re.search(r"^    hello +say hello$", listing.stdout, re.M), listing.stdout
+    result = opus("hello", "--name", "you", cwd=tmp_path, env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hello you\n", "")
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:

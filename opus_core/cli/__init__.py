@@ -72,13 +72,16 @@ def build_parser(manager: PluginManager | None = None) -> Parser:
 
 
 def _early(argv: list[str]) -> argparse.Namespace:
-    """The options that decide which plugins load, read before the full parse."""
+    """The options that decide which plugins load, read before the full parse, and
+    `command`: the first word that is not an option ("" for none), the command to parse
+    whole."""
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--config", default=None)
     early.add_argument("--debug", action="store_true")
     early.add_argument("--trace-plugins", action="store_true")
     early.add_argument("-p", dest="plugins", action="append", default=[])
-    known, _ = early.parse_known_args(argv)
+    known, rest = early.parse_known_args(argv)
+    known.command = next((word for word in rest if not word.startswith("-")), "")
     return known
 
 
@@ -134,10 +137,14 @@ def _main(argv: list[str]) -> int:
         os.environ[PLUGINS_ENV] = plugin_modules(early.plugins)
     try:
         manager = _manager(early.config)
-        parser = build_parser(manager)
+        parser = parser_of(manager, early.command)  # that command's arguments, the rest listed
     except Exception as exc:
         return _failed(exc, debug)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "listed_only", False):  # a command only listed runs: build all, whole
+        args = parser_of(manager).parse_args(argv)
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # as parse_args says it
     args.plugin_manager = manager  # for handlers of the parsed arguments: context.plugins
     handler = getattr(args, "handler", None)
     if isinstance(handler, DefaultAction):  # `opus state`: `opus state list`

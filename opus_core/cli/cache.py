@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.errors import OpusError, did_you_mean
 
 if TYPE_CHECKING:
@@ -20,14 +21,14 @@ def add_command(commands: Commands) -> None:
     explain = commands.add(
         "why",
         why,
-        help="why a task ran or was restored in the last run",
+        help=COMMAND_HELP["why"],
         description="Why the task NAME (one with metadata.outputs, or cache = true) ran or was "
         "restored in the last run that decided about it: `opus run --explain` says the same "
         "as it runs.",
     )
     explain.add_argument("name", metavar="NAME", help="a task's name")
     explain.add_argument("--json", action="store_true", help="print JSON")
-    cache = commands.add_group("cache", "what the file cache keeps", default="list")
+    cache = commands.add_group("cache", COMMAND_HELP["cache"], default="list")
     listing = cache.add("list", list_cache, help="every task with a saved fingerprint")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     forget = cache.add(

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from opus_core.cli.commands import COMMAND_HELP
+
 if TYPE_CHECKING:
     from opus_core.cli import Commands
     from opus_core.cli.context import CommandContext
@@ -414,7 +416,7 @@ def add_command(commands: Commands) -> None:
     parser = commands.add(
         "completion",
         completion,
-        help="print a shell completion script (bash or zsh)",
+        help=COMMAND_HELP["completion"],
         description="Print a completion script for bash or zsh.",
         epilog=COMPLETION_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.config import FILENAME, OPUS_KEYS, Config, user_config_path
 from opus_core.errors import ConfigError
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 def add_command(commands: Commands) -> None:
     """`opus config show|init|path`: their arguments, and `show`, `init` and `path` to handle
     them."""
-    config = commands.add_group("config", "show, create or locate opus.toml", default="show")
+    config = commands.add_group("config", COMMAND_HELP["config"], default="show")
     config_show = config.add(
         "show",
         show,

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from opus_core.cli.run import selection_arguments
+from opus_core.cli.arguments import selection_arguments
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.cli.tasks import Scope, nothing_in_scope, outside_a_project, scope
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def add_command(commands: Commands) -> None:
     parser = commands.add(
         "graph",
         graph,
-        help="draw the task graph (Mermaid, DOT or a text tree)",
+        help=COMMAND_HELP["graph"],
         description="Print the task graph: Mermaid (renders on GitHub), DOT for Graphviz "
         "(opus graph --format dot | dot -Tsvg > graph.svg) or an indented text tree. Tasks "
         "out of scope are dashed and grey; above 200 tasks, one node per kind.",

@@ -75,10 +75,14 @@ def _common() -> Parser:
 class Commands:
     """What `opus_register_commands` receives: `add` puts a subcommand on `opus`."""
 
-    def __init__(self, subparsers: Any, common: Parser) -> None:
+    def __init__(self, subparsers: Any, common: Parser, wanted: str | None = None) -> None:
         self._subparsers = subparsers
         self._common = common
         self.names: list[str] = []
+        self.wanted = wanted
+        """The command the command line names, when known: a plugin may `list` its other
+        commands rather than `add` them with every argument (the core does). None: every
+        command is wanted whole (shell completion, the docs)."""
 
     def add(
         self,
@@ -113,6 +117,16 @@ class Commands:
             parser.set_defaults(handler=handler, configures=configure)
         self.names.append(name)
         return parser
+
+    def list(self, name: str, help: str) -> None:
+        """Put `opus NAME` in `opus --help` without its arguments or handler, for a command
+        that is not `wanted`; if the command line does run it, `opus` builds the parser
+        again with every command whole."""
+        if name in self.names:
+            raise ValueError(f"opus already has a command {name!r}")
+        listed = self._subparsers.add_parser(name, help=help, add_help=False)  # -h: all
+        listed.set_defaults(listed_only=True)
+        self.names.append(name)
 
     def add_group(
         self, name: str, help: str, default: str | None = None, description: str = ""
@@ -155,9 +169,13 @@ class DefaultAction:
         return handler
 
 
-def build_parser(manager: PluginManager) -> Parser:
+def build_parser(manager: PluginManager, wanted: str | None = None) -> Parser:
     """The parser of `opus` with the commands of every plugin `manager` has (the core's
-    are a plugin's too: `opus_core.cli.context.command_line_plugins()` makes that one)."""
+    are a plugin's too: `opus_core.cli.context.command_line_plugins()` makes that one).
+
+    With `wanted`, the command the command line names ("" for none), the core builds
+    only that command's parser whole and lists the others (see `Commands.list`).
+    """
     common = _common()
     parser = Parser(
         prog="opus",
@@ -168,5 +186,5 @@ def build_parser(manager: PluginManager) -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"opus {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
-    manager.register_commands(Commands(subparsers, common))
+    manager.register_commands(Commands(subparsers, common, wanted))
     return parser

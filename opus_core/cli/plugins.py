@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.cli.parser import Commands, Parser
 from opus_core.cli.scaffold import add_command as add_new_command
 
@@ -16,9 +17,7 @@ if TYPE_CHECKING:
 def add_command(commands: Commands) -> None:
     """`opus plugins list|new`: `list_plugins` handles `list`; `new` is added by
     `opus_core.cli.scaffold`."""
-    plugins = commands.add_group(
-        "plugins", "list the installed plugins, or start a new one", default="list"
-    )
+    plugins = commands.add_group("plugins", COMMAND_HELP["plugins"], default="list")
     listing = plugins.add(
         "list",
         list_plugins,
@@ -39,7 +38,8 @@ def commands_by_plugin(manager: PluginManager) -> dict[str, list[str]]:
         if not hasattr(plugin, "opus_register_commands"):
             continue
         others = [p for n, p in plugins if n != name]
-        commands = Commands(argparse.ArgumentParser().add_subparsers(), Parser(add_help=False))
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        commands = Commands(subparsers, Parser(add_help=False), wanted="")  # names only
         try:
             manager.pm.subset_hook_caller("opus_register_commands", others)(commands=commands)
         except Exception:  # reported when `opus` itself registers them

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.errors import OpusError
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def add_command(commands: Commands) -> None:
     parser = commands.add(
         "report",
         "opus_core.cli.report:report",
-        help="write a run's HTML report: the graph by status and a timeline of every attempt",
+        help=COMMAND_HELP["report"],
         description="Write one self-contained HTML file showing a run from the history: the "
         "task graph coloured by status, a timeline of every attempt, and each task's error "
         "and traceback on click.",

@@ -13,6 +13,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from opus_core.cli.arguments import (
+    durations_argument,
+    parameter_argument,
+    selection_arguments,
+    traceback_argument,
+    workers_argument,
+)
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.cli.report import check_writable, write_run_report
 from opus_core.cli.scope import NO_PROJECT, NOTHING_IN_SCOPE, nothing_in_scope
 from opus_core.cli.sections import durations_section, failures_section
@@ -20,22 +28,19 @@ from opus_core.cli.signals import env_seconds, exit_leaving_threads, interrupted
 from opus_core.errors import OpusError
 from opus_core.plugin.manager import warn
 
-# The parser of `opus` is built at every start, so this module is imported by `opus --help`
-# too: the engine and the rest of what a run needs are imported by the functions that run.
+# The engine and the rest of what a run needs are imported by the functions that run: this
+# module is imported to parse `opus run`'s arguments, before the configuration is read.
 if TYPE_CHECKING:
     from opus_core.cli import Commands
     from opus_core.cli.context import CommandContext
     from opus_core.engine import Tasks
     from opus_core.persistence import StatePersistence
     from opus_core.results import RunReport
-    from opus_core.selection import KeywordExpression
 
 PROGRESS_EVERY_ENV = "OPUS_PROGRESS_EVERY"
 PROGRESS_EVERY = 10.0
 """Seconds between two `progress:` log lines of `opus run` where no progress line is drawn
 (`$OPUS_PROGRESS_EVERY` changes it; 0 logs one after each task)."""
-
-TB_STYLES = ("short", "long", "line", "no")
 
 
 RUN_EPILOG = """\
@@ -65,7 +70,7 @@ def add_command(commands: Commands) -> None:
     parser = commands.add(
         "run",
         run,
-        help="run the tasks of the configuration",
+        help=COMMAND_HELP["run"],
         description="Run the tasks in scope for a command and context, in dependency order.",
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -159,84 +164,6 @@ def add_command(commands: Commands) -> None:
         default=None,
         help="the log level (overrides [opus] log_level)",
     )
-
-
-def parameter_argument(text: str) -> tuple[str, Any]:
-    """`--set KEY=VALUE`: the key, and the value read as a TOML value (`3`, `true`,
-    `[1, 2]`, `"text"`), or as the text itself when it is not one."""
-    import tomli
-
-    key, equals, value = text.partition("=")
-    if not equals or not key or key != key.strip() or "}" in key:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not KEY=VALUE (a key without spaces or '}}', then '=', then "
-            "the value: --set region=eu-west-1)"
-        )
-    try:
-        return key, tomli.loads(f"value = {value}")["value"]
-    except tomli.TOMLDecodeError:
-        return key, value
-
-
-def selection_arguments(parser: argparse.ArgumentParser, running: bool = False) -> None:
-    """`NAME ...`, `-k EXPR`, `--command`, `--context`: the tasks `opus run` runs (`running`),
-    or those `opus tasks` lists and `opus graph` draws."""
-    parser.add_argument(
-        "names",
-        nargs="*",
-        metavar="NAME",
-        help=f"{'run ' if running else ''}only these tasks and what they depend on",
-    )
-    parser.add_argument(
-        "-k",
-        dest="keyword",
-        metavar="EXPR",
-        type=keyword_expression,
-        default=None,
-        help="run only the tasks EXPR matches and what they depend on: words found in task "
-        "names, or key=value for a label, with and, or, not and parentheses "
-        "(-k 'tier=data and not cache')"
-        if running
-        else "only the tasks EXPR matches (as opus run -k) and what they depend on",
-    )
-    parser.add_argument(
-        "--command",
-        default="apply",
-        help=f"the command{' to run' if running else ''} (default: apply)",
-    )
-    parser.add_argument("--context", default="default", help="the context (default: default)")
-
-
-def traceback_argument(parser: argparse.ArgumentParser) -> None:
-    """`--tb STYLE`: how `opus run` and `opus runs show` print the tracebacks of failures."""
-    parser.add_argument(
-        "--tb",
-        choices=TB_STYLES,
-        default="short",
-        help="tracebacks of failed tasks: the last frames (short, the default), all of "
-        "them (long), one line per task (line), or none (no)",
-    )
-
-
-def keyword_expression(text: str) -> KeywordExpression:
-    """The `-k EXPR` argument: a parsed expression, or a usage error naming it."""
-    from opus_core.selection import KeywordExpression
-
-    try:
-        return KeywordExpression(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def workers_argument(value: str) -> int:
-    """`-j N`: a whole number of at least 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return number
 
 
 def run(context: CommandContext) -> int:
@@ -479,26 +406,3 @@ def _override(tasks: Tasks, args: argparse.Namespace) -> None:
             "(threadpool and process do; choose one with --runner or [opus] runner)"
         )
     tasks.runner_options["max_workers"] = workers
-
-
-def durations_argument(parser: argparse.ArgumentParser) -> None:
-    """`--durations N`, as pytest's: the N slowest tasks (0: every task)."""
-    parser.add_argument(
-        "--durations",
-        metavar="N",
-        type=count_argument,
-        default=None,
-        help="the N slowest tasks (0: all), each with how long it waited for its "
-        "dependencies and then for a worker",
-    )
-
-
-def count_argument(value: str) -> int:
-    """`--durations N`, `--limit N`, `--keep N`: a whole number of at least 0."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
-    return number

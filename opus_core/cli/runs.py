@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from opus_core.cli.run import count_argument, durations_argument, traceback_argument
+from opus_core.cli.arguments import count_argument, durations_argument, traceback_argument
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.errors import OpusError
 from opus_core.persistence.base import finite_number
 
@@ -28,7 +29,7 @@ def add_command(commands: Commands) -> None:
     handle them."""
     runs = commands.add_group(
         "runs",
-        "the history of runs: list, show one, prune",
+        COMMAND_HELP["runs"],
         default="list",
         description="Every opus run is recorded by the configured persistence.",
     )

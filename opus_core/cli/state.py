@@ -6,6 +6,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from opus_core.cli.commands import COMMAND_HELP
 from opus_core.errors import OpusError
 from opus_core.persistence import RUN_HISTORY, RUN_RECORDS, MemoryPersistence, StatePersistence
 from opus_core.persistence.base import finite_number
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 def add_command(commands: Commands) -> None:
     """`opus state list|show|clear`: their arguments, and `list_state`, `show` and `clear` to
     handle them."""
-    state = commands.add_group("state", "what the configured persistence holds", default="list")
+    state = commands.add_group("state", COMMAND_HELP["state"], default="list")
     state_list = state.add("list", list_state, help="every identifier with state")
     state_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
     state_show = state.add(

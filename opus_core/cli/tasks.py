@@ -11,7 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from opus_core.cli.run import selection_arguments
+from opus_core.cli.arguments import selection_arguments
+from opus_core.cli.commands import COMMAND_HELP
 
 if TYPE_CHECKING:
     from opus_core.cli import Commands
@@ -151,7 +152,7 @@ def add_command(commands: Commands) -> None:
     parser = commands.add(
         "tasks",
         tasks,
-        help="list the tasks in scope: kind, labels, dependencies",
+        help=COMMAND_HELP["tasks"],
         description="List the tasks in scope for a command and context, in run order, with "
         "their kind, labels and dependencies; then those out of scope and why.",
     )

@@ -25,7 +25,6 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opus_core import OpusError, TaskCancelledError, hookimpl
@@ -43,6 +42,8 @@ from opus_core.runners.remote import dumps_work
 from opus_plugin_ray.connection import RayConnectionError, Settings, connect, disconnect
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future  # not imported to list plugins or run without Ray
+
     from ray import ObjectRef
 
 __all__ = ["RayConnectionError", "RayRunner", "RayTaskLostError", "RayTaskRun"]
