@@ -156,8 +156,10 @@ class RayTaskRun(BaseTaskRun):
             run.value, run.fetched = loads_value(data), True
 
     def halt(self) -> None:
-        """Kill the task on the cluster (`ray.cancel(force=True)`: its worker process dies)
-        and return once Ray reports it ended, or after `HALT_GRACE` seconds."""
+        """Kill the task on the cluster (`ray.cancel(force=True)`: its worker process is told
+        to exit) and return once Ray reports it ended, or after `HALT_GRACE` seconds. The
+        worker's process may outlive that report by a moment, exiting: it runs no more of
+        the task."""
         if self.status_ref is None:
             return  # not submitted: `submit` cancels it if it gets that far
         import ray
