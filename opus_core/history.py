@@ -245,7 +245,13 @@ class RunTasks(Sequence[dict[str, Any]]):
             result.traceback,
             self._runner,
         )
-        more: dict[str, Any] = {"dependencies": [tasks[d].task_id for d in self._plan.deps[index]]}
+        deps = self._plan.deps
+        first, end = deps.offsets[index], deps.offsets[index + 1]
+        more: dict[str, Any] = {
+            "dependencies": [tasks[d].task_id for d in deps.targets[first:end]]
+            if end > first
+            else []
+        }
         if not once:
             more["attempt_log"] = log or []
         meta = tasks[index].meta

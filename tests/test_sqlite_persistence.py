@@ -23,7 +23,8 @@ from opus_core import OpusError, Task, TaskProcessor, Tasks
 from opus_core.config import project_state_dir
 from opus_core.persistence import MemoryPersistence
 from opus_core.persistence.sqlite import SqlitePersistence, StateDatabaseError
-from opus_core.persistence.sqlite_rows import COLUMNS
+from opus_core.persistence.sqlite_rows import ALL_ABSENT, COLUMNS
+from opus_core.persistence.sqlite_schema import SCHEMA_VERSION
 from opus_core.plugin.manager import PluginManager
 
 HOSTILE_IDS = ["../../etc/passwd", "nul\x00byte", "x" * 1000, "задача-✓", "'; DROP TABLE state;--"]
@@ -496,9 +497,11 @@ def test_an_engine_runs_tasks_are_columns_and_read_back_whole(tmp_path: Path) ->
         rows = db.execute("SELECT name, status, more FROM task_runs ORDER BY position").fetchall()
     db.close()
     assert rows == [
-        ("a", "succeeded", '{"dependencies": []}'),
+        ("a", "succeeded", None),  # no dependency: a bit of its shape, no JSON
         ("b", "succeeded", '{"dependencies": ["a"]}'),
     ]
+    assert run["tasks"][0]["dependencies"] == []
+    assert list(run["tasks"][0]).index("dependencies") == list(b).index("dependencies")
 
 
 FIRST_SCHEMA = """
@@ -517,7 +520,7 @@ def test_a_database_of_the_first_schema_keeps_its_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Opened by this opus, a database written by the first schema (each task of a run one
-    JSON object) is brought to the second in place: its runs read back as they were,
+    JSON object) is brought to this one in place: its runs read back as they were,
     a damaged task is skipped with a warning as before, and new runs go in beside them."""
     database = tmp_path / "state.db"
     old = {"name": "web", "status": "failed", "attempts": 2, "error": "boom ☃", "x": [1]}
@@ -551,10 +554,49 @@ def test_a_database_of_the_first_schema_keeps_its_runs(
         "tasks": [old],
     }
     with sqlite3.connect(database) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     db.close()
     assert "task_runs_1" not in tables
+
+
+def test_a_database_of_the_second_schema_is_marked_the_third_and_reads_the_same(
+    tmp_path: Path,
+) -> None:
+    """Schema 3 only adds a shape bit (no dependencies): a database of schema 2 keeps its
+    rows as they are, is marked 3 when first written, and an entry's empty `dependencies`
+    comes back whichever schema wrote it — and an entry without one gains none."""
+    database = tmp_path / "state.db"
+    with_none = {"name": "a", "status": "succeeded", "dependencies": []}
+    without = {"name": "b", "status": "succeeded"}
+    old = SqlitePersistence(database)
+    old.save_run({"id": "20250101T000000.000-aaaaaa", "status": "succeeded", "tasks": [without]})
+    old.close()
+    with sqlite3.connect(database) as db:  # as schema 2 wrote it: the empty list in `more`
+        db.execute(
+            "INSERT INTO task_runs (run_id, position, name, status, shape, more) "
+            "VALUES ('20250101T000000.000-aaaaaa', 1, 'a', 'succeeded', ?, ?)",
+            (ALL_ABSENT ^ 0b101, '{"dependencies": []}'),
+        )
+        db.execute("PRAGMA user_version = 2")
+    db.close()
+    persistence = SqlitePersistence(database)
+    assert persistence.load_run("20250101T000000.000-aaaaaa") == {
+        "id": "20250101T000000.000-aaaaaa",
+        "status": "succeeded",
+        "tasks": [without, with_none],
+    }
+    persistence.save_run({"id": "20260101T000000.000-bbbbbb", "status": "x", "tasks": [with_none]})
+    assert SqlitePersistence(database).load_run("20260101T000000.000-bbbbbb") == {
+        "id": "20260101T000000.000-bbbbbb",
+        "status": "x",
+        "tasks": [with_none],
+    }
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        more = db.execute("SELECT more FROM task_runs WHERE run_id LIKE '2026%'").fetchone()
+    db.close()
+    assert more == (None,)
 
 
 class Moody(TaskProcessor):

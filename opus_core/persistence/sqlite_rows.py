@@ -6,7 +6,8 @@ A task's entry in a run (see `opus_core.history`) is a dict. Its usual fields â€
 (the columns have no type, so SQLite converts nothing: an int stays an int, a
 float a float). The one attempt of a task that was not retried is the task's own
 start, end, status and error, so it is not stored twice: a bit of the row's `shape`
-says so. Whatever else the entry has (`dependencies`, a retried task's
+says so, as another says that the task depends on nothing (its `dependencies` is an
+empty list). Whatever else the entry has (the names it depends on, a retried task's
 `attempt_log`, `resources`, fields of a third-party persistence's runs) is a JSON
 object in `more`.
 
@@ -36,6 +37,11 @@ ALL_ABSENT = (1 << len(COLUMNS)) - 1
 
 ONE_ATTEMPT = 1 << len(COLUMNS)
 """A `shape` bit: the entry's `attempt_log` is its one attempt, made from the columns."""
+
+NO_DEPENDENCIES = 1 << (len(COLUMNS) + 1)
+"""A `shape` bit (schema 3): the entry's `dependencies` is an empty list, not kept in `more`."""
+
+_NOTHING_MORE: dict[str, Any] = {"dependencies": []}  # what most tasks add to the columns
 
 _COLUMN_SET = frozenset(COLUMNS)
 _DERIVED_BITS = sum(1 << COLUMNS.index(key) for key in ONE_ATTEMPT_FIELDS)
@@ -69,6 +75,8 @@ def engine_row(tasks: RunTasks, index: int) -> tuple[Any, ...]:
     values, once, more = tasks.parts(index)
     if not all(map(fits, values)):
         return task_row(tasks[index])
+    if more == _NOTHING_MORE:
+        return (*values, NO_DEPENDENCIES | ONE_ATTEMPT if once else NO_DEPENDENCIES, None)
     return (*values, ONE_ATTEMPT if once else 0, json_text(more) if more else None)
 
 
@@ -96,6 +104,8 @@ def task_row(task: dict[str, Any]) -> tuple[Any, ...]:
         value = task[key]
         if key == "attempt_log" and not shape & _DERIVED_BITS and _one_attempt(value, task):
             shape |= ONE_ATTEMPT
+        elif key == "dependencies" and type(value) is list and not value:
+            shape |= NO_DEPENDENCIES
         else:
             more[key] = value
     return (*columns, shape, json_text(more) if more else None)
@@ -127,6 +137,8 @@ def task_entry(columns: tuple[Any, ...], shape: int, more: dict[str, Any] | None
         more = {}
     elif "dependencies" in more:
         entry["dependencies"] = more.pop("dependencies")
+    if shape & NO_DEPENDENCIES:
+        entry["dependencies"] = []
     if shape & ONE_ATTEMPT:
         entry["attempt_log"] = [one_attempt(entry)]
     entry.update(more)

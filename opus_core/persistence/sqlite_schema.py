@@ -5,8 +5,11 @@ to them.
 its summary as JSON) and `task_runs` (one row per task of a run, its fields as columns:
 `opus_core.persistence.sqlite_rows`) hold the run history. `PRAGMA application_id` says
 the database is opus's, `PRAGMA user_version` which schema it has. A database of the
-first schema (each task of a run one JSON object) is brought to the second, in the
-transaction that first writes it, its rows kept as they were.
+first schema (each task of a run one JSON object) is brought to this one, in the
+transaction that first writes it, its rows kept as they were. The third schema has the
+tables of the second and one more bit in a row's `shape` (`NO_DEPENDENCIES`), which no
+row of the second has: a database of the second is only marked as the third (so an
+opus that knows the second refuses it once the new bit may be in it).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     import sqlite3
 
 APPLICATION_ID = 0x6F707573  # "opus": how opus knows its own databases
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TASK_RUNS = f"""
 CREATE TABLE IF NOT EXISTS task_runs (
@@ -65,7 +68,7 @@ def make_schema(connection: sqlite3.Connection) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version >= SCHEMA_VERSION:
         return
-    statements = FROM_FIRST_SCHEMA if version == 1 else SCHEMA
+    statements = {0: SCHEMA, 1: FROM_FIRST_SCHEMA}.get(version, "")  # 2: the same tables
     for statement in statements.split(";"):
         if statement.strip():
             connection.execute(statement)
