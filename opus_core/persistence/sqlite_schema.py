@@ -8,8 +8,8 @@ the database is opus's, `PRAGMA user_version` which schema it has. A database of
 first schema (each task of a run one JSON object) is brought to this one, in the
 transaction that first writes it, its rows kept as they were. The third schema has the
 tables of the second and one more bit in a row's `shape` (`NO_DEPENDENCIES`), which no
-row of the second has: a database of the second is only marked as the third (so an
-opus that knows the second refuses it once the new bit may be in it).
+row of the second has: a database of the second is only marked as the third when opened
+(so an opus that knows the second refuses it once the new bit may be in it).
 """
 
 from __future__ import annotations
