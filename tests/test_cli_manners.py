@@ -240,6 +240,7 @@ def test_config_show_without_a_file_shows_every_default(tmp_path: Path) -> None:
     assert shown.stdout.startswith("# no configuration file found")
     assert 'opus.persistence = "sqlite"  # default' in shown.stdout
     assert 'persistence.sqlite.synchronous = "normal"  # default' in shown.stdout
+    assert "persistence.sqlite.keep_runs = 100  # default" in shown.stdout
 
 
 def test_config_init_into_a_directory_writes_opus_toml_there(tmp_path: Path) -> None:

@@ -409,6 +409,50 @@ def test_options_are_checked(tmp_path: Path) -> None:
     (tmp_path / "opus.toml").write_text('[persistence.sqlite]\nsynchronous = "sometimes"\n')
     message = one_line_error(opus("run", cwd=tmp_path))
     assert "persistence.sqlite" in message and "synchronous must be 'normal' or 'full'" in message
+    for value, why in [
+        ("0", "keep_runs must be a whole number of runs, at least 1, not 0"),
+        ("true", "keep_runs must be a whole number, got True"),
+        ("2.5", "keep_runs must be a whole number, got 2.5"),
+    ]:
+        (tmp_path / "opus.toml").write_text(f"[persistence.sqlite]\nkeep_runs = {value}\n")
+        message = one_line_error(opus("run", cwd=tmp_path))
+        assert "persistence.sqlite" in message and why in message, message
+
+
+def test_the_history_keeps_the_newest_runs_and_forgets_their_tasks(tmp_path: Path) -> None:
+    """`keep_runs`: as each run is saved, the runs beyond the newest N go, tasks and all; a
+    run saved again as it ends stays one run. The default keeps 100."""
+    database = tmp_path / "state.db"
+    assert SqlitePersistence(database).keep_runs == 100
+    persistence = SqlitePersistence(database, keep_runs=2)
+    task = {"name": "web", "status": "succeeded"}
+    for i in range(4):
+        run_id = f"2026010{i}T000000.000-aaaaaa"
+        persistence.save_run({"id": run_id, "status": "running", "tasks": [task]})
+        persistence.save_run({"id": run_id, "status": "succeeded", "tasks": [task, task]})
+    assert [run["id"] for run in persistence.list_runs()] == [
+        "20260103T000000.000-aaaaaa",
+        "20260102T000000.000-aaaaaa",
+    ]
+    with sqlite3.connect(database) as db:
+        kept = db.execute("SELECT run_id, count(*) FROM task_runs GROUP BY run_id").fetchall()
+    db.close()
+    assert sorted(kept) == [("20260102T000000.000-aaaaaa", 2), ("20260103T000000.000-aaaaaa", 2)]
+
+
+def test_opus_run_keeps_as_many_runs_as_configured(tmp_path: Path) -> None:
+    (tmp_path / "opus.toml").write_text(
+        '[persistence.sqlite]\npath = "state.db"\nkeep_runs = 2\n\n'
+        '[[tasks]]\nkind = "Command"\nversion = "v1"\nmetadata = { name = "hello" }\n'
+        'spec = { run = "true" }\n'
+    )
+    ids = []
+    for _ in range(3):
+        ran = opus("run", "--json", cwd=tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        ids.append(json.loads(ran.stdout)["run"])
+    listed = opus("runs", "list", "--json", cwd=tmp_path)
+    assert [run["id"] for run in json.loads(listed.stdout)] == ids[:0:-1]  # the two newest
 
 
 def test_many_states_are_read_a_few_hundred_ids_a_query(tmp_path: Path) -> None:
@@ -456,7 +500,8 @@ def test_a_runs_tasks_read_back_as_they_went_in_whatever_their_fields(
     columns is not stored twice, yet comes back. The order of the fields is not kept."""
     if derive:
         entries = [{**entry, "attempt_log": one_attempt(entry)} for entry in entries]
-    persistence = SqlitePersistence(tmp_path / "state.db")
+    # The examples share the database, their ids in no order: every run is kept.
+    persistence = SqlitePersistence(tmp_path / "state.db", keep_runs=10**6)
     run_id = f"20260101T000000.000-{os.urandom(3).hex()}"
     persistence.save_run({"id": run_id, "status": "failed", "tasks": entries})
     loaded = SqlitePersistence(tmp_path / "state.db").load_run(run_id)

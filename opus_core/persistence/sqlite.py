@@ -74,6 +74,8 @@ if TYPE_CHECKING:
 
 FILENAME = "state.db"
 SYNCHRONOUS = ("normal", "full")
+KEEP_RUNS = 100
+"""How many runs the database keeps by default (`keep_runs`): the newest."""
 
 _TASK_COLUMNS = ", ".join((*COLUMNS, "shape", "more"))
 _TASK_MARKS = ", ".join("?" * (len(COLUMNS) + 4))
@@ -109,9 +111,12 @@ class SqlitePersistence(StatePersistence):
 
     Options: `path` (default: `state.db` in the project's folder under
     `user_state_dir("opus")`; relative to the opus.toml that sets it),
-    `busy_timeout` (seconds a write waits for another process's, default 30)
-    and `synchronous` ("normal", the default: durable across a killed
-    process; "full": across a power cut too, at a sync per save).
+    `busy_timeout` (seconds a write waits for another process's, default 30),
+    `synchronous` ("normal", the default: durable across a killed process;
+    "full": across a power cut too, at a sync per save) and `keep_runs` (how
+    many runs the history keeps, the newest: default 100; older ones are
+    forgotten as a run is saved, so the database does not grow for ever and
+    every process's check of it stays quick).
     """
 
     name: ClassVar[str] = "sqlite"
@@ -119,13 +124,22 @@ class SqlitePersistence(StatePersistence):
     lazy_run_tasks: ClassVar[bool] = True
 
     def __init__(
-        self, path: Path | None = None, busy_timeout: float = 30.0, synchronous: str = "normal"
+        self,
+        path: Path | None = None,
+        busy_timeout: float = 30.0,
+        synchronous: str = "normal",
+        keep_runs: int = KEEP_RUNS,
     ) -> None:
         super().__init__()
         if synchronous.lower() not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         if busy_timeout < 0:
             raise ValueError(f"busy_timeout must be 0 or more seconds, not {busy_timeout!r}")
+        if type(keep_runs) is not int or not 1 <= keep_runs <= LARGEST:
+            raise ValueError(
+                f"keep_runs must be a whole number of runs, at least 1, not {keep_runs!r}"
+            )
+        self.keep_runs = keep_runs
         self.path = Path(path) if path is not None else default_path()
         self.busy_timeout = float(busy_timeout)
         self.synchronous = synchronous.lower()
@@ -483,6 +497,17 @@ class SqlitePersistence(StatePersistence):
                     f"VALUES ({_TASK_MARKS})",
                     rows,
                 )
+                self._forget_runs(connection, self.keep_runs)
+
+    @staticmethod
+    def _forget_runs(connection: sqlite3.Connection, keep: int) -> int:
+        """Delete every run but the `keep` newest, in the caller's transaction; how many."""
+        old = connection.execute(
+            "SELECT id FROM runs ORDER BY id DESC LIMIT -1 OFFSET ?", (min(keep, LARGEST),)
+        ).fetchall()
+        connection.executemany("DELETE FROM task_runs WHERE run_id = ?", old)
+        connection.executemany("DELETE FROM runs WHERE id = ?", old)
+        return len(old)
 
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The saved runs, newest first, without their tasks; at most `limit`."""
@@ -545,16 +570,7 @@ class SqlitePersistence(StatePersistence):
             if connection is None:
                 return 0
             with self._transaction(connection):
-                old = [
-                    (run_id,)
-                    for (run_id,) in connection.execute(
-                        "SELECT id FROM runs ORDER BY id DESC LIMIT -1 OFFSET ?",
-                        (min(keep, LARGEST),),
-                    ).fetchall()
-                ]
-                connection.executemany("DELETE FROM task_runs WHERE run_id = ?", old)
-                connection.executemany("DELETE FROM runs WHERE id = ?", old)
-            return len(old)
+                return self._forget_runs(connection, keep)
 
     def __repr__(self) -> str:
         return f"SqlitePersistence({str(self.path)!r})"
