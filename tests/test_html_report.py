@@ -457,15 +457,17 @@ def test_no_edge_of_a_bigger_run_passes_under_another_box(
 def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewhere(
     browser: Any, tmp_path: Path
 ) -> None:
-    # 2 s against a no-op: its bar stays too narrow for its name even when the machine is
-    # so busy that the no-op takes a tenth of a second (at 0.4 s, it once did not)
-    run = real_run([("blink", [], {}), ("a-long-running-load", ["blink"], {"seconds": 2.0})])
+    # A no-op with a long name before a 2 s task with a short one: the no-op's bar stays too
+    # narrow for its name unless it takes a third of a second, which a busy machine once
+    # made a no-op named "blink" take (a tenth of a second was enough for five letters).
+    blink = "blink-a-no-op-whose-name-is-far-wider-than-its-bar-could-ever-be"
+    run = real_run([(blink, [], {}), ("load", [blink], {"seconds": 2.0})])
     opened = open_report(browser, run, tmp_path / "report.html")
     page = opened.page
     names = [t["name"] for t in run["tasks"]]
-    long, short = names.index("a-long-running-load"), names.index("blink")
+    long, short = names.index("load"), names.index(blink)
     label = page.locator(f'#timeline text.bar-label[data-task="{long}"]')
-    assert label.text_content() == "a-long-running-load"
+    assert label.text_content() == "load"
     bar = page.locator(f'#timeline rect.attempt[data-task="{long}"]')
     inside = page.evaluate(
         "([l, b]) => { const t = l.getBBox(), r = b.getBBox();"
@@ -475,7 +477,7 @@ def test_a_timeline_bar_shows_its_task_name_where_it_fits_and_a_tooltip_elsewher
     assert inside
     assert bar.locator("title").count() == 0
     narrow = page.locator(f'#timeline rect.attempt[data-task="{short}"]')
-    assert narrow.locator("title").text_content().startswith("blink")
+    assert narrow.locator("title").text_content().startswith(f"{blink} — attempt 1")
     assert page.locator(f'#timeline text.bar-label[data-task="{short}"]').count() == 0
     opened.clean()
 
