@@ -549,6 +549,15 @@ def test_an_engine_runs_tasks_are_columns_and_read_back_whole(tmp_path: Path) ->
     assert list(run["tasks"][0]).index("dependencies") == list(b).index("dependencies")
 
 
+def assert_a_new_run_reads_back(
+    persistence: SqlitePersistence, tasks: list[dict[str, object]]
+) -> None:
+    """A run saved now, beside the old ones, reads back whole from a new connection."""
+    run = {"id": "20260101T000000.000-bbbbbb", "status": "running", "tasks": tasks}
+    persistence.save_run(run)
+    assert SqlitePersistence(persistence.path).load_run(run["id"]) == run
+
+
 FIRST_SCHEMA = """
 CREATE TABLE state (id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE runs (id TEXT PRIMARY KEY, started_at REAL, ended_at REAL, status TEXT NOT NULL,
@@ -592,12 +601,7 @@ def test_a_database_of_the_first_schema_keeps_its_runs(
     }
     assert "the entry 'run 20250101T000000.000-aaaaaa task 1' is damaged" in capsys.readouterr().err
     assert persistence.get_object_state("web") == {"v": 1}
-    persistence.save_run({"id": "20260101T000000.000-bbbbbb", "status": "running", "tasks": [old]})
-    assert SqlitePersistence(database).load_run("20260101T000000.000-bbbbbb") == {
-        "id": "20260101T000000.000-bbbbbb",
-        "status": "running",
-        "tasks": [old],
-    }
+    assert_a_new_run_reads_back(persistence, [old])
     with sqlite3.connect(database) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
@@ -631,12 +635,7 @@ def test_a_database_of_the_second_schema_is_marked_the_third_and_reads_the_same(
         "status": "succeeded",
         "tasks": [without, with_none],
     }
-    persistence.save_run({"id": "20260101T000000.000-bbbbbb", "status": "x", "tasks": [with_none]})
-    assert SqlitePersistence(database).load_run("20260101T000000.000-bbbbbb") == {
-        "id": "20260101T000000.000-bbbbbb",
-        "status": "x",
-        "tasks": [with_none],
-    }
+    assert_a_new_run_reads_back(persistence, [with_none])
     with sqlite3.connect(database) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
         more = db.execute("SELECT more FROM task_runs WHERE run_id LIKE '2026%'").fetchone()
