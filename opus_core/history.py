@@ -224,10 +224,11 @@ class RunTasks(Sequence[dict[str, Any]]):
         started: float | None
         ended: float | None
         log: list[dict[str, Any]] | None = None
-        once = isinstance(logs, AttemptLogs) and logs.once(index)
-        if isinstance(logs, AttemptLogs) and once:
+        if isinstance(logs, AttemptLogs) and logs.once(index):
+            once = True
             started, ended = logs.times(index)
         else:
+            once = False
             log = logs[index] if index < len(logs) else None
             started = log[0]["started_at"] if log else None
             ended = log[-1]["ended_at"] if log else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from opus_core.errors import ManifestError, did_you_mean
+from opus_core.printable import is_unicode
 from opus_core.substitution import needs_substitution
 from opus_core.task_numbers import check_needs, check_task_number
 
@@ -180,14 +181,11 @@ def _parse_field(fields: dict[str, Any], key: str, value: Any, where: str) -> No
     if key == "name":
         if not isinstance(value, str) or not value:
             raise ManifestError(f"{where}: metadata.name must be a non-empty string, got {value!r}")
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate: no file, database or log holds it
-                raise ManifestError(
-                    f"{where}: metadata.name {value!r} is not valid Unicode text (a lone "
-                    "surrogate); give the task a name of characters"
-                ) from None
+        if not is_unicode(value):  # a lone surrogate: no file, database or log holds it
+            raise ManifestError(
+                f"{where}: metadata.name {value!r} is not valid Unicode text (a lone "
+                "surrogate); give the task a name of characters"
+            )
         fields["name"] = value
     elif key == "labels":
         fields["labels"] = _labels(where, "metadata.labels", value)

@@ -1,4 +1,5 @@
-"""`printable`: text from tasks made safe to write to a terminal.
+"""`printable`: text from tasks made safe to write to a terminal (and `is_unicode`: whether
+text can be written at all).
 
 Task names and errors reach the terminal through log lines (the built-in plugin's
 `LogLines`) and every table of the command line (`opus_core.cli.output`); both
@@ -33,3 +34,15 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return _UNPRINTABLE.sub(_escape, text)
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` is valid Unicode: no lone surrogate (bytes decoded with
+    `surrogateescape`), so UTF-8 — a file, a database, a log — holds it as it is."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

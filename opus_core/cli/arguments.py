@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -81,15 +82,28 @@ def keyword_expression(text: str) -> KeywordExpression:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def workers_argument(value: str) -> int:
-    """`-j N`: a whole number of at least 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return number
+def whole_number(least: int) -> Callable[[str], int]:
+    """An argument type: a whole number of at least `least`, else a usage error."""
+
+    def argument(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of at least {least}, got {value!r}"
+            )
+        return number
+
+    return argument
+
+
+count_argument = whole_number(0)
+"""`--durations N`, `--limit N`, `--keep N`: a whole number of at least 0."""
+
+workers_argument = whole_number(1)
+"""`-j N`: a whole number of at least 1."""
 
 
 def durations_argument(parser: argparse.ArgumentParser) -> None:
@@ -102,14 +116,3 @@ def durations_argument(parser: argparse.ArgumentParser) -> None:
         help="the N slowest tasks (0: all), each with how long it waited for its "
         "dependencies and then for a worker",
     )
-
-
-def count_argument(value: str) -> int:
-    """`--durations N`, `--limit N`, `--keep N`: a whole number of at least 0."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
-    return number

@@ -28,6 +28,7 @@ from typing import Any
 
 from opus_core.history import ONE_ATTEMPT_FIELDS, TASK_FIELDS, RunTasks, one_attempt
 from opus_core.persistence.base import json_text
+from opus_core.printable import is_unicode
 
 COLUMNS = TASK_FIELDS
 """The fields of a task's entry that are columns of `task_runs`, in this order."""
@@ -55,13 +56,7 @@ def fits(value: object) -> bool:
         return True
     kind = type(value)
     if kind is str:
-        if value.isascii():  # type: ignore[attr-defined]
-            return True
-        try:
-            value.encode("utf-8")  # type: ignore[attr-defined]
-        except UnicodeEncodeError:  # a lone surrogate: only JSON's escapes keep it
-            return False
-        return True
+        return is_unicode(value)  # type: ignore[arg-type]  # else only JSON's escapes keep it
     if kind is float:
         return math.isfinite(value)  # type: ignore[arg-type]
     if kind is int:
