@@ -56,7 +56,7 @@ def fits(value: object) -> bool:
         return True
     kind = type(value)
     if kind is str:
-        return is_unicode(value)  # type: ignore[arg-type]  # else only JSON's escapes keep it
+        return value.isascii() or is_unicode(value)  # type: ignore[attr-defined, arg-type]
     if kind is float:
         return math.isfinite(value)  # type: ignore[arg-type]
     if kind is int:
