@@ -26,7 +26,7 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
+    except OSError:  # gone (ProcessLookupError), or going while its stat was read
         return False
 
 

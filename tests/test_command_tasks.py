@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import OPUS, interruptible, opus
-from harness import until
+from harness import alive, until
 
 RUNNERS = ["sequential", "process", "processpool", "threadpool"]
 
@@ -47,15 +47,6 @@ def command(name: str, spec: str, metadata: str = "") -> str:
         f'[[tasks]]\nkind = "Command"\nversion = "v1"\n'
         f'metadata = {{ name = "{name}"{metadata} }}\nspec = {spec}\n'
     )
-
-
-def dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie not yet reaped is dead too
-        return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -165,7 +156,7 @@ def test_a_timeout_kills_the_command_and_all_it_started(tmp_path: Path, runner: 
     assert result.returncode == 1
     assert "1 timed_out" in result.stdout, result.stdout
     child = int((tmp_path / "child.pid").read_text())
-    assert until(lambda: dead(child)), "the command's child outlived the timeout"
+    assert until(lambda: not alive(child)), "the command's child outlived the timeout"
 
 
 def test_what_a_command_leaves_running_in_its_group_is_killed_when_it_ends(
@@ -175,7 +166,7 @@ def test_what_a_command_leaves_running_in_its_group_is_killed_when_it_ends(
     result = opus("run", cwd=project(tmp_path, command("leaves", f'{{ run = "{script}" }}')))
     assert result.returncode == 0, result.stderr
     child = int((tmp_path / "child.pid").read_text())
-    assert until(lambda: dead(child))
+    assert until(lambda: not alive(child))
 
 
 def test_ctrl_c_kills_the_running_command_and_all_it_started(tmp_path: Path) -> None:
@@ -200,7 +191,7 @@ def test_ctrl_c_kills_the_running_command_and_all_it_started(tmp_path: Path) -> 
     finally:
         run.kill()
     assert run.returncode == 130, err
-    assert until(lambda: dead(int((root / "child.pid").read_text())))
+    assert until(lambda: not alive(int((root / "child.pid").read_text())))
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from cli_helpers import OPUS, interruptible, opus
+from harness import alive
 
 PROCESSOR = """
 import os, threading, time
@@ -70,18 +71,6 @@ def environment(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     env["XDG_CONFIG_HOME"] = str(root / ".user-config")
     return env
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-    except OSError:
-        return False
 
 
 def wait_for(condition, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]

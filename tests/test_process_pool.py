@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import until
+from harness import alive, until
 from test_examples import EXAMPLES, run_example
-from test_process_lifetime import alive, wait_for
+from test_process_lifetime import wait_for
 
 from opus_core import (
     OpusError,

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import alive
 
 from opus_core import (
     MultiprocessTaskRun,
@@ -40,14 +41,6 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):  # gone, or going while being read
-        return False
-    return state != "Z"
 
 
 class CustomError(Exception):

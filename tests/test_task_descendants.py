@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import OPUS, opus
-from test_process_lifetime import alive, wait_for
+from harness import alive
+from test_process_lifetime import wait_for
 
 STARTS = """
 import ctypes
