@@ -1038,16 +1038,24 @@ def compose_chain(quick: bool) -> None:
         return x + 1
 
     def bare() -> None:
-        # The chain a user writes by hand: each link's done callback submits the next.
+        # The chain a user writes by hand, as issue 30 names it: each link's done callback
+        # submits the next. A link that ended before its callback is attached would run the
+        # callback nested in the thread attaching it; nested deep enough, a RecursionError
+        # inside a callback (which the pool only logs) lost the chain and hung this row
+        # once. So a link found ended goes on in the same loop instead of nesting.
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             last: concurrent.futures.Future[int] = concurrent.futures.Future()
 
             def forward(done: concurrent.futures.Future[int], link: int) -> None:
-                value = done.result()
-                if link == n:
-                    last.set_result(value)
-                    return
-                pool.submit(step, value).add_done_callback(lambda f: forward(f, link + 1))
+                while True:
+                    value = done.result()
+                    if link == n:
+                        last.set_result(value)
+                        return
+                    done, link = pool.submit(step, value), link + 1
+                    if not done.done():
+                        done.add_done_callback(lambda f, link=link: forward(f, link))
+                        return
 
             pool.submit(step, 0).add_done_callback(lambda f: forward(f, 1))
             assert last.result() == n
